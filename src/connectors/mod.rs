@@ -1,0 +1,196 @@
+//! Connectors: the engine's only way to talk to the two systems. One trait per side, so a
+//! Salesforce or Chargebee connector is an addition. These share no wire code with `sim/`
+//! (the simulators are an independent oracle).
+
+pub mod hubspot;
+pub mod stripe;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Field values keyed by the destination's own path (CRM property name, or a billing
+/// attribute / `metadata.<key>`). `None` clears the field.
+pub type Fields = BTreeMap<String, Option<String>>;
+
+/// A record as read from a system, flattened to the paths the contract maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteRecord {
+    pub id: String,
+    pub fields: Fields,
+}
+
+impl RemoteRecord {
+    pub fn get(&self, path: &str) -> Option<&str> {
+        if path == "id" {
+            return Some(&self.id);
+        }
+        self.fields.get(path).and_then(|v| v.as_deref())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{system}: no response within {timeout_ms} ms; the request may or may not have been applied")]
+    Timeout { system: &'static str, timeout_ms: u64 },
+    #[error("{system}: could not connect: {detail}")]
+    Transport { system: &'static str, detail: String },
+    #[error("{system}: rate limited (429){}", retry_after_ms.map(|ms| format!(", retry after {ms} ms")).unwrap_or_default())]
+    RateLimited {
+        system: &'static str,
+        retry_after_ms: Option<u64>,
+        body: String,
+    },
+    #[error("{system}: server error {status}")]
+    Server {
+        system: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{system}: credentials refused ({status}); check the API key the contract names")]
+    Auth {
+        system: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{system}: request rejected ({status} {code}): {message}")]
+    Rejected {
+        system: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+        body: String,
+    },
+    #[error("{system}: answered with something that is not its API ({status}): {detail}")]
+    Garbage {
+        system: &'static str,
+        status: u16,
+        detail: String,
+        body: String,
+    },
+}
+
+impl ConnectorError {
+    /// Worth retrying with the same idempotency key.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            ConnectorError::Timeout { .. }
+                | ConnectorError::Transport { .. }
+                | ConnectorError::RateLimited { .. }
+                | ConnectorError::Server { .. }
+                | ConnectorError::Garbage { .. }
+        )
+    }
+
+    /// A stable class for dead letters and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ConnectorError::Timeout { .. } => "timeout",
+            ConnectorError::Transport { .. } => "transport",
+            ConnectorError::RateLimited { .. } => "rate_limited",
+            ConnectorError::Server { .. } => "server",
+            ConnectorError::Auth { .. } => "auth",
+            ConnectorError::Rejected { .. } => "validation",
+            ConnectorError::Garbage { .. } => "garbage",
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ConnectorError::RateLimited { .. } => Some(429),
+            ConnectorError::Server { status, .. }
+            | ConnectorError::Auth { status, .. }
+            | ConnectorError::Rejected { status, .. }
+            | ConnectorError::Garbage { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            ConnectorError::RateLimited { body, .. }
+            | ConnectorError::Server { body, .. }
+            | ConnectorError::Auth { body, .. }
+            | ConnectorError::Rejected { body, .. }
+            | ConnectorError::Garbage { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::RateLimited { retry_after_ms, .. } => retry_after_ms.map(Duration::from_millis),
+            _ => None,
+        }
+    }
+}
+
+pub type ConnResult<T> = Result<T, ConnectorError>;
+
+/// The billing side (Stripe today).
+pub trait BillingApi: Send + Sync {
+    fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
+    fn create_customer<'a>(&'a self, idempotency_key: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    fn update_customer<'a>(
+        &'a self,
+        id: &'a str,
+        idempotency_key: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Customers whose email is exactly `email`, newest first.
+    fn customers_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
+}
+
+/// A custom CRM property the contract needs.
+#[derive(Debug, Clone)]
+pub struct PropertyDef {
+    pub name: String,
+    pub label: String,
+}
+
+/// The CRM side (HubSpot today).
+pub trait CrmApi: Send + Sync {
+    fn get_contact<'a>(&'a self, id: &'a str, properties: &'a [String]) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
+    fn update_contact<'a>(&'a self, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Create the custom properties that do not exist yet; returns the names created.
+    fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;
+}
+
+/// Turn a reqwest failure into a connector error.
+pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest::Error) -> ConnectorError {
+    if e.is_timeout() {
+        ConnectorError::Timeout { system, timeout_ms }
+    } else {
+        ConnectorError::Transport {
+            system,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Parse `Retry-After` (seconds) into milliseconds.
+pub(crate) fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|s| (s * 1000.0).max(0.0) as u64)
+}
+
+/// Keep error bodies short in the ledger and logs.
+pub(crate) fn clip(body: &str) -> String {
+    const MAX: usize = 4000;
+    if body.len() <= MAX {
+        body.to_string()
+    } else {
+        let mut end = MAX;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &body[..end])
+    }
+}

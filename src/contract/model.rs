@@ -1,0 +1,275 @@
+//! The checked sync contract: what the rest of the engine reads. Built only by
+//! `contract::compile`, which has already proven every invariant stated on these types.
+
+use std::path::PathBuf;
+
+/// Which of the two systems a field, write or event belongs to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Crm,
+    Billing,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Crm => "crm",
+            Side::Billing => "billing",
+        }
+    }
+    pub fn other(self) -> Side {
+        match self {
+            Side::Crm => Side::Billing,
+            Side::Billing => Side::Crm,
+        }
+    }
+    pub fn parse(s: &str) -> Option<Side> {
+        match s {
+            "crm" => Some(Side::Crm),
+            "billing" => Some(Side::Billing),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SystemKind {
+    Hubspot,
+    Stripe,
+}
+
+/// Where a secret comes from. The contract never holds the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// Read from this environment variable.
+    Env(String),
+    /// Read from the OS keychain (service, account).
+    Keychain { service: String, account: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    pub kind: SystemKind,
+    /// Base URL without a trailing slash, e.g. `https://api.stripe.com`.
+    pub base_url: String,
+    /// API credential (Stripe secret key / HubSpot private-app token).
+    pub secret: SecretRef,
+    /// Webhook signing secret (Stripe `whsec_…` / HubSpot app client secret).
+    pub webhook_secret: Option<SecretRef>,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Systems {
+    pub crm: SystemConfig,
+    pub billing: SystemConfig,
+}
+
+/// Who owns a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Crm,
+    Billing,
+    /// Both sides may edit; concurrent edits are settled by the rule.
+    Shared(ConflictRule),
+}
+
+impl Owner {
+    /// The owning side, if exactly one side owns the field.
+    pub fn side(self) -> Option<Side> {
+        match self {
+            Owner::Crm => Some(Side::Crm),
+            Owner::Billing => Some(Side::Billing),
+            Owner::Shared(_) => None,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            Owner::Crm => "crm",
+            Owner::Billing => "billing",
+            Owner::Shared(ConflictRule::Review) => "shared (review)",
+            Owner::Shared(ConflictRule::LatestSyncTimestamp) => "shared (latest_sync_timestamp)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictRule {
+    /// Send the record to the manual review queue.
+    Review,
+    /// The change the ledger sequenced last wins (the ledger's own stamp, never a provider clock).
+    LatestSyncTimestamp,
+}
+
+/// What to do when the non-owning side edits an owned field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonOwnerRule {
+    /// Write the owner's value back over the edit (audited).
+    Revert,
+    /// Leave the edit in place, audit it and put the record in review.
+    Flag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrmObject {
+    Contact,
+    Company,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BillingObject {
+    Customer,
+    Subscription,
+    Invoice,
+    CreditNote,
+}
+
+/// How records of an object pair are matched, tried in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchRule {
+    /// The ids stored in the identity map / on the records.
+    StoredId,
+    Email,
+}
+
+/// A parsed idempotency-key template such as `billing:create:{crm_contact_id}:{event_id}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTemplate {
+    pub raw: String,
+    pub parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Literal(String),
+    /// A placeholder; validated to be one of `KeyTemplate::PLACEHOLDERS`.
+    Var(String),
+}
+
+impl KeyTemplate {
+    pub const PLACEHOLDERS: &'static [&'static str] = &[
+        "crm_contact_id",
+        "crm_company_id",
+        "billing_customer_id",
+        "event_id",
+        "object",
+        "op",
+    ];
+
+    /// Render with the given variables; a missing variable renders as `-`.
+    pub fn render(&self, vars: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                KeyPart::Literal(s) => out.push_str(s),
+                KeyPart::Var(v) => {
+                    let val = vars.iter().find(|(k, _)| k == v).map(|(_, val)| *val);
+                    out.push_str(val.unwrap_or("-"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One mapped field: a name, where it lives on each side, who owns it.
+#[derive(Debug, Clone)]
+pub struct FieldMapping {
+    /// The contract's name for the field, e.g. `lifecycle_stage`.
+    pub name: String,
+    /// CRM property name, e.g. `lifecyclestage`.
+    pub crm: String,
+    /// Billing path: a top-level attribute (`email`, `id`) or `metadata.<key>`.
+    pub billing: String,
+    pub owner: Owner,
+    pub on_non_owner_edit: NonOwnerRule,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectMapping {
+    /// The contract's name for the pair, e.g. `customer`.
+    pub name: String,
+    pub crm: CrmObject,
+    pub billing: BillingObject,
+    pub match_on: Vec<MatchRule>,
+    /// Side on which a missing counterpart is created, if any.
+    pub create_in: Option<Side>,
+    pub idempotency_key: KeyTemplate,
+    pub fields: Vec<FieldMapping>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dedupe {
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reconciliation {
+    /// `nightly`, `hourly`, `manual`, or a 5-field cron expression.
+    pub schedule: String,
+    pub window_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    /// Sustained requests per second allowed to this destination.
+    pub requests_per_second: f64,
+    /// Burst size (token bucket capacity).
+    pub burst: u32,
+    /// Optional daily cap on requests.
+    pub daily_cap: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub crm: RateLimit,
+    pub billing: RateLimit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    pub lag_p95_ms: u64,
+    pub dead_letters: u64,
+    pub review_depth: u64,
+    pub error_rate: f64,
+    pub mismatch_rate: f64,
+}
+
+/// A validated contract.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// Where it was loaded from (or `<embedded default>`).
+    pub path: PathBuf,
+    /// The first 16 hex digits of SHA-256 over the file's bytes; recorded with every decision.
+    pub version: String,
+    pub name: String,
+    pub systems: Systems,
+    pub objects: Vec<ObjectMapping>,
+    pub dedupe: Dedupe,
+    pub reconciliation: Reconciliation,
+    pub retry: Retry,
+    pub rate_limits: RateLimits,
+    pub alerts: Alerts,
+}
+
+impl Contract {
+    pub fn object(&self, name: &str) -> Option<&ObjectMapping> {
+        self.objects.iter().find(|o| o.name == name)
+    }
+    pub fn system(&self, side: Side) -> &SystemConfig {
+        match side {
+            Side::Crm => &self.systems.crm,
+            Side::Billing => &self.systems.billing,
+        }
+    }
+}

@@ -1,0 +1,588 @@
+use std::path::Path;
+
+use super::*;
+
+const BROKEN_MANY: &str = include_str!("../../tests/contracts/broken_many.toml");
+const SYNTAX_ERROR: &str = include_str!("../../tests/contracts/syntax_error.toml");
+const LITERAL_SECRET: &str = include_str!("../../tests/contracts/literal_secret.toml");
+const GOOD_MINIMAL: &str = include_str!("../../tests/contracts/good_minimal.toml");
+
+/// The problems of a contract that must not compile.
+fn problems(label: &str, text: &str) -> Vec<ContractProblem> {
+    match compile(label, text) {
+        Ok(_) => panic!("{label} compiled but should not have"),
+        Err(ContractError::Invalid(p)) => p,
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+/// The default contract with one substring replaced (which must occur exactly once).
+fn default_with(from: &str, to: &str) -> String {
+    assert_eq!(DEFAULT_CONTRACT.matches(from).count(), 1, "{from:?}");
+    DEFAULT_CONTRACT.replacen(from, to, 1)
+}
+
+/// 1-based (line, column) of the first occurrence of `needle` in `text`.
+fn pos(text: &str, needle: &str) -> (usize, usize) {
+    let at = text.find(needle).expect("needle in text");
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    (line, col)
+}
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    // file!() is relative to the package root (the test's cwd) in the crate and absolute
+    // when this module is compiled through a #[path] attribute; both resolve.
+    Path::new(file!())
+        .parent()
+        .expect("tests.rs has a parent")
+        .join("../../tests/contracts")
+        .join(name)
+}
+
+#[test]
+fn default_contract_compiles_and_encodes_the_shipped_ownership() {
+    let c = default_contract();
+    assert_eq!(c.name, "default");
+    assert_eq!(c.path, Path::new(DEFAULT_CONTRACT_LABEL));
+    assert_eq!(c.version, contract_version(DEFAULT_CONTRACT.as_bytes()));
+    assert_eq!(c.version.len(), 16);
+    assert!(c.version.chars().all(|ch| ch.is_ascii_hexdigit()));
+
+    let crm = c.system(Side::Crm);
+    assert_eq!(crm.kind, SystemKind::Hubspot);
+    assert_eq!(crm.base_url, "https://api.hubapi.com");
+    assert_eq!(crm.secret, SecretRef::Env("DRIFTLESS_CRM_TOKEN".into()));
+    assert_eq!(
+        crm.webhook_secret,
+        Some(SecretRef::Env("DRIFTLESS_CRM_WEBHOOK_SECRET".into()))
+    );
+    assert_eq!(crm.request_timeout_ms, 10_000);
+    let billing = c.system(Side::Billing);
+    assert_eq!(billing.kind, SystemKind::Stripe);
+    assert_eq!(billing.base_url, "https://api.stripe.com");
+    assert_eq!(
+        billing.secret,
+        SecretRef::Env("DRIFTLESS_BILLING_KEY".into())
+    );
+
+    let names: Vec<&str> = c.objects.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["customer", "subscription", "invoice"]);
+
+    let customer = c.object("customer").expect("customer");
+    assert_eq!(customer.crm, CrmObject::Contact);
+    assert_eq!(customer.billing, BillingObject::Customer);
+    assert_eq!(customer.match_on, [MatchRule::StoredId, MatchRule::Email]);
+    assert_eq!(customer.create_in, Some(Side::Billing));
+    assert_eq!(
+        customer
+            .idempotency_key
+            .render(&[("crm_contact_id", "101"), ("event_id", "e1")]),
+        "billing:create:101:e1"
+    );
+    let owned: Vec<(&str, &str, &str, Owner, NonOwnerRule)> = customer
+        .fields
+        .iter()
+        .map(|f| {
+            let (name, crm, billing) = (f.name.as_str(), f.crm.as_str(), f.billing.as_str());
+            (name, crm, billing, f.owner, f.on_non_owner_edit)
+        })
+        .collect();
+    assert_eq!(
+        owned,
+        [
+            ("email", "email", "email", Owner::Crm, NonOwnerRule::Revert),
+            (
+                "lifecycle_stage",
+                "lifecyclestage",
+                "metadata.lifecycle_stage",
+                Owner::Crm,
+                NonOwnerRule::Revert
+            ),
+            (
+                "billing_customer_id",
+                "billing_customer_id",
+                "id",
+                Owner::Billing,
+                NonOwnerRule::Revert
+            ),
+        ]
+    );
+
+    let sub = c.object("subscription").expect("subscription");
+    assert_eq!(sub.billing, BillingObject::Subscription);
+    assert_eq!(sub.match_on, [MatchRule::StoredId]);
+    assert_eq!(sub.create_in, None);
+    assert_eq!(
+        sub.idempotency_key.raw,
+        "billing:subscription:{crm_contact_id}:{event_id}"
+    );
+    assert_eq!(sub.fields.len(), 1);
+    assert_eq!(sub.fields[0].name, "subscription_status");
+    assert_eq!(sub.fields[0].billing, "status");
+    assert_eq!(sub.fields[0].owner, Owner::Billing);
+
+    let inv = c.object("invoice").expect("invoice");
+    assert_eq!(inv.billing, BillingObject::Invoice);
+    assert_eq!(
+        inv.idempotency_key.parts,
+        [
+            KeyPart::Literal("crm:invoice:".into()),
+            KeyPart::Var("billing_customer_id".into()),
+            KeyPart::Literal(":".into()),
+            KeyPart::Var("event_id".into()),
+        ]
+    );
+    assert_eq!(inv.fields[0].name, "invoice_balance");
+    assert_eq!(inv.fields[0].crm, "invoice_balance");
+    assert_eq!(inv.fields[0].billing, "amount_remaining");
+    assert_eq!(inv.fields[0].owner, Owner::Billing);
+
+    assert_eq!(c.dedupe.retention_days, 30);
+    assert_eq!(c.reconciliation.schedule, "nightly");
+    assert_eq!(c.reconciliation.window_days, 7);
+    assert_eq!(
+        (
+            c.retry.max_attempts,
+            c.retry.base_backoff_ms,
+            c.retry.max_backoff_ms
+        ),
+        (8, 200, 30_000)
+    );
+    assert_eq!(c.rate_limits.crm.requests_per_second, 10.0);
+    assert_eq!(c.rate_limits.crm.burst, 10);
+    assert_eq!(c.rate_limits.crm.daily_cap, Some(250_000));
+    assert_eq!(c.rate_limits.billing.requests_per_second, 25.0);
+    assert_eq!(c.rate_limits.billing.burst, 25);
+    assert_eq!(c.rate_limits.billing.daily_cap, None);
+    assert_eq!(c.alerts.lag_p95_ms, 60_000);
+    assert_eq!(c.alerts.dead_letters, 10);
+    assert_eq!(c.alerts.review_depth, 25);
+    assert_eq!(c.alerts.error_rate, 0.05);
+    assert_eq!(c.alerts.mismatch_rate, 0.01);
+}
+
+#[test]
+fn minimal_contract_takes_defaults_and_parses_every_form() {
+    let c = compile("good_minimal.toml", GOOD_MINIMAL).expect("valid");
+    assert_eq!(
+        c.systems.crm.base_url, "http://127.0.0.1:8081",
+        "slash trimmed"
+    );
+    assert_eq!(
+        c.systems.crm.secret,
+        SecretRef::Keychain {
+            service: "driftless".into(),
+            account: "hubspot-token".into()
+        }
+    );
+    assert_eq!(c.systems.crm.webhook_secret, None);
+    let company = c.object("company").expect("company");
+    assert_eq!(company.crm, CrmObject::Company);
+    assert_eq!(
+        company.fields[0].owner,
+        Owner::Shared(ConflictRule::LatestSyncTimestamp)
+    );
+    assert_eq!(company.fields[1].owner, Owner::Billing);
+    assert_eq!(company.fields[1].on_non_owner_edit, NonOwnerRule::Flag);
+    assert_eq!(
+        company
+            .idempotency_key
+            .render(&[("object", "company"), ("op", "update")]),
+        "company:update:-:-"
+    );
+    // Defaults of the optional sections.
+    assert_eq!(c.dedupe.retention_days, 30);
+    assert_eq!(c.reconciliation.window_days, 7);
+    assert_eq!(c.retry.max_attempts, 8);
+    assert_eq!(c.rate_limits.crm.daily_cap, Some(250_000));
+    assert_eq!(c.alerts.review_depth, 25);
+}
+
+#[test]
+fn broken_file_reports_every_independent_problem_at_its_location() {
+    let t = BROKEN_MANY;
+    let got = problems("broken_many.toml", t);
+    // (line:column, field, part of the expectation)
+    let expected: Vec<((usize, usize), &str, &str)> = vec![
+        (
+            pos(t, "\"ftp://"),
+            "systems.crm.base_url",
+            "http:// or https://",
+        ),
+        (
+            pos(t, "\"pat-na1"),
+            "systems.crm.secret",
+            "secrets are referenced",
+        ),
+        (
+            pos(t, "region"),
+            "systems.billing.region",
+            "allowed keys: kind, base_url",
+        ),
+        (
+            pos(t, "\"person\""),
+            "objects.customer.crm",
+            "one of: contact, company",
+        ),
+        (
+            pos(t, "\"phone\""),
+            "objects.customer.match[1]",
+            "one of: stored_id, email",
+        ),
+        (
+            pos(t, "{contact}"),
+            "objects.customer.idempotency_key",
+            "unknown placeholder {contact}",
+        ),
+        (
+            pos(t, "[[objects.customer.fields]]"),
+            "objects.customer.fields[0].conflict",
+            "conflict rule",
+        ),
+        (
+            pos(t, "\"address.city\""),
+            "objects.customer.fields[1].billing",
+            "metadata.<key>",
+        ),
+        (
+            pos(t, "\"both\""),
+            "objects.customer.fields[1].owner",
+            "one of: crm, billing, shared",
+        ),
+        (
+            pos(t, "\"email\"\nowner = \"crm\""),
+            "objects.customer.fields[2].billing",
+            "already mapped by objects.customer.fields[0].billing",
+        ),
+        (
+            pos(t, "[objects.subscription]"),
+            "objects.subscription.billing",
+            "missing required key `billing`",
+        ),
+        (
+            pos(t, "\"review\""),
+            "objects.subscription.fields[0].conflict",
+            "only allowed when owner = \"shared\"",
+        ),
+        (
+            pos(t, "0\n\n[reconciliation]"),
+            "dedupe.retention_days",
+            "1..=365",
+        ),
+        (
+            pos(t, "\"7\""),
+            "reconciliation.window_days",
+            "expected an integer, found a string",
+        ),
+    ];
+    for ((line, column), field, part) in &expected {
+        assert!(
+            got.iter().any(|p| p.line == *line
+                && p.column == *column
+                && p.field == *field
+                && p.expected.contains(part)),
+            "missing {line}:{column} {field} ~ {part:?}; got:\n{}",
+            render_problems(&got)
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "{}", render_problems(&got));
+    assert!(got.iter().all(|p| p.file == "broken_many.toml"));
+    // In file order.
+    assert!(got
+        .windows(2)
+        .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)));
+    assert!(!render_problems(&got).contains("SUPERSECRETVALUE"));
+}
+
+#[test]
+fn syntax_error_is_one_problem_at_its_location() {
+    let got = problems("syntax_error.toml", SYNTAX_ERROR);
+    assert_eq!(got.len(), 1, "{}", render_problems(&got));
+    assert_eq!((got[0].line, got[0].column), (5, 35));
+    assert_eq!(got[0].field, "(toml syntax)");
+    assert!(
+        got[0].expected.contains("invalid TOML"),
+        "{}",
+        got[0].expected
+    );
+}
+
+#[test]
+fn literal_secret_is_rejected_without_echoing_it() {
+    let err = compile("literal_secret.toml", LITERAL_SECRET).expect_err("literal secret");
+    let text = err.to_string();
+    assert_eq!(
+        text,
+        "literal_secret.toml:12:18: systems.billing.webhook_secret: secrets are referenced, \
+         never written in the contract: use { env = \"VAR\" } or { keychain = \"service/account\" }"
+    );
+    assert!(!text.contains("whsec_DO_NOT_LEAK"));
+    assert!(!format!("{err:?}").contains("whsec_DO_NOT_LEAK"));
+
+    // Nor when the secret breaks the TOML syntax, nor when it is in a reference table.
+    let unquoted = default_with(
+        "{ env = \"DRIFTLESS_BILLING_KEY\" }",
+        "sk_live_DO_NOT_LEAK_9z",
+    );
+    let bad_ref = default_with(
+        "{ env = \"DRIFTLESS_BILLING_KEY\" }",
+        "{ env = \"sk live DO NOT LEAK\" }",
+    );
+    let no_slash = default_with(
+        "{ env = \"DRIFTLESS_BILLING_KEY\" }",
+        "{ keychain = \"sk_live_DO_NOT_LEAK\" }",
+    );
+    for text in [unquoted, bad_ref, no_slash] {
+        let rendered = compile("c.toml", &text).expect_err("invalid").to_string();
+        assert!(!rendered.contains("DO_NOT_LEAK"), "{rendered}");
+        assert!(!rendered.contains("DO NOT LEAK"), "{rendered}");
+    }
+}
+
+#[test]
+fn unknown_placeholder_and_unbalanced_braces_point_inside_the_template() {
+    let text = default_with(
+        "\"crm:invoice:{billing_customer_id}:{event_id}\"",
+        "\"crm:invoice:{customer}:{event_id}\"",
+    );
+    let got = problems("c.toml", &text);
+    assert_eq!(got.len(), 1, "{}", render_problems(&got));
+    assert_eq!((got[0].line, got[0].column), pos(&text, "{customer}"));
+    assert_eq!(got[0].field, "objects.invoice.idempotency_key");
+    assert!(got[0].expected.contains("unknown placeholder {customer}"));
+    assert!(
+        got[0].expected.contains("{event_id}"),
+        "lists the allowed ones"
+    );
+
+    let text = default_with(
+        "\"crm:invoice:{billing_customer_id}:{event_id}\"",
+        "\"crm:invoice:{billing_customer_id:{event_id}}\"",
+    );
+    let got = problems("c.toml", &text);
+    assert_eq!(got.len(), 2, "{}", render_problems(&got));
+    assert!(got[0].expected.contains("unbalanced `{`"));
+    assert_eq!(
+        (got[0].line, got[0].column),
+        pos(&text, "{billing_customer_id:")
+    );
+    assert!(got[1].expected.contains("unbalanced `}`"));
+}
+
+#[test]
+fn shared_field_needs_a_conflict_rule_and_owned_fields_may_not_have_one() {
+    let text = default_with(
+        "billing = \"status\"\nowner = \"billing\"",
+        "billing = \"status\"\nowner = \"shared\"",
+    );
+    let got = problems("c.toml", &text);
+    assert_eq!(got.len(), 1, "{}", render_problems(&got));
+    assert_eq!(got[0].field, "objects.subscription.fields[0].conflict");
+    assert_eq!(
+        (got[0].line, got[0].column),
+        pos(&text, "[[objects.subscription.fields]]")
+    );
+    assert!(got[0]
+        .expected
+        .contains("\"review\" or \"latest_sync_timestamp\""));
+
+    let text = default_with(
+        "billing = \"status\"\nowner = \"billing\"",
+        "billing = \"status\"\nowner = \"shared\"\nconflict = \"review\"\non_non_owner_edit = \"flag\"",
+    );
+    let got = problems("c.toml", &text);
+    assert_eq!(got.len(), 1, "{}", render_problems(&got));
+    assert_eq!(
+        got[0].field,
+        "objects.subscription.fields[0].on_non_owner_edit"
+    );
+}
+
+#[test]
+fn numbers_out_of_range_are_reported() {
+    let text = DEFAULT_CONTRACT
+        .replacen("max_attempts = 8 ", "max_attempts = 101", 1)
+        .replacen("window_days = 7 ", "window_days = 91", 1)
+        .replacen("requests_per_second = 25.0", "requests_per_second = 0.0", 1)
+        .replacen("max_backoff_ms = 30000", "max_backoff_ms = 100", 1)
+        .replacen("request_timeout_ms = 10000", "request_timeout_ms = 99", 1)
+        .replacen("error_rate = 0.05", "error_rate = 1.5", 1);
+    let got = problems("c.toml", &text);
+    let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "systems.crm.request_timeout_ms",
+            "reconciliation.window_days",
+            "retry.max_attempts",
+            "retry.max_backoff_ms",
+            "rate_limits.billing.requests_per_second",
+            "alerts.error_rate",
+        ],
+        "{}",
+        render_problems(&got)
+    );
+}
+
+#[test]
+fn field_names_and_mappings_are_unique_within_an_object() {
+    let text = default_with(
+        "name = \"lifecycle_stage\"\ncrm = \"lifecyclestage\"",
+        "name = \"email\"\ncrm = \"email\"",
+    );
+    let got = problems("c.toml", &text);
+    let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "objects.customer.fields[1].name",
+            "objects.customer.fields[1].crm"
+        ],
+        "{}",
+        render_problems(&got)
+    );
+    assert!(got[0]
+        .expected
+        .contains("already mapped by objects.customer.fields[0].name"));
+}
+
+#[test]
+fn missing_sections_point_at_the_enclosing_table() {
+    let got = problems("empty.toml", "");
+    let fields: Vec<(&str, usize, usize)> = got
+        .iter()
+        .map(|p| (p.field.as_str(), p.line, p.column))
+        .collect();
+    assert_eq!(
+        fields,
+        [("name", 1, 1), ("systems", 1, 1), ("objects", 1, 1)]
+    );
+
+    let text = default_with(
+        "\n[[objects.invoice.fields]]",
+        "\n[[objects.invoice.unknown]]",
+    );
+    let got = problems("c.toml", &text);
+    let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["objects.invoice.fields", "objects.invoice.unknown"]
+    );
+    assert_eq!(
+        (got[0].line, got[0].column),
+        pos(&text, "[objects.invoice]")
+    );
+}
+
+#[test]
+fn schedules_accept_keywords_and_five_field_cron() {
+    for ok in [
+        "nightly",
+        "hourly",
+        "manual",
+        "0 3 * * *",
+        "*/15 0-6 1,15 * 1-5",
+    ] {
+        assert!(is_schedule(ok), "{ok}");
+    }
+    for bad in [
+        "daily",
+        "0 3 * *",
+        "60 3 * * *",
+        "0 3 * * 8",
+        "a b c d e",
+        "*/0 * * * *",
+    ] {
+        assert!(!is_schedule(bad), "{bad}");
+    }
+    let text = default_with("schedule = \"nightly\"", "schedule = \"weekly\"");
+    let got = problems("c.toml", &text);
+    assert_eq!(got[0].field, "reconciliation.schedule");
+}
+
+#[test]
+fn version_is_the_hash_of_the_file_bytes() {
+    let a = compile("a", DEFAULT_CONTRACT).expect("valid").version;
+    let b = compile("b", &format!("{DEFAULT_CONTRACT}\n# edited\n"))
+        .expect("valid")
+        .version;
+    assert_ne!(a, b);
+    assert_eq!(a, default_contract().version);
+}
+
+#[test]
+fn load_reads_the_file_and_names_it() {
+    let path = fixture_path("good_minimal.toml");
+    let c = load(&path).expect("loads");
+    assert_eq!(c.path, path);
+    assert_eq!(c.version, contract_version(GOOD_MINIMAL.as_bytes()));
+
+    let missing = fixture_path("does_not_exist.toml");
+    let err = load(&missing).expect_err("missing file");
+    assert!(matches!(err, ContractError::Read { .. }));
+    assert!(err.to_string().starts_with("cannot read contract "));
+
+    let err = load(&fixture_path("broken_many.toml")).expect_err("broken");
+    let first = err
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(first.starts_with(&format!(
+        "{}:6:12: ",
+        fixture_path("broken_many.toml").display()
+    )));
+}
+
+#[test]
+fn ownership_matrix_lists_every_field_and_owner() {
+    let c = default_contract();
+    let m = ownership_matrix(&c);
+    let header = m.lines().next().unwrap_or_default();
+    assert!(header.contains("\"default\""));
+    assert!(header.contains(&c.version));
+    assert!(header.contains(DEFAULT_CONTRACT_LABEL));
+    assert!(m.contains("crm property"));
+    assert!(m.contains("non-owner edit"));
+    for o in &c.objects {
+        for f in &o.fields {
+            let row = m
+                .lines()
+                .find(|l| l.split(" | ").nth(1).map(str::trim) == Some(f.name.as_str()))
+                .unwrap_or_else(|| panic!("no row for {}:\n{m}", f.name));
+            let cells: Vec<&str> = row.split(" | ").map(str::trim).collect();
+            assert!(cells[0].starts_with(&o.name), "{row}");
+            assert_eq!(cells[2], f.crm);
+            assert_eq!(cells[3], f.billing);
+            assert_eq!(cells[4], f.owner.label());
+        }
+    }
+
+    let shared = compile("good_minimal.toml", GOOD_MINIMAL).expect("valid");
+    let m = ownership_matrix(&shared);
+    assert!(m.contains("shared (latest_sync_timestamp)"), "{m}");
+    assert!(m.contains("flag"), "{m}");
+}
+
+#[test]
+fn problems_display_one_per_line() {
+    let p = ContractProblem {
+        file: "c.toml".into(),
+        line: 3,
+        column: 7,
+        field: "objects.customer.fields[2].owner".into(),
+        expected: "expected one of: crm, billing, shared".into(),
+    };
+    assert_eq!(
+        p.to_string(),
+        "c.toml:3:7: objects.customer.fields[2].owner: expected one of: crm, billing, shared"
+    );
+    let err = ContractError::Invalid(vec![p.clone(), p]);
+    assert_eq!(err.to_string().lines().count(), 2);
+}

@@ -1,0 +1,408 @@
+//! The engine: owns the ledger, the checked contract, the connectors and the worker tasks.
+//! Every operation the console, the CLI and the HTTP server offer is one method here.
+
+mod echo;
+mod metrics;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+pub use metrics::Metrics;
+
+use crate::budget::Budget;
+use crate::connectors::{BillingApi, CrmApi, PropertyDef};
+use crate::contract::{Contract, Side};
+use crate::ingest::{self, IngestError};
+use crate::ledger::{IngestOutcome, Ledger, LedgerError, LedgerStatus, NewEvent};
+
+/// Where time comes from; tests and simulators pass their own.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Connector(#[from] crate::connectors::ConnectorError),
+    #[error("the engine is shutting down")]
+    Stopped,
+    #[error("unknown pause scope {0:?}: use global, crm or billing")]
+    BadScope(String),
+}
+
+impl EngineError {
+    /// Stable code the UI and scripts branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Ledger(LedgerError::Locked(_)) => "ledger_locked",
+            EngineError::Ledger(_) => "ledger_error",
+            EngineError::Ingest(e) => e.code(),
+            EngineError::Connector(_) => "system_unreachable",
+            EngineError::Stopped => "engine_stopped",
+            EngineError::BadScope(_) => "bad_request",
+        }
+    }
+}
+
+/// Webhook signing secrets, resolved from the contract's references (never stored).
+#[derive(Clone, Default)]
+pub struct WebhookSecrets {
+    pub stripe: Option<String>,
+    pub hubspot: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSecrets")
+            .field("stripe", &self.stripe.as_ref().map(|_| "<set>"))
+            .field("hubspot", &self.hubspot.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+pub struct EngineConfig {
+    pub ledger: PathBuf,
+    pub contract: Contract,
+    pub crm: Arc<dyn CrmApi>,
+    pub billing: Arc<dyn BillingApi>,
+    pub webhook_secrets: WebhookSecrets,
+    /// Records processed concurrently (each record is still handled by one worker at a time).
+    pub workers: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The figures `status --json` prints: the ledger's counts plus live engine signals.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    pub contract_version: String,
+    #[serde(flatten)]
+    pub ledger: LedgerStatus,
+}
+
+struct IngestJob {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<IngestOutcome>, LedgerError>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) ledger: Ledger,
+    pub(crate) contract: Contract,
+    pub(crate) crm: Arc<dyn CrmApi>,
+    pub(crate) billing: Arc<dyn BillingApi>,
+    secrets: WebhookSecrets,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) work: Notify,
+    pub(crate) budgets: [Budget; 2],
+    ingest_tx: mpsc::Sender<IngestJob>,
+    shutdown: watch::Sender<bool>,
+    workers: usize,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Inner {
+    pub(crate) fn budget(&self, side: Side) -> &Budget {
+        match side {
+            Side::Crm => &self.budgets[0],
+            Side::Billing => &self.budgets[1],
+        }
+    }
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// Cheap to clone; built once per shell.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The custom CRM properties driftless needs on contacts.
+pub fn required_crm_properties(contract: &Contract) -> Vec<PropertyDef> {
+    let mut defs = vec![
+        PropertyDef {
+            name: "driftless_correlation_id".into(),
+            label: "driftless correlation id".into(),
+        },
+        PropertyDef {
+            name: "driftless_origin".into(),
+            label: "driftless origin".into(),
+        },
+    ];
+    const STANDARD: &[&str] = &["email", "firstname", "lastname", "lifecyclestage", "phone", "company"];
+    for o in &contract.objects {
+        for f in &o.fields {
+            if !STANDARD.contains(&f.crm.as_str()) && !defs.iter().any(|d| d.name == f.crm) {
+                defs.push(PropertyDef {
+                    name: f.crm.clone(),
+                    label: f.name.replace('_', " "),
+                });
+            }
+        }
+    }
+    defs
+}
+
+impl Engine {
+    /// Open the ledger (migrating it), forget leases of a previous run, start the ingest
+    /// batcher. Workers start with [`Engine::start`].
+    pub async fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
+        let ledger = Ledger::open(&cfg.ledger).await?;
+        ledger.reset_leases().await?;
+        let (ingest_tx, ingest_rx) = mpsc::channel::<IngestJob>(1024);
+        let (shutdown, _) = watch::channel(false);
+        let rl = &cfg.contract.rate_limits;
+        let budgets = [Budget::new(&rl.crm), Budget::new(&rl.billing)];
+        let inner = Arc::new(Inner {
+            ledger,
+            contract: cfg.contract,
+            crm: cfg.crm,
+            billing: cfg.billing,
+            secrets: cfg.webhook_secrets,
+            clock: cfg.clock,
+            metrics: Metrics::default(),
+            work: Notify::new(),
+            budgets,
+            ingest_tx,
+            shutdown,
+            workers: cfg.workers.max(1),
+            tasks: std::sync::Mutex::new(Vec::new()),
+        });
+        let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
+        inner.push_task(batcher);
+        Ok(Engine { inner })
+    }
+
+    /// Start the workers and the metrics flusher.
+    pub fn start(&self) {
+        for i in 0..self.inner.workers {
+            let h = tokio::spawn(worker::run(self.inner.clone(), i));
+            self.inner.push_task(h);
+        }
+        let h = tokio::spawn(metrics::flusher(self.inner.clone()));
+        self.inner.push_task(h);
+    }
+
+    /// Stop workers at their next safe point and wait for them.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.work.notify_waiters();
+        let tasks: Vec<_> = match self.inner.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        };
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        metrics::flush(&self.inner).await;
+        self.inner.ledger.close().await;
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    pub fn contract(&self) -> &Contract {
+        &self.inner.contract
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Create the CRM custom properties the contract needs (demo and first connection).
+    pub async fn ensure_crm_properties(&self) -> Result<Vec<String>, EngineError> {
+        let defs = required_crm_properties(&self.inner.contract);
+        Ok(self.inner.crm.ensure_properties(&defs).await?)
+    }
+
+    pub async fn status(&self) -> Result<Status, EngineError> {
+        Ok(Status {
+            contract_version: self.inner.contract.version.clone(),
+            ledger: self.inner.ledger.status().await?,
+        })
+    }
+
+    /// Pause outbound writes (`global`, `crm` or `billing`). Persisted and audited.
+    pub async fn pause_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<(), EngineError> {
+        check_scope(scope)?;
+        self.inner.ledger.set_pause(scope, reason, by, self.inner.now_ms()).await?;
+        Ok(())
+    }
+
+    /// Resume outbound writes; the backlog drains in per-record order.
+    pub async fn resume_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<bool, EngineError> {
+        check_scope(scope)?;
+        let was = self.inner.ledger.clear_pause(scope, reason, by, self.inner.now_ms()).await?;
+        self.inner.work.notify_waiters();
+        Ok(was)
+    }
+
+    /// Verify and durably record a Stripe webhook. Returns once the event is in the ledger.
+    pub async fn ingest_stripe_webhook(&self, signature: Option<&str>, body: &[u8]) -> Result<IngestReport, EngineError> {
+        check_size(body)?;
+        let secret = self
+            .inner
+            .secrets
+            .stripe
+            .as_deref()
+            .ok_or(IngestError::NotConfigured { system: "billing" })?;
+        let sig = signature.ok_or(IngestError::MissingHeader {
+            system: "billing",
+            header: "Stripe-Signature",
+        })?;
+        let now = self.inner.now_ms();
+        ingest::stripe::verify(secret, sig, body, now / 1000)?;
+        let ev = ingest::stripe::parse_event(body, "webhook", now)?;
+        self.ingest(vec![ev]).await
+    }
+
+    /// Verify and durably record a HubSpot webhook delivery (an array of events).
+    pub async fn ingest_hubspot_webhook(
+        &self,
+        method: &str,
+        uri: &str,
+        signature: Option<&str>,
+        timestamp: Option<&str>,
+        body: &[u8],
+    ) -> Result<IngestReport, EngineError> {
+        check_size(body)?;
+        let secret = self
+            .inner
+            .secrets
+            .hubspot
+            .as_deref()
+            .ok_or(IngestError::NotConfigured { system: "crm" })?;
+        let sig = signature.ok_or(IngestError::MissingHeader {
+            system: "crm",
+            header: "X-HubSpot-Signature-v3",
+        })?;
+        let ts = timestamp.ok_or(IngestError::MissingHeader {
+            system: "crm",
+            header: "X-HubSpot-Request-Timestamp",
+        })?;
+        let now = self.inner.now_ms();
+        ingest::hubspot::verify(secret, method, uri, body, sig, ts, now)?;
+        let events = ingest::hubspot::parse_events(body, "webhook", now)?;
+        self.ingest(events).await
+    }
+
+    /// Record already-verified events (pollers, replay) through the group-commit batcher.
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestReport, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .ingest_tx
+            .send(IngestJob { events, reply })
+            .await
+            .map_err(|_| EngineError::Stopped)?;
+        let outcomes = rx.await.map_err(|_| EngineError::Stopped)??;
+        let mut report = IngestReport::default();
+        for o in outcomes {
+            match o {
+                IngestOutcome::Inserted(_) => report.accepted += 1,
+                IngestOutcome::Duplicate(_) => report.duplicates += 1,
+            }
+        }
+        self.inner.metrics.add("dedupe_drops", "", report.duplicates as f64);
+        self.inner.metrics.add("events_received", "", (report.accepted + report.duplicates) as f64);
+        if report.accepted > 0 {
+            self.inner.work.notify_waiters();
+        }
+        Ok(report)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+fn check_scope(scope: &str) -> Result<(), EngineError> {
+    match scope {
+        "global" | "crm" | "billing" => Ok(()),
+        other => Err(EngineError::BadScope(other.to_string())),
+    }
+}
+
+fn check_size(body: &[u8]) -> Result<(), IngestError> {
+    if body.len() > ingest::MAX_WEBHOOK_BYTES {
+        return Err(IngestError::TooLarge {
+            size: body.len(),
+            limit: ingest::MAX_WEBHOOK_BYTES,
+        });
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn push_task(&self, h: tokio::task::JoinHandle<()>) {
+        match self.tasks.lock() {
+            Ok(mut t) => t.push(h),
+            Err(p) => p.into_inner().push(h),
+        }
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Group commit: take every job waiting (up to a batch), write them in one transaction,
+/// answer each sender.
+async fn ingest_batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<IngestJob>) {
+    const MAX_BATCH: usize = 1000;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let mut n = jobs[0].events.len();
+        while n < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => {
+                    n += j.events.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        match inner.ledger.ingest(&all).await {
+            Ok(outcomes) => {
+                let mut it = outcomes.into_iter();
+                for j in jobs {
+                    let mine: Vec<IngestOutcome> = it.by_ref().take(j.events.len()).collect();
+                    let _ = j.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ingest batch failed; senders will retry");
+                let msg = e.to_string();
+                for j in jobs {
+                    let _ = j.reply.send(Err(LedgerError::WriteFailed(msg.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,567 @@
+//! Workers: claim one record at a time from the per-record queue, finish its outstanding
+//! writes in order, then classify its new events (echo / superseded), re-read both records,
+//! plan, and write the decision — each step one ledger transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::{echo, EngineError, Inner};
+use crate::connectors::{ConnectorError, Fields, RemoteRecord};
+use crate::contract::{ObjectMapping, Owner, Side};
+use crate::ingest::parse_entity_key;
+use crate::ingest::stripe::{META_CORRELATION, META_CRM_ID, META_ORIGIN};
+use crate::ledger::{ChangeSet, Claim, InboxEvent, NewAudit, NewDeadLetter, NewOp, NewReview, OpOutcome, OutboxOp, ShadowValue};
+use crate::plan::{self, Sequencing, Shadow};
+
+const LEASE_MS: i64 = 120_000;
+/// Rounds of (dispatch, plan) per claim before the record goes back in line.
+const MAX_ROUNDS: usize = 4;
+
+pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
+    let owner = format!("{}-w{idx}", std::process::id());
+    let mut stop = inner.shutdown_rx();
+    while !inner.stopping() {
+        let notified = inner.work.notified();
+        let claim = match inner.ledger.claim(&owner, 1, inner.now_ms(), LEASE_MS).await {
+            Ok(mut c) => c.pop(),
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let Some(claim) = claim else {
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        let key = claim.entity_key.clone();
+        match process(&inner, &owner, &claim).await {
+            Ok(Turn::Done) => {
+                if let Err(e) = inner.ledger.release(&claim, &owner).await {
+                    tracing::warn!(error = %e, record = %key, "release failed; the lease will expire");
+                }
+            }
+            Ok(Turn::Parked) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, record = %key, "record processing failed; parked for a retry");
+                inner.metrics.add("errors", "engine", 1.0);
+                let reason = format!("error: {e}");
+                let _ = inner.ledger.park(&key, &owner, inner.now_ms() + 2_000, &reason).await;
+            }
+        }
+    }
+}
+
+enum Turn {
+    Done,
+    Parked,
+}
+
+enum Step {
+    Done,
+    Parked,
+    DeadLettered,
+}
+
+struct Ctx<'a> {
+    inner: &'a Inner,
+    owner: &'a str,
+    key: &'a str,
+    mapping: &'a ObjectMapping,
+    crm_id: Option<&'a str>,
+    side_id: (Side, &'a str),
+}
+
+async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, EngineError> {
+    let key = claim.entity_key.as_str();
+    let Some((object, side, id)) = parse_entity_key(key) else {
+        settle_unsynced(inner, key, "unroutable record key").await?;
+        return Ok(Turn::Done);
+    };
+    let mapping = match inner.contract.object(object) {
+        Some(m) if m.crm == crate::contract::CrmObject::Contact && m.billing == crate::contract::BillingObject::Customer => m,
+        Some(_) => {
+            // FIXME(issue 4): subscriptions, invoices and credit notes are recorded but not synced yet.
+            settle_unsynced(inner, key, "object recorded; syncing it arrives with the drift-safe core").await?;
+            return Ok(Turn::Done);
+        }
+        None => {
+            settle_unsynced(inner, key, "object not in the contract").await?;
+            return Ok(Turn::Done);
+        }
+    };
+    let ctx = Ctx {
+        inner,
+        owner,
+        key,
+        mapping,
+        crm_id: (side == Side::Crm).then_some(id),
+        side_id: (side, id),
+    };
+    let mut replan = claim.replan;
+    for _ in 0..MAX_ROUNDS {
+        for op in inner.ledger.open_ops(key).await? {
+            match dispatch(&ctx, &op).await? {
+                Step::Done => replan |= op.op == "create_customer",
+                Step::DeadLettered => {}
+                Step::Parked => return Ok(Turn::Parked),
+            }
+        }
+        let events = inner.ledger.unplanned_events(key).await?;
+        if events.is_empty() && !replan {
+            return Ok(Turn::Done);
+        }
+        match decide(&ctx, events, replan).await? {
+            Some(Turn::Parked) => return Ok(Turn::Parked),
+            Some(Turn::Done) | None => {}
+        }
+        replan = false;
+    }
+    Ok(Turn::Done)
+}
+
+/// Mark every unplanned event of a record as applied with `reason` (nothing to sync).
+async fn settle_unsynced(inner: &Inner, key: &str, reason: &str) -> Result<(), EngineError> {
+    let events = inner.ledger.unplanned_events(key).await?;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let cs = ChangeSet {
+        entity_key: key.to_string(),
+        contract_version: inner.contract.version.clone(),
+        event_states: events.iter().map(|e| (e.id, "applied", reason.to_string())).collect(),
+        audit: vec![NewAudit {
+            inbox_id: events.last().map(|e| e.id),
+            outbox_id: None,
+            actor: "engine".into(),
+            action: "ignore".into(),
+            rule: Some("not_synced".into()),
+            detail: json!({ "reason": reason, "events": events.len() }),
+        }],
+        ..Default::default()
+    };
+    inner.ledger.apply(&cs, inner.now_ms()).await?;
+    Ok(())
+}
+
+fn backoff_ms(inner: &Inner, attempts: i64) -> i64 {
+    let r = &inner.contract.retry;
+    let exp = (r.base_backoff_ms as f64) * 2f64.powi((attempts - 1).clamp(0, 20) as i32);
+    let cap = exp.min(r.max_backoff_ms as f64).max(1.0);
+    rand::thread_rng().gen_range(cap / 2.0..=cap) as i64
+}
+
+/// A read failed: park the record (retryable) or report it.
+async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>, EngineError> {
+    let inner = ctx.inner;
+    inner.metrics.add("read_errors", e.class(), 1.0);
+    let dest = if e.to_string().starts_with("crm") { "crm" } else { "billing" };
+    if let Some(after) = e.retry_after() {
+        inner.metrics.add("rate_limited", dest, 1.0);
+        let budget = if dest == "crm" { Side::Crm } else { Side::Billing };
+        inner.budget(budget).block_for(after).await;
+    }
+    let wait = if e.retryable() { backoff_ms(inner, 2) } else { 30_000 };
+    let reason = format!("read failed: {e}");
+    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason).await?;
+    Ok(Some(Turn::Parked))
+}
+
+/// Reads spend the destination's rate budget too.
+async fn read<T>(inner: &Inner, side: Side, f: impl std::future::Future<Output = Result<T, ConnectorError>>) -> Result<T, ConnectorError> {
+    let waited = inner.budget(side).acquire().await;
+    inner.metrics.add("rate_wait_ms", side.as_str(), waited.as_millis() as f64);
+    f.await
+}
+
+fn shadow_map(rows: Vec<ShadowValue>) -> Shadow {
+    rows.into_iter().map(|s| ((s.side, s.field), s.value)).collect()
+}
+
+/// The CRM property that carries the billing id (the field whose billing path is `id`).
+fn billing_id_property(m: &ObjectMapping) -> Option<&str> {
+    m.fields.iter().find(|f| f.billing == "id").map(|f| f.crm.as_str())
+}
+
+/// Find a billing customer an earlier (maybe lost) create made for this contact: its origin
+/// marker in metadata, listed by email.
+async fn find_by_origin(inner: &Inner, crm_id: &str, email: Option<&str>) -> Result<Option<RemoteRecord>, ConnectorError> {
+    let Some(email) = email else { return Ok(None) };
+    let found = inner.billing.customers_by_email(email).await?;
+    Ok(found.into_iter().rev().find(|r| r.get(&format!("metadata.{META_CRM_ID}")) == Some(crm_id)))
+}
+
+async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<Option<Turn>, EngineError> {
+    let inner = ctx.inner;
+    let key = ctx.key;
+    let mut cs = ChangeSet {
+        entity_key: key.to_string(),
+        contract_version: inner.contract.version.clone(),
+        replan: Some(false),
+        ..Default::default()
+    };
+    // 1. Echoes: values we wrote coming back.
+    let mut crm_writes = None;
+    let mut billing_writes = None;
+    let mut real: Vec<&InboxEvent> = Vec::new();
+    for ev in &events {
+        let writes = match ev.source {
+            Side::Crm => &mut crm_writes,
+            Side::Billing => &mut billing_writes,
+        };
+        if writes.is_none() {
+            *writes = Some(inner.ledger.recent_writes(key, ev.source, 20).await?);
+        }
+        match echo::classify(ev, writes.as_deref().unwrap_or_default()) {
+            Some(reason) => {
+                inner.metrics.add("echo_drops", ev.source.as_str(), 1.0);
+                cs.event_states.push((ev.id, "echo", reason));
+            }
+            None => real.push(ev),
+        }
+    }
+    if real.is_empty() && !replan {
+        inner.ledger.apply(&cs, inner.now_ms()).await?;
+        return Ok(None);
+    }
+
+    // 2. Re-read both records now: never trust an old payload.
+    let m = ctx.mapping;
+    let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
+    for p in ["email", "driftless_correlation_id"] {
+        if !props.iter().any(|x| x == p) {
+            props.push(p.to_string());
+        }
+    }
+    let crm = match ctx.crm_id {
+        Some(id) => match read(inner, Side::Crm, inner.crm.get_contact(id, &props)).await {
+            Ok(r) => r,
+            Err(e) => return park_for_read(ctx, e).await,
+        },
+        None => None,
+    };
+    let known_billing_id = match ctx.crm_id {
+        Some(id) => inner.ledger.billing_id_for(&m.name, id).await?,
+        None => None,
+    };
+    let billing_id = known_billing_id
+        .clone()
+        .or_else(|| {
+            let prop = billing_id_property(m)?;
+            crm.as_ref()?.get(prop).map(str::to_string)
+        })
+        .or_else(|| (ctx.side_id.0 == Side::Billing).then(|| ctx.side_id.1.to_string()));
+    let billing = match &billing_id {
+        Some(bid) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
+            Ok(r) => r,
+            Err(e) => return park_for_read(ctx, e).await,
+        },
+        None => match (ctx.crm_id, &crm) {
+            (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
+                Ok(r) => r,
+                Err(e) => return park_for_read(ctx, e).await,
+            },
+            _ => None,
+        },
+    };
+
+    // The cause: the newest real event, or (a follow-up after a create) the last write's cause.
+    let cause: Option<(i64, String)> = match real.last() {
+        Some(ev) => Some((ev.id, format!("{}:{}", ev.source.as_str(), ev.event_id))),
+        None => match inner.ledger.recent_writes(key, Side::Billing, 1).await?.first() {
+            Some(op) => op.cause_inbox_id.map(|c| (c, format!("after-op-{}", op.id))),
+            None => None,
+        },
+    };
+    let Some((cause_id, cause_tag)) = cause else {
+        inner.ledger.apply(&cs, inner.now_ms()).await?;
+        return Ok(None);
+    };
+    for ev in real.iter().take(real.len().saturating_sub(1)) {
+        cs.event_states.push((ev.id, "superseded", format!("coalesced into event {cause_id}")));
+    }
+    if known_billing_id.is_some() && billing.is_none() {
+        cs.review = Some(NewReview {
+            reason: format!("billing customer {} no longer exists", known_billing_id.as_deref().unwrap_or("?")),
+            fields: json!([]),
+        });
+        if real.last().is_some() {
+            cs.event_states.push((cause_id, "conflicted", "billing counterpart missing".into()));
+        }
+        inner.ledger.apply(&cs, inner.now_ms()).await?;
+        return Ok(None);
+    }
+    if let (Some(cid), Some(b), None) = (ctx.crm_id, &billing, &known_billing_id) {
+        cs.identity = Some((m.name.clone(), cid.to_string(), b.id.clone()));
+    }
+
+    // 3. Plan against the shadow.
+    let shadow = shadow_map(inner.ledger.shadow(key).await?);
+    let seq = Sequencing {
+        crm_seq: real.iter().filter(|e| e.source == Side::Crm).map(|e| e.id).max(),
+        billing_seq: real.iter().filter(|e| e.source == Side::Billing).map(|e| e.id).max(),
+    };
+    let p = plan::plan(m, crm.as_ref(), billing.as_ref(), &shadow, seq);
+    for (field, value) in &p.in_sync {
+        for side in [Side::Crm, Side::Billing] {
+            cs.shadow.push(ShadowValue {
+                side,
+                field: field.clone(),
+                value: value.clone(),
+                sync_seq: cause_id,
+            });
+        }
+    }
+    for d in &p.decisions {
+        cs.audit.push(NewAudit {
+            inbox_id: Some(cause_id),
+            outbox_id: None,
+            actor: "engine".into(),
+            action: "decide".into(),
+            rule: Some(d.rule.clone()),
+            detail: serde_json::to_value(d).unwrap_or(Value::Null),
+        });
+    }
+    for w in &p.writes {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let mut values: serde_json::Map<String, Value> = w
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
+            .collect();
+        let (op, target, idem) = match (w.side, w.create) {
+            (Side::Billing, true) => {
+                let crm_id = ctx.crm_id.unwrap_or_default();
+                values.insert(format!("metadata.{META_ORIGIN}"), Value::String("driftless".into()));
+                values.insert(format!("metadata.{META_CRM_ID}"), Value::String(crm_id.to_string()));
+                let idem = m
+                    .idempotency_key
+                    .render(&[("crm_contact_id", crm_id), ("event_id", &cause_tag), ("object", &m.name), ("op", "create")]);
+                ("create_customer", None, idem)
+            }
+            (Side::Billing, false) => {
+                let target = billing.as_ref().map(|b| b.id.clone());
+                let idem = format!("billing:update:{}:{}", target.as_deref().unwrap_or("-"), cause_tag);
+                ("update_customer", target, idem)
+            }
+            (Side::Crm, _) => {
+                let target = ctx.crm_id.map(str::to_string);
+                let idem = format!("crm:update:{}:{}", target.as_deref().unwrap_or("-"), cause_tag);
+                ("update_contact", target, idem)
+            }
+        };
+        match w.side {
+            Side::Billing => values.insert(format!("metadata.{META_CORRELATION}"), Value::String(correlation_id.clone())),
+            Side::Crm => values.insert("driftless_correlation_id".into(), Value::String(correlation_id.clone())),
+        };
+        cs.new_ops.push(NewOp {
+            destination: w.side,
+            op: op.into(),
+            target_id: target,
+            idempotency_key: idem,
+            correlation_id,
+            field_values: values,
+            cause_inbox_id: Some(cause_id),
+        });
+    }
+    let has_real = real.last().is_some();
+    if let Some(reason) = &p.review {
+        let fields: Vec<Value> = p
+            .decisions
+            .iter()
+            .filter(|d| d.rule.ends_with("review") || d.rule.ends_with("flag") || d.outcome.contains("review"))
+            .map(|d| {
+                let owner = m.fields.iter().find(|f| f.name == d.field).map(|f| f.owner.label()).unwrap_or("?");
+                json!({"field": d.field, "crm": d.crm, "billing": d.billing, "owner": owner, "last_synced": d.last_synced})
+            })
+            .collect();
+        cs.review = Some(NewReview {
+            reason: reason.clone(),
+            fields: Value::Array(fields),
+        });
+        if has_real {
+            cs.event_states.push((cause_id, "conflicted", reason.clone()));
+        }
+    } else if cs.new_ops.is_empty() && has_real {
+        cs.event_states.push((cause_id, "applied", "records already agree".into()));
+    }
+    inner.ledger.apply(&cs, inner.now_ms()).await?;
+    Ok(None)
+}
+
+fn fields_of(op: &OutboxOp) -> Fields {
+    op.field_values
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+/// Shadow rows a completed write settles: every mapped field it wrote, on both sides.
+fn settled_shadow(m: &ObjectMapping, op: &OutboxOp) -> Vec<ShadowValue> {
+    let seq = op.cause_inbox_id.unwrap_or(0);
+    let mut out = Vec::new();
+    for f in &m.fields {
+        let path = match op.destination {
+            Side::Crm => &f.crm,
+            Side::Billing => &f.billing,
+        };
+        let value = match op.field_values.get(path.as_str()) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => None,
+            None if op.op == "create_customer" && f.owner != Owner::Billing && path != "id" => None,
+            None => continue,
+        };
+        for side in [Side::Crm, Side::Billing] {
+            out.push(ShadowValue {
+                side,
+                field: f.name.clone(),
+                value: value.clone(),
+                sync_seq: seq,
+            });
+        }
+    }
+    out
+}
+
+async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
+    let inner = ctx.inner;
+    let dest = op.destination;
+    let waited = inner.budget(dest).acquire().await;
+    inner.metrics.add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
+    // The pause is read from the ledger right before the write, so a pause set by another
+    // process stops the very next write.
+    let pauses = inner.ledger.pauses().await?;
+    if pauses.iter().any(|p| p.scope == "global" || p.scope == dest.as_str()) {
+        inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + 1_000, "paused").await?;
+        return Ok(Step::Parked);
+    }
+    let fields = fields_of(op);
+    let target = op.target_id.as_deref().unwrap_or_default();
+    let result = match op.op.as_str() {
+        "create_customer" => {
+            let crm_id = ctx.crm_id.unwrap_or_default();
+            match find_by_origin(inner, crm_id, fields.get("email").and_then(|v| v.as_deref())).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
+                Err(e) => Err(e),
+            }
+        }
+        "update_customer" => inner.billing.update_customer(target, &op.idempotency_key, &fields).await,
+        "update_contact" => inner.crm.update_contact(target, &fields).await,
+        other => Err(ConnectorError::Rejected {
+            system: "engine",
+            status: 0,
+            code: "unknown_op".into(),
+            message: format!("unknown operation {other}"),
+            body: String::new(),
+        }),
+    };
+    let now = inner.now_ms();
+    let mut cs = ChangeSet {
+        entity_key: ctx.key.to_string(),
+        contract_version: inner.contract.version.clone(),
+        ..Default::default()
+    };
+    match result {
+        Ok(rec) => {
+            inner.metrics.add("writes", dest.as_str(), 1.0);
+            cs.op_outcomes.push(OpOutcome {
+                op_id: op.id,
+                state: "done",
+                response_status: Some(200),
+                response: Some(json!({"id": rec.id}).to_string()),
+                result_id: Some(rec.id.clone()),
+                error: None,
+            });
+            cs.shadow = settled_shadow(ctx.mapping, op);
+            if op.op == "create_customer" {
+                if let Some(cid) = ctx.crm_id {
+                    cs.identity = Some((ctx.mapping.name.clone(), cid.to_string(), rec.id.clone()));
+                }
+                cs.replan = Some(true);
+            }
+            cs.settle_causes = op.cause_inbox_id.into_iter().collect();
+            cs.audit.push(NewAudit {
+                inbox_id: op.cause_inbox_id,
+                outbox_id: Some(op.id),
+                actor: "engine".into(),
+                action: "write_applied".into(),
+                rule: None,
+                detail: json!({"destination": dest.as_str(), "op": op.op, "target": rec.id,
+                    "idempotency_key": op.idempotency_key, "correlation_id": op.correlation_id, "attempt": op.attempts + 1}),
+            });
+            inner.ledger.apply(&cs, now).await?;
+            Ok(Step::Done)
+        }
+        Err(e) => {
+            let attempts = op.attempts + 1;
+            inner.metrics.add("errors", dest.as_str(), 1.0);
+            if let Some(after) = e.retry_after() {
+                inner.metrics.add("rate_limited", dest.as_str(), 1.0);
+                inner.budget(dest).block_for(after).await;
+            } else if matches!(e, ConnectorError::RateLimited { .. }) {
+                inner.metrics.add("rate_limited", dest.as_str(), 1.0);
+                inner.budget(dest).block_for(Duration::from_secs(1)).await;
+            }
+            let max = i64::from(inner.contract.retry.max_attempts);
+            if e.retryable() && attempts < max {
+                inner.ledger.record_attempt(op.id, &e.to_string(), e.status(), now).await?;
+                let wait = match e.retry_after() {
+                    Some(d) => d.as_millis() as i64,
+                    None => backoff_ms(inner, attempts),
+                };
+                let reason = format!("retry {attempts}/{max}: {e}");
+                inner.ledger.park(ctx.key, ctx.owner, now + wait, &reason).await?;
+                return Ok(Step::Parked);
+            }
+            let class = if e.retryable() { "exhausted" } else { e.class() };
+            inner.metrics.add("dead_letters", dest.as_str(), 1.0);
+            cs.op_outcomes.push(OpOutcome {
+                op_id: op.id,
+                state: "dead_lettered",
+                response_status: e.status(),
+                response: e.body().map(str::to_string),
+                result_id: None,
+                error: Some(e.to_string()),
+            });
+            cs.dead_letters.push(NewDeadLetter {
+                op_id: op.id,
+                destination: dest,
+                error_class: class.into(),
+                error: e.to_string(),
+                request: json!({"op": op.op, "target": op.target_id, "idempotency_key": op.idempotency_key,
+                    "correlation_id": op.correlation_id, "fields": op.field_values})
+                .to_string(),
+                response: e.body().map(str::to_string),
+                attempts,
+            });
+            if let Some(c) = op.cause_inbox_id {
+                cs.event_states.push((c, "dead_lettered", e.to_string()));
+            }
+            cs.audit.push(NewAudit {
+                inbox_id: op.cause_inbox_id,
+                outbox_id: Some(op.id),
+                actor: "engine".into(),
+                action: "dead_letter".into(),
+                rule: Some(format!("retry:{class}")),
+                detail: json!({"error": e.to_string(), "attempts": attempts}),
+            });
+            inner.ledger.apply(&cs, now).await?;
+            Ok(Step::DeadLettered)
+        }
+    }
+}

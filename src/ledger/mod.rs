@@ -1,0 +1,1092 @@
+//! The ledger: every SQL statement driftless runs lives in this module, so a PostgreSQL
+//! backend is an addition here rather than a rewrite elsewhere.
+//!
+//! One writer connection (all writes go through `BEGIN IMMEDIATE` transactions, so a
+//! read-then-write never fails with "database is locked" on upgrade) and a small read pool.
+//! The file is in WAL mode with `synchronous = FULL`: a commit that returned is on disk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+
+use crate::contract::Side;
+
+/// Embedded migrations, run at open.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open ledger {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("ledger {path} could not be migrated: {source}")]
+    Migrate {
+        path: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("the ledger is locked by another writer (is another driftless running on it?): {0}")]
+    Locked(sqlx::Error),
+    #[error("ledger query failed: {0}")]
+    Sql(sqlx::Error),
+    #[error("ledger write failed: {0}")]
+    WriteFailed(String),
+    #[error("ledger holds unreadable data in {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(e: sqlx::Error) -> Self {
+        let locked = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c == "5" || c == "6" || c.starts_with("517") || c.starts_with("261"))
+            .unwrap_or(false);
+        if locked {
+            LedgerError::Locked(e)
+        } else {
+            LedgerError::Sql(e)
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LedgerError>;
+
+/// The states an inbound event can be in (DESIGN.md invariant 4). `duplicate` is not a row
+/// state: duplicates are deliveries of an event the inbox already holds, kept in their own table.
+pub const EVENT_STATES: [&str; 7] = [
+    "pending",
+    "applied",
+    "duplicate",
+    "echo",
+    "superseded",
+    "conflicted",
+    "dead_lettered",
+];
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub source: Side,
+    pub event_id: String,
+    pub via: &'static str,
+    pub event_type: String,
+    pub object_type: String,
+    pub object_id: String,
+    /// The contract object (mapping name) whose identity map resolves `billing_id`.
+    pub identity_object: String,
+    /// The queue key to use when the identity map does not know `billing_id`.
+    pub entity_key: String,
+    /// For billing events: resolve the queue key through the identity map first.
+    pub billing_id: Option<String>,
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Inserted(i64),
+    Duplicate(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct InboxEvent {
+    pub id: i64,
+    pub source: Side,
+    pub event_id: String,
+    pub event_type: String,
+    pub object_id: String,
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxOp {
+    pub id: i64,
+    pub entity_key: String,
+    pub destination: Side,
+    pub op: String,
+    pub target_id: Option<String>,
+    pub idempotency_key: String,
+    pub correlation_id: String,
+    pub field_values: serde_json::Map<String, serde_json::Value>,
+    pub cause_inbox_id: Option<i64>,
+    pub state: String,
+    pub attempts: i64,
+    pub result_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOp {
+    pub destination: Side,
+    pub op: String,
+    pub target_id: Option<String>,
+    pub idempotency_key: String,
+    pub correlation_id: String,
+    pub field_values: serde_json::Map<String, serde_json::Value>,
+    pub cause_inbox_id: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShadowValue {
+    pub side: Side,
+    pub field: String,
+    pub value: Option<String>,
+    pub sync_seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub inbox_id: Option<i64>,
+    pub outbox_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub rule: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpOutcome {
+    pub op_id: i64,
+    pub state: &'static str,
+    pub response_status: Option<u16>,
+    pub response: Option<String>,
+    pub result_id: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub op_id: i64,
+    pub destination: Side,
+    pub error_class: String,
+    pub error: String,
+    pub request: String,
+    pub response: Option<String>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReview {
+    pub reason: String,
+    pub fields: serde_json::Value,
+}
+
+/// Everything one decision changes, written in one transaction (DESIGN.md "Apply").
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    pub entity_key: String,
+    pub contract_version: String,
+    pub event_states: Vec<(i64, &'static str, String)>,
+    pub new_ops: Vec<NewOp>,
+    pub op_outcomes: Vec<OpOutcome>,
+    pub shadow: Vec<ShadowValue>,
+    /// (object, crm_id, billing_id)
+    pub identity: Option<(String, String, String)>,
+    pub audit: Vec<NewAudit>,
+    pub dead_letters: Vec<NewDeadLetter>,
+    pub review: Option<NewReview>,
+    /// Inbox ids whose event becomes `applied` once none of its operations is still pending.
+    pub settle_causes: Vec<i64>,
+    /// Set (true) or clear (false) the record's "plan again" mark.
+    pub replan: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub entity_key: String,
+    pub last_seq: i64,
+    /// A write completed for this record since its last plan: plan again.
+    pub replan: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PauseFlag {
+    pub scope: String,
+    pub reason: Option<String>,
+    pub set_by: String,
+    pub set_at_ms: i64,
+}
+
+/// The figures `driftless status --json` prints and the console shows.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct LedgerStatus {
+    pub events: std::collections::BTreeMap<String, i64>,
+    pub events_total: i64,
+    pub distinct_events: i64,
+    pub writes: std::collections::BTreeMap<String, DestinationWrites>,
+    pub queue_depth: i64,
+    pub dead_letter_depth: i64,
+    pub review_depth: i64,
+    pub lag_ms: LagFigures,
+    pub paused: Vec<PauseFlag>,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct DestinationWrites {
+    pub done: i64,
+    pub pending: i64,
+    pub dead_lettered: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct LagFigures {
+    pub samples: i64,
+    pub p50: i64,
+    pub p95: i64,
+    pub max: i64,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: PathBuf,
+}
+
+fn side_of(s: &str) -> Result<Side> {
+    Side::parse(s).ok_or_else(|| LedgerError::Corrupt {
+        what: "side",
+        detail: s.to_string(),
+    })
+}
+
+fn json_map(s: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_str(s).map_err(|e| LedgerError::Corrupt {
+        what: "outbox.field_values",
+        detail: e.to_string(),
+    })
+}
+
+const PAUSE_PREFIX: &str = "pause:";
+
+impl Ledger {
+    /// Open (creating if needed) and migrate the ledger at `path`.
+    pub async fn open(path: &Path) -> Result<Ledger> {
+        let label = path.display().to_string();
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|source| LedgerError::Open {
+                path: label.clone(),
+                source,
+            })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await
+            .map_err(|source| LedgerError::Open {
+                path: label.clone(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|source| LedgerError::Migrate {
+                path: label.clone(),
+                source,
+            })?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(|source| LedgerError::Open {
+                path: label,
+                source,
+            })?;
+        Ok(Ledger {
+            writer,
+            reader,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    // ----------------------------------------------------------------------------- ingest
+
+    /// Make a batch of inbound events durable in one transaction (group commit): new events
+    /// land in the inbox and their records in the work queue; deliveries of events already
+    /// held are recorded as duplicates. Returns one outcome per input, in order.
+    pub async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let mut inserted: HashMap<(String, String), (i64, String)> = HashMap::new();
+        for chunk in events.chunks(200) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO inbox (source, event_id, via, event_type, object_type, object_id, \
+                 entity_key, payload, received_at_ms) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.source.as_str())
+                    .push_bind(&e.event_id)
+                    .push_bind(e.via)
+                    .push_bind(&e.event_type)
+                    .push_bind(&e.object_type)
+                    .push_bind(&e.object_id)
+                    .push("COALESCE((SELECT object || ':crm:' || crm_id FROM identity_map WHERE object = ")
+                    .push_bind_unseparated(&e.identity_object)
+                    .push_unseparated(" AND billing_id = ")
+                    .push_bind_unseparated(&e.billing_id)
+                    .push_unseparated("), ")
+                    .push_bind_unseparated(&e.entity_key)
+                    .push_unseparated(")")
+                    .push_bind(&e.payload)
+                    .push_bind(e.received_at_ms);
+            });
+            qb.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id, entity_key");
+            let rows = qb.build().fetch_all(&mut *tx).await?;
+            for r in rows {
+                let key = (r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
+                inserted.insert(key, (r.try_get(0)?, r.try_get(3)?));
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        let mut seen_new: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        for e in events {
+            let key = (e.source.as_str().to_string(), e.event_id.clone());
+            match inserted.get(&key) {
+                Some((id, entity)) if seen_new.insert(*id) => {
+                    sqlx::query(
+                        "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2, ?2) \
+                         ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    )
+                    .bind(entity)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.push(IngestOutcome::Inserted(*id));
+                }
+                _ => {
+                    let id: i64 = sqlx::query_scalar(
+                        "SELECT id FROM inbox WHERE source = ?1 AND event_id = ?2",
+                    )
+                    .bind(e.source.as_str())
+                    .bind(&e.event_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES (?1, ?2, ?3)",
+                    )
+                    .bind(id)
+                    .bind(e.via)
+                    .bind(e.received_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    out.push(IngestOutcome::Duplicate(id));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------------------------ queue
+
+    /// Forget leases held by a previous run of the engine (it is gone: one engine per ledger).
+    pub async fn reset_leases(&self) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Claim up to `n` records whose turn it is, oldest first, for `lease_ms`.
+    pub async fn claim(&self, owner: &str, n: i64, now_ms: i64, lease_ms: i64) -> Result<Vec<Claim>> {
+        let rows = sqlx::query(
+            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2 WHERE entity_key IN ( \
+               SELECT entity_key FROM work_queue \
+               WHERE lease_until_ms <= ?3 AND not_before_ms <= ?3 ORDER BY ready_seq LIMIT ?4) \
+             RETURNING entity_key, last_seq, replan",
+        )
+        .bind(owner)
+        .bind(now_ms + lease_ms)
+        .bind(now_ms)
+        .bind(n)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Claim {
+                    entity_key: r.try_get(0)?,
+                    last_seq: r.try_get(1)?,
+                    replan: r.try_get::<i64, _>(2)? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Release a claimed record: removed from the queue when nothing new arrived while it was
+    /// claimed and it has no pending work; otherwise handed back for another turn.
+    pub async fn release(&self, claim: &Claim, owner: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let gone = sqlx::query(
+            "DELETE FROM work_queue WHERE entity_key = ?1 AND last_seq = ?2 AND lease_owner = ?3 \
+             AND replan = 0 \
+             AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.entity_key = ?1 AND i.state = 'pending' \
+                             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id)) \
+             AND NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?1 AND state = 'pending')",
+        )
+        .bind(&claim.entity_key)
+        .bind(claim.last_seq)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        if gone.rows_affected() == 0 {
+            sqlx::query(
+                "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, parked_reason = NULL \
+                 WHERE entity_key = ?1 AND lease_owner = ?2",
+            )
+            .bind(&claim.entity_key)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Hand a claimed record back, not to be claimed again before `not_before_ms`.
+    pub async fn park(&self, entity_key: &str, owner: &str, not_before_ms: i64, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, not_before_ms = ?3, \
+             parked_reason = ?4 WHERE entity_key = ?1 AND lease_owner = ?2",
+        )
+        .bind(entity_key)
+        .bind(owner)
+        .bind(not_before_ms)
+        .bind(reason)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Make every parked record claimable now (after resume).
+    pub async fn unpark_all(&self) -> Result<u64> {
+        let r = sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE not_before_ms > 0")
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Events of a record that no plan has consumed yet, oldest first.
+    pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms FROM inbox i \
+             WHERE entity_key = ?1 AND state = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
+        )
+        .bind(entity_key)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(InboxEvent {
+                    id: r.try_get(0)?,
+                    source: side_of(&r.try_get::<String, _>(1)?)?,
+                    event_id: r.try_get(2)?,
+                    event_type: r.try_get(3)?,
+                    object_id: r.try_get(4)?,
+                    payload: r.try_get(5)?,
+                    received_at_ms: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    fn op_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxOp> {
+        Ok(OutboxOp {
+            id: r.try_get("id")?,
+            entity_key: r.try_get("entity_key")?,
+            destination: side_of(&r.try_get::<String, _>("destination")?)?,
+            op: r.try_get("op")?,
+            target_id: r.try_get("target_id")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            correlation_id: r.try_get("correlation_id")?,
+            field_values: json_map(&r.try_get::<String, _>("field_values")?)?,
+            cause_inbox_id: r.try_get("cause_inbox_id")?,
+            state: r.try_get("state")?,
+            attempts: r.try_get("attempts")?,
+            result_id: r.try_get("result_id")?,
+        })
+    }
+
+    const OP_COLUMNS: &'static str = "id, entity_key, destination, op, target_id, idempotency_key, \
+        correlation_id, field_values, cause_inbox_id, state, attempts, result_id";
+
+    /// Operations planned for a record and not yet finished, in the order they were planned.
+    pub async fn open_ops(&self, entity_key: &str) -> Result<Vec<OutboxOp>> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE entity_key = ?1 AND state = 'pending' ORDER BY id",
+            Self::OP_COLUMNS
+        );
+        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.writer).await?;
+        rows.iter().map(Self::op_from_row).collect()
+    }
+
+    /// The most recent operations that reached `destination` for a record, newest first.
+    pub async fn recent_writes(&self, entity_key: &str, destination: Side, limit: i64) -> Result<Vec<OutboxOp>> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE entity_key = ?1 AND destination = ?2 AND state IN ('done', 'pending') \
+             ORDER BY id DESC LIMIT ?3",
+            Self::OP_COLUMNS
+        );
+        let rows = sqlx::query(&sql)
+            .bind(entity_key)
+            .bind(destination.as_str())
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(Self::op_from_row).collect()
+    }
+
+    pub async fn shadow(&self, entity_key: &str) -> Result<Vec<ShadowValue>> {
+        let rows = sqlx::query("SELECT side, field, value, sync_seq FROM shadow WHERE entity_key = ?1")
+            .bind(entity_key)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ShadowValue {
+                    side: side_of(&r.try_get::<String, _>(0)?)?,
+                    field: r.try_get(1)?,
+                    value: r.try_get(2)?,
+                    sync_seq: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn billing_id_for(&self, object: &str, crm_id: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2",
+        )
+        .bind(object)
+        .bind(crm_id)
+        .fetch_optional(&self.writer)
+        .await?
+        .flatten())
+    }
+
+    /// Every pair the identity map holds for `object`: (crm id, billing id).
+    pub async fn identities(&self, object: &str) -> Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query("SELECT crm_id, billing_id FROM identity_map WHERE object = ?1 ORDER BY crm_id")
+            .bind(object)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
+    // ------------------------------------------------------------------------------ apply
+
+    /// Write one decision's changes atomically. Returns the ids of the new operations.
+    pub async fn apply(&self, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
+        let mut tx = self.begin().await?;
+        for (id, state, reason) in &cs.event_states {
+            sqlx::query(
+                "UPDATE inbox SET state = ?2, state_reason = ?3, decided_at_ms = ?4 WHERE id = ?1 AND state = 'pending'",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(reason)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut op_ids = Vec::with_capacity(cs.new_ops.len());
+        for op in &cs.new_ops {
+            let values = serde_json::Value::Object(op.field_values.clone()).to_string();
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO outbox (entity_key, destination, op, target_id, idempotency_key, correlation_id, \
+                 field_values, cause_inbox_id, created_at_ms, updated_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            )
+            .bind(&cs.entity_key)
+            .bind(op.destination.as_str())
+            .bind(&op.op)
+            .bind(&op.target_id)
+            .bind(&op.idempotency_key)
+            .bind(&op.correlation_id)
+            .bind(values)
+            .bind(op.cause_inbox_id)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(id) = id {
+                op_ids.push(id);
+            }
+        }
+        for o in &cs.op_outcomes {
+            sqlx::query(
+                "UPDATE outbox SET state = ?2, attempts = attempts + 1, response_status = ?3, response = ?4, \
+                 result_id = COALESCE(?5, result_id), last_error = ?6, updated_at_ms = ?7, \
+                 done_at_ms = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?7 END WHERE id = ?1",
+            )
+            .bind(o.op_id)
+            .bind(o.state)
+            .bind(o.response_status.map(i64::from))
+            .bind(&o.response)
+            .bind(&o.result_id)
+            .bind(&o.error)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for s in &cs.shadow {
+            sqlx::query(
+                "INSERT INTO shadow (entity_key, side, field, value, sync_seq, synced_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (entity_key, side, field) DO UPDATE SET \
+                 value = excluded.value, sync_seq = excluded.sync_seq, synced_at_ms = excluded.synced_at_ms",
+            )
+            .bind(&cs.entity_key)
+            .bind(s.side.as_str())
+            .bind(&s.field)
+            .bind(&s.value)
+            .bind(s.sync_seq)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((object, crm_id, billing_id)) = &cs.identity {
+            sqlx::query(
+                "INSERT INTO identity_map (object, crm_id, billing_id, created_at_ms, updated_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (object, crm_id) DO UPDATE SET \
+                 billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(object)
+            .bind(crm_id)
+            .bind(billing_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for d in &cs.dead_letters {
+            sqlx::query(
+                "INSERT INTO dead_letters (outbox_id, entity_key, destination, error_class, error, request, \
+                 response, attempts, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(d.op_id)
+            .bind(&cs.entity_key)
+            .bind(d.destination.as_str())
+            .bind(&d.error_class)
+            .bind(&d.error)
+            .bind(&d.request)
+            .bind(&d.response)
+            .bind(d.attempts)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(r) = &cs.review {
+            sqlx::query(
+                "INSERT INTO review_queue (entity_key, reason, fields, created_at_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (entity_key) WHERE resolved_at_ms IS NULL DO UPDATE SET reason = excluded.reason, \
+                 fields = excluded.fields",
+            )
+            .bind(&cs.entity_key)
+            .bind(&r.reason)
+            .bind(r.fields.to_string())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for cause in &cs.settle_causes {
+            sqlx::query(
+                "UPDATE inbox SET state = 'applied', decided_at_ms = ?2 WHERE id = ?1 AND state = 'pending' \
+                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE cause_inbox_id = ?1 AND state = 'pending')",
+            )
+            .bind(cause)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(replan) = cs.replan {
+            sqlx::query("UPDATE work_queue SET replan = ?2 WHERE entity_key = ?1")
+                .bind(&cs.entity_key)
+                .bind(i64::from(replan))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for a in &cs.audit {
+            let outbox_id = match (a.outbox_id, op_ids.first()) {
+                (Some(id), _) => Some(id),
+                (None, Some(first)) if a.action.starts_with("plan") => Some(*first),
+                _ => None,
+            };
+            sqlx::query(
+                "INSERT INTO audit (at_ms, entity_key, inbox_id, outbox_id, actor, action, rule, contract_version, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(now_ms)
+            .bind(&cs.entity_key)
+            .bind(a.inbox_id)
+            .bind(outbox_id)
+            .bind(&a.actor)
+            .bind(&a.action)
+            .bind(&a.rule)
+            .bind(&cs.contract_version)
+            .bind(a.detail.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(op_ids)
+    }
+
+    /// Count one more failed attempt of an operation that will be retried.
+    pub async fn record_attempt(&self, op_id: i64, error: &str, status: Option<u16>, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, response_status = ?3, updated_at_ms = ?4 \
+             WHERE id = ?1",
+        )
+        .bind(op_id)
+        .bind(error)
+        .bind(status.map(i64::from))
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------- control
+
+    /// Pause outbound writes for `scope` (`global`, `crm` or `billing`), audited.
+    pub async fn set_pause(&self, scope: &str, reason: Option<&str>, by: &str, now_ms: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO control_flags (key, value, reason, set_by, set_at_ms) VALUES (?1, 'on', ?2, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET value = 'on', reason = excluded.reason, set_by = excluded.set_by, \
+             set_at_ms = excluded.set_at_ms",
+        )
+        .bind(format!("{PAUSE_PREFIX}{scope}"))
+        .bind(reason)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        Self::audit_in(&mut tx, now_ms, by, "pause_outbound", serde_json::json!({"scope": scope, "reason": reason})).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Resume outbound writes for `scope`; parked records become claimable at once.
+    pub async fn clear_pause(&self, scope: &str, reason: Option<&str>, by: &str, now_ms: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query("DELETE FROM control_flags WHERE key = ?1")
+            .bind(format!("{PAUSE_PREFIX}{scope}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE parked_reason = 'paused'")
+            .execute(&mut *tx)
+            .await?;
+        Self::audit_in(&mut tx, now_ms, by, "resume_outbound", serde_json::json!({"scope": scope, "reason": reason})).await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn audit_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        now_ms: i64,
+        actor: &str,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")
+            .bind(now_ms)
+            .bind(actor)
+            .bind(action)
+            .bind(detail.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Current pause flags. Read on the writer connection so a pause set a moment ago by
+    /// another process (the CLI) is seen by the very next write.
+    pub async fn pauses(&self) -> Result<Vec<PauseFlag>> {
+        let rows = sqlx::query(
+            "SELECT key, reason, set_by, set_at_ms FROM control_flags WHERE key LIKE 'pause:%' AND value = 'on' ORDER BY key",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let key: String = r.try_get(0)?;
+                Ok(PauseFlag {
+                    scope: key.trim_start_matches(PAUSE_PREFIX).to_string(),
+                    reason: r.try_get(1)?,
+                    set_by: r.try_get(2)?,
+                    set_at_ms: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    // ----------------------------------------------------------------------------- status
+
+    pub async fn status(&self) -> Result<LedgerStatus> {
+        let mut st = LedgerStatus::default();
+        for s in EVENT_STATES {
+            st.events.insert(s.to_string(), 0);
+        }
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?;
+        for r in rows {
+            let n: i64 = r.try_get(1)?;
+            st.distinct_events += n;
+            st.events.insert(r.try_get(0)?, n);
+        }
+        let dups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_duplicates")
+            .fetch_one(&self.reader)
+            .await?;
+        st.events.insert("duplicate".into(), dups);
+        st.events_total = st.distinct_events + dups;
+        for side in ["crm", "billing"] {
+            st.writes.insert(side.to_string(), DestinationWrites::default());
+        }
+        let rows = sqlx::query("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state")
+            .fetch_all(&self.reader)
+            .await?;
+        for r in rows {
+            let dest: String = r.try_get(0)?;
+            let state: String = r.try_get(1)?;
+            let n: i64 = r.try_get(2)?;
+            let w = st.writes.entry(dest).or_default();
+            match state.as_str() {
+                "done" => w.done = n,
+                "pending" => w.pending = n,
+                "dead_lettered" => w.dead_lettered = n,
+                _ => {}
+            }
+        }
+        st.queue_depth = sqlx::query_scalar("SELECT COUNT(*) FROM work_queue")
+            .fetch_one(&self.reader)
+            .await?;
+        st.dead_letter_depth = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE resolved_at_ms IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        st.review_depth = sqlx::query_scalar("SELECT COUNT(*) FROM review_queue WHERE resolved_at_ms IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        let mut lags: Vec<i64> = sqlx::query_scalar(
+            "SELECT decided_at_ms - received_at_ms FROM inbox WHERE state = 'applied' \
+             ORDER BY decided_at_ms DESC LIMIT 1000",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        lags.sort_unstable();
+        st.lag_ms = lag_figures(&lags);
+        let rows = sqlx::query(
+            "SELECT key, reason, set_by, set_at_ms FROM control_flags WHERE key LIKE 'pause:%' AND value = 'on' ORDER BY key",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        for r in rows {
+            let key: String = r.try_get(0)?;
+            st.paused.push(PauseFlag {
+                scope: key.trim_start_matches(PAUSE_PREFIX).to_string(),
+                reason: r.try_get(1)?,
+                set_by: r.try_get(2)?,
+                set_at_ms: r.try_get(3)?,
+            });
+        }
+        Ok(st)
+    }
+
+    /// Add per-minute metric deltas (summed into the existing sample for that minute).
+    pub async fn add_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (name, labels, minute, value) in samples {
+            sqlx::query(
+                "INSERT INTO metric_samples (name, labels, minute, value) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name, labels, minute) DO UPDATE SET value = value + excluded.value",
+            )
+            .bind(name)
+            .bind(labels)
+            .bind(minute)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Per-minute samples of one metric since `since_minute`: (labels, minute, value).
+    pub async fn metric_series(&self, name: &str, since_minute: i64) -> Result<Vec<(String, i64, f64)>> {
+        let rows = sqlx::query(
+            "SELECT labels, minute, value FROM metric_samples WHERE name = ?1 AND minute >= ?2 ORDER BY labels, minute",
+        )
+        .bind(name)
+        .bind(since_minute)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Rows of a table, for invariant checks, dumps and the secret-leak test.
+    pub async fn count(&self, table: LedgerTable) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.name());
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.reader).await?)
+    }
+
+    /// Events that did not reach a final state, with their record (for drills and reports).
+    pub async fn unsettled_events(&self, limit: i64) -> Result<Vec<(i64, String, String)>> {
+        let rows = sqlx::query("SELECT id, entity_key, event_type FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?1")
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Of `event_ids` from `source`, those the inbox does not hold.
+    pub async fn missing_events(&self, source: Side, event_ids: &[String]) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for chunk in event_ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT event_id FROM inbox WHERE source = ");
+            qb.push_bind(source.as_str()).push(" AND event_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(id);
+            }
+            qb.push(")");
+            let found: std::collections::HashSet<String> = qb
+                .build_query_scalar::<String>()
+                .fetch_all(&self.reader)
+                .await?
+                .into_iter()
+                .collect();
+            missing.extend(chunk.iter().filter(|id| !found.contains(*id)).cloned());
+        }
+        Ok(missing)
+    }
+
+    /// Records with an open review item.
+    pub async fn open_review_keys(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT entity_key FROM review_queue WHERE resolved_at_ms IS NULL ORDER BY id")
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    /// Audit rows for one record, oldest first: (id, at, actor, action, rule, contract version, detail).
+    pub async fn audit_for(&self, entity_key: &str) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, inbox_id, outbox_id, actor, action, rule, contract_version, detail FROM audit \
+             WHERE entity_key = ?1 ORDER BY id",
+        )
+        .bind(entity_key)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    inbox_id: r.try_get(2)?,
+                    outbox_id: r.try_get(3)?,
+                    actor: r.try_get(4)?,
+                    action: r.try_get(5)?,
+                    rule: r.try_get(6)?,
+                    contract_version: r.try_get(7)?,
+                    detail: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub inbox_id: Option<i64>,
+    pub outbox_id: Option<i64>,
+    pub actor: String,
+    pub action: String,
+    pub rule: Option<String>,
+    pub contract_version: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum LedgerTable {
+    Inbox,
+    InboxDuplicates,
+    WorkQueue,
+    Outbox,
+    Audit,
+    DeadLetters,
+    ReviewQueue,
+}
+
+impl LedgerTable {
+    fn name(self) -> &'static str {
+        match self {
+            LedgerTable::Inbox => "inbox",
+            LedgerTable::InboxDuplicates => "inbox_duplicates",
+            LedgerTable::WorkQueue => "work_queue",
+            LedgerTable::Outbox => "outbox",
+            LedgerTable::Audit => "audit",
+            LedgerTable::DeadLetters => "dead_letters",
+            LedgerTable::ReviewQueue => "review_queue",
+        }
+    }
+}
+
+/// p50 / p95 / max of sorted samples.
+pub fn lag_figures(sorted: &[i64]) -> LagFigures {
+    if sorted.is_empty() {
+        return LagFigures::default();
+    }
+    let pick = |q: f64| {
+        let idx = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted[idx.min(sorted.len() - 1)]
+    };
+    LagFigures {
+        samples: sorted.len() as i64,
+        p50: pick(0.50),
+        p95: pick(0.95),
+        max: sorted[sorted.len() - 1],
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+use super::*;
+
+fn ev(source: Side, id: &str, key: &str) -> NewEvent {
+    NewEvent {
+        source,
+        event_id: id.to_string(),
+        via: "webhook",
+        event_type: "contact.propertyChange".into(),
+        object_type: "contact".into(),
+        object_id: "1".into(),
+        identity_object: "customer".into(),
+        entity_key: key.to_string(),
+        billing_id: None,
+        payload: "{}".into(),
+        received_at_ms: 1,
+    }
+}
+
+async fn open() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+    (dir, l)
+}
+
+#[tokio::test]
+async fn ingest_dedupes_within_and_across_batches_and_counts_duplicates() {
+    let (_d, l) = open().await;
+    let out = l
+        .ingest(&[ev(Side::Crm, "1", "customer:crm:1"), ev(Side::Crm, "1", "customer:crm:1"), ev(Side::Billing, "1", "customer:crm:1")])
+        .await
+        .unwrap();
+    assert!(matches!(out[0], IngestOutcome::Inserted(_)));
+    assert!(matches!(out[1], IngestOutcome::Duplicate(_)));
+    assert!(matches!(out[2], IngestOutcome::Inserted(_)));
+    let again = l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    assert!(matches!(again[0], IngestOutcome::Duplicate(_)));
+    let st = l.status().await.unwrap();
+    assert_eq!(st.events["pending"], 2);
+    assert_eq!(st.events["duplicate"], 2);
+    assert_eq!(st.events_total, 4);
+    assert_eq!(st.queue_depth, 1, "both events share one record queue");
+}
+
+#[tokio::test]
+async fn billing_events_follow_the_identity_map() {
+    let (_d, l) = open().await;
+    l.apply(
+        &ChangeSet {
+            entity_key: "customer:crm:7".into(),
+            identity: Some(("customer".into(), "7".into(), "cus_7".into())),
+            ..Default::default()
+        },
+        1,
+    )
+    .await
+    .unwrap();
+    let mut e = ev(Side::Billing, "evt_1", "customer:billing:cus_7");
+    e.billing_id = Some("cus_7".into());
+    l.ingest(&[e]).await.unwrap();
+    let claims = l.claim("w", 10, 10, 1000).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].entity_key, "customer:crm:7");
+}
+
+#[tokio::test]
+async fn a_claimed_record_is_not_claimed_twice_and_release_keeps_new_work() {
+    let (_d, l) = open().await;
+    l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    let c = l.claim("a", 10, 100, 1000).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert!(l.claim("b", 10, 100, 1000).await.unwrap().is_empty());
+    // A new event arrives while claimed: release must keep the record queued.
+    l.ingest(&[ev(Side::Crm, "2", "customer:crm:1")]).await.unwrap();
+    l.release(&c[0], "a").await.unwrap();
+    assert_eq!(l.claim("b", 10, 100, 1000).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn apply_settles_and_release_removes_finished_records() {
+    let (_d, l) = open().await;
+    let out = l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    let IngestOutcome::Inserted(id) = out[0] else { panic!("inserted") };
+    let c = l.claim("a", 1, 100, 1000).await.unwrap().remove(0);
+    let ops = l
+        .apply(
+            &ChangeSet {
+                entity_key: "customer:crm:1".into(),
+                new_ops: vec![NewOp {
+                    destination: Side::Billing,
+                    op: "update_customer".into(),
+                    target_id: Some("cus_1".into()),
+                    idempotency_key: "k1".into(),
+                    correlation_id: "c1".into(),
+                    field_values: serde_json::Map::new(),
+                    cause_inbox_id: Some(id),
+                }],
+                ..Default::default()
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ops.len(), 1);
+    assert!(l.unplanned_events("customer:crm:1").await.unwrap().is_empty(), "a planned event is not planned again");
+    // Release while the write is open keeps the record queued.
+    l.release(&c, "a").await.unwrap();
+    assert_eq!(l.status().await.unwrap().queue_depth, 1);
+    let c = l.claim("a", 1, 100, 1000).await.unwrap().remove(0);
+    l.apply(
+        &ChangeSet {
+            entity_key: "customer:crm:1".into(),
+            op_outcomes: vec![OpOutcome {
+                op_id: ops[0],
+                state: "done",
+                response_status: Some(200),
+                response: None,
+                result_id: Some("cus_1".into()),
+                error: None,
+            }],
+            settle_causes: vec![id],
+            ..Default::default()
+        },
+        3,
+    )
+    .await
+    .unwrap();
+    l.release(&c, "a").await.unwrap();
+    let st = l.status().await.unwrap();
+    assert_eq!(st.events["applied"], 1);
+    assert_eq!(st.queue_depth, 0);
+    assert_eq!(st.writes["billing"].done, 1);
+    assert_eq!(st.lag_ms.samples, 1);
+}
+
+#[tokio::test]
+async fn pause_is_persisted_audited_and_visible_to_a_second_handle() {
+    let (d, l) = open().await;
+    l.set_pause("billing", Some("incident 42"), "cli", 5).await.unwrap();
+    let other = Ledger::open(&d.path().join("l.db")).await.unwrap();
+    let p = other.pauses().await.unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].scope, "billing");
+    assert_eq!(p[0].reason.as_deref(), Some("incident 42"));
+    assert!(other.clear_pause("billing", None, "cli", 6).await.unwrap());
+    assert!(l.pauses().await.unwrap().is_empty());
+    assert_eq!(l.count(LedgerTable::Audit).await.unwrap(), 2);
+}
+
+#[test]
+fn lag_percentiles() {
+    let v: Vec<i64> = (1..=100).collect();
+    let f = lag_figures(&v);
+    assert_eq!((f.p50, f.p95, f.max, f.samples), (51, 95, 100, 100));
+    assert_eq!(lag_figures(&[]), LagFigures::default());
+}

@@ -1,0 +1,24 @@
+//! driftless: a two-way sync engine that keeps a CRM (HubSpot API) and a billing system
+//! (Stripe API) in agreement, with an SQLite ledger that records every event, decision and
+//! write.
+//!
+//! Start reading at [`engine::Engine`]: it owns the [`ledger::Ledger`] (all SQL), the checked
+//! [`contract::Contract`], and the [`connectors`]. Events come in through [`ingest`] (webhook
+//! verification and parsing) into the inbox; workers in `engine` take one record at a time,
+//! drop echoes, re-read both records, ask the pure [`plan`] what to write, and dispatch the
+//! writes under a [`budget`]. [`http`] is the headless server; [`sim`] holds the simulated
+//! systems used by the demo and the tests; [`drill`] runs both under faults and checks the
+//! invariants from the simulators' own APIs.
+
+pub mod budget;
+pub mod connectors;
+pub mod contract;
+pub mod drill;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod ledger;
+pub mod plan;
+pub mod runtime;
+pub mod secrets;
+pub mod sim;

@@ -1,0 +1,401 @@
+//! The `driftless` command line. A thin edge over the engine library: parse arguments, call
+//! one library function, print. anyhow lives only here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use driftless::contract::{self, Contract};
+use driftless::ledger::Ledger;
+use driftless::runtime::{self, DemoOptions, ServeOptions};
+use driftless::sim::{self, FaultProfile, SimConfig, Simulators};
+
+#[derive(Parser)]
+#[command(name = "driftless", version, about = "Keep a CRM and a billing system in agreement, with every decision explained")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the engine and its HTTP API (webhooks + console API) on 127.0.0.1.
+    Serve(ServeArgs),
+    /// Print the ledger's counts (events by state, writes, queue, lag, pause).
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
+    /// Pause outbound writes (all, or one destination). Works whether or not the server runs.
+    Pause(PauseArgs),
+    /// Resume outbound writes; the backlog drains in per-record order.
+    Resume(PauseArgs),
+    /// Validate a sync contract.
+    Contract {
+        #[command(subcommand)]
+        cmd: ContractCmd,
+    },
+    /// Run the simulated CRM and billing systems standalone.
+    Sim(SimArgs),
+    /// Run engine + simulators under faults until quiescent, then check the invariants.
+    Drill(DrillArgs),
+}
+
+#[derive(Args)]
+struct LedgerArg {
+    /// The ledger file (SQLite).
+    #[arg(long, env = "DRIFTLESS_LEDGER", default_value = "driftless.db")]
+    ledger: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Run against the embedded simulators (with faults and actors) instead of real systems.
+    #[arg(long)]
+    demo: bool,
+    /// The sync contract (default: the embedded default contract).
+    #[arg(long)]
+    contract: Option<PathBuf>,
+    /// The ledger file. With --demo and no --ledger, a fresh ledger in a temporary directory.
+    #[arg(long, env = "DRIFTLESS_LEDGER")]
+    ledger: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8417")]
+    addr: SocketAddr,
+    /// Demo: simulator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Demo: fault profile (none | default | chaos | key=value list).
+    #[arg(long, default_value = "default")]
+    faults: String,
+    /// Demo: run the seeded actors that edit records on both sides.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    actors: OnOff,
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Public base URL webhooks are sent to (when behind a tunnel or proxy).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Destination {
+    Crm,
+    Billing,
+}
+
+#[derive(Args)]
+struct PauseArgs {
+    #[arg(long, value_enum)]
+    destination: Option<Destination>,
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    ledger: LedgerArg,
+}
+
+#[derive(Subcommand)]
+enum ContractCmd {
+    /// Print the ownership matrix, or every problem (file:line:column) and exit 1.
+    Check { file: PathBuf },
+}
+
+#[derive(Args)]
+struct SimArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "default")]
+    faults: String,
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    actors: OnOff,
+    #[arg(long, default_value = "127.0.0.1:4010")]
+    crm_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:4020")]
+    billing_addr: SocketAddr,
+    /// Where the CRM simulator sends webhooks (HubSpot configures this in app settings; the
+    /// billing simulator takes `POST /v1/webhook_endpoints` like Stripe).
+    #[arg(long)]
+    crm_webhook_url: Option<String>,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    #[arg(long)]
+    contract: Option<PathBuf>,
+    #[arg(long)]
+    seed: u64,
+    #[arg(long)]
+    records: usize,
+    #[arg(long)]
+    edits: usize,
+    #[arg(long, default_value = "chaos")]
+    faults: String,
+    #[arg(long)]
+    json: bool,
+    /// Keep the drill's ledger here (default: a temporary file, removed afterwards).
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Seconds to wait for quiescence after the actors finish.
+    #[arg(long, default_value_t = 600)]
+    settle_secs: u64,
+    /// Actor edit rate (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    edits_per_sec: f64,
+}
+
+fn load_contract(path: Option<&Path>) -> Result<Contract> {
+    match path {
+        Some(p) => Ok(contract::load(p)?),
+        None => Ok(contract::default_contract()),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,driftless=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Serve(a) => serve(a).await,
+        Cmd::Status { json, ledger } => {
+            let l = Ledger::open(&ledger.ledger).await?;
+            let st = l.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("events: {:?}", st.events);
+                println!("writes: {:?}", st.writes);
+                println!("queue depth {}, dead letters {}, review {}", st.queue_depth, st.dead_letter_depth, st.review_depth);
+                println!("lag ms p50 {} p95 {} max {}", st.lag_ms.p50, st.lag_ms.p95, st.lag_ms.max);
+                if st.paused.is_empty() {
+                    println!("outbound writes: running");
+                }
+                for p in &st.paused {
+                    println!("PAUSED {} by {} ({})", p.scope, p.set_by, p.reason.as_deref().unwrap_or("no reason given"));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pause(a) => {
+            let l = Ledger::open(&a.ledger.ledger).await?;
+            let scope = scope_of(a.destination);
+            l.set_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis()).await?;
+            println!("outbound writes paused ({scope})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Resume(a) => {
+            let l = Ledger::open(&a.ledger.ledger).await?;
+            let scope = scope_of(a.destination);
+            let was = l.clear_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis()).await?;
+            if was {
+                println!("outbound writes resumed ({scope})");
+            } else {
+                println!("outbound writes were not paused ({scope})");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Contract {
+            cmd: ContractCmd::Check { file },
+        } => match contract::load(&file) {
+            Ok(c) => {
+                println!("{}", contract::ownership_matrix(&c));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Cmd::Sim(a) => sim_cmd(a).await,
+        Cmd::Drill(a) => drill(a).await,
+    }
+}
+
+fn scope_of(d: Option<Destination>) -> &'static str {
+    match d {
+        None => "global",
+        Some(Destination::Crm) => "crm",
+        Some(Destination::Billing) => "billing",
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let contract = load_contract(a.contract.as_deref())?;
+    let mut _tmp = None;
+    let running = if a.demo {
+        let ledger = match a.ledger {
+            Some(l) => l,
+            None => {
+                let dir = tempfile_dir()?;
+                let p = dir.join("driftless-demo.db");
+                _tmp = Some(dir);
+                p
+            }
+        };
+        let faults = FaultProfile::parse(&a.faults)?;
+        let r = runtime::start_demo(DemoOptions {
+            seed: a.seed,
+            faults,
+            contract,
+            serve: ServeOptions {
+                ledger,
+                addr: a.addr,
+                workers: a.workers,
+                public_url: a.public_url,
+            },
+            request_timeout_ms: 2_000,
+        })
+        .await?;
+        if a.actors == OnOff::On {
+            if let Some(s) = &r.sims {
+                sim::spawn_background_actors(s, a.seed);
+            }
+        }
+        r
+    } else {
+        let ledger = a.ledger.unwrap_or_else(|| PathBuf::from("driftless.db"));
+        runtime::serve_contract(
+            contract,
+            ServeOptions {
+                ledger,
+                addr: a.addr,
+                workers: a.workers,
+                public_url: a.public_url,
+            },
+        )
+        .await?
+    };
+    println!("driftless is running{}", if a.demo { " on the embedded demo (simulated CRM and billing, faults on)" } else { "" });
+    println!("  console/API: {}", running.url());
+    println!("  status:      curl -s 'http://{}/api/status?token={}'", running.addr, running.token);
+    println!("  ledger:      {}", running.engine.ledger().path().display());
+    println!("  CLI status:  driftless status --json --ledger {}", running.engine.ledger().path().display());
+    if let Some(s) = &running.sims {
+        println!("  simulated CRM:     {}", s.crm.base_url());
+        println!("  simulated billing: {}", s.billing.base_url());
+    }
+    println!("Press Ctrl-C to stop.");
+    shutdown_signal().await;
+    eprintln!("stopping…");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("driftless-demo-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn sim_cmd(a: SimArgs) -> Result<ExitCode> {
+    let sims = Simulators::start(SimConfig {
+        seed: a.seed,
+        faults: FaultProfile::parse(&a.faults)?,
+        crm_addr: a.crm_addr,
+        billing_addr: a.billing_addr,
+        ..SimConfig::default()
+    })
+    .await?;
+    if let Some(u) = &a.crm_webhook_url {
+        sims.crm.set_webhook_target(u);
+    }
+    println!("simulated CRM (HubSpot API):   {}", sims.crm.base_url());
+    println!("  token:                       {}", sims.crm.token());
+    println!("  webhook signing secret:      {}", sims.crm.webhook_secret());
+    println!("  webhook target:              {} (POST {}/_sim/webhook_target to change)", a.crm_webhook_url.as_deref().unwrap_or("none"), sims.crm.base_url());
+    println!("simulated billing (Stripe API): {}", sims.billing.base_url());
+    println!("  api key:                     {}", sims.billing.api_key());
+    println!("  webhooks:                    POST /v1/webhook_endpoints url=… (answer carries the whsec_ secret)");
+    println!("faults: {}; actors: {}", a.faults, if a.actors == OnOff::On { "on" } else { "off" });
+    if a.actors == OnOff::On {
+        sim::spawn_background_actors(&sims, a.seed);
+    }
+    shutdown_signal().await;
+    sims.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn drill(a: DrillArgs) -> Result<ExitCode> {
+    let contract = load_contract(a.contract.as_deref())?;
+    let (ledger, tmp) = match a.ledger {
+        Some(l) => (l, None),
+        None => {
+            let dir = tempfile_dir()?;
+            (dir.join("drill.db"), Some(dir))
+        }
+    };
+    let report = driftless::drill::run(driftless::drill::DrillOptions {
+        seed: a.seed,
+        records: a.records,
+        edits: a.edits,
+        faults: FaultProfile::parse(&a.faults)?,
+        contract,
+        ledger,
+        workers: a.workers,
+        settle_timeout: Duration::from_secs(a.settle_secs),
+        edits_per_sec: a.edits_per_sec,
+    })
+    .await?;
+    if let Some(dir) = tmp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for c in &report.checks {
+            println!("{} {:<24} {}", if c.ok { "PASS" } else { "FAIL" }, c.name, c.detail);
+        }
+        println!("events {:?}; writes billing {} crm {}; {} ms", report.events, report.writes["billing"].applied, report.writes["crm"].applied, report.duration_ms);
+    }
+    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,121 @@
+//! The CLI as scripts use it: exit codes, JSON output, pause through the ledger, the token.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_driftless"))
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/contracts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn contract_check_prints_the_matrix_for_a_good_file() {
+    let out = bin()
+        .args(["contract", "check", &format!("{}/contracts/default.toml", env!("CARGO_MANIFEST_DIR"))])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["email", "lifecycle_stage", "billing_customer_id", "subscription_status", "invoice_balance"] {
+        assert!(text.contains(needle), "matrix lacks {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn contract_check_lists_every_problem_with_its_location_and_exits_1() {
+    let path = fixture("broken_many.toml");
+    let out = bin().args(["contract", "check", &path]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("broken_many.toml:")).collect();
+    assert!(lines.len() >= 5, "expected every problem, got:\n{text}");
+    for l in &lines {
+        let rest = l.split("broken_many.toml:").nth(1).unwrap_or("");
+        let mut parts = rest.splitn(3, ':');
+        let line: usize = parts.next().and_then(|s| s.parse().ok()).expect("line number");
+        let col: usize = parts.next().and_then(|s| s.parse().ok()).expect("column");
+        assert!(line > 0 && col > 0, "{l}");
+    }
+}
+
+#[test]
+fn contract_check_never_echoes_a_literal_secret() {
+    let path = fixture("literal_secret.toml");
+    let text = std::fs::read_to_string(&path).expect("fixture");
+    let out = bin().args(["contract", "check", &path]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for secretish in text.split('"').filter(|s| s.starts_with("sk_") || s.starts_with("pat-")) {
+        assert!(!printed.contains(secretish), "secret echoed: {printed}");
+    }
+}
+
+#[test]
+fn pause_and_resume_act_through_the_ledger_and_status_json_shows_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("l.db");
+    let l = ledger.to_str().expect("utf8 path");
+    let ok = bin().args(["pause", "--destination", "billing", "--reason", "incident", "--ledger", l]).status().expect("run");
+    assert!(ok.success());
+    let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    assert_eq!(v["paused"][0]["scope"], "billing");
+    assert_eq!(v["paused"][0]["reason"], "incident");
+    for state in ["pending", "applied", "duplicate", "echo", "superseded", "conflicted", "dead_lettered"] {
+        assert!(v["events"][state].is_i64(), "status lacks events.{state}");
+    }
+    for key in ["queue_depth", "dead_letter_depth", "review_depth"] {
+        assert!(v[key].is_i64(), "status lacks {key}");
+    }
+    assert!(v["lag_ms"]["p95"].is_i64());
+    assert!(v["writes"]["crm"]["done"].is_i64());
+    assert!(bin().args(["resume", "--destination", "billing", "--ledger", l]).status().expect("run").success());
+    let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["paused"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_requests_without_the_token_and_matches_status() {
+    let d = crate::support::demo(driftless::sim::FaultProfile::none()).await;
+    let base = format!("http://{}", d.running.addr);
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{base}/api/status")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http.get(format!("{base}/api/status?token=wrong")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = http
+        .get(format!("{base}/api/status"))
+        .bearer_auth(&d.running.token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["contract_version"], d.running.engine.contract().version.as_str());
+    // Pause through the API is visible in the ledger.
+    let r = http
+        .post(format!("{base}/api/pause_outbound?token={}", d.running.token))
+        .json(&serde_json::json!({"scope": "crm", "reason": "test"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(d.running.engine.ledger().pauses().await.unwrap()[0].scope, "crm");
+    // A webhook with a bad signature is refused and nothing reaches the inbox.
+    let r = http
+        .post(format!("{base}/webhooks/stripe"))
+        .header("Stripe-Signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert!(v["code"] == "stale_timestamp" || v["code"] == "bad_signature", "{v}");
+    assert_eq!(d.running.engine.status().await.unwrap().ledger.events_total, 0);
+    d.running.shutdown().await;
+}

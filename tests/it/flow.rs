@@ -1,0 +1,193 @@
+//! The first two-way flow, over real HTTP against the simulators.
+
+use std::time::Duration;
+
+use driftless::drill::wait_quiescent;
+use driftless::sim::FaultProfile;
+
+use crate::support::{demo, eventually, meta, prop};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes_nothing() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let id = sims.crm.create_contact(&[("email", "ada@example.test"), ("lifecyclestage", "lead")]);
+
+    let contact = eventually(20, "billing_customer_id written back", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str() && prop(c, "billing_customer_id").is_some())
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+
+    let customers = sims.billing.customers();
+    assert_eq!(customers.len(), 1, "exactly one billing customer");
+    let cus = &customers[0];
+    assert_eq!(prop(&contact, "billing_customer_id"), cus["id"].as_str());
+    assert_eq!(cus["email"], "ada@example.test");
+    assert_eq!(meta(cus, "lifecycle_stage"), Some("lead"));
+    assert_eq!(meta(cus, "driftless_crm_contact_id"), Some(id.as_str()));
+
+    // Created with the contract's idempotency key.
+    let creates: Vec<_> = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/customers")
+        .collect();
+    assert_eq!(creates.len(), 1);
+    let key = creates[0].idempotency_key.clone().unwrap_or_default();
+    assert!(key.starts_with(&format!("billing:create:{id}:")), "key {key}");
+
+    // The write-back's webhook (and the create's) came back as echoes and caused no write:
+    // one write per destination in total.
+    let billing_writes = sims.billing.request_log().iter().filter(|r| r.mutating && r.applied).count();
+    let crm_writes = sims
+        .crm
+        .request_log()
+        .iter()
+        .filter(|r| r.mutating && r.applied && !r.path.contains("/properties/"))
+        .count();
+    assert_eq!((billing_writes, crm_writes), (1, 1));
+    let st = d.running.engine.status().await.unwrap();
+    assert!(st.ledger.events["echo"] >= 2, "echoes counted: {:?}", st.ledger.events);
+    assert_eq!(st.ledger.events["pending"], 0);
+    d.running.shutdown().await;
+}
+
+async fn synced_contact(d: &crate::support::Demo, email: &str) -> (String, String) {
+    let sims = d.running.sims.clone().expect("sims");
+    let id = sims.crm.create_contact(&[("email", email), ("lifecyclestage", "lead")]);
+    let cus = eventually(20, "contact synced", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    (id, cus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_stage_edited_in_crm_follows_into_billing_metadata() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let (id, cus) = synced_contact(&d, "grace@example.test").await;
+    sims.crm.edit_contact(&id, &[("lifecyclestage", "customer")]).expect("edit");
+    eventually(20, "lifecycle stage in billing metadata", || {
+        let sims = sims.clone();
+        let cus = cus.clone();
+        async move {
+            sims.billing
+                .customers()
+                .into_iter()
+                .find(|c| c["id"] == cus.as_str() && meta(c, "lifecycle_stage") == Some("customer"))
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let billing_updates = sims
+        .billing
+        .request_log()
+        .iter()
+        .filter(|r| r.mutating && r.applied && r.path == format!("/v1/customers/{cus}"))
+        .count();
+    assert_eq!(billing_updates, 1, "one edit costs one billing write");
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_edited_in_billing_is_reverted_to_the_crm_owner_and_audited() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let (id, cus) = synced_contact(&d, "linus@example.test").await;
+    sims.billing.edit_customer(&cus, Some("finance-typo@example.test"), &[]).expect("edit");
+    eventually(20, "billing email reverted", || {
+        let sims = sims.clone();
+        let cus = cus.clone();
+        async move {
+            sims.billing
+                .customers()
+                .into_iter()
+                .find(|c| c["id"] == cus.as_str() && c["email"] == "linus@example.test")
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let audit = d.running.engine.ledger().audit_for(&format!("customer:crm:{id}")).await.unwrap();
+    let revert = audit
+        .iter()
+        .find(|a| a.rule.as_deref() == Some("non_owner_edit:revert"))
+        .expect("the revert decision is audited");
+    assert_eq!(revert.contract_version.as_deref(), Some(d.running.engine.contract().version.as_str()));
+    assert!(revert.detail.as_deref().unwrap_or("").contains("finance-typo@example.test"));
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_webhooks_are_counted_drops() {
+    let faults = FaultProfile::parse("dup=1.0").expect("profile");
+    let d = demo(faults).await;
+    let sims = d.running.sims.clone().expect("sims");
+    synced_contact(&d, "dup@example.test").await;
+    let st = d.running.engine.status().await.unwrap();
+    assert!(st.ledger.events["duplicate"] >= 2, "{:?}", st.ledger.events);
+    assert_eq!(sims.billing.customers().len(), 1);
+    let sum: i64 = st.ledger.events.values().sum();
+    assert_eq!(sum, st.ledger.events_total, "every delivery is in exactly one state");
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_times_out_after_commit_is_retried_with_the_same_key_and_yields_one_customer() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    sims.set_faults(FaultProfile::parse("timeout=1.0,hang_ms=1500").expect("profile"));
+    let id = sims.crm.create_contact(&[("email", "hopper@example.test")]);
+    // Wait until the create was applied but its response withheld.
+    eventually(20, "a create applied with its response withheld", || {
+        let sims = sims.clone();
+        async move {
+            sims.billing
+                .request_log()
+                .into_iter()
+                .find(|r| r.path == "/v1/customers" && r.method == "POST" && r.fault.as_deref() == Some("timeout_after_commit"))
+        }
+    })
+    .await;
+    sims.set_faults(FaultProfile::none());
+    eventually(30, "billing id written back", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str() && prop(c, "billing_customer_id").is_some())
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
+    assert_eq!(sims.billing.customers().len(), 1, "one customer despite the lost response");
+    let keys: std::collections::HashSet<_> = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .filter(|r| r.path == "/v1/customers" && r.method == "POST")
+        .filter_map(|r| r.idempotency_key)
+        .collect();
+    assert!(keys.len() <= 1, "every create attempt used the same idempotency key: {keys:?}");
+    d.running.shutdown().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, calling the engine API (and the CLI binary) against the
+//! simulators over real HTTP on 127.0.0.1.
+
+mod cli;
+mod crash;
+mod drill;
+mod flow;
+mod support;

@@ -1,0 +1,57 @@
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use driftless::contract;
+use driftless::runtime::{self, DemoOptions, Running, ServeOptions};
+use driftless::sim::FaultProfile;
+
+pub struct Demo {
+    pub running: Running,
+    pub _dir: tempfile::TempDir,
+}
+
+/// Engine + both simulators in-process, actors off: the test is the only user.
+pub async fn demo(faults: FaultProfile) -> Demo {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = runtime::start_demo(DemoOptions {
+        seed: 7,
+        faults,
+        contract: contract::default_contract(),
+        serve: ServeOptions {
+            ledger: dir.path().join("ledger.db"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 4,
+            public_url: None,
+        },
+        request_timeout_ms: 800,
+    })
+    .await
+    .expect("demo starts");
+    Demo { running, _dir: dir }
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn prop<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    v.get("properties")?.get(name)?.as_str().filter(|s| !s.is_empty())
+}
+
+pub fn meta<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    v.get("metadata")?.get(name)?.as_str().filter(|s| !s.is_empty())
+}
