@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::contract::Contract;
 use crate::ingest::stripe::META_CRM_ID;
 use crate::ledger::LagFigures;
-use crate::runtime::{self, DemoOptions, RuntimeError, Running, ServeOptions};
+use crate::runtime::{self, DemoOptions, Running, RuntimeError, ServeOptions};
 use crate::sim::{run_actors, ActorPlan, FaultProfile};
 
 pub struct DrillOptions {
@@ -89,7 +89,10 @@ pub async fn run(opts: DrillOptions) -> Result<DrillReport, RuntimeError> {
         request_timeout_ms: 1_500,
     })
     .await?;
-    let sims = running.sims.clone().ok_or_else(|| RuntimeError::Internal("demo started without simulators".into()))?;
+    let sims = running
+        .sims
+        .clone()
+        .ok_or_else(|| RuntimeError::Internal("demo started without simulators".into()))?;
     let actors = run_actors(
         &sims,
         ActorPlan {
@@ -148,7 +151,10 @@ async fn check(
     started: Instant,
     faults_label: String,
 ) -> Result<DrillReport, RuntimeError> {
-    let sims = running.sims.as_ref().ok_or_else(|| RuntimeError::Internal("drill has no simulators".into()))?;
+    let sims = running
+        .sims
+        .as_ref()
+        .ok_or_else(|| RuntimeError::Internal("drill has no simulators".into()))?;
     let contacts = sims.crm.contacts();
     let customers = sims.billing.customers();
     let status = running.engine.status().await?;
@@ -196,7 +202,9 @@ async fn check(
     if let Some(m) = mapping {
         for c in &contacts {
             let Some(cid) = s(c, &["id"]) else { continue };
-            let Some(cust) = by_contact.get(&cid).and_then(|v| v.first()) else { continue };
+            let Some(cust) = by_contact.get(&cid).and_then(|v| v.first()) else {
+                continue;
+            };
             for f in &m.fields {
                 let crm_v = s(c, &["properties", &f.crm]);
                 let bill_v = match f.billing.strip_prefix("metadata.") {
@@ -204,7 +212,10 @@ async fn check(
                     None => s(cust, &[&f.billing]),
                 };
                 if crm_v != bill_v && !reviewed.contains(&cid) {
-                    mismatches.push(format!("contact {cid} {}: crm {:?} billing {:?}", f.name, crm_v, bill_v));
+                    mismatches.push(format!(
+                        "contact {cid} {}: crm {:?} billing {:?}",
+                        f.name, crm_v, bill_v
+                    ));
                 }
             }
         }
@@ -271,7 +282,10 @@ async fn check(
     // inbox, and every inbox event is in exactly one state.
     let emitted = list_billing_events(&sims.billing.base_url(), sims.billing.api_key()).await;
     let (lost, emitted_n) = match &emitted {
-        Ok(ids) => (ledger.missing_events(crate::contract::Side::Billing, ids).await?, ids.len()),
+        Ok(ids) => (
+            ledger.missing_events(crate::contract::Side::Billing, ids).await?,
+            ids.len(),
+        ),
         Err(e) => (vec![format!("could not list billing events: {e}")], 0),
     };
     let by_state: i64 = status
@@ -301,7 +315,10 @@ async fn check(
         detail: if quiesced {
             "no pending webhooks, events or writes".into()
         } else {
-            format!("still busy after {:?}: queue depth {}", opts.settle_timeout, status.ledger.queue_depth)
+            format!(
+                "still busy after {:?}: queue depth {}",
+                opts.settle_timeout, status.ledger.queue_depth
+            )
         },
     });
 
@@ -340,7 +357,12 @@ async fn list_billing_events(base: &str, key: &str) -> Result<Vec<String>, reqwe
         // The simulators' admin surface is never faulted, but the API is: retry 429/5xx.
         let mut page = None;
         for _ in 0..50 {
-            let resp = http.get(format!("{base}/v1/events")).bearer_auth(key).query(&q).send().await?;
+            let resp = http
+                .get(format!("{base}/v1/events"))
+                .bearer_auth(key)
+                .query(&q)
+                .send()
+                .await?;
             if resp.status().is_success() {
                 page = Some(resp.json::<Value>().await?);
                 break;

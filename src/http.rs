@@ -31,13 +31,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self.0 {
             EngineError::Ingest(IngestError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            EngineError::Ingest(IngestError::BadSignature { .. } | IngestError::Stale { .. }) => StatusCode::UNAUTHORIZED,
+            EngineError::Ingest(IngestError::BadSignature { .. } | IngestError::Stale { .. }) => {
+                StatusCode::UNAUTHORIZED
+            }
             EngineError::Ingest(IngestError::NotConfigured { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Ingest(_) | EngineError::BadScope(_) => StatusCode::BAD_REQUEST,
             EngineError::Stopped | EngineError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
         };
-        (status, Json(json!({"code": self.0.code(), "message": self.0.to_string()}))).into_response()
+        (
+            status,
+            Json(json!({"code": self.0.code(), "message": self.0.to_string()})),
+        )
+            .into_response()
     }
 }
 
@@ -140,21 +146,36 @@ struct PauseBody {
     reason: Option<String>,
 }
 
-async fn pause_outbound(State(st): State<AppState>, body: Option<Json<PauseBody>>) -> Result<impl IntoResponse, ApiError> {
+async fn pause_outbound(
+    State(st): State<AppState>,
+    body: Option<Json<PauseBody>>,
+) -> Result<impl IntoResponse, ApiError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let scope = b.scope.as_deref().unwrap_or("global");
-    st.engine.pause_outbound(scope, b.reason.as_deref(), "operator:api").await?;
+    st.engine
+        .pause_outbound(scope, b.reason.as_deref(), "operator:api")
+        .await?;
     Ok(Json(json!({"paused": scope})))
 }
 
-async fn resume_outbound(State(st): State<AppState>, body: Option<Json<PauseBody>>) -> Result<impl IntoResponse, ApiError> {
+async fn resume_outbound(
+    State(st): State<AppState>,
+    body: Option<Json<PauseBody>>,
+) -> Result<impl IntoResponse, ApiError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
     let scope = b.scope.as_deref().unwrap_or("global");
-    let was = st.engine.resume_outbound(scope, b.reason.as_deref(), "operator:api").await?;
+    let was = st
+        .engine
+        .resume_outbound(scope, b.reason.as_deref(), "operator:api")
+        .await?;
     Ok(Json(json!({"resumed": scope, "was_paused": was})))
 }
 
-async fn stripe_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<impl IntoResponse, ApiError> {
+async fn stripe_webhook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
     let sig = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let r = st.engine.ingest_stripe_webhook(sig, &body).await?;
     Ok(Json(r))

@@ -15,7 +15,11 @@ use driftless::runtime::{self, DemoOptions, ServeOptions};
 use driftless::sim::{self, FaultProfile, SimConfig, Simulators};
 
 #[derive(Parser)]
-#[command(name = "driftless", version, about = "Keep a CRM and a billing system in agreement, with every decision explained")]
+#[command(
+    name = "driftless",
+    version,
+    about = "Keep a CRM and a billing system in agreement, with every decision explained"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -166,7 +170,10 @@ fn load_contract(path: Option<&Path>) -> Result<Contract> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,driftless=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 #[tokio::main]
@@ -215,13 +222,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("events: {:?}", st.events);
                 println!("writes: {:?}", st.writes);
-                println!("queue depth {}, dead letters {}, review {}", st.queue_depth, st.dead_letter_depth, st.review_depth);
-                println!("lag ms p50 {} p95 {} max {}", st.lag_ms.p50, st.lag_ms.p95, st.lag_ms.max);
+                println!(
+                    "queue depth {}, dead letters {}, review {}",
+                    st.queue_depth, st.dead_letter_depth, st.review_depth
+                );
+                println!(
+                    "lag ms p50 {} p95 {} max {}",
+                    st.lag_ms.p50, st.lag_ms.p95, st.lag_ms.max
+                );
                 if st.paused.is_empty() {
                     println!("outbound writes: running");
                 }
                 for p in &st.paused {
-                    println!("PAUSED {} by {} ({})", p.scope, p.set_by, p.reason.as_deref().unwrap_or("no reason given"));
+                    println!(
+                        "PAUSED {} by {} ({})",
+                        p.scope,
+                        p.set_by,
+                        p.reason.as_deref().unwrap_or("no reason given")
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -229,14 +247,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Pause(a) => {
             let l = Ledger::open(&a.ledger.ledger).await?;
             let scope = scope_of(a.destination);
-            l.set_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis()).await?;
+            l.set_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis())
+                .await?;
             println!("outbound writes paused ({scope})");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Resume(a) => {
             let l = Ledger::open(&a.ledger.ledger).await?;
             let scope = scope_of(a.destination);
-            let was = l.clear_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis()).await?;
+            let was = l
+                .clear_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis())
+                .await?;
             if was {
                 println!("outbound writes resumed ({scope})");
             } else {
@@ -315,11 +336,24 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         )
         .await?
     };
-    println!("driftless is running{}", if a.demo { " on the embedded demo (simulated CRM and billing, faults on)" } else { "" });
+    println!(
+        "driftless is running{}",
+        if a.demo {
+            " on the embedded demo (simulated CRM and billing, faults on)"
+        } else {
+            ""
+        }
+    );
     println!("  console/API: {}", running.url());
-    println!("  status:      curl -s 'http://{}/api/status?token={}'", running.addr, running.token);
+    println!(
+        "  status:      curl -s 'http://{}/api/status?token={}'",
+        running.addr, running.token
+    );
     println!("  ledger:      {}", running.engine.ledger().path().display());
-    println!("  CLI status:  driftless status --json --ledger {}", running.engine.ledger().path().display());
+    println!(
+        "  CLI status:  driftless status --json --ledger {}",
+        running.engine.ledger().path().display()
+    );
     if let Some(s) = &running.sims {
         println!("  simulated CRM:     {}", s.crm.base_url());
         println!("  simulated billing: {}", s.billing.base_url());
@@ -332,7 +366,11 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("driftless-demo-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis()));
+    let dir = std::env::temp_dir().join(format!(
+        "driftless-demo-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -352,11 +390,19 @@ async fn sim_cmd(a: SimArgs) -> Result<ExitCode> {
     println!("simulated CRM (HubSpot API):   {}", sims.crm.base_url());
     println!("  token:                       {}", sims.crm.token());
     println!("  webhook signing secret:      {}", sims.crm.webhook_secret());
-    println!("  webhook target:              {} (POST {}/_sim/webhook_target to change)", a.crm_webhook_url.as_deref().unwrap_or("none"), sims.crm.base_url());
+    println!(
+        "  webhook target:              {} (POST {}/_sim/webhook_target to change)",
+        a.crm_webhook_url.as_deref().unwrap_or("none"),
+        sims.crm.base_url()
+    );
     println!("simulated billing (Stripe API): {}", sims.billing.base_url());
     println!("  api key:                     {}", sims.billing.api_key());
     println!("  webhooks:                    POST /v1/webhook_endpoints url=… (answer carries the whsec_ secret)");
-    println!("faults: {}; actors: {}", a.faults, if a.actors == OnOff::On { "on" } else { "off" });
+    println!(
+        "faults: {}; actors: {}",
+        a.faults,
+        if a.actors == OnOff::On { "on" } else { "off" }
+    );
     if a.actors == OnOff::On {
         sim::spawn_background_actors(&sims, a.seed);
     }
@@ -395,7 +441,14 @@ async fn drill(a: DrillArgs) -> Result<ExitCode> {
         for c in &report.checks {
             println!("{} {:<24} {}", if c.ok { "PASS" } else { "FAIL" }, c.name, c.detail);
         }
-        println!("events {:?}; writes billing {} crm {}; {} ms", report.events, report.writes["billing"].applied, report.writes["crm"].applied, report.duration_ms);
+        println!(
+            "events {:?}; writes billing {} crm {}; {} ms",
+            report.events, report.writes["billing"].applied, report.writes["crm"].applied, report.duration_ms
+        );
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -155,7 +155,11 @@ pub fn plan(
                 if non_owner_changed && f.on_non_owner_edit == NonOwnerRule::Flag {
                     let d = decision(
                         "non_owner_edit:flag",
-                        format!("{} edited a field {} owns; left in place for review", owner.other().as_str(), owner.as_str()),
+                        format!(
+                            "{} edited a field {} owns; left in place for review",
+                            owner.other().as_str(),
+                            owner.as_str()
+                        ),
                     );
                     reviews.push(format!("{}: non-owner edit on {}", f.name, owner.other().as_str()));
                     out.decisions.push(d);
@@ -201,9 +205,18 @@ pub fn plan(
         if !writable(target, target_path) {
             out.decisions.push(decision(
                 &rule,
-                format!("{} cannot be written on {}; sent to review", target_path, target.as_str()),
+                format!(
+                    "{} cannot be written on {}; sent to review",
+                    target_path,
+                    target.as_str()
+                ),
             ));
-            reviews.push(format!("{}: {} is read-only on {}", f.name, target_path, target.as_str()));
+            reviews.push(format!(
+                "{}: {} is read-only on {}",
+                f.name,
+                target_path,
+                target.as_str()
+            ));
             continue;
         }
         let value = if winner == Side::Crm { c.clone() } else { b.clone() };

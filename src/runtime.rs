@@ -101,14 +101,20 @@ async fn serve_engine(
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError> {
-    crate::http::bind(addr).await.map_err(|source| RuntimeError::Bind { addr, source })
+    crate::http::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { addr, source })
 }
 
 /// Run against the systems the contract names, with secrets from its references.
 pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Running, RuntimeError> {
     let crm_cfg = &contract.systems.crm;
     let billing_cfg = &contract.systems.billing;
-    let crm = HubspotClient::new(&crm_cfg.base_url, secrets::resolve(&crm_cfg.secret)?.expose().to_string(), crm_cfg.request_timeout_ms)?;
+    let crm = HubspotClient::new(
+        &crm_cfg.base_url,
+        secrets::resolve(&crm_cfg.secret)?.expose().to_string(),
+        crm_cfg.request_timeout_ms,
+    )?;
     let billing = StripeClient::new(
         &billing_cfg.base_url,
         secrets::resolve(&billing_cfg.secret)?.expose().to_string(),
@@ -165,13 +171,23 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         addr: opts.serve.addr,
         source,
     })?;
-    let stripe_secret = sims.billing.register_webhook(&format!("http://{local}/webhooks/stripe"));
+    let stripe_secret = sims
+        .billing
+        .register_webhook(&format!("http://{local}/webhooks/stripe"));
     sims.crm.set_webhook_target(&format!("http://{local}/webhooks/hubspot"));
     let mut contract = opts.contract;
     contract.systems.crm.base_url = sims.crm.base_url();
     contract.systems.billing.base_url = sims.billing.base_url();
-    let crm = HubspotClient::new(&sims.crm.base_url(), sims.crm.token().to_string(), opts.request_timeout_ms)?;
-    let billing = StripeClient::new(&sims.billing.base_url(), sims.billing.api_key().to_string(), opts.request_timeout_ms)?;
+    let crm = HubspotClient::new(
+        &sims.crm.base_url(),
+        sims.crm.token().to_string(),
+        opts.request_timeout_ms,
+    )?;
+    let billing = StripeClient::new(
+        &sims.billing.base_url(),
+        sims.billing.api_key().to_string(),
+        opts.request_timeout_ms,
+    )?;
     let engine = Engine::open(EngineConfig {
         ledger: opts.serve.ledger,
         contract,

@@ -22,7 +22,9 @@ pub struct HubspotClient {
 
 impl std::fmt::Debug for HubspotClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubspotClient").field("base_url", &self.base_url).finish()
+        f.debug_struct("HubspotClient")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -147,7 +149,11 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
 }
 
 impl CrmApi for HubspotClient {
-    fn get_contact<'a>(&'a self, id: &'a str, properties: &'a [String]) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+    fn get_contact<'a>(
+        &'a self,
+        id: &'a str,
+        properties: &'a [String],
+    ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move {
             let req = self
                 .http

@@ -134,7 +134,11 @@ pub type ConnResult<T> = Result<T, ConnectorError>;
 /// The billing side (Stripe today).
 pub trait BillingApi: Send + Sync {
     fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
-    fn create_customer<'a>(&'a self, idempotency_key: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    fn create_customer<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     fn update_customer<'a>(
         &'a self,
         id: &'a str,
@@ -154,7 +158,11 @@ pub struct PropertyDef {
 
 /// The CRM side (HubSpot today).
 pub trait CrmApi: Send + Sync {
-    fn get_contact<'a>(&'a self, id: &'a str, properties: &'a [String]) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
+    fn get_contact<'a>(
+        &'a self,
+        id: &'a str,
+        properties: &'a [String],
+    ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
     fn update_contact<'a>(&'a self, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     /// Create the custom properties that do not exist yet; returns the names created.
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;

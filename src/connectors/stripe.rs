@@ -22,7 +22,9 @@ pub struct StripeClient {
 impl std::fmt::Debug for StripeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("StripeClient").field("base_url", &self.base_url).finish()
+        f.debug_struct("StripeClient")
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -102,9 +104,21 @@ impl StripeClient {
                 retry_after_ms: retry_after_ms(&headers),
                 body,
             },
-            401 | 403 => ConnectorError::Auth { system: SYSTEM, status, body },
-            s if s >= 500 && should_retry != Some(false) => ConnectorError::Server { system: SYSTEM, status, body },
-            _ if should_retry == Some(true) => ConnectorError::Server { system: SYSTEM, status, body },
+            401 | 403 => ConnectorError::Auth {
+                system: SYSTEM,
+                status,
+                body,
+            },
+            s if s >= 500 && should_retry != Some(false) => ConnectorError::Server {
+                system: SYSTEM,
+                status,
+                body,
+            },
+            _ if should_retry == Some(true) => ConnectorError::Server {
+                system: SYSTEM,
+                status,
+                body,
+            },
             _ if err.is_none() => ConnectorError::Garbage {
                 system: SYSTEM,
                 status,
@@ -171,7 +185,11 @@ impl BillingApi for StripeClient {
         })
     }
 
-    fn create_customer<'a>(&'a self, idempotency_key: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+    fn create_customer<'a>(
+        &'a self,
+        idempotency_key: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
             let req = self
                 .http
@@ -205,12 +223,15 @@ impl BillingApi for StripeClient {
                 .get(self.url("/v1/customers"))
                 .query(&[("email", email), ("limit", "100")]);
             let v = self.send(req).await?;
-            let data = v.get("data").and_then(Value::as_array).ok_or_else(|| ConnectorError::Garbage {
-                system: SYSTEM,
-                status: 200,
-                detail: "list without data".into(),
-                body: clip(&v.to_string()),
-            })?;
+            let data = v
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status: 200,
+                    detail: "list without data".into(),
+                    body: clip(&v.to_string()),
+                })?;
             data.iter().map(customer_record).collect()
         })
     }

@@ -110,11 +110,7 @@ fn compile_at(file: &str, path: PathBuf, text: &str) -> Result<Contract, Contrac
                 .filter(|l| !l.is_empty())
                 .collect::<Vec<_>>()
                 .join("; ");
-            w.report(
-                &e.span(),
-                "(toml syntax)",
-                format!("invalid TOML: {message}"),
-            );
+            w.report(&e.span(), "(toml syntax)", format!("invalid TOML: {message}"));
             return Err(ContractError::Invalid(w.problems));
         }
     };
@@ -170,30 +166,10 @@ const ROOT_KEYS: &[&str] = &[
     "alerts",
 ];
 const SIDE_KEYS: &[&str] = &["crm", "billing"];
-const SYSTEM_KEYS: &[&str] = &[
-    "kind",
-    "base_url",
-    "secret",
-    "webhook_secret",
-    "request_timeout_ms",
-];
+const SYSTEM_KEYS: &[&str] = &["kind", "base_url", "secret", "webhook_secret", "request_timeout_ms"];
 const SECRET_KEYS: &[&str] = &["env", "keychain"];
-const OBJECT_KEYS: &[&str] = &[
-    "crm",
-    "billing",
-    "match",
-    "create_in",
-    "idempotency_key",
-    "fields",
-];
-const FIELD_KEYS: &[&str] = &[
-    "name",
-    "crm",
-    "billing",
-    "owner",
-    "on_non_owner_edit",
-    "conflict",
-];
+const OBJECT_KEYS: &[&str] = &["crm", "billing", "match", "create_in", "idempotency_key", "fields"];
+const FIELD_KEYS: &[&str] = &["name", "crm", "billing", "owner", "on_non_owner_edit", "conflict"];
 const DEDUPE_KEYS: &[&str] = &["retention_days"];
 const RECONCILIATION_KEYS: &[&str] = &["schedule", "window_days"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "base_backoff_ms", "max_backoff_ms"];
@@ -208,29 +184,20 @@ const ALERT_KEYS: &[&str] = &[
 
 const CRM_KINDS: &[(&str, SystemKind)] = &[("hubspot", SystemKind::Hubspot)];
 const BILLING_KINDS: &[(&str, SystemKind)] = &[("stripe", SystemKind::Stripe)];
-const CRM_OBJECTS: &[(&str, CrmObject)] = &[
-    ("contact", CrmObject::Contact),
-    ("company", CrmObject::Company),
-];
+const CRM_OBJECTS: &[(&str, CrmObject)] = &[("contact", CrmObject::Contact), ("company", CrmObject::Company)];
 const BILLING_OBJECTS: &[(&str, BillingObject)] = &[
     ("customer", BillingObject::Customer),
     ("subscription", BillingObject::Subscription),
     ("invoice", BillingObject::Invoice),
     ("credit_note", BillingObject::CreditNote),
 ];
-const MATCH_RULES: &[(&str, MatchRule)] = &[
-    ("stored_id", MatchRule::StoredId),
-    ("email", MatchRule::Email),
-];
+const MATCH_RULES: &[(&str, MatchRule)] = &[("stored_id", MatchRule::StoredId), ("email", MatchRule::Email)];
 const SIDES: &[(&str, Side)] = &[("crm", Side::Crm), ("billing", Side::Billing)];
 const CONFLICT_RULES: &[(&str, ConflictRule)] = &[
     ("review", ConflictRule::Review),
     ("latest_sync_timestamp", ConflictRule::LatestSyncTimestamp),
 ];
-const NON_OWNER_RULES: &[(&str, NonOwnerRule)] = &[
-    ("revert", NonOwnerRule::Revert),
-    ("flag", NonOwnerRule::Flag),
-];
+const NON_OWNER_RULES: &[(&str, NonOwnerRule)] = &[("revert", NonOwnerRule::Revert), ("flag", NonOwnerRule::Flag)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OwnerKind {
@@ -246,10 +213,7 @@ const OWNERS: &[(&str, OwnerKind)] = &[
 
 /// The name of `value` in a vocabulary table.
 fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
-    table
-        .iter()
-        .find(|(_, v)| *v == value)
-        .map_or("?", |(n, _)| n)
+    table.iter().find(|(_, v)| *v == value).map_or("?", |(n, _)| n)
 }
 
 const SECRET_LITERAL: &str = "secrets are referenced, never written in the contract: \
@@ -388,11 +352,7 @@ impl<'t> Walker<'t> {
     /// View `e` as a table whose keys must all be in `allowed` (`None`: any key).
     fn table<'a>(&mut self, e: &Entry<'a>, allowed: Option<&[&str]>) -> Option<Tbl<'a>> {
         let Some(t) = e.node.table_like() else {
-            self.report(
-                &e.span,
-                &e.path,
-                format!("expected a table, found {}", e.node.kind()),
-            );
+            self.report(&e.span, &e.path, format!("expected a table, found {}", e.node.kind()));
             return None;
         };
         let tbl = Tbl {
@@ -503,11 +463,7 @@ impl<'t> Walker<'t> {
         match e.node.value() {
             Some(Value::String(s)) => Some(s.value()),
             _ => {
-                self.report(
-                    &e.span,
-                    &e.path,
-                    format!("expected a string, found {}", e.node.kind()),
-                );
+                self.report(&e.span, &e.path, format!("expected a string, found {}", e.node.kind()));
                 None
             }
         }
@@ -558,11 +514,7 @@ impl<'t> Walker<'t> {
             } else {
                 format!("in {}..={}", range.start(), range.end())
             };
-            self.report(
-                &e.span,
-                &e.path,
-                format!("expected an integer {bounds} (found {v})"),
-            );
+            self.report(&e.span, &e.path, format!("expected an integer {bounds} (found {v})"));
             return None;
         }
         T::try_from(v).ok()
@@ -575,22 +527,14 @@ impl<'t> Walker<'t> {
             // TOML integers are exact in f64 for any sensible rate.
             Some(Value::Integer(i)) => *i.value() as f64,
             _ => {
-                self.report(
-                    &e.span,
-                    &e.path,
-                    format!("expected a number, found {}", e.node.kind()),
-                );
+                self.report(&e.span, &e.path, format!("expected a number, found {}", e.node.kind()));
                 return None;
             }
         };
         if v.is_finite() && ok(v) {
             Some(v)
         } else {
-            self.report(
-                &e.span,
-                &e.path,
-                format!("expected a number {what} (found {v})"),
-            );
+            self.report(&e.span, &e.path, format!("expected a number {what} (found {v})"));
             None
         }
     }
@@ -642,9 +586,7 @@ impl<'t> Walker<'t> {
         let base_url = self.required(&t, "base_url", Self::url);
         let secret = self.required(&t, "secret", Self::secret);
         let webhook_secret = self.optional(&t, "webhook_secret", Self::secret);
-        let request_timeout_ms = self.defaulted(Some(&t), "request_timeout_ms", 10_000, |w, e| {
-            w.int(e, 100..=120_000)
-        });
+        let request_timeout_ms = self.defaulted(Some(&t), "request_timeout_ms", 10_000, |w, e| w.int(e, 100..=120_000));
         Some(SystemConfig {
             kind: kind?,
             base_url: base_url?,
@@ -819,11 +761,7 @@ impl<'t> Walker<'t> {
             return None;
         };
         if items.is_empty() {
-            self.report(
-                &e.span,
-                &e.path,
-                "expected at least one match rule: stored_id, email",
-            );
+            self.report(&e.span, &e.path, "expected at least one match rule: stored_id, email");
             return None;
         }
         let mut out = Some(Vec::new());
@@ -908,11 +846,7 @@ impl<'t> Walker<'t> {
                 self.report(
                     &e.span,
                     &e.path,
-                    format!(
-                        "expected an array of tables ([[{}]]), found {}",
-                        e.path,
-                        other.kind()
-                    ),
+                    format!("expected an array of tables ([[{}]]), found {}", e.path, other.kind()),
                 );
                 return None;
             }
@@ -1061,8 +995,7 @@ impl<'t> Walker<'t> {
 
     fn dedupe(&mut self, root: &Tbl<'_>) -> Option<Dedupe> {
         let t = self.section(root, "dedupe", DEDUPE_KEYS);
-        let retention_days =
-            self.defaulted(t.as_ref(), "retention_days", 30, |w, e| w.int(e, 1..=365));
+        let retention_days = self.defaulted(t.as_ref(), "retention_days", 30, |w, e| w.int(e, 1..=365));
         Some(Dedupe {
             retention_days: retention_days?,
         })
@@ -1097,20 +1030,15 @@ impl<'t> Walker<'t> {
         let t = self.section(root, "retry", RETRY_KEYS);
         let t = t.as_ref();
         let max_attempts = self.defaulted(t, "max_attempts", 8, |w, e| w.int(e, 1..=100));
-        let base_backoff_ms =
-            self.defaulted(t, "base_backoff_ms", 200, |w, e| w.int(e, 1..=NO_MAX));
-        let max_backoff_ms =
-            self.defaulted(t, "max_backoff_ms", 30_000, |w, e| w.int(e, 1..=NO_MAX));
+        let base_backoff_ms = self.defaulted(t, "base_backoff_ms", 200, |w, e| w.int(e, 1..=NO_MAX));
+        let max_backoff_ms = self.defaulted(t, "max_backoff_ms", 30_000, |w, e| w.int(e, 1..=NO_MAX));
         if let (Some(base), Some(max)) = (base_backoff_ms, max_backoff_ms) {
             if max < base {
                 let e = t.and_then(|t| {
                     self.lookup(t, "max_backoff_ms")
                         .or_else(|| self.lookup(t, "base_backoff_ms"))
                 });
-                let (span, path) = e
-                    .map_or((Some(0..0), "retry.max_backoff_ms".to_string()), |e| {
-                        (e.span, e.path)
-                    });
+                let (span, path) = e.map_or((Some(0..0), "retry.max_backoff_ms".to_string()), |e| (e.span, e.path));
                 self.report(
                     &span,
                     &path,
@@ -1146,13 +1074,9 @@ impl<'t> Walker<'t> {
     ) -> Option<RateLimit> {
         let t = parent.and_then(|p| self.section(p, key, RATE_LIMIT_KEYS));
         let t = t.as_ref();
-        let requests_per_second = self.defaulted(t, "requests_per_second", rps, |w, e| {
-            w.number(e, |v| v > 0.0, "> 0")
-        });
+        let requests_per_second = self.defaulted(t, "requests_per_second", rps, |w, e| w.number(e, |v| v > 0.0, "> 0"));
         let burst = self.defaulted(t, "burst", burst, |w, e| w.int(e, 1..=i64::from(u32::MAX)));
-        let daily_cap = self.defaulted(t, "daily_cap", daily_cap, |w, e| {
-            w.int(e, 1..=NO_MAX).map(Some)
-        });
+        let daily_cap = self.defaulted(t, "daily_cap", daily_cap, |w, e| w.int(e, 1..=NO_MAX).map(Some));
         Some(RateLimit {
             requests_per_second: requests_per_second?,
             burst: burst?,
@@ -1163,8 +1087,7 @@ impl<'t> Walker<'t> {
     fn alerts(&mut self, root: &Tbl<'_>) -> Option<Alerts> {
         let t = self.section(root, "alerts", ALERT_KEYS);
         let t = t.as_ref();
-        let fraction =
-            |w: &mut Self, e: &Entry<'_>| w.number(e, |v| v > 0.0 && v <= 1.0, "in (0, 1]");
+        let fraction = |w: &mut Self, e: &Entry<'_>| w.number(e, |v| v > 0.0 && v <= 1.0, "in (0, 1]");
         let lag_p95_ms = self.defaulted(t, "lag_p95_ms", 60_000, |w, e| w.int(e, 1..=NO_MAX));
         let dead_letters = self.defaulted(t, "dead_letters", 10, |w, e| w.int(e, 0..=NO_MAX));
         let review_depth = self.defaulted(t, "review_depth", 25, |w, e| w.int(e, 0..=NO_MAX));
@@ -1201,10 +1124,7 @@ fn is_env_name(s: &str) -> bool {
 }
 
 fn is_metadata_key(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 40
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Parse `a:{b}:c` into literal and placeholder parts, or every problem as
@@ -1222,16 +1142,11 @@ fn parse_template(raw: &str) -> Result<Vec<KeyPart>, Vec<(usize, String)>> {
                     Some(j) => {
                         let name = &raw[i + 1..j];
                         if !KeyTemplate::PLACEHOLDERS.contains(&name) {
-                            let allowed: Vec<String> = KeyTemplate::PLACEHOLDERS
-                                .iter()
-                                .map(|p| format!("{{{p}}}"))
-                                .collect();
+                            let allowed: Vec<String> =
+                                KeyTemplate::PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect();
                             errors.push((
                                 i,
-                                format!(
-                                    "unknown placeholder {{{name}}}; allowed: {}",
-                                    allowed.join(", ")
-                                ),
+                                format!("unknown placeholder {{{name}}}; allowed: {}", allowed.join(", ")),
                             ));
                         }
                         if !literal.is_empty() {
@@ -1240,16 +1155,10 @@ fn parse_template(raw: &str) -> Result<Vec<KeyPart>, Vec<(usize, String)>> {
                         parts.push(KeyPart::Var(name.to_string()));
                         while rest.next_if(|&(k, _)| k <= j).is_some() {}
                     }
-                    None => errors.push((
-                        i,
-                        "unbalanced `{`: placeholders are written {name}".to_string(),
-                    )),
+                    None => errors.push((i, "unbalanced `{`: placeholders are written {name}".to_string())),
                 }
             }
-            '}' => errors.push((
-                i,
-                "unbalanced `}`: placeholders are written {name}".to_string(),
-            )),
+            '}' => errors.push((i, "unbalanced `}`: placeholders are written {name}".to_string())),
             c => literal.push(c),
         }
     }

@@ -27,10 +27,7 @@ fn pos(text: &str, needle: &str) -> (usize, usize) {
     let at = text.find(needle).expect("needle in text");
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
-    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
-        .chars()
-        .count()
-        + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
     (line, col)
 }
 
@@ -65,10 +62,7 @@ fn default_contract_compiles_and_encodes_the_shipped_ownership() {
     let billing = c.system(Side::Billing);
     assert_eq!(billing.kind, SystemKind::Stripe);
     assert_eq!(billing.base_url, "https://api.stripe.com");
-    assert_eq!(
-        billing.secret,
-        SecretRef::Env("DRIFTLESS_BILLING_KEY".into())
-    );
+    assert_eq!(billing.secret, SecretRef::Env("DRIFTLESS_BILLING_KEY".into()));
 
     let names: Vec<&str> = c.objects.iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["customer", "subscription", "invoice"]);
@@ -146,11 +140,7 @@ fn default_contract_compiles_and_encodes_the_shipped_ownership() {
     assert_eq!(c.reconciliation.schedule, "nightly");
     assert_eq!(c.reconciliation.window_days, 7);
     assert_eq!(
-        (
-            c.retry.max_attempts,
-            c.retry.base_backoff_ms,
-            c.retry.max_backoff_ms
-        ),
+        (c.retry.max_attempts, c.retry.base_backoff_ms, c.retry.max_backoff_ms),
         (8, 200, 30_000)
     );
     assert_eq!(c.rate_limits.crm.requests_per_second, 10.0);
@@ -169,10 +159,7 @@ fn default_contract_compiles_and_encodes_the_shipped_ownership() {
 #[test]
 fn minimal_contract_takes_defaults_and_parses_every_form() {
     let c = compile("good_minimal.toml", GOOD_MINIMAL).expect("valid");
-    assert_eq!(
-        c.systems.crm.base_url, "http://127.0.0.1:8081",
-        "slash trimmed"
-    );
+    assert_eq!(c.systems.crm.base_url, "http://127.0.0.1:8081", "slash trimmed");
     assert_eq!(
         c.systems.crm.secret,
         SecretRef::Keychain {
@@ -209,26 +196,14 @@ fn broken_file_reports_every_independent_problem_at_its_location() {
     let got = problems("broken_many.toml", t);
     // (line:column, field, part of the expectation)
     let expected: Vec<((usize, usize), &str, &str)> = vec![
-        (
-            pos(t, "\"ftp://"),
-            "systems.crm.base_url",
-            "http:// or https://",
-        ),
-        (
-            pos(t, "\"pat-na1"),
-            "systems.crm.secret",
-            "secrets are referenced",
-        ),
+        (pos(t, "\"ftp://"), "systems.crm.base_url", "http:// or https://"),
+        (pos(t, "\"pat-na1"), "systems.crm.secret", "secrets are referenced"),
         (
             pos(t, "region"),
             "systems.billing.region",
             "allowed keys: kind, base_url",
         ),
-        (
-            pos(t, "\"person\""),
-            "objects.customer.crm",
-            "one of: contact, company",
-        ),
+        (pos(t, "\"person\""), "objects.customer.crm", "one of: contact, company"),
         (
             pos(t, "\"phone\""),
             "objects.customer.match[1]",
@@ -269,11 +244,7 @@ fn broken_file_reports_every_independent_problem_at_its_location() {
             "objects.subscription.fields[0].conflict",
             "only allowed when owner = \"shared\"",
         ),
-        (
-            pos(t, "0\n\n[reconciliation]"),
-            "dedupe.retention_days",
-            "1..=365",
-        ),
+        (pos(t, "0\n\n[reconciliation]"), "dedupe.retention_days", "1..=365"),
         (
             pos(t, "\"7\""),
             "reconciliation.window_days",
@@ -282,10 +253,8 @@ fn broken_file_reports_every_independent_problem_at_its_location() {
     ];
     for ((line, column), field, part) in &expected {
         assert!(
-            got.iter().any(|p| p.line == *line
-                && p.column == *column
-                && p.field == *field
-                && p.expected.contains(part)),
+            got.iter()
+                .any(|p| p.line == *line && p.column == *column && p.field == *field && p.expected.contains(part)),
             "missing {line}:{column} {field} ~ {part:?}; got:\n{}",
             render_problems(&got)
         );
@@ -305,11 +274,7 @@ fn syntax_error_is_one_problem_at_its_location() {
     assert_eq!(got.len(), 1, "{}", render_problems(&got));
     assert_eq!((got[0].line, got[0].column), (5, 35));
     assert_eq!(got[0].field, "(toml syntax)");
-    assert!(
-        got[0].expected.contains("invalid TOML"),
-        "{}",
-        got[0].expected
-    );
+    assert!(got[0].expected.contains("invalid TOML"), "{}", got[0].expected);
 }
 
 #[test]
@@ -325,10 +290,7 @@ fn literal_secret_is_rejected_without_echoing_it() {
     assert!(!format!("{err:?}").contains("whsec_DO_NOT_LEAK"));
 
     // Nor when the secret breaks the TOML syntax, nor when it is in a reference table.
-    let unquoted = default_with(
-        "{ env = \"DRIFTLESS_BILLING_KEY\" }",
-        "sk_live_DO_NOT_LEAK_9z",
-    );
+    let unquoted = default_with("{ env = \"DRIFTLESS_BILLING_KEY\" }", "sk_live_DO_NOT_LEAK_9z");
     let bad_ref = default_with(
         "{ env = \"DRIFTLESS_BILLING_KEY\" }",
         "{ env = \"sk live DO NOT LEAK\" }",
@@ -355,10 +317,7 @@ fn unknown_placeholder_and_unbalanced_braces_point_inside_the_template() {
     assert_eq!((got[0].line, got[0].column), pos(&text, "{customer}"));
     assert_eq!(got[0].field, "objects.invoice.idempotency_key");
     assert!(got[0].expected.contains("unknown placeholder {customer}"));
-    assert!(
-        got[0].expected.contains("{event_id}"),
-        "lists the allowed ones"
-    );
+    assert!(got[0].expected.contains("{event_id}"), "lists the allowed ones");
 
     let text = default_with(
         "\"crm:invoice:{billing_customer_id}:{event_id}\"",
@@ -367,10 +326,7 @@ fn unknown_placeholder_and_unbalanced_braces_point_inside_the_template() {
     let got = problems("c.toml", &text);
     assert_eq!(got.len(), 2, "{}", render_problems(&got));
     assert!(got[0].expected.contains("unbalanced `{`"));
-    assert_eq!(
-        (got[0].line, got[0].column),
-        pos(&text, "{billing_customer_id:")
-    );
+    assert_eq!((got[0].line, got[0].column), pos(&text, "{billing_customer_id:"));
     assert!(got[1].expected.contains("unbalanced `}`"));
 }
 
@@ -387,9 +343,7 @@ fn shared_field_needs_a_conflict_rule_and_owned_fields_may_not_have_one() {
         (got[0].line, got[0].column),
         pos(&text, "[[objects.subscription.fields]]")
     );
-    assert!(got[0]
-        .expected
-        .contains("\"review\" or \"latest_sync_timestamp\""));
+    assert!(got[0].expected.contains("\"review\" or \"latest_sync_timestamp\""));
 
     let text = default_with(
         "billing = \"status\"\nowner = \"billing\"",
@@ -397,10 +351,7 @@ fn shared_field_needs_a_conflict_rule_and_owned_fields_may_not_have_one() {
     );
     let got = problems("c.toml", &text);
     assert_eq!(got.len(), 1, "{}", render_problems(&got));
-    assert_eq!(
-        got[0].field,
-        "objects.subscription.fields[0].on_non_owner_edit"
-    );
+    assert_eq!(got[0].field, "objects.subscription.fields[0].on_non_owner_edit");
 }
 
 #[test]
@@ -439,10 +390,7 @@ fn field_names_and_mappings_are_unique_within_an_object() {
     let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
     assert_eq!(
         fields,
-        [
-            "objects.customer.fields[1].name",
-            "objects.customer.fields[1].crm"
-        ],
+        ["objects.customer.fields[1].name", "objects.customer.fields[1].crm"],
         "{}",
         render_problems(&got)
     );
@@ -454,40 +402,19 @@ fn field_names_and_mappings_are_unique_within_an_object() {
 #[test]
 fn missing_sections_point_at_the_enclosing_table() {
     let got = problems("empty.toml", "");
-    let fields: Vec<(&str, usize, usize)> = got
-        .iter()
-        .map(|p| (p.field.as_str(), p.line, p.column))
-        .collect();
-    assert_eq!(
-        fields,
-        [("name", 1, 1), ("systems", 1, 1), ("objects", 1, 1)]
-    );
+    let fields: Vec<(&str, usize, usize)> = got.iter().map(|p| (p.field.as_str(), p.line, p.column)).collect();
+    assert_eq!(fields, [("name", 1, 1), ("systems", 1, 1), ("objects", 1, 1)]);
 
-    let text = default_with(
-        "\n[[objects.invoice.fields]]",
-        "\n[[objects.invoice.unknown]]",
-    );
+    let text = default_with("\n[[objects.invoice.fields]]", "\n[[objects.invoice.unknown]]");
     let got = problems("c.toml", &text);
     let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(
-        fields,
-        ["objects.invoice.fields", "objects.invoice.unknown"]
-    );
-    assert_eq!(
-        (got[0].line, got[0].column),
-        pos(&text, "[objects.invoice]")
-    );
+    assert_eq!(fields, ["objects.invoice.fields", "objects.invoice.unknown"]);
+    assert_eq!((got[0].line, got[0].column), pos(&text, "[objects.invoice]"));
 }
 
 #[test]
 fn schedules_accept_keywords_and_five_field_cron() {
-    for ok in [
-        "nightly",
-        "hourly",
-        "manual",
-        "0 3 * * *",
-        "*/15 0-6 1,15 * 1-5",
-    ] {
+    for ok in ["nightly", "hourly", "manual", "0 3 * * *", "*/15 0-6 1,15 * 1-5"] {
         assert!(is_schedule(ok), "{ok}");
     }
     for bad in [
@@ -528,16 +455,8 @@ fn load_reads_the_file_and_names_it() {
     assert!(err.to_string().starts_with("cannot read contract "));
 
     let err = load(&fixture_path("broken_many.toml")).expect_err("broken");
-    let first = err
-        .to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    assert!(first.starts_with(&format!(
-        "{}:6:12: ",
-        fixture_path("broken_many.toml").display()
-    )));
+    let first = err.to_string().lines().next().unwrap_or_default().to_string();
+    assert!(first.starts_with(&format!("{}:6:12: ", fixture_path("broken_many.toml").display())));
 }
 
 #[test]

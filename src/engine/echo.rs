@@ -76,7 +76,10 @@ fn billing_echo(e: &Value, writes: &[OutboxOp]) -> Option<String> {
             return None;
         }
     }
-    Some(format!("changed {} equal the values driftless wrote", changed.join(", ")))
+    Some(format!(
+        "changed {} equal the values driftless wrote",
+        changed.join(", ")
+    ))
 }
 
 #[cfg(test)]
@@ -115,7 +118,10 @@ mod tests {
 
     #[test]
     fn billing_update_matching_our_values_is_echo_and_a_different_value_is_not() {
-        let writes = vec![op("c1", json!({"metadata.lifecycle_stage": "customer", "metadata.driftless_correlation_id": "c1"}))];
+        let writes = vec![op(
+            "c1",
+            json!({"metadata.lifecycle_stage": "customer", "metadata.driftless_correlation_id": "c1"}),
+        )];
         let e = json!({"type": "customer.updated", "data": {"object": {"id": "cus_1", "metadata": {"lifecycle_stage": "customer", "driftless_correlation_id": "c1"}},
             "previous_attributes": {"metadata": {"lifecycle_stage": "lead", "driftless_correlation_id": null}}}});
         assert!(classify(&ev(Side::Billing, e), &writes).is_some());
@@ -126,7 +132,10 @@ mod tests {
 
     #[test]
     fn only_the_latest_write_of_a_property_counts() {
-        let writes = vec![op("new", json!({"billing_customer_id": "cus_2"})), op("old", json!({"billing_customer_id": "cus_1"}))];
+        let writes = vec![
+            op("new", json!({"billing_customer_id": "cus_2"})),
+            op("old", json!({"billing_customer_id": "cus_1"})),
+        ];
         let e = |v: &str| json!({"subscriptionType": "contact.propertyChange", "propertyName": "billing_customer_id", "propertyValue": v});
         assert!(classify(&ev(Side::Crm, e("cus_2")), &writes).is_some());
         assert!(classify(&ev(Side::Crm, e("cus_1")), &writes).is_none());

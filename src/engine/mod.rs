@@ -245,20 +245,31 @@ impl Engine {
     /// Pause outbound writes (`global`, `crm` or `billing`). Persisted and audited.
     pub async fn pause_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<(), EngineError> {
         check_scope(scope)?;
-        self.inner.ledger.set_pause(scope, reason, by, self.inner.now_ms()).await?;
+        self.inner
+            .ledger
+            .set_pause(scope, reason, by, self.inner.now_ms())
+            .await?;
         Ok(())
     }
 
     /// Resume outbound writes; the backlog drains in per-record order.
     pub async fn resume_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<bool, EngineError> {
         check_scope(scope)?;
-        let was = self.inner.ledger.clear_pause(scope, reason, by, self.inner.now_ms()).await?;
+        let was = self
+            .inner
+            .ledger
+            .clear_pause(scope, reason, by, self.inner.now_ms())
+            .await?;
         self.inner.work.notify_waiters();
         Ok(was)
     }
 
     /// Verify and durably record a Stripe webhook. Returns once the event is in the ledger.
-    pub async fn ingest_stripe_webhook(&self, signature: Option<&str>, body: &[u8]) -> Result<IngestReport, EngineError> {
+    pub async fn ingest_stripe_webhook(
+        &self,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<IngestReport, EngineError> {
         check_size(body)?;
         let secret = self
             .inner
@@ -323,7 +334,9 @@ impl Engine {
             }
         }
         self.inner.metrics.add("dedupe_drops", "", report.duplicates as f64);
-        self.inner.metrics.add("events_received", "", (report.accepted + report.duplicates) as f64);
+        self.inner
+            .metrics
+            .add("events_received", "", (report.accepted + report.duplicates) as f64);
         if report.accepted > 0 {
             self.inner.work.notify_waiters();
         }

@@ -13,7 +13,9 @@ use crate::connectors::{ConnectorError, Fields, RemoteRecord};
 use crate::contract::{ObjectMapping, Owner, Side};
 use crate::ingest::parse_entity_key;
 use crate::ingest::stripe::{META_CORRELATION, META_CRM_ID, META_ORIGIN};
-use crate::ledger::{ChangeSet, Claim, InboxEvent, NewAudit, NewDeadLetter, NewOp, NewReview, OpOutcome, OutboxOp, ShadowValue};
+use crate::ledger::{
+    ChangeSet, Claim, InboxEvent, NewAudit, NewDeadLetter, NewOp, NewReview, OpOutcome, OutboxOp, ShadowValue,
+};
 use crate::plan::{self, Sequencing, Shadow};
 
 const LEASE_MS: i64 = 120_000;
@@ -86,10 +88,20 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
         return Ok(Turn::Done);
     };
     let mapping = match inner.contract.object(object) {
-        Some(m) if m.crm == crate::contract::CrmObject::Contact && m.billing == crate::contract::BillingObject::Customer => m,
+        Some(m)
+            if m.crm == crate::contract::CrmObject::Contact
+                && m.billing == crate::contract::BillingObject::Customer =>
+        {
+            m
+        }
         Some(_) => {
             // FIXME(issue 4): subscriptions, invoices and credit notes are recorded but not synced yet.
-            settle_unsynced(inner, key, "object recorded; syncing it arrives with the drift-safe core").await?;
+            settle_unsynced(
+                inner,
+                key,
+                "object recorded; syncing it arrives with the drift-safe core",
+            )
+            .await?;
             return Ok(Turn::Done);
         }
         None => {
@@ -162,7 +174,11 @@ fn backoff_ms(inner: &Inner, attempts: i64) -> i64 {
 async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>, EngineError> {
     let inner = ctx.inner;
     inner.metrics.add("read_errors", e.class(), 1.0);
-    let dest = if e.to_string().starts_with("crm") { "crm" } else { "billing" };
+    let dest = if e.to_string().starts_with("crm") {
+        "crm"
+    } else {
+        "billing"
+    };
     if let Some(after) = e.retry_after() {
         inner.metrics.add("rate_limited", dest, 1.0);
         let budget = if dest == "crm" { Side::Crm } else { Side::Billing };
@@ -170,14 +186,23 @@ async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>,
     }
     let wait = if e.retryable() { backoff_ms(inner, 2) } else { 30_000 };
     let reason = format!("read failed: {e}");
-    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason).await?;
+    inner
+        .ledger
+        .park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason)
+        .await?;
     Ok(Some(Turn::Parked))
 }
 
 /// Reads spend the destination's rate budget too.
-async fn read<T>(inner: &Inner, side: Side, f: impl std::future::Future<Output = Result<T, ConnectorError>>) -> Result<T, ConnectorError> {
+async fn read<T>(
+    inner: &Inner,
+    side: Side,
+    f: impl std::future::Future<Output = Result<T, ConnectorError>>,
+) -> Result<T, ConnectorError> {
     let waited = inner.budget(side).acquire().await;
-    inner.metrics.add("rate_wait_ms", side.as_str(), waited.as_millis() as f64);
+    inner
+        .metrics
+        .add("rate_wait_ms", side.as_str(), waited.as_millis() as f64);
     f.await
 }
 
@@ -192,10 +217,17 @@ fn billing_id_property(m: &ObjectMapping) -> Option<&str> {
 
 /// Find a billing customer an earlier (maybe lost) create made for this contact: its origin
 /// marker in metadata, listed by email.
-async fn find_by_origin(inner: &Inner, crm_id: &str, email: Option<&str>) -> Result<Option<RemoteRecord>, ConnectorError> {
+async fn find_by_origin(
+    inner: &Inner,
+    crm_id: &str,
+    email: Option<&str>,
+) -> Result<Option<RemoteRecord>, ConnectorError> {
     let Some(email) = email else { return Ok(None) };
     let found = inner.billing.customers_by_email(email).await?;
-    Ok(found.into_iter().rev().find(|r| r.get(&format!("metadata.{META_CRM_ID}")) == Some(crm_id)))
+    Ok(found
+        .into_iter()
+        .rev()
+        .find(|r| r.get(&format!("metadata.{META_CRM_ID}")) == Some(crm_id)))
 }
 
 async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<Option<Turn>, EngineError> {
@@ -264,10 +296,12 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             Err(e) => return park_for_read(ctx, e).await,
         },
         None => match (ctx.crm_id, &crm) {
-            (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
-                Ok(r) => r,
-                Err(e) => return park_for_read(ctx, e).await,
-            },
+            (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
+                match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
+                    Ok(r) => r,
+                    Err(e) => return park_for_read(ctx, e).await,
+                }
+            }
             _ => None,
         },
     };
@@ -285,15 +319,20 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         return Ok(None);
     };
     for ev in real.iter().take(real.len().saturating_sub(1)) {
-        cs.event_states.push((ev.id, "superseded", format!("coalesced into event {cause_id}")));
+        cs.event_states
+            .push((ev.id, "superseded", format!("coalesced into event {cause_id}")));
     }
     if known_billing_id.is_some() && billing.is_none() {
         cs.review = Some(NewReview {
-            reason: format!("billing customer {} no longer exists", known_billing_id.as_deref().unwrap_or("?")),
+            reason: format!(
+                "billing customer {} no longer exists",
+                known_billing_id.as_deref().unwrap_or("?")
+            ),
             fields: json!([]),
         });
         if real.last().is_some() {
-            cs.event_states.push((cause_id, "conflicted", "billing counterpart missing".into()));
+            cs.event_states
+                .push((cause_id, "conflicted", "billing counterpart missing".into()));
         }
         inner.ledger.apply(&cs, inner.now_ms()).await?;
         return Ok(None);
@@ -341,9 +380,12 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
                 let crm_id = ctx.crm_id.unwrap_or_default();
                 values.insert(format!("metadata.{META_ORIGIN}"), Value::String("driftless".into()));
                 values.insert(format!("metadata.{META_CRM_ID}"), Value::String(crm_id.to_string()));
-                let idem = m
-                    .idempotency_key
-                    .render(&[("crm_contact_id", crm_id), ("event_id", &cause_tag), ("object", &m.name), ("op", "create")]);
+                let idem = m.idempotency_key.render(&[
+                    ("crm_contact_id", crm_id),
+                    ("event_id", &cause_tag),
+                    ("object", &m.name),
+                    ("op", "create"),
+                ]);
                 ("create_customer", None, idem)
             }
             (Side::Billing, false) => {
@@ -358,7 +400,10 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             }
         };
         match w.side {
-            Side::Billing => values.insert(format!("metadata.{META_CORRELATION}"), Value::String(correlation_id.clone())),
+            Side::Billing => values.insert(
+                format!("metadata.{META_CORRELATION}"),
+                Value::String(correlation_id.clone()),
+            ),
             Side::Crm => values.insert("driftless_correlation_id".into(), Value::String(correlation_id.clone())),
         };
         cs.new_ops.push(NewOp {
@@ -390,7 +435,8 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             cs.event_states.push((cause_id, "conflicted", reason.clone()));
         }
     } else if cs.new_ops.is_empty() && has_real {
-        cs.event_states.push((cause_id, "applied", "records already agree".into()));
+        cs.event_states
+            .push((cause_id, "applied", "records already agree".into()));
     }
     inner.ledger.apply(&cs, inner.now_ms()).await?;
     Ok(None)
@@ -441,12 +487,17 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
     let inner = ctx.inner;
     let dest = op.destination;
     let waited = inner.budget(dest).acquire().await;
-    inner.metrics.add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
+    inner
+        .metrics
+        .add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
     // The pause is read from the ledger right before the write, so a pause set by another
     // process stops the very next write.
     let pauses = inner.ledger.pauses().await?;
     if pauses.iter().any(|p| p.scope == "global" || p.scope == dest.as_str()) {
-        inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + 1_000, "paused").await?;
+        inner
+            .ledger
+            .park(ctx.key, ctx.owner, inner.now_ms() + 1_000, "paused")
+            .await?;
         return Ok(Step::Parked);
     }
     let fields = fields_of(op);
@@ -460,7 +511,12 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 Err(e) => Err(e),
             }
         }
-        "update_customer" => inner.billing.update_customer(target, &op.idempotency_key, &fields).await,
+        "update_customer" => {
+            inner
+                .billing
+                .update_customer(target, &op.idempotency_key, &fields)
+                .await
+        }
         "update_contact" => inner.crm.update_contact(target, &fields).await,
         other => Err(ConnectorError::Rejected {
             system: "engine",
@@ -519,7 +575,10 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             }
             let max = i64::from(inner.contract.retry.max_attempts);
             if e.retryable() && attempts < max {
-                inner.ledger.record_attempt(op.id, &e.to_string(), e.status(), now).await?;
+                inner
+                    .ledger
+                    .record_attempt(op.id, &e.to_string(), e.status(), now)
+                    .await?;
                 let wait = match e.retry_after() {
                     Some(d) => d.as_millis() as i64,
                     None => backoff_ms(inner, attempts),

@@ -39,20 +39,27 @@ pub fn verify(
     let sig = base64::engine::general_purpose::STANDARD
         .decode(signature.trim())
         .map_err(|_| IngestError::BadSignature { system: SYSTEM })?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
     mac.update(method.as_bytes());
     mac.update(uri.as_bytes());
     mac.update(body);
     mac.update(timestamp_ms.trim().as_bytes());
-    mac.verify_slice(&sig).map_err(|_| IngestError::BadSignature { system: SYSTEM })
+    mac.verify_slice(&sig)
+        .map_err(|_| IngestError::BadSignature { system: SYSTEM })
 }
 
 /// Parse a delivery (array of events) into inbox events. `object_for` maps a HubSpot object
 /// (`contact`) to the contract object keyed on it.
 pub fn parse_events(body: &[u8], via: &'static str, now_ms: i64) -> Result<Vec<NewEvent>, IngestError> {
-    let bad = |d: String| IngestError::Malformed { system: SYSTEM, detail: d };
+    let bad = |d: String| IngestError::Malformed {
+        system: SYSTEM,
+        detail: d,
+    };
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(format!("body is not JSON: {e}")))?;
-    let arr = v.as_array().ok_or_else(|| bad("expected a JSON array of events".into()))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| bad("expected a JSON array of events".into()))?;
     arr.iter()
         .enumerate()
         .map(|(i, e)| event_from_value(e, via, now_ms).map_err(|d| bad(format!("event {i}: {d}"))))

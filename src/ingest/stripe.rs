@@ -50,7 +50,8 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<
         });
     }
     for sig in &sigs {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
         mac.update(t.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -135,10 +136,22 @@ mod tests {
         let body = br#"{"id":"evt_1"}"#;
         let h = sign("whsec_a", 1000, body);
         assert!(verify("whsec_a", &h, body, 1000).is_ok());
-        assert!(matches!(verify("whsec_a", &h, br#"{"id":"evt_2"}"#, 1000), Err(IngestError::BadSignature { .. })));
-        assert!(matches!(verify("whsec_b", &h, body, 1000), Err(IngestError::BadSignature { .. })));
-        assert!(matches!(verify("whsec_a", &h, body, 1301), Err(IngestError::Stale { .. })));
-        assert!(matches!(verify("whsec_a", "garbage", body, 1000), Err(IngestError::Malformed { .. })));
+        assert!(matches!(
+            verify("whsec_a", &h, br#"{"id":"evt_2"}"#, 1000),
+            Err(IngestError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            verify("whsec_b", &h, body, 1000),
+            Err(IngestError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            verify("whsec_a", &h, body, 1301),
+            Err(IngestError::Stale { .. })
+        ));
+        assert!(matches!(
+            verify("whsec_a", "garbage", body, 1000),
+            Err(IngestError::Malformed { .. })
+        ));
     }
 
     #[test]

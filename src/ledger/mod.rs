@@ -290,22 +290,16 @@ impl Ledger {
                 path: label.clone(),
                 source,
             })?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|source| LedgerError::Migrate {
-                path: label.clone(),
-                source,
-            })?;
+        MIGRATOR.run(&writer).await.map_err(|source| LedgerError::Migrate {
+            path: label.clone(),
+            source,
+        })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await
-            .map_err(|source| LedgerError::Open {
-                path: label,
-                source,
-            })?;
+            .map_err(|source| LedgerError::Open { path: label, source })?;
         Ok(Ledger {
             writer,
             reader,
@@ -383,21 +377,17 @@ impl Ledger {
                     out.push(IngestOutcome::Inserted(*id));
                 }
                 _ => {
-                    let id: i64 = sqlx::query_scalar(
-                        "SELECT id FROM inbox WHERE source = ?1 AND event_id = ?2",
-                    )
-                    .bind(e.source.as_str())
-                    .bind(&e.event_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES (?1, ?2, ?3)",
-                    )
-                    .bind(id)
-                    .bind(e.via)
-                    .bind(e.received_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                    let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE source = ?1 AND event_id = ?2")
+                        .bind(e.source.as_str())
+                        .bind(&e.event_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES (?1, ?2, ?3)")
+                        .bind(id)
+                        .bind(e.via)
+                        .bind(e.received_at_ms)
+                        .execute(&mut *tx)
+                        .await?;
                     out.push(IngestOutcome::Duplicate(id));
                 }
             }
@@ -410,11 +400,10 @@ impl Ledger {
 
     /// Forget leases held by a previous run of the engine (it is gone: one engine per ledger).
     pub async fn reset_leases(&self) -> Result<u64> {
-        let r = sqlx::query(
-            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner IS NOT NULL",
-        )
-        .execute(&self.writer)
-        .await?;
+        let r =
+            sqlx::query("UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner IS NOT NULL")
+                .execute(&self.writer)
+                .await?;
         Ok(r.rows_affected())
     }
 
@@ -585,14 +574,14 @@ impl Ledger {
     }
 
     pub async fn billing_id_for(&self, object: &str, crm_id: &str) -> Result<Option<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2",
+        Ok(
+            sqlx::query_scalar("SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2")
+                .bind(object)
+                .bind(crm_id)
+                .fetch_optional(&self.writer)
+                .await?
+                .flatten(),
         )
-        .bind(object)
-        .bind(crm_id)
-        .fetch_optional(&self.writer)
-        .await?
-        .flatten())
     }
 
     /// Every pair the identity map holds for `object`: (crm id, billing id).
@@ -601,9 +590,7 @@ impl Ledger {
             .bind(object)
             .fetch_all(&self.reader)
             .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+        rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     // ------------------------------------------------------------------------------ apply
@@ -794,7 +781,14 @@ impl Ledger {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        Self::audit_in(&mut tx, now_ms, by, "pause_outbound", serde_json::json!({"scope": scope, "reason": reason})).await?;
+        Self::audit_in(
+            &mut tx,
+            now_ms,
+            by,
+            "pause_outbound",
+            serde_json::json!({"scope": scope, "reason": reason}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -809,7 +803,14 @@ impl Ledger {
         sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE parked_reason = 'paused'")
             .execute(&mut *tx)
             .await?;
-        Self::audit_in(&mut tx, now_ms, by, "resume_outbound", serde_json::json!({"scope": scope, "reason": reason})).await?;
+        Self::audit_in(
+            &mut tx,
+            now_ms,
+            by,
+            "resume_outbound",
+            serde_json::json!({"scope": scope, "reason": reason}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
     }
@@ -968,10 +969,11 @@ impl Ledger {
 
     /// Events that did not reach a final state, with their record (for drills and reports).
     pub async fn unsettled_events(&self, limit: i64) -> Result<Vec<(i64, String, String)>> {
-        let rows = sqlx::query("SELECT id, entity_key, event_type FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?1")
-            .bind(limit)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, entity_key, event_type FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?1")
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
         rows.into_iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect()
@@ -1001,9 +1003,11 @@ impl Ledger {
 
     /// Records with an open review item.
     pub async fn open_review_keys(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT entity_key FROM review_queue WHERE resolved_at_ms IS NULL ORDER BY id")
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT entity_key FROM review_queue WHERE resolved_at_ms IS NULL ORDER BY id")
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     /// Audit rows for one record, oldest first: (id, at, actor, action, rule, contract version, detail).

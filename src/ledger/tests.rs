@@ -26,7 +26,11 @@ async fn open() -> (tempfile::TempDir, Ledger) {
 async fn ingest_dedupes_within_and_across_batches_and_counts_duplicates() {
     let (_d, l) = open().await;
     let out = l
-        .ingest(&[ev(Side::Crm, "1", "customer:crm:1"), ev(Side::Crm, "1", "customer:crm:1"), ev(Side::Billing, "1", "customer:crm:1")])
+        .ingest(&[
+            ev(Side::Crm, "1", "customer:crm:1"),
+            ev(Side::Crm, "1", "customer:crm:1"),
+            ev(Side::Billing, "1", "customer:crm:1"),
+        ])
         .await
         .unwrap();
     assert!(matches!(out[0], IngestOutcome::Inserted(_)));
@@ -79,7 +83,9 @@ async fn a_claimed_record_is_not_claimed_twice_and_release_keeps_new_work() {
 async fn apply_settles_and_release_removes_finished_records() {
     let (_d, l) = open().await;
     let out = l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
-    let IngestOutcome::Inserted(id) = out[0] else { panic!("inserted") };
+    let IngestOutcome::Inserted(id) = out[0] else {
+        panic!("inserted")
+    };
     let c = l.claim("a", 1, 100, 1000).await.unwrap().remove(0);
     let ops = l
         .apply(
@@ -101,7 +107,10 @@ async fn apply_settles_and_release_removes_finished_records() {
         .await
         .unwrap();
     assert_eq!(ops.len(), 1);
-    assert!(l.unplanned_events("customer:crm:1").await.unwrap().is_empty(), "a planned event is not planned again");
+    assert!(
+        l.unplanned_events("customer:crm:1").await.unwrap().is_empty(),
+        "a planned event is not planned again"
+    );
     // Release while the write is open keeps the record queued.
     l.release(&c, "a").await.unwrap();
     assert_eq!(l.status().await.unwrap().queue_depth, 1);

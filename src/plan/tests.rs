@@ -30,7 +30,12 @@ fn rec(id: &str, path: &str, v: &Option<String>) -> RemoteRecord {
 }
 
 fn val() -> impl Strategy<Value = Option<String>> {
-    prop_oneof![Just(None), Just(Some("a".to_string())), Just(Some("b".to_string())), Just(Some("c".to_string()))]
+    prop_oneof![
+        Just(None),
+        Just(Some("a".to_string())),
+        Just(Some("b".to_string())),
+        Just(Some("c".to_string()))
+    ]
 }
 
 fn owner() -> impl Strategy<Value = Owner> {
@@ -142,10 +147,22 @@ fn non_owner_edit_is_reverted_or_flagged_per_rule() {
     shadow.insert((Side::Billing, "f".into()), Some("a".into()));
     let crm = rec("1", "f_crm", &Some("a".into()));
     let billing = rec("cus_1", "metadata.f", &Some("edited".into()));
-    let p = plan(&mapping(Owner::Crm, NonOwnerRule::Revert), Some(&crm), Some(&billing), &shadow, Sequencing::default());
+    let p = plan(
+        &mapping(Owner::Crm, NonOwnerRule::Revert),
+        Some(&crm),
+        Some(&billing),
+        &shadow,
+        Sequencing::default(),
+    );
     assert_eq!(p.decisions[0].rule, "non_owner_edit:revert");
     assert_eq!(p.writes[0].fields.get("metadata.f"), Some(&Some("a".into())));
-    let p = plan(&mapping(Owner::Crm, NonOwnerRule::Flag), Some(&crm), Some(&billing), &shadow, Sequencing::default());
+    let p = plan(
+        &mapping(Owner::Crm, NonOwnerRule::Flag),
+        Some(&crm),
+        Some(&billing),
+        &shadow,
+        Sequencing::default(),
+    );
     assert!(p.writes.is_empty());
     assert!(p.review.is_some());
 }

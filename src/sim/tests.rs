@@ -459,12 +459,14 @@ async fn hubspot_contacts_properties_search_batch() {
     let (_, _, got) = h
         .call(
             reqwest::Method::GET,
-            &format!("{c}/a@example.test?idProperty=email&properties=billing_customer_id,lifecyclestage"),
+            &format!("{c}/a@example.test?idProperty=email&properties=billing_customer_id,lifecyclestage,no_such"),
             None,
         )
         .await;
     assert_eq!(got["properties"]["billing_customer_id"], "cus_1");
     assert_eq!(got["properties"]["lifecyclestage"], Value::Null);
+    assert!(got["properties"].get("no_such").is_none());
+    assert!(got["properties"].get("firstname").is_none());
     assert_eq!(got["id"], id.as_str());
 
     // PATCH; invalid enumeration option → 400.
@@ -785,4 +787,23 @@ async fn start_rejects_non_loopback() {
         ..SimConfig::default()
     };
     assert!(Simulators::start(cfg).await.is_err());
+}
+
+#[tokio::test]
+async fn storms_redeliver_recent_events() {
+    let sims = start(FaultProfile::none()).await;
+    let (url, hook) = receiver(0).await;
+    sims.crm.set_webhook_target(&url);
+    sims.crm.create_contact(&[("email", "s@example.test")]);
+    let count = || -> usize {
+        hook.got()
+            .iter()
+            .map(|(_, b)| serde_json::from_str::<Vec<Value>>(b).map(|v| v.len()).unwrap_or(0))
+            .sum()
+    };
+    assert!(wait_for(|| count() == 2).await);
+    sims.crm.storm(10);
+    assert!(wait_for(|| count() == 4).await);
+    assert!(wait_for(|| sims.pending_webhooks() == 0).await);
+    sims.shutdown().await;
 }

@@ -13,12 +13,22 @@ fn fixture(name: &str) -> String {
 #[test]
 fn contract_check_prints_the_matrix_for_a_good_file() {
     let out = bin()
-        .args(["contract", "check", &format!("{}/contracts/default.toml", env!("CARGO_MANIFEST_DIR"))])
+        .args([
+            "contract",
+            "check",
+            &format!("{}/contracts/default.toml", env!("CARGO_MANIFEST_DIR")),
+        ])
         .output()
         .expect("run");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for needle in ["email", "lifecycle_stage", "billing_customer_id", "subscription_status", "invoice_balance"] {
+    for needle in [
+        "email",
+        "lifecycle_stage",
+        "billing_customer_id",
+        "subscription_status",
+        "invoice_balance",
+    ] {
         assert!(text.contains(needle), "matrix lacks {needle}:\n{text}");
     }
 }
@@ -46,8 +56,15 @@ fn contract_check_never_echoes_a_literal_secret() {
     let text = std::fs::read_to_string(&path).expect("fixture");
     let out = bin().args(["contract", "check", &path]).output().expect("run");
     assert_eq!(out.status.code(), Some(1));
-    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    for secretish in text.split('"').filter(|s| s.starts_with("sk_") || s.starts_with("pat-")) {
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secretish in text
+        .split('"')
+        .filter(|s| s.starts_with("sk_") || s.starts_with("pat-"))
+    {
         assert!(!printed.contains(secretish), "secret echoed: {printed}");
     }
 }
@@ -57,14 +74,33 @@ fn pause_and_resume_act_through_the_ledger_and_status_json_shows_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = dir.path().join("l.db");
     let l = ledger.to_str().expect("utf8 path");
-    let ok = bin().args(["pause", "--destination", "billing", "--reason", "incident", "--ledger", l]).status().expect("run");
+    let ok = bin()
+        .args([
+            "pause",
+            "--destination",
+            "billing",
+            "--reason",
+            "incident",
+            "--ledger",
+            l,
+        ])
+        .status()
+        .expect("run");
     assert!(ok.success());
     let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
     assert_eq!(v["paused"][0]["scope"], "billing");
     assert_eq!(v["paused"][0]["reason"], "incident");
-    for state in ["pending", "applied", "duplicate", "echo", "superseded", "conflicted", "dead_lettered"] {
+    for state in [
+        "pending",
+        "applied",
+        "duplicate",
+        "echo",
+        "superseded",
+        "conflicted",
+        "dead_lettered",
+    ] {
         assert!(v["events"][state].is_i64(), "status lacks events.{state}");
     }
     for key in ["queue_depth", "dead_letter_depth", "review_depth"] {
@@ -72,7 +108,11 @@ fn pause_and_resume_act_through_the_ledger_and_status_json_shows_them() {
     }
     assert!(v["lag_ms"]["p95"].is_i64());
     assert!(v["writes"]["crm"]["done"].is_i64());
-    assert!(bin().args(["resume", "--destination", "billing", "--ledger", l]).status().expect("run").success());
+    assert!(bin()
+        .args(["resume", "--destination", "billing", "--ledger", l])
+        .status()
+        .expect("run")
+        .success());
     let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["paused"].as_array().map(Vec::len), Some(0));
@@ -85,7 +125,11 @@ async fn the_api_refuses_requests_without_the_token_and_matches_status() {
     let http = reqwest::Client::new();
     let r = http.get(format!("{base}/api/status")).send().await.expect("send");
     assert_eq!(r.status().as_u16(), 401);
-    let r = http.get(format!("{base}/api/status?token=wrong")).send().await.expect("send");
+    let r = http
+        .get(format!("{base}/api/status?token=wrong"))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status().as_u16(), 401);
     let r = http
         .get(format!("{base}/api/status"))

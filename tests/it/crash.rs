@@ -52,7 +52,8 @@ async fn wait_healthy(port: u16) {
 async fn sigkill_mid_run_then_restart_converges_without_duplicates() {
     let sims = Simulators::start(SimConfig {
         seed: 3,
-        faults: FaultProfile::parse("dup=0.05,reorder=0.05,429=0.02,5xx=0.01,timeout=0.02,hang_ms=800").expect("profile"),
+        faults: FaultProfile::parse("dup=0.05,reorder=0.05,429=0.02,5xx=0.01,timeout=0.02,hang_ms=800")
+            .expect("profile"),
         ..SimConfig::default()
     })
     .await
@@ -61,8 +62,11 @@ async fn sigkill_mid_run_then_restart_converges_without_duplicates() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()
     };
-    let stripe_secret = sims.billing.register_webhook(&format!("http://127.0.0.1:{port}/webhooks/stripe"));
-    sims.crm.set_webhook_target(&format!("http://127.0.0.1:{port}/webhooks/hubspot"));
+    let stripe_secret = sims
+        .billing
+        .register_webhook(&format!("http://127.0.0.1:{port}/webhooks/stripe"));
+    sims.crm
+        .set_webhook_target(&format!("http://127.0.0.1:{port}/webhooks/hubspot"));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let contract_path = dir.path().join("contract.toml");
@@ -152,11 +156,32 @@ async fn sigkill_mid_run_then_restart_converges_without_duplicates() {
         let mine = by_contact.get(id).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(mine.len(), 1, "contact {id} has {} billing customers", mine.len());
         let cus = mine[0];
-        assert_eq!(prop(c, "email"), cus["email"].as_str(), "email owner (CRM) wins for {id}");
-        assert_eq!(prop(c, "lifecyclestage"), meta(cus, "lifecycle_stage"), "lifecycle for {id}");
-        assert_eq!(prop(c, "billing_customer_id"), cus["id"].as_str(), "billing id for {id}");
+        assert_eq!(
+            prop(c, "email"),
+            cus["email"].as_str(),
+            "email owner (CRM) wins for {id}"
+        );
+        assert_eq!(
+            prop(c, "lifecyclestage"),
+            meta(cus, "lifecycle_stage"),
+            "lifecycle for {id}"
+        );
+        assert_eq!(
+            prop(c, "billing_customer_id"),
+            cus["id"].as_str(),
+            "billing id for {id}"
+        );
     }
-    let sum: i64 = st.events.iter().filter(|(k, _)| k.as_str() != "duplicate").map(|(_, v)| *v).sum();
-    assert_eq!(sum, st.distinct_events, "every event in exactly one state: {:?}", st.events);
+    let sum: i64 = st
+        .events
+        .iter()
+        .filter(|(k, _)| k.as_str() != "duplicate")
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(
+        sum, st.distinct_events,
+        "every event in exactly one state: {:?}",
+        st.events
+    );
     sims.shutdown().await;
 }

@@ -25,7 +25,7 @@ async fn drill_200_records_1000_edits_under_every_fault_holds_the_invariants() {
     assert!(report.ok, "drill failed:\n{json}");
     assert_eq!(report.billing_customers, 200);
     // The faults really happened.
-    for kind in ["429", "timeout_after_commit"] {
+    for kind in ["rate_limit", "timeout_after_commit"] {
         assert!(
             report.faults_injected.keys().any(|k| k.contains(kind)),
             "no {kind} fault injected:\n{json}"

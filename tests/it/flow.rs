@@ -11,7 +11,9 @@ use crate::support::{demo, eventually, meta, prop};
 async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes_nothing() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
-    let id = sims.crm.create_contact(&[("email", "ada@example.test"), ("lifecyclestage", "lead")]);
+    let id = sims
+        .crm
+        .create_contact(&[("email", "ada@example.test"), ("lifecyclestage", "lead")]);
 
     let contact = eventually(20, "billing_customer_id written back", || {
         let sims = sims.clone();
@@ -47,7 +49,12 @@ async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes
 
     // The write-back's webhook (and the create's) came back as echoes and caused no write:
     // one write per destination in total.
-    let billing_writes = sims.billing.request_log().iter().filter(|r| r.mutating && r.applied).count();
+    let billing_writes = sims
+        .billing
+        .request_log()
+        .iter()
+        .filter(|r| r.mutating && r.applied)
+        .count();
     let crm_writes = sims
         .crm
         .request_log()
@@ -85,7 +92,9 @@ async fn lifecycle_stage_edited_in_crm_follows_into_billing_metadata() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
     let (id, cus) = synced_contact(&d, "grace@example.test").await;
-    sims.crm.edit_contact(&id, &[("lifecyclestage", "customer")]).expect("edit");
+    sims.crm
+        .edit_contact(&id, &[("lifecyclestage", "customer")])
+        .expect("edit");
     eventually(20, "lifecycle stage in billing metadata", || {
         let sims = sims.clone();
         let cus = cus.clone();
@@ -113,7 +122,9 @@ async fn email_edited_in_billing_is_reverted_to_the_crm_owner_and_audited() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
     let (id, cus) = synced_contact(&d, "linus@example.test").await;
-    sims.billing.edit_customer(&cus, Some("finance-typo@example.test"), &[]).expect("edit");
+    sims.billing
+        .edit_customer(&cus, Some("finance-typo@example.test"), &[])
+        .expect("edit");
     eventually(20, "billing email reverted", || {
         let sims = sims.clone();
         let cus = cus.clone();
@@ -126,13 +137,26 @@ async fn email_edited_in_billing_is_reverted_to_the_crm_owner_and_audited() {
     })
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
-    let audit = d.running.engine.ledger().audit_for(&format!("customer:crm:{id}")).await.unwrap();
+    let audit = d
+        .running
+        .engine
+        .ledger()
+        .audit_for(&format!("customer:crm:{id}"))
+        .await
+        .unwrap();
     let revert = audit
         .iter()
         .find(|a| a.rule.as_deref() == Some("non_owner_edit:revert"))
         .expect("the revert decision is audited");
-    assert_eq!(revert.contract_version.as_deref(), Some(d.running.engine.contract().version.as_str()));
-    assert!(revert.detail.as_deref().unwrap_or("").contains("finance-typo@example.test"));
+    assert_eq!(
+        revert.contract_version.as_deref(),
+        Some(d.running.engine.contract().version.as_str())
+    );
+    assert!(revert
+        .detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("finance-typo@example.test"));
     d.running.shutdown().await;
 }
 
@@ -160,10 +184,9 @@ async fn a_create_that_times_out_after_commit_is_retried_with_the_same_key_and_y
     eventually(20, "a create applied with its response withheld", || {
         let sims = sims.clone();
         async move {
-            sims.billing
-                .request_log()
-                .into_iter()
-                .find(|r| r.path == "/v1/customers" && r.method == "POST" && r.fault.as_deref() == Some("timeout_after_commit"))
+            sims.billing.request_log().into_iter().find(|r| {
+                r.path == "/v1/customers" && r.method == "POST" && r.fault.as_deref() == Some("timeout_after_commit")
+            })
         }
     })
     .await;
@@ -180,7 +203,11 @@ async fn a_create_that_times_out_after_commit_is_retried_with_the_same_key_and_y
     })
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
-    assert_eq!(sims.billing.customers().len(), 1, "one customer despite the lost response");
+    assert_eq!(
+        sims.billing.customers().len(),
+        1,
+        "one customer despite the lost response"
+    );
     let keys: std::collections::HashSet<_> = sims
         .billing
         .request_log()
@@ -188,6 +215,9 @@ async fn a_create_that_times_out_after_commit_is_retried_with_the_same_key_and_y
         .filter(|r| r.path == "/v1/customers" && r.method == "POST")
         .filter_map(|r| r.idempotency_key)
         .collect();
-    assert!(keys.len() <= 1, "every create attempt used the same idempotency key: {keys:?}");
+    assert!(
+        keys.len() <= 1,
+        "every create attempt used the same idempotency key: {keys:?}"
+    );
     d.running.shutdown().await;
 }
