@@ -86,6 +86,19 @@ impl ConnectorError {
         )
     }
 
+    /// Which system answered (or failed to): `crm` or `billing`.
+    pub fn system(&self) -> &'static str {
+        match self {
+            ConnectorError::Timeout { system, .. }
+            | ConnectorError::Transport { system, .. }
+            | ConnectorError::RateLimited { system, .. }
+            | ConnectorError::Server { system, .. }
+            | ConnectorError::Auth { system, .. }
+            | ConnectorError::Rejected { system, .. }
+            | ConnectorError::Garbage { system, .. } => system,
+        }
+    }
+
     /// A stable class for dead letters and metrics.
     pub fn class(&self) -> &'static str {
         match self {

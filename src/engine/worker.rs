@@ -174,22 +174,15 @@ fn backoff_ms(inner: &Inner, attempts: i64) -> i64 {
 async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>, EngineError> {
     let inner = ctx.inner;
     inner.metrics.add("read_errors", e.class(), 1.0);
-    let dest = if e.to_string().starts_with("crm") {
-        "crm"
-    } else {
-        "billing"
-    };
-    if let Some(after) = e.retry_after() {
-        inner.metrics.add("rate_limited", dest, 1.0);
-        let budget = if dest == "crm" { Side::Crm } else { Side::Billing };
-        inner.budget(budget).block_for(after).await;
+    let side = Side::parse(e.system()).unwrap_or(Side::Crm);
+    if matches!(e, ConnectorError::RateLimited { .. }) {
+        inner.metrics.add("rate_limited", side.as_str(), 1.0);
+        let after = e.retry_after().unwrap_or(Duration::from_secs(1));
+        inner.budget(side).block_for(after).await;
     }
     let wait = if e.retryable() { backoff_ms(inner, 2) } else { 30_000 };
     let reason = format!("read failed: {e}");
-    inner
-        .ledger
-        .park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason)
-        .await?;
+    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason).await?;
     Ok(Some(Turn::Parked))
 }
 
