@@ -1,20 +1,34 @@
-//! The headless server: webhook receivers (signature-verified) and the token-guarded JSON API
-//! on 127.0.0.1. Handlers stay thin: take state, await one engine call, convert the error.
+//! The headless server: the console UI (embedded), its token-guarded JSON API with a live
+//! event stream, an OpenAPI document, Prometheus `/metrics`, and the webhook receivers —
+//! all on 127.0.0.1. Handlers stay thin: take state, await one engine call, convert the error.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use futures_util::stream::Stream;
+use include_dir::{include_dir, Dir};
+use utoipa::OpenApi;
 
+use crate::api::{ApiError, Overview, PauseRequest, PauseResult, Status};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
+
+/// The console build, embedded at compile time (see build.rs).
+static UI: Dir<'static> = include_dir!("$DRIFTLESS_UI_DIR");
+
+/// Same policy as the desktop window: nothing but this origin.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'none'";
 
 #[derive(Clone)]
 struct AppState {
@@ -24,10 +38,10 @@ struct AppState {
     public_url: Option<String>,
 }
 
-/// Serialises an engine error as `{code, message}` — the one place this happens.
-struct ApiError(EngineError);
+/// Serialises an engine error as `{code, message}` — the one place this happens over HTTP.
+struct HttpError(EngineError);
 
-impl IntoResponse for ApiError {
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = match &self.0 {
             EngineError::Ingest(IngestError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -39,17 +53,13 @@ impl IntoResponse for ApiError {
             EngineError::Stopped | EngineError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
         };
-        (
-            status,
-            Json(json!({"code": self.0.code(), "message": self.0.to_string()})),
-        )
-            .into_response()
+        (status, Json(ApiError::from(self.0))).into_response()
     }
 }
 
-impl From<EngineError> for ApiError {
+impl From<EngineError> for HttpError {
     fn from(e: EngineError) -> Self {
-        ApiError(e)
+        HttpError(e)
     }
 }
 
@@ -61,24 +71,40 @@ pub fn new_token() -> String {
     hex::encode(b)
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "driftless console API",
+        description = "Every route needs the launch token: `Authorization: Bearer <token>` or `?token=<token>`."
+    ),
+    paths(status, overview, pause_outbound, resume_outbound, stream, metrics),
+    components(schemas(Status, Overview, PauseRequest, PauseResult, ApiError))
+)]
+pub struct ApiDoc;
+
 pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Router {
     let state = AppState {
         engine,
         token,
         public_url,
     };
-    let api = Router::new()
+    let guarded = Router::new()
         .route("/api/status", get(status))
+        .route("/api/overview", get(overview))
         .route("/api/pause_outbound", post(pause_outbound))
         .route("/api/resume_outbound", post(resume_outbound))
+        .route("/api/stream", get(stream))
+        .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .merge(api)
-        .route("/", get(index))
+        .merge(guarded)
         .route("/healthz", get(|| async { "ok" }))
         .route("/webhooks/stripe", post(stripe_webhook))
         .route("/webhooks/hubspot", post(hubspot_webhook))
+        .fallback(get(ui))
         .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }
 
@@ -95,10 +121,25 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    // The token travels in the URL: never leak it through a Referer.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    res
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let from_header = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
@@ -109,73 +150,119 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
             .map(|(_, v)| v.to_string())
     });
     let given = from_header.or(from_query).unwrap_or_default();
-    let ok = given.len() == st.token.len()
-        && given
-            .bytes()
-            .zip(st.token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !ok {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"code": "unauthorized", "message": "missing or wrong token: use the URL driftless printed at start"})),
-        )
-            .into_response();
+    if !constant_time_eq(&given, &st.token) {
+        let body = ApiError {
+            code: "unauthorized".into(),
+            message: "missing or wrong token: open the URL driftless printed at start".into(),
+        };
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     next.run(req).await
 }
 
-async fn index() -> impl IntoResponse {
-    Json(json!({
-        "name": "driftless",
-        "api": ["/api/status", "/api/pause_outbound", "/api/resume_outbound"],
-        "webhooks": ["/webhooks/stripe", "/webhooks/hubspot"],
-        "auth": "append ?token=<launch token> or send Authorization: Bearer <token>",
-    }))
+/// The console's files; unknown paths get `index.html` (client-side routes).
+async fn ui(uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if path.starts_with("api/") || path.starts_with("webhooks/") {
+        let body = ApiError {
+            code: "not_found".into(),
+            message: format!("no such endpoint: /{path}"),
+        };
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
+    }
+    let file = UI.get_file(path).or_else(|| UI.get_file("index.html"));
+    match file {
+        Some(f) => {
+            let mime = match f.path().extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+                Some("css") => "text/css; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                Some("ico") => "image/x-icon",
+                Some("json") => "application/json",
+                Some("woff2") => "font/woff2",
+                _ => "application/octet-stream",
+            };
+            let cache = if f.path().starts_with("assets") {
+                "public, max-age=31536000, immutable"
+            } else {
+                "no-cache"
+            };
+            (
+                [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache)],
+                f.contents(),
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "console not built").into_response(),
+    }
 }
 
-async fn status(State(st): State<AppState>) -> Result<Json<crate::engine::Status>, ApiError> {
+/// Counts by state, writes, queue, lag and pause (same as `driftless status --json`).
+#[utoipa::path(get, path = "/api/status", responses((status = 200, body = Status), (status = 401, body = ApiError)))]
+async fn status(State(st): State<AppState>) -> Result<Json<Status>, HttpError> {
     Ok(Json(st.engine.status().await?))
 }
 
-#[derive(Debug, Deserialize, Default)]
-struct PauseBody {
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
+/// Everything the overview screen shows.
+#[utoipa::path(get, path = "/api/overview", responses((status = 200, body = Overview), (status = 401, body = ApiError)))]
+async fn overview(State(st): State<AppState>) -> Result<Json<Overview>, HttpError> {
+    Ok(Json(st.engine.overview().await?))
 }
 
+/// Pause outbound writes (global or one destination), with a reason; persisted and audited.
+#[utoipa::path(post, path = "/api/pause_outbound", request_body = PauseRequest, responses((status = 200, body = PauseResult), (status = 400, body = ApiError)))]
 async fn pause_outbound(
     State(st): State<AppState>,
-    body: Option<Json<PauseBody>>,
-) -> Result<impl IntoResponse, ApiError> {
+    body: Option<Json<PauseRequest>>,
+) -> Result<Json<PauseResult>, HttpError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    let scope = b.scope.as_deref().unwrap_or("global");
-    st.engine
-        .pause_outbound(scope, b.reason.as_deref(), "operator:api")
-        .await?;
-    Ok(Json(json!({"paused": scope})))
+    Ok(Json(st.engine.pause_outbound(&b, "operator:console").await?))
 }
 
+/// Resume outbound writes; the backlog drains in per-record order.
+#[utoipa::path(post, path = "/api/resume_outbound", request_body = PauseRequest, responses((status = 200, body = PauseResult), (status = 400, body = ApiError)))]
 async fn resume_outbound(
     State(st): State<AppState>,
-    body: Option<Json<PauseBody>>,
-) -> Result<impl IntoResponse, ApiError> {
+    body: Option<Json<PauseRequest>>,
+) -> Result<Json<PauseResult>, HttpError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    let scope = b.scope.as_deref().unwrap_or("global");
-    let was = st
-        .engine
-        .resume_outbound(scope, b.reason.as_deref(), "operator:api")
-        .await?;
-    Ok(Json(json!({"resumed": scope, "was_paused": was})))
+    Ok(Json(st.engine.resume_outbound(&b, "operator:console").await?))
+}
+
+/// Server-sent events: `overview` (an `Overview`) once a second; `error` (an `ApiError`) when
+/// the engine cannot answer.
+#[utoipa::path(get, path = "/api/stream", responses((status = 200, description = "text/event-stream of `overview` events")))]
+async fn stream(State(st): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let engine = st.engine.clone();
+    let s = futures_util::stream::unfold((engine, true), |(engine, first)| async move {
+        if !first {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let ev = match engine.overview().await {
+            Ok(o) => Event::default().event("overview").json_data(&o),
+            Err(e) => Event::default().event("error").json_data(ApiError::from(e)),
+        };
+        let ev = ev.unwrap_or_else(|_| Event::default().event("error").data("serialisation failed"));
+        Some((Ok(ev), (engine, false)))
+    });
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
+
+/// Prometheus text exposition of the status figures and engine counters.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(State(st): State<AppState>) -> Result<Response, HttpError> {
+    let status = st.engine.status().await?;
+    let text = crate::engine::prometheus_text(&status, &st.engine.metrics().totals());
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn stripe_webhook(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let sig = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
     let r = st.engine.ingest_stripe_webhook(sig, &body).await?;
     Ok(Json(r))
@@ -187,7 +274,7 @@ async fn hubspot_webhook(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<impl IntoResponse, HttpError> {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let base = match &st.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
@@ -205,4 +292,32 @@ async fn hubspot_webhook(
         )
         .await?;
     Ok(Json(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_lists_every_console_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for p in [
+            "/api/status",
+            "/api/overview",
+            "/api/pause_outbound",
+            "/api/resume_outbound",
+            "/api/stream",
+            "/metrics",
+        ] {
+            assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
+        }
+        assert!(doc["components"]["schemas"].get("Overview").is_some());
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq("abc", "abc"));
+        assert!(!constant_time_eq("abc", "abd"));
+        assert!(!constant_time_eq("abc", "ab"));
+    }
 }

@@ -10,6 +10,7 @@
 //! systems used by the demo and the tests; [`drill`] runs both under faults and checks the
 //! invariants from the simulators' own APIs.
 
+pub mod api;
 pub mod budget;
 pub mod connectors;
 pub mod contract;

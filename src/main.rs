@@ -155,8 +155,8 @@ struct DrillArgs {
     /// Seconds to wait for quiescence after the actors finish.
     #[arg(long, default_value_t = 600)]
     settle_secs: u64,
-    /// Actor edit rate (0 = as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
+    /// Actor edit rate per second (0 = as fast as possible, which mostly measures coalescing).
+    #[arg(long, default_value_t = 50.0)]
     edits_per_sec: f64,
 }
 

@@ -143,6 +143,7 @@ pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Ru
         webhook_secrets,
         workers: opts.workers,
         clock: Arc::new(SystemClock),
+        demo: false,
     })
     .await?;
     serve_engine(engine, listener, opts.public_url, None).await
@@ -199,6 +200,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         },
         workers: opts.serve.workers,
         clock: Arc::new(SystemClock),
+        demo: true,
     })
     .await?;
     // Creating the CRM properties may meet the fault profile's 429s; try a few times.

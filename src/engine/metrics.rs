@@ -60,13 +60,53 @@ pub(super) async fn flush(inner: &Inner) {
     if let Err(e) = inner.ledger.add_metric_samples(&samples).await {
         tracing::warn!(error = %e, "could not store metric samples; they are lost for this minute");
     }
+    // Gauges: the last sample of each minute stands for the minute.
+    match inner.ledger.gauges(minute * 60_000).await {
+        Ok(g) => {
+            let mut set = vec![
+                (
+                    "queue_depth".to_string(),
+                    "crm".to_string(),
+                    minute,
+                    g.open_writes_crm as f64,
+                ),
+                (
+                    "queue_depth".to_string(),
+                    "billing".to_string(),
+                    minute,
+                    g.open_writes_billing as f64,
+                ),
+                (
+                    "records_queued".to_string(),
+                    String::new(),
+                    minute,
+                    g.queue_depth as f64,
+                ),
+                (
+                    "dead_letter_depth".to_string(),
+                    String::new(),
+                    minute,
+                    g.dead_letter_depth as f64,
+                ),
+                ("review_depth".to_string(), String::new(), minute, g.review_depth as f64),
+            ];
+            if g.lag.samples > 0 {
+                set.push(("lag_p50_ms".to_string(), String::new(), minute, g.lag.p50 as f64));
+                set.push(("lag_p95_ms".to_string(), String::new(), minute, g.lag.p95 as f64));
+            }
+            if let Err(e) = inner.ledger.set_metric_samples(&set).await {
+                tracing::warn!(error = %e, "could not store gauge samples");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not sample gauges"),
+    }
 }
 
 pub(super) async fn flusher(inner: Arc<Inner>) {
     let mut stop = inner.shutdown_rx();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => flush(&inner).await,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => flush(&inner).await,
             _ = stop.changed() => break,
         }
     }

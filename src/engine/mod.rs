@@ -3,6 +3,7 @@
 
 mod echo;
 mod metrics;
+mod overview;
 mod worker;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use crate::budget::Budget;
 use crate::connectors::{BillingApi, CrmApi, PropertyDef};
 use crate::contract::{Contract, Side};
 use crate::ingest::{self, IngestError};
-use crate::ledger::{IngestOutcome, Ledger, LedgerError, LedgerStatus, NewEvent};
+use crate::ledger::{IngestOutcome, Ledger, LedgerError, NewEvent};
 
 /// Where time comes from; tests and simulators pass their own.
 pub trait Clock: Send + Sync {
@@ -87,15 +88,12 @@ pub struct EngineConfig {
     /// Records processed concurrently (each record is still handled by one worker at a time).
     pub workers: usize,
     pub clock: Arc<dyn Clock>,
+    /// Running against the embedded simulators.
+    pub demo: bool,
 }
 
-/// The figures `status --json` prints: the ledger's counts plus live engine signals.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Status {
-    pub contract_version: String,
-    #[serde(flatten)]
-    pub ledger: LedgerStatus,
-}
+pub use crate::api::Status;
+use crate::api::{PauseRequest, PauseResult};
 
 struct IngestJob {
     events: Vec<NewEvent>,
@@ -116,6 +114,9 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     workers: usize,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(crate) demo: bool,
+    /// Last connection failure per system (crm, billing), cleared by the next success.
+    failures: std::sync::Mutex<[Option<(i64, String)>; 2]>,
 }
 
 impl Inner {
@@ -127,6 +128,28 @@ impl Inner {
     }
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, [Option<(i64, String)>; 2]> {
+        match self.failures.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Remember how a request to `side` went, for the "system unreachable" signal.
+    pub(crate) fn note_outcome(&self, side: Side, error: Option<&crate::connectors::ConnectorError>) {
+        let idx = side as usize;
+        let mut f = self.failures();
+        match error {
+            None => f[idx] = None,
+            Some(e) if matches!(e.class(), "timeout" | "transport") => f[idx] = Some((self.now_ms(), e.to_string())),
+            Some(_) => {}
+        }
+    }
+
+    pub(crate) fn last_failure(&self, side: Side) -> Option<(i64, String)> {
+        self.failures()[side as usize].clone()
     }
 }
 
@@ -186,6 +209,8 @@ impl Engine {
             shutdown,
             workers: cfg.workers.max(1),
             tasks: std::sync::Mutex::new(Vec::new()),
+            demo: cfg.demo,
+            failures: std::sync::Mutex::new([None, None]),
         });
         let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
         inner.push_task(batcher);
@@ -242,26 +267,35 @@ impl Engine {
         })
     }
 
-    /// Pause outbound writes (`global`, `crm` or `billing`). Persisted and audited.
-    pub async fn pause_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<(), EngineError> {
-        check_scope(scope)?;
+    /// Pause outbound writes (`global`, `crm` or `billing`), with a reason. Persisted and
+    /// audited; the dispatcher sees it before its next write.
+    pub async fn pause_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
+        let scope = check_scope(req.scope.as_deref())?;
         self.inner
             .ledger
-            .set_pause(scope, reason, by, self.inner.now_ms())
+            .set_pause(scope, req.reason.as_deref(), by, self.inner.now_ms())
             .await?;
-        Ok(())
+        Ok(PauseResult {
+            scope: scope.to_string(),
+            paused: true,
+            changed: true,
+        })
     }
 
     /// Resume outbound writes; the backlog drains in per-record order.
-    pub async fn resume_outbound(&self, scope: &str, reason: Option<&str>, by: &str) -> Result<bool, EngineError> {
-        check_scope(scope)?;
+    pub async fn resume_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
+        let scope = check_scope(req.scope.as_deref())?;
         let was = self
             .inner
             .ledger
-            .clear_pause(scope, reason, by, self.inner.now_ms())
+            .clear_pause(scope, req.reason.as_deref(), by, self.inner.now_ms())
             .await?;
         self.inner.work.notify_waiters();
-        Ok(was)
+        Ok(PauseResult {
+            scope: scope.to_string(),
+            paused: false,
+            changed: was,
+        })
     }
 
     /// Verify and durably record a Stripe webhook. Returns once the event is in the ledger.
@@ -350,11 +384,82 @@ pub struct IngestReport {
     pub duplicates: usize,
 }
 
-fn check_scope(scope: &str) -> Result<(), EngineError> {
-    match scope {
-        "global" | "crm" | "billing" => Ok(()),
+fn check_scope(scope: Option<&str>) -> Result<&'static str, EngineError> {
+    match scope.unwrap_or("global") {
+        "global" => Ok("global"),
+        "crm" => Ok("crm"),
+        "billing" => Ok("billing"),
         other => Err(EngineError::BadScope(other.to_string())),
     }
+}
+
+/// Prometheus text exposition: status gauges plus this process's counters.
+pub fn prometheus_text(status: &Status, totals: &[(String, String, f64)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let l = &status.ledger;
+    let _ = writeln!(
+        out,
+        "# HELP driftless_events Inbound events by state (duplicates are deliveries dropped)."
+    );
+    let _ = writeln!(out, "# TYPE driftless_events gauge");
+    for (state, n) in &l.events {
+        let _ = writeln!(out, "driftless_events{{state=\"{state}\"}} {n}");
+    }
+    let _ = writeln!(out, "# HELP driftless_writes Outbound writes by destination and state.");
+    let _ = writeln!(out, "# TYPE driftless_writes gauge");
+    for (dest, w) in &l.writes {
+        for (state, n) in [
+            ("done", w.done),
+            ("pending", w.pending),
+            ("dead_lettered", w.dead_lettered),
+        ] {
+            let _ = writeln!(out, "driftless_writes{{destination=\"{dest}\",state=\"{state}\"}} {n}");
+        }
+    }
+    for (name, help, v) in [
+        ("driftless_queue_depth", "Records with work queued.", l.queue_depth),
+        (
+            "driftless_dead_letters",
+            "Dead letters waiting for a person.",
+            l.dead_letter_depth,
+        ),
+        (
+            "driftless_review_depth",
+            "Records waiting in the review queue.",
+            l.review_depth,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP driftless_lag_ms Event received to applied, last 1000 events."
+    );
+    let _ = writeln!(out, "# TYPE driftless_lag_ms gauge");
+    for (q, v) in [("0.5", l.lag_ms.p50), ("0.95", l.lag_ms.p95), ("1", l.lag_ms.max)] {
+        let _ = writeln!(out, "driftless_lag_ms{{quantile=\"{q}\"}} {v}");
+    }
+    let _ = writeln!(out, "# HELP driftless_paused Outbound writes paused (1) per scope.");
+    let _ = writeln!(out, "# TYPE driftless_paused gauge");
+    for scope in ["global", "crm", "billing"] {
+        let on = l.paused.iter().any(|p| p.scope == scope);
+        let _ = writeln!(out, "driftless_paused{{scope=\"{scope}\"}} {}", u8::from(on));
+    }
+    let mut last = String::new();
+    for (name, labels, v) in totals {
+        let metric = format!("driftless_{name}_total");
+        if metric != last {
+            let _ = writeln!(out, "# TYPE {metric} counter");
+            last = metric.clone();
+        }
+        if labels.is_empty() {
+            let _ = writeln!(out, "{metric} {v}");
+        } else {
+            let _ = writeln!(out, "{metric}{{label=\"{labels}\"}} {v}");
+        }
+    }
+    out
 }
 
 fn check_size(body: &[u8]) -> Result<(), IngestError> {

@@ -182,7 +182,10 @@ async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>,
     }
     let wait = if e.retryable() { backoff_ms(inner, 2) } else { 30_000 };
     let reason = format!("read failed: {e}");
-    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason).await?;
+    inner
+        .ledger
+        .park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason)
+        .await?;
     Ok(Some(Turn::Parked))
 }
 
@@ -519,6 +522,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             body: String::new(),
         }),
     };
+    inner.note_outcome(dest, result.as_ref().err());
     let now = inner.now_ms();
     let mut cs = ChangeSet {
         entity_key: ctx.key.to_string(),

@@ -14,6 +14,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag};
 use crate::contract::Side;
 
 /// Embedded migrations, run at open.
@@ -205,43 +206,6 @@ pub struct Claim {
     pub last_seq: i64,
     /// A write completed for this record since its last plan: plan again.
     pub replan: bool,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PauseFlag {
-    pub scope: String,
-    pub reason: Option<String>,
-    pub set_by: String,
-    pub set_at_ms: i64,
-}
-
-/// The figures `driftless status --json` prints and the console shows.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
-pub struct LedgerStatus {
-    pub events: std::collections::BTreeMap<String, i64>,
-    pub events_total: i64,
-    pub distinct_events: i64,
-    pub writes: std::collections::BTreeMap<String, DestinationWrites>,
-    pub queue_depth: i64,
-    pub dead_letter_depth: i64,
-    pub review_depth: i64,
-    pub lag_ms: LagFigures,
-    pub paused: Vec<PauseFlag>,
-}
-
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
-pub struct DestinationWrites {
-    pub done: i64,
-    pub pending: i64,
-    pub dead_lettered: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
-pub struct LagFigures {
-    pub samples: i64,
-    pub p50: i64,
-    pub p95: i64,
-    pub max: i64,
 }
 
 #[derive(Clone)]
@@ -947,6 +911,63 @@ impl Ledger {
         Ok(())
     }
 
+    /// Set gauge samples for a minute (the last sample of the minute wins).
+    pub async fn set_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (name, labels, minute, value) in samples {
+            sqlx::query(
+                "INSERT INTO metric_samples (name, labels, minute, value) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name, labels, minute) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(labels)
+            .bind(minute)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gauges sampled now: open writes per destination, dead-letter and review depth, and the
+    /// lag of events applied since `since_ms`.
+    pub async fn gauges(&self, since_ms: i64) -> Result<Gauges> {
+        let mut g = Gauges::default();
+        let rows = sqlx::query("SELECT destination, COUNT(*) FROM outbox WHERE state = 'pending' GROUP BY destination")
+            .fetch_all(&self.reader)
+            .await?;
+        for r in rows {
+            let d: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            match d.as_str() {
+                "crm" => g.open_writes_crm = n,
+                _ => g.open_writes_billing = n,
+            }
+        }
+        g.dead_letter_depth = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters WHERE resolved_at_ms IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        g.review_depth = sqlx::query_scalar("SELECT COUNT(*) FROM review_queue WHERE resolved_at_ms IS NULL")
+            .fetch_one(&self.reader)
+            .await?;
+        g.queue_depth = sqlx::query_scalar("SELECT COUNT(*) FROM work_queue")
+            .fetch_one(&self.reader)
+            .await?;
+        let mut lags: Vec<i64> = sqlx::query_scalar(
+            "SELECT decided_at_ms - received_at_ms FROM inbox WHERE state = 'applied' AND decided_at_ms >= ?1",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        lags.sort_unstable();
+        g.lag = lag_figures(&lags);
+        Ok(g)
+    }
+
     /// Per-minute samples of one metric since `since_minute`: (labels, minute, value).
     pub async fn metric_series(&self, name: &str, since_minute: i64) -> Result<Vec<(String, i64, f64)>> {
         let rows = sqlx::query(
@@ -1035,6 +1056,16 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub open_writes_crm: i64,
+    pub open_writes_billing: i64,
+    pub queue_depth: i64,
+    pub dead_letter_depth: i64,
+    pub review_depth: i64,
+    pub lag: LagFigures,
 }
 
 #[derive(Debug, Clone, Serialize)]

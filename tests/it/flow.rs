@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use driftless::api::PauseRequest;
 use driftless::drill::wait_quiescent;
 use driftless::sim::FaultProfile;
 
@@ -237,10 +238,24 @@ async fn while_paused_no_write_reaches_a_destination_ingestion_continues_and_res
                 .count()
     };
     let before = writes(&sims);
-    d.running.engine.pause_outbound("global", Some("incident drill"), "test").await.expect("pause");
+    d.running
+        .engine
+        .pause_outbound(
+            &PauseRequest {
+                scope: None,
+                reason: Some("incident drill".into()),
+            },
+            "test",
+        )
+        .await
+        .expect("pause");
     // Edits on both sides and new contacts while paused.
-    sims.crm.edit_contact(&id, &[("lifecyclestage", "opportunity")]).expect("edit");
-    sims.crm.edit_contact(&id, &[("lifecyclestage", "customer")]).expect("edit");
+    sims.crm
+        .edit_contact(&id, &[("lifecyclestage", "opportunity")])
+        .expect("edit");
+    sims.crm
+        .edit_contact(&id, &[("lifecyclestage", "customer")])
+        .expect("edit");
     let new_id = sims.crm.create_contact(&[("email", "paused-new@example.test")]);
     eventually(20, "events ingested while paused", || {
         let engine = d.running.engine.clone();
@@ -253,15 +268,35 @@ async fn while_paused_no_write_reaches_a_destination_ingestion_continues_and_res
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(writes(&sims), before, "no write reached a destination while paused");
     let st = d.running.engine.status().await.unwrap();
-    assert!(st.ledger.events["pending"] >= 2, "backlog visible: {:?}", st.ledger.events);
+    assert!(
+        st.ledger.events["pending"] >= 2,
+        "backlog visible: {:?}",
+        st.ledger.events
+    );
     assert_eq!(st.ledger.paused[0].scope, "global");
 
-    d.running.engine.resume_outbound("global", None, "test").await.expect("resume");
+    d.running
+        .engine
+        .resume_outbound(&PauseRequest::default(), "test")
+        .await
+        .expect("resume");
     assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
-    let customer = sims.billing.customers().into_iter().find(|c| c["id"] == cus.as_str()).expect("customer");
-    assert_eq!(meta(&customer, "lifecycle_stage"), Some("customer"), "the latest edit wins after the drain");
+    let customer = sims
+        .billing
+        .customers()
+        .into_iter()
+        .find(|c| c["id"] == cus.as_str())
+        .expect("customer");
+    assert_eq!(
+        meta(&customer, "lifecycle_stage"),
+        Some("customer"),
+        "the latest edit wins after the drain"
+    );
     assert!(
-        sims.billing.customers().iter().any(|c| meta(c, "driftless_crm_contact_id") == Some(new_id.as_str())),
+        sims.billing
+            .customers()
+            .iter()
+            .any(|c| meta(c, "driftless_crm_contact_id") == Some(new_id.as_str())),
         "the contact created during the pause got its customer"
     );
     d.running.shutdown().await;
