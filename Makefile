@@ -1,27 +1,49 @@
 # driftless — the two commands a user needs:
-#   make run    start the console on the embedded demo (simulated CRM + billing with faults)
+#   make run    open the console on the embedded demo (simulated CRM + billing with faults)
 #   make test   run every test
 # Both install what they need first (scripts/setup.sh).
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test setup lint unit drill bench clean
+.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill clean
 
-run: setup
-	$(CARGO) run --release --locked --bin driftless -- serve --demo
+run: setup-run ui
+	@bash scripts/run.sh
 
-setup:
-	@bash scripts/setup.sh
+setup-run:
+	@bash scripts/setup.sh run
+
+setup-test:
+	@bash scripts/setup.sh test
+
+# The console build (ui/dist), embedded into the driftless binary at compile time.
+ui:
+	cd ui && npm run build
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-# Every test: formatting and lints, unit + property tests, integration tests over real HTTP
-# (flows, SIGKILL crash/restart, CLI, the drill at CI size).
-test: setup lint
+# Rust unit, property and integration tests (flows over real HTTP, SIGKILL restart, CLI, drill).
+unit:
 	$(CARGO) test --locked -- --test-threads=2
+
+# The TypeScript API types are generated from Rust by `cargo test`; committed copies must match.
+types-fresh:
+	@git diff --exit-code --stat -- ui/src/lib/types || { echo "ui/src/lib/types is stale: commit the regenerated files"; exit 1; }
+
+# Browser end-to-end against `driftless serve --demo` in headless Chromium.
+e2e:
+	$(CARGO) build --locked --bin driftless
+	cd ui && npm test && DRIFTLESS_BIN=../target/debug/driftless npm run e2e
+
+# The desktop window under Xvfb, driven through tauri-driver + WebKitWebDriver.
+desktop-smoke:
+	$(CARGO) build --locked -p driftless-desktop
+	bash scripts/desktop-smoke.sh
+
+test: setup-test ui lint unit types-fresh e2e desktop-smoke
 
 # A bigger drill, for the closing numbers (not part of `make test`).
 drill:

@@ -1,18 +1,61 @@
 #!/usr/bin/env bash
-# Install what driftless needs to build, run and test. Idempotent; safe to run every time.
+# Install what driftless needs. Idempotent and quick when everything is present.
+#   scripts/setup.sh run    what `make run` needs (Rust; Node for the UI; WebKitGTK when a display exists)
+#   scripts/setup.sh test   everything `make test` needs (adds Chromium, Xvfb, WebKitWebDriver, tauri-driver)
 set -euo pipefail
+mode="${1:-test}"
+cd "$(dirname "$0")/.."
 
 need() { command -v "$1" >/dev/null 2>&1; }
+say() { echo "setup: $*" >&2; }
 
 if ! need cargo; then
-  echo "driftless needs a Rust toolchain (cargo). Install it with rustup: https://rustup.rs" >&2
+  say "driftless needs a Rust toolchain (cargo). Install it with rustup: https://rustup.rs"
   exit 1
 fi
 for c in rustfmt clippy; do
-  if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
-    if need rustup; then rustup component add "$c"; else echo "missing cargo $c" >&2; exit 1; fi
+  sub="$c"; [ "$c" = rustfmt ] && sub=fmt
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    if need rustup; then rustup component add "$c"; else say "missing cargo $sub"; exit 1; fi
   fi
 done
-# The engine is pure Rust (SQLite is bundled, TLS is rustls): no system packages needed yet.
-# The desktop shell (src-tauri) and the browser tests add their packages here.
+
+# Debian/Ubuntu packages.
+pkgs=(pkg-config)
+if ! need node || ! need npm; then pkgs+=(nodejs npm); fi
+desktop_pkgs=(libwebkit2gtk-4.1-dev build-essential libssl-dev libayatana-appindicator3-dev librsvg2-dev)
+if [ "$mode" = test ]; then
+  pkgs+=("${desktop_pkgs[@]}" chromium xvfb webkit2gtk-driver)
+elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+  pkgs+=("${desktop_pkgs[@]}")
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! need apt-get; then
+    say "please install: ${missing[*]} (this script knows apt only)"
+    exit 1
+  fi
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  say "installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The console UI (Svelte + Vite): install exactly what package-lock.json pins.
+if [ -f ui/package-lock.json ]; then
+  if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
+    say "installing UI packages (npm ci)"
+    (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+# WebDriver bridge for the desktop smoke test.
+if [ "$mode" = test ] && ! need tauri-driver; then
+  say "installing tauri-driver (cargo install, once)"
+  cargo install tauri-driver --locked --version 2.1.0 --quiet
+fi
 exit 0

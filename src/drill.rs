@@ -85,6 +85,7 @@ pub async fn run(opts: DrillOptions) -> Result<DrillReport, RuntimeError> {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: opts.workers,
             public_url: None,
+            token: None,
         },
         request_timeout_ms: 1_500,
     })

@@ -85,6 +85,9 @@ struct ServeArgs {
     /// Public base URL webhooks are sent to (when behind a tunnel or proxy).
     #[arg(long)]
     public_url: Option<String>,
+    /// Fixed API token (e.g. for a Prometheus scraper); default: a fresh random token per launch.
+    #[arg(long, env = "DRIFTLESS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -313,6 +316,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
                 addr: a.addr,
                 workers: a.workers,
                 public_url: a.public_url,
+                token: a.token,
             },
             request_timeout_ms: 2_000,
         })
@@ -332,6 +336,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
                 addr: a.addr,
                 workers: a.workers,
                 public_url: a.public_url,
+                token: a.token,
             },
         )
         .await?

@@ -66,19 +66,22 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     pub workers: usize,
     pub public_url: Option<String>,
+    /// A fixed API token; `None` makes a fresh random one for this launch.
+    pub token: Option<String>,
 }
 
 async fn serve_engine(
     engine: Engine,
     listener: tokio::net::TcpListener,
-    public_url: Option<String>,
+    opts: &ServeOptions,
     sims: Option<Simulators>,
 ) -> Result<Running, RuntimeError> {
+    let public_url = opts.public_url.clone();
     let addr = listener.local_addr().map_err(|source| RuntimeError::Bind {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         source,
     })?;
-    let token = crate::http::new_token();
+    let token = opts.token.clone().unwrap_or_else(crate::http::new_token);
     let app = crate::http::router(engine.clone(), token.clone(), public_url);
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
@@ -136,7 +139,7 @@ pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Ru
     };
     let listener = bind(opts.addr).await?;
     let engine = Engine::open(EngineConfig {
-        ledger: opts.ledger,
+        ledger: opts.ledger.clone(),
         contract,
         crm: Arc::new(crm),
         billing: Arc::new(billing),
@@ -146,7 +149,7 @@ pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Ru
         demo: false,
     })
     .await?;
-    serve_engine(engine, listener, opts.public_url, None).await
+    serve_engine(engine, listener, &opts, None).await
 }
 
 pub struct DemoOptions {
@@ -190,7 +193,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         opts.request_timeout_ms,
     )?;
     let engine = Engine::open(EngineConfig {
-        ledger: opts.serve.ledger,
+        ledger: opts.serve.ledger.clone(),
         contract,
         crm: Arc::new(crm),
         billing: Arc::new(billing),
@@ -220,5 +223,5 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
     if let Some(e) = last {
         return Err(e.into());
     }
-    serve_engine(engine, listener, opts.serve.public_url, Some(sims)).await
+    serve_engine(engine, listener, &opts.serve, Some(sims)).await
 }

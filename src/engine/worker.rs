@@ -562,7 +562,10 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
         }
         Err(e) => {
             let attempts = op.attempts + 1;
-            inner.metrics.add("errors", dest.as_str(), 1.0);
+            // 429s are rate pressure, charted on their own; the error rate counts failures.
+            if !matches!(e, ConnectorError::RateLimited { .. }) {
+                inner.metrics.add("errors", dest.as_str(), 1.0);
+            }
             if let Some(after) = e.retry_after() {
                 inner.metrics.add("rate_limited", dest.as_str(), 1.0);
                 inner.budget(dest).block_for(after).await;

@@ -2,6 +2,7 @@
 //! simulators over real HTTP on 127.0.0.1.
 
 mod cli;
+mod console;
 mod crash;
 mod drill;
 mod flow;

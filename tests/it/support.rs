@@ -22,6 +22,7 @@ pub async fn demo(faults: FaultProfile) -> Demo {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             workers: 4,
             public_url: None,
+            token: None,
         },
         request_timeout_ms: 800,
     })
