@@ -192,3 +192,150 @@ impl From<crate::engine::EngineError> for ApiError {
         }
     }
 }
+
+// ------------------------------------------------------------------------ operator operations
+
+/// Which dead letters an operation applies to. Every field narrows the set.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetterFilter {
+    /// `crm` or `billing`.
+    pub destination: Option<String>,
+    /// `validation`, `exhausted`, `auth`, `not_found`, …
+    pub error_class: Option<String>,
+    /// Contract object, e.g. `customer`.
+    pub object: Option<String>,
+    /// Only dead letters at least this old (ms).
+    pub min_age_ms: Option<i64>,
+    /// Only dead letters at most this old (ms).
+    pub max_age_ms: Option<i64>,
+    /// Substring of the error, record key or request.
+    pub text: Option<String>,
+    /// Explicit ids (a selection).
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    /// Include retried / discarded ones.
+    #[serde(default)]
+    pub include_resolved: bool,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub record: String,
+    pub object: String,
+    pub destination: String,
+    pub op: String,
+    pub error_class: String,
+    pub error: String,
+    pub attempts: i64,
+    pub idempotency_key: String,
+    pub created_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+    pub resolution: Option<String>,
+    /// Invoice amount involved, in cents, when the write concerns an invoice.
+    pub amount_cents: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetterList {
+    pub total: i64,
+    pub items: Vec<DeadLetter>,
+}
+
+/// What a bulk action would touch, shown before it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BlastRadius {
+    pub dead_letters: i64,
+    pub records: i64,
+    pub amount_cents: i64,
+    pub by_destination: BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BulkResult {
+    pub radius: BlastRadius,
+    /// False for a preview (`dry_run`).
+    pub applied: bool,
+}
+
+/// One entry of a record's causal timeline.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct TimelineEntry {
+    pub at_ms: i64,
+    /// `event`, `duplicate`, `decision`, `write`, `operator`.
+    pub kind: String,
+    /// Inbox id, audit id or outbox id, by kind.
+    pub id: i64,
+    /// `crm` / `billing` for events and writes.
+    pub side: Option<String>,
+    /// One line a person reads.
+    pub summary: String,
+    /// Event fate (applied / duplicate / echo / superseded / conflicted / dead_lettered / pending),
+    /// write state, or decision rule.
+    pub state: Option<String>,
+    pub rule: Option<String>,
+    pub contract_version: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+    /// JSON detail (payload, values written, response).
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct Timeline {
+    pub record: String,
+    pub crm_id: Option<String>,
+    pub billing_id: Option<String>,
+    pub entries: Vec<TimelineEntry>,
+}
+
+/// Which records a replay re-plans: a time range of received events, one record, or the
+/// records behind a dead-letter selection.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplaySelector {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Email, CRM id, billing id or record key.
+    pub record: Option<String>,
+    #[serde(default)]
+    pub dead_letter_ids: Vec<i64>,
+}
+
+/// One write a replay would make.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplayWrite {
+    pub record: String,
+    /// `create`, `update`, `noop`, `conflict`.
+    pub kind: String,
+    pub destination: Option<String>,
+    /// JSON of the values it would write.
+    pub values: Option<String>,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplayPreview {
+    pub records: i64,
+    pub creates: i64,
+    pub updates: i64,
+    pub noops: i64,
+    pub conflicts: i64,
+    /// Records that could not be read now (system unreachable), not counted above.
+    pub unreadable: i64,
+    /// Up to 5 samples of each kind.
+    pub samples: Vec<ReplayWrite>,
+    /// False for the dry run; true once the records were queued.
+    pub queued: bool,
+}

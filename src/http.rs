@@ -49,7 +49,12 @@ impl IntoResponse for HttpError {
                 StatusCode::UNAUTHORIZED
             }
             EngineError::Ingest(IngestError::NotConfigured { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Ingest(_) | EngineError::BadScope(_) => StatusCode::BAD_REQUEST,
+            EngineError::Ingest(_)
+            | EngineError::BadScope(_)
+            | EngineError::BadRequest(_)
+            | EngineError::ReasonRequired => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Paused(_) => StatusCode::CONFLICT,
             EngineError::Stopped | EngineError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
         };

@@ -49,6 +49,123 @@ enum Cmd {
     Sim(SimArgs),
     /// Run engine + simulators under faults until quiescent, then check the invariants.
     Drill(DrillArgs),
+    /// Dead letters: list, retry or discard (bulk actions print their blast radius first).
+    #[command(name = "dead-letters")]
+    DeadLetters {
+        #[command(subcommand)]
+        cmd: DeadLetterCmd,
+    },
+    /// A record's causal timeline (events and their fate, decisions, writes), by email, CRM id,
+    /// billing id or record key.
+    Timeline {
+        query: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Requeue a dropped event (echo, superseded, a duplicate's original) for a fresh decision.
+    Undrop {
+        /// The inbox id shown in the timeline.
+        event: i64,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Plan records again from both systems' current state: a time range, a record, or the
+    /// records behind dead letters. Prints the dry-run preview; add --run to queue them.
+    Replay {
+        /// RFC 3339 or unix ms.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        record: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        dead_letters: Vec<i64>,
+        /// Queue the replay (default: dry run only).
+        #[arg(long)]
+        run: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+}
+
+#[derive(Args)]
+struct OpsArgs {
+    #[command(flatten)]
+    ledger: LedgerArg,
+    /// The contract the engine runs with (its secrets are needed for replay previews).
+    #[arg(long)]
+    contract: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DeadLetterArgs {
+    #[arg(long)]
+    destination: Option<String>,
+    #[arg(long)]
+    error_class: Option<String>,
+    #[arg(long)]
+    object: Option<String>,
+    /// Only dead letters older than this many seconds.
+    #[arg(long)]
+    older_than_secs: Option<i64>,
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    ids: Vec<i64>,
+    #[command(flatten)]
+    ctx: OpsArgs,
+}
+
+impl DeadLetterArgs {
+    fn filter(&self) -> driftless::api::DeadLetterFilter {
+        driftless::api::DeadLetterFilter {
+            destination: self.destination.clone(),
+            error_class: self.error_class.clone(),
+            object: self.object.clone(),
+            min_age_ms: self.older_than_secs.map(|s| s * 1000),
+            text: self.text.clone(),
+            ids: self.ids.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCmd {
+    /// List open dead letters matching the filters.
+    List {
+        #[command(flatten)]
+        f: DeadLetterArgs,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Retry: plan the records behind them again. Shows the blast radius; --yes to do it.
+    Retry {
+        #[command(flatten)]
+        f: DeadLetterArgs,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Discard with a reason. Shows the blast radius; --yes to do it.
+    Discard {
+        #[command(flatten)]
+        f: DeadLetterArgs,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -282,7 +399,167 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         },
         Cmd::Sim(a) => sim_cmd(a).await,
         Cmd::Drill(a) => drill(a).await,
+        Cmd::DeadLetters { cmd } => dead_letters(cmd).await,
+        Cmd::Timeline { query, json, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let t = e.record_timeline(&query).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!("record {} (crm {:?}, billing {:?})", t.record, t.crm_id, t.billing_id);
+                for en in &t.entries {
+                    let at = chrono::DateTime::from_timestamp_millis(en.at_ms)
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_default();
+                    println!(
+                        "{at} {:<9} #{:<6} {:<14} {}{}{}",
+                        en.kind,
+                        en.id,
+                        en.state.as_deref().or(en.rule.as_deref()).unwrap_or(""),
+                        en.summary,
+                        en.idempotency_key
+                            .as_ref()
+                            .map(|k| format!(" key={k}"))
+                            .unwrap_or_default(),
+                        en.contract_version
+                            .as_ref()
+                            .map(|v| format!(" contract={v}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Undrop { event, reason, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let key = e.undrop_event(event, &reason, "cli").await?;
+            println!("event {event} requeued; record {key} will be planned again by the running engine");
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay {
+            from,
+            to,
+            record,
+            dead_letters,
+            run,
+            json,
+            ctx,
+        } => {
+            let e = ops_engine(&ctx).await?;
+            let sel = driftless::api::ReplaySelector {
+                from_ms: from.as_deref().map(parse_time).transpose()?,
+                to_ms: to.as_deref().map(parse_time).transpose()?,
+                record,
+                dead_letter_ids: dead_letters,
+            };
+            let p = e.replay(&sel, !run, "cli").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!(
+                    "{} records: {} create, {} update, {} no-op, {} conflict, {} unreadable now",
+                    p.records, p.creates, p.updates, p.noops, p.conflicts, p.unreadable
+                );
+                for s in &p.samples {
+                    println!(
+                        "  {:<8} {} {} {}",
+                        s.kind,
+                        s.record,
+                        s.destination.as_deref().unwrap_or("-"),
+                        s.values.as_deref().unwrap_or("")
+                    );
+                }
+                println!(
+                    "{}",
+                    if p.queued {
+                        "queued: the running engine replays them"
+                    } else {
+                        "dry run: add --run to queue"
+                    }
+                );
+            }
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    Ok(chrono::DateTime::parse_from_rfc3339(s)
+        .with_context(|| format!("{s:?} is neither unix milliseconds nor an RFC 3339 time"))?
+        .timestamp_millis())
+}
+
+async fn ops_engine(ctx: &OpsArgs) -> Result<driftless::engine::Engine> {
+    let contract = load_contract(ctx.contract.as_deref())?;
+    Ok(runtime::engine_for_cli(contract, ctx.ledger.ledger.clone()).await?)
+}
+
+async fn dead_letters(cmd: DeadLetterCmd) -> Result<ExitCode> {
+    match cmd {
+        DeadLetterCmd::List { f, json, limit } => {
+            let e = ops_engine(&f.ctx).await?;
+            let mut filter = f.filter();
+            filter.limit = Some(limit);
+            let list = e.list_dead_letters(&filter).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{} open dead letters match", list.total);
+                for d in &list.items {
+                    println!(
+                        "#{:<6} {:<8} {:<12} {:<28} {} ({} attempts)",
+                        d.id, d.destination, d.error_class, d.record, d.error, d.attempts
+                    );
+                }
+            }
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadLetterCmd::Retry { f, reason, yes } => bulk(f, reason, yes, true).await,
+        DeadLetterCmd::Discard { f, reason, yes } => bulk(f, reason, yes, false).await,
+    }
+}
+
+async fn bulk(f: DeadLetterArgs, reason: String, yes: bool, retry: bool) -> Result<ExitCode> {
+    let e = ops_engine(&f.ctx).await?;
+    let filter = f.filter();
+    let reason = if reason.is_empty() && retry {
+        "retry from CLI".to_string()
+    } else {
+        reason
+    };
+    let r = if retry {
+        e.retry_dead_letters(&filter, !yes, &reason, "cli").await?
+    } else {
+        e.discard_dead_letters(&filter, !yes, &reason, "cli").await?
+    };
+    println!(
+        "{} {} dead letters across {} records (amount involved {} cents; {:?})",
+        if r.applied {
+            if retry {
+                "retried"
+            } else {
+                "discarded"
+            }
+        } else {
+            "would touch"
+        },
+        r.radius.dead_letters,
+        r.radius.records,
+        r.radius.amount_cents,
+        r.radius.by_destination
+    );
+    if !r.applied {
+        println!("preview only: add --yes to do it");
+    }
+    e.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn scope_of(d: Option<Destination>) -> &'static str {

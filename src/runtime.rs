@@ -225,3 +225,45 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
     }
     serve_engine(engine, listener, &opts.serve, Some(sims)).await
 }
+
+/// An engine for one CLI command: the ledger, the contract and — where the contract's
+/// secrets resolve — the real connectors. Workers are not started: the command's effect
+/// (queued replans, resolved dead letters) is picked up by the running server.
+pub async fn engine_for_cli(contract: Contract, ledger: PathBuf) -> Result<Engine, RuntimeError> {
+    use crate::connectors::{BillingApi, CrmApi, Offline};
+    let crm_cfg = contract.systems.crm.clone();
+    let billing_cfg = contract.systems.billing.clone();
+    let crm: Arc<dyn CrmApi> = match secrets::resolve(&crm_cfg.secret) {
+        Ok(s) => Arc::new(HubspotClient::new(
+            &crm_cfg.base_url,
+            s.expose().to_string(),
+            crm_cfg.request_timeout_ms,
+        )?),
+        Err(e) => Arc::new(Offline {
+            system: "crm",
+            why: format!("not connected in this process: {e}"),
+        }),
+    };
+    let billing: Arc<dyn BillingApi> = match secrets::resolve(&billing_cfg.secret) {
+        Ok(s) => Arc::new(StripeClient::new(
+            &billing_cfg.base_url,
+            s.expose().to_string(),
+            billing_cfg.request_timeout_ms,
+        )?),
+        Err(e) => Arc::new(Offline {
+            system: "billing",
+            why: format!("not connected in this process: {e}"),
+        }),
+    };
+    Ok(Engine::open(EngineConfig {
+        ledger,
+        contract,
+        crm,
+        billing,
+        webhook_secrets: WebhookSecrets::default(),
+        workers: 1,
+        clock: Arc::new(SystemClock),
+        demo: false,
+    })
+    .await?)
+}

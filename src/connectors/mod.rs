@@ -215,3 +215,47 @@ pub(crate) fn clip(body: &str) -> String {
         format!("{}…", &body[..end])
     }
 }
+
+/// Stands in for a system the process has no credentials for (CLI commands that only need
+/// the ledger): every call fails with a clear transport error.
+#[derive(Debug, Clone)]
+pub struct Offline {
+    pub system: &'static str,
+    pub why: String,
+}
+
+impl Offline {
+    fn err(&self) -> ConnectorError {
+        ConnectorError::Transport {
+            system: self.system,
+            detail: self.why.clone(),
+        }
+    }
+}
+
+impl BillingApi for Offline {
+    fn get_customer<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn create_customer<'a>(&'a self, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn update_customer<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn customers_by_email<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+}
+
+impl CrmApi for Offline {
+    fn get_contact<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn update_contact<'a>(&'a self, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+}

@@ -3,6 +3,7 @@
 
 mod echo;
 mod metrics;
+mod ops;
 mod overview;
 mod worker;
 
@@ -47,6 +48,14 @@ pub enum EngineError {
     Stopped,
     #[error("unknown pause scope {0:?}: use global, crm or billing")]
     BadScope(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("a reason is required for this action (it goes into the audit log)")]
+    ReasonRequired,
+    #[error("outbound writes are paused ({0}); resume first, then replay")]
+    Paused(String),
 }
 
 impl EngineError {
@@ -58,7 +67,9 @@ impl EngineError {
             EngineError::Ingest(e) => e.code(),
             EngineError::Connector(_) => "system_unreachable",
             EngineError::Stopped => "engine_stopped",
-            EngineError::BadScope(_) => "bad_request",
+            EngineError::BadScope(_) | EngineError::BadRequest(_) | EngineError::ReasonRequired => "bad_request",
+            EngineError::NotFound(_) => "not_found",
+            EngineError::Paused(_) => "paused",
         }
     }
 }

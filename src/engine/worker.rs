@@ -262,53 +262,15 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
 
     // 2. Re-read both records now: never trust an old payload.
     let m = ctx.mapping;
-    let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
-    for p in ["email", "driftless_correlation_id"] {
-        if !props.iter().any(|x| x == p) {
-            props.push(p.to_string());
-        }
-    }
-    let crm = match ctx.crm_id {
-        Some(id) => match read(inner, Side::Crm, inner.crm.get_contact(id, &props)).await {
-            Ok(r) => r,
-            Err(e) => return park_for_read(ctx, e).await,
-        },
-        None => None,
-    };
-    let known_billing_id = match ctx.crm_id {
-        Some(id) => inner.ledger.billing_id_for(&m.name, id).await?,
-        None => None,
-    };
-    let billing_id = known_billing_id
-        .clone()
-        .or_else(|| {
-            let prop = billing_id_property(m)?;
-            crm.as_ref()?.get(prop).map(str::to_string)
-        })
-        .or_else(|| (ctx.side_id.0 == Side::Billing).then(|| ctx.side_id.1.to_string()));
-    let billing = match &billing_id {
-        Some(bid) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
-            Ok(r) => r,
-            Err(e) => return park_for_read(ctx, e).await,
-        },
-        None => match (ctx.crm_id, &crm) {
-            (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
-                match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
-                    Ok(r) => r,
-                    Err(e) => return park_for_read(ctx, e).await,
-                }
-            }
-            _ => None,
-        },
+    let (crm, billing, known_billing_id) = match load(inner, m, ctx.crm_id, ctx.side_id).await? {
+        Ok(x) => x,
+        Err(e) => return park_for_read(ctx, e).await,
     };
 
     // The cause: the newest real event, or (a follow-up after a create) the last write's cause.
     let cause: Option<(i64, String)> = match real.last() {
         Some(ev) => Some((ev.id, format!("{}:{}", ev.source.as_str(), ev.event_id))),
-        None => match inner.ledger.recent_writes(key, Side::Billing, 1).await?.first() {
-            Some(op) => op.cause_inbox_id.map(|c| (c, format!("after-op-{}", op.id))),
-            None => None,
-        },
+        None => inner.ledger.last_cause(key).await?,
     };
     let Some((cause_id, cause_tag)) = cause else {
         inner.ledger.apply(&cs, inner.now_ms()).await?;
@@ -436,6 +398,83 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
     }
     inner.ledger.apply(&cs, inner.now_ms()).await?;
     Ok(None)
+}
+
+type Loaded = (Option<RemoteRecord>, Option<RemoteRecord>, Option<String>);
+
+/// Read both records as they are now: (CRM record, billing record, billing id the identity
+/// map knows). A connector failure is returned inside `Ok(Err(..))` so callers can park.
+async fn load(
+    inner: &Inner,
+    m: &ObjectMapping,
+    crm_id: Option<&str>,
+    side_id: (Side, &str),
+) -> Result<Result<Loaded, ConnectorError>, EngineError> {
+    let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
+    for p in ["email", "driftless_correlation_id"] {
+        if !props.iter().any(|x| x == p) {
+            props.push(p.to_string());
+        }
+    }
+    let crm = match crm_id {
+        Some(id) => match read(inner, Side::Crm, inner.crm.get_contact(id, &props)).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => None,
+    };
+    let known_billing_id = match crm_id {
+        Some(id) => inner.ledger.billing_id_for(&m.name, id).await?,
+        None => None,
+    };
+    let billing_id = known_billing_id
+        .clone()
+        .or_else(|| {
+            let prop = billing_id_property(m)?;
+            crm.as_ref()?.get(prop).map(str::to_string)
+        })
+        .or_else(|| (side_id.0 == Side::Billing).then(|| side_id.1.to_string()));
+    let billing = match &billing_id {
+        Some(bid) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => match (crm_id, &crm) {
+            (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
+                match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            _ => None,
+        },
+    };
+    Ok(Ok((crm, billing, known_billing_id)))
+}
+
+fn syncs_customers(m: &ObjectMapping) -> bool {
+    m.crm == crate::contract::CrmObject::Contact && m.billing == crate::contract::BillingObject::Customer
+}
+
+/// Plan a record from both systems' current state without writing anything (replay's dry
+/// run). `None` when the record is not one this version syncs.
+pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<plan::Plan>, EngineError> {
+    let Some((object, side, id)) = parse_entity_key(key) else {
+        return Ok(None);
+    };
+    let Some(m) = inner.contract.object(object).filter(|m| syncs_customers(m)) else {
+        return Ok(None);
+    };
+    let crm_id = (side == Side::Crm).then_some(id);
+    let (crm, billing, _) = load(inner, m, crm_id, (side, id)).await??;
+    let shadow = shadow_map(inner.ledger.shadow(key).await?);
+    Ok(Some(plan::plan(
+        m,
+        crm.as_ref(),
+        billing.as_ref(),
+        &shadow,
+        Sequencing::default(),
+    )))
 }
 
 fn fields_of(op: &OutboxOp) -> Fields {

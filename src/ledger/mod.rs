@@ -1123,5 +1123,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
     }
 }
 
+mod ops;
+
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,8 @@
 //! Stripe-compatible billing simulator: customers, events, webhook endpoints, search,
-//! idempotency keys, form-encoded bodies and Stripe's error shapes.
+//! idempotency keys, form-encoded bodies and Stripe's error shapes. Prices, subscriptions,
+//! invoices, credit notes and the billing cycle live in `subs`.
+
+mod subs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,6 +38,8 @@ struct State {
     events: Vec<Value>,
     endpoints: Vec<Endpoint>,
     idempotency: HashMap<String, Saved>,
+    /// Prices, subscriptions, invoices, credit notes.
+    ledger: subs::Ledger,
 }
 
 struct Endpoint {
@@ -122,23 +127,7 @@ fn parse_customer_params(pairs: &[(String, String)]) -> Result<CustomerParams, R
             (_, Some(_), Some(field)) => {
                 return Err(invalid(format!("Invalid string: {key}={val}"), field));
             }
-            ("metadata", None, _) if val.is_empty() => p.clear_metadata = true,
-            ("metadata", None, _) => {
-                return Err(invalid("Invalid hash".into(), "metadata"));
-            }
-            ("metadata", Some(k), _) => {
-                if k.is_empty() || k.len() > 40 || k.contains(['[', ']']) {
-                    return Err(invalid(
-                        format!("Invalid metadata key: '{k}' (1 to 40 characters)"),
-                        key,
-                    ));
-                }
-                if val.len() > 500 {
-                    return Err(invalid("Metadata values can have up to 500 characters".into(), key));
-                }
-                p.metadata.retain(|(mk, _)| mk != k);
-                p.metadata.push((k.to_string(), (!val.is_empty()).then(|| val.clone())));
-            }
+            ("metadata", sub, _) => parse_metadata(key, sub, val, &mut p.clear_metadata, &mut p.metadata)?,
             ("expand", Some(_), _) => {}
             _ => {
                 return Err(err(
@@ -152,6 +141,63 @@ fn parse_customer_params(pairs: &[(String, String)]) -> Result<CustomerParams, R
         }
     }
     Ok(p)
+}
+
+/// One `metadata=` (clears all keys) or `metadata[k]=v` (an empty `v` deletes `k`) pair.
+fn parse_metadata(
+    key: &str,
+    sub: Option<&str>,
+    val: &str,
+    clear: &mut bool,
+    metadata: &mut Vec<(String, Option<String>)>,
+) -> Result<(), Reply> {
+    match sub {
+        None if val.is_empty() => *clear = true,
+        None => return Err(invalid("Invalid hash".into(), "metadata")),
+        Some(k) => {
+            if k.is_empty() || k.len() > 40 || k.contains(['[', ']']) {
+                return Err(invalid(
+                    format!("Invalid metadata key: '{k}' (1 to 40 characters)"),
+                    key,
+                ));
+            }
+            if val.len() > 500 {
+                return Err(invalid("Metadata values can have up to 500 characters".into(), key));
+            }
+            metadata.retain(|(mk, _)| mk != k);
+            metadata.push((k.to_string(), (!val.is_empty()).then(|| val.to_string())));
+        }
+    }
+    Ok(())
+}
+
+/// Metadata after a change, and the previous values of the keys that changed.
+type MetadataChange = (Map<String, Value>, Map<String, Value>);
+
+/// Apply metadata changes to `old`: returns the new map and, for each changed key, its
+/// previous value (`null` if it was absent), as `previous_attributes.metadata` shows it.
+fn merge_metadata(
+    old: &Map<String, Value>,
+    clear: bool,
+    changes: &[(String, Option<String>)],
+) -> Result<MetadataChange, Reply> {
+    let mut meta = if clear { Map::new() } else { old.clone() };
+    for (k, v) in changes {
+        match v {
+            Some(v) => meta.insert(k.clone(), v.clone().into()),
+            None => meta.remove(k),
+        };
+    }
+    if meta.len() > MAX_METADATA_KEYS {
+        return Err(invalid("Metadata can have up to 50 keys".into(), "metadata"));
+    }
+    let mut prev = Map::new();
+    for k in old.keys().chain(meta.keys()) {
+        if old.get(k) != meta.get(k) {
+            prev.insert(k.clone(), old.get(k).cloned().unwrap_or(Value::Null));
+        }
+    }
+    Ok((meta, prev))
 }
 
 fn valid_email(s: &str) -> bool {
@@ -408,10 +454,14 @@ fn clause_matches(c: &Clause, cus: &Value) -> bool {
 
 impl BillingSim {
     pub(crate) fn new(core: Core, api_key: String) -> BillingSim {
+        let ledger = subs::Ledger::new(core.seed, core.clock.now_s());
         let inner = Arc::new(Billing {
             core,
             api_key,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                ledger,
+                ..State::default()
+            }),
         });
         Core::serve(inner.clone());
         BillingSim { inner }
@@ -601,22 +651,7 @@ impl Billing {
             }
         }
         let old_meta = cus["metadata"].as_object().cloned().unwrap_or_default();
-        let mut meta = if p.clear_metadata { Map::new() } else { old_meta.clone() };
-        for (k, v) in &p.metadata {
-            match v {
-                Some(v) => meta.insert(k.clone(), v.clone().into()),
-                None => meta.remove(k),
-            };
-        }
-        if meta.len() > MAX_METADATA_KEYS {
-            return Err(invalid("Metadata can have up to 50 keys".into(), "metadata"));
-        }
-        let mut meta_prev = Map::new();
-        for k in old_meta.keys().chain(meta.keys()) {
-            if old_meta.get(k) != meta.get(k) {
-                meta_prev.insert(k.clone(), old_meta.get(k).cloned().unwrap_or(Value::Null));
-            }
-        }
+        let (meta, meta_prev) = merge_metadata(&old_meta, p.clear_metadata, &p.metadata)?;
         if !meta_prev.is_empty() {
             prev.insert("metadata".into(), meta_prev.into());
         }
@@ -701,7 +736,7 @@ impl Billing {
                 let items: Vec<&Value> = st.endpoints.iter().rev().map(|e| &e.object).collect();
                 paginate(items, q, "webhook_endpoint", "/v1/webhook_endpoints")
             }
-            _ => Err(unrecognized(req)),
+            _ => self.get_ledger(&st, q, seg).unwrap_or_else(|| Err(unrecognized(req))),
         };
         result.map_or_else(|e| e, |v| Reply::json(200, v))
     }
@@ -757,6 +792,9 @@ impl Billing {
     fn post(&self, st: &mut State, req: &Req, pairs: &[(String, String)], cause: Cause) -> (Reply, bool) {
         let seg = req.segments();
         let result = match seg.as_slice() {
+            _ if req.method != "POST" => self
+                .write_ledger(st, req, &seg, pairs, cause)
+                .unwrap_or_else(|| Err(unrecognized(req))),
             ["v1", "customers"] => parse_customer_params(pairs).map(|p| {
                 let c = self.create_customer(st, &p, cause);
                 (c, true)
@@ -799,7 +837,9 @@ impl Billing {
                     (None, Some(u)) => Ok((self.add_endpoint(st, &u, enabled), true)),
                 }
             }
-            _ => Err(unrecognized(req)),
+            _ => self
+                .write_ledger(st, req, &seg, pairs, cause)
+                .unwrap_or_else(|| Err(unrecognized(req))),
         };
         match result {
             Ok((v, applied)) => (Reply::json(200, v), applied),
@@ -848,7 +888,7 @@ impl Api for Billing {
     }
 
     fn is_mutating(&self, req: &Req) -> bool {
-        req.method == "POST" && req.path != "/v1/customers/search"
+        (req.method == "POST" || req.method == "DELETE") && req.path != "/v1/customers/search"
     }
 
     fn rate_limited(&self) -> Reply {
@@ -882,7 +922,7 @@ impl Api for Billing {
         let seg = req.segments();
         let mut out: Outcome = match req.method.as_str() {
             "GET" => self.get(req, &seg).into(),
-            "POST" => self.handle_post(req, &request_id),
+            "POST" | "DELETE" => self.handle_post(req, &request_id),
             _ => unrecognized(req).into(),
         };
         out.reply = std::mem::replace(&mut out.reply, Reply::json(0, Value::Null))
@@ -891,21 +931,26 @@ impl Api for Billing {
         out
     }
 
-    fn admin(&self, _req: &Req) -> Option<Reply> {
-        None
+    fn admin(&self, req: &Req) -> Option<Reply> {
+        self.admin_ledger(req)
     }
 
     fn state_json(&self) -> Value {
         let st = self.lock();
         let customers: Vec<&Value> = st.order.iter().filter_map(|id| st.customers.get(id)).collect();
         let endpoints: Vec<&Value> = st.endpoints.iter().map(|e| &e.object).collect();
-        json!({ "customers": customers, "events": st.events, "webhook_endpoints": endpoints })
+        let mut out = json!({ "customers": customers, "events": st.events, "webhook_endpoints": endpoints });
+        st.ledger.state_json(&mut out);
+        out
     }
 }
 
 impl Billing {
+    /// POST (and DELETE) inside the idempotency envelope. DELETE parameters may come in the
+    /// query string, as Stripe's clients send them.
     fn handle_post(&self, req: &Req, request_id: &str) -> Outcome {
         let pairs = match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body) {
+            Ok(p) if req.method == "DELETE" => req.query.iter().cloned().chain(p).collect(),
             Ok(p) => p,
             Err(_) => {
                 return invalid(

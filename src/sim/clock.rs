@@ -23,6 +23,14 @@ impl SimClock {
     }
 }
 
+/// `ts` (unix seconds) plus `n` calendar months, clamped to the month's last day the way
+/// Stripe bills monthly (Jan 31 + 1 month = Feb 28/29).
+pub fn add_months(ts: i64, n: u32) -> i64 {
+    chrono::DateTime::from_timestamp(ts, 0)
+        .and_then(|d| d.checked_add_months(chrono::Months::new(n)))
+        .map_or(ts.saturating_add(i64::from(n) * 30 * 86_400), |d| d.timestamp())
+}
+
 /// HubSpot-style ISO 8601 timestamp with milliseconds, e.g. `2024-01-02T03:04:05.678Z`.
 pub fn iso_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -41,5 +49,8 @@ mod tests {
         c.advance(3600);
         assert!(c.now_s() >= a + 3600);
         assert_eq!(iso_ms(0), "1970-01-01T00:00:00.000Z");
+        // 2024-01-31T00:00:00Z + 1 month = 2024-02-29, + 2 months = 2024-03-31.
+        assert_eq!(add_months(1_706_659_200, 1), 1_709_164_800);
+        assert_eq!(add_months(1_706_659_200, 2), 1_711_843_200);
     }
 }

@@ -1,5 +1,6 @@
-//! HubSpot CRM v3-compatible simulator: contacts (single, batch, search), the properties
-//! API, HubSpot's error shapes and v3-signed webhooks.
+//! HubSpot CRM v3-compatible simulator: contacts and companies (single, batch, search), the
+//! properties API per object type, HubSpot's error shapes and v3-signed webhooks. One generic
+//! record store serves both object types; `Kind` holds what differs between them.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -15,11 +16,13 @@ const PORTAL_ID: u64 = 62515;
 const APP_ID: u64 = 1160452;
 const SUB_CREATION: u64 = 2_000_001;
 const SUB_PROPERTY_CHANGE: u64 = 2_000_002;
+const SUB_COMPANY_CREATION: u64 = 2_000_003;
+const SUB_COMPANY_PROPERTY_CHANGE: u64 = 2_000_004;
 const MAX_BATCH: usize = 100;
 const MAX_SEARCH_LIMIT: usize = 200;
 const MAX_SEARCH_RESULTS: usize = 10_000;
 const CONTACTS: &str = "/crm/v3/objects/contacts";
-const SYSTEM_PROPS: [&str; 3] = ["createdate", "lastmodifieddate", "hs_object_id"];
+const COMPANIES: &str = "/crm/v3/objects/companies";
 const DEFAULT_PROPS: [&str; 6] = [
     "email",
     "firstname",
@@ -28,6 +31,7 @@ const DEFAULT_PROPS: [&str; 6] = [
     "lastmodifieddate",
     "hs_object_id",
 ];
+const COMPANY_DEFAULT_PROPS: [&str; 5] = ["name", "domain", "createdate", "hs_lastmodifieddate", "hs_object_id"];
 const LIFECYCLE: [&str; 8] = [
     "subscriber",
     "lead",
@@ -53,15 +57,133 @@ pub(crate) struct Crm {
 }
 
 struct State {
-    contacts: BTreeMap<u64, Contact>,
-    next_id: u64,
-    props: BTreeMap<String, Value>,
+    contacts: Store,
+    companies: Store,
     target: Option<String>,
     next_event: u64,
 }
 
+/// The records and property definitions of one object type.
+struct Store {
+    records: BTreeMap<u64, Record>,
+    next_id: u64,
+    props: BTreeMap<String, Value>,
+}
+
+impl State {
+    fn store(&self, kind: Kind) -> &Store {
+        match kind {
+            Kind::Contact => &self.contacts,
+            Kind::Company => &self.companies,
+        }
+    }
+
+    fn store_mut(&mut self, kind: Kind) -> &mut Store {
+        match kind {
+            Kind::Contact => &mut self.contacts,
+            Kind::Company => &mut self.companies,
+        }
+    }
+}
+
+/// A CRM object type and what differs between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Contact,
+    Company,
+}
+
+impl Kind {
+    /// `contacts` / `companies` (or their object type ids `0-1` / `0-2`) in a URL.
+    fn from_segment(s: &str) -> Option<Kind> {
+        match s {
+            "contacts" | "contact" | "0-1" => Some(Kind::Contact),
+            "companies" | "company" | "0-2" => Some(Kind::Company),
+            _ => None,
+        }
+    }
+
+    /// The webhook `subscriptionType` prefix.
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Contact => "contact",
+            Kind::Company => "company",
+        }
+    }
+
+    fn upper(self) -> &'static str {
+        match self {
+            Kind::Contact => "CONTACT",
+            Kind::Company => "COMPANY",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Contact => CONTACTS,
+            Kind::Company => COMPANIES,
+        }
+    }
+
+    /// The last-modified property: contacts use `lastmodifieddate`, companies
+    /// `hs_lastmodifieddate`.
+    fn modified_prop(self) -> &'static str {
+        match self {
+            Kind::Contact => "lastmodifieddate",
+            Kind::Company => "hs_lastmodifieddate",
+        }
+    }
+
+    /// Always returned, whatever properties were asked for.
+    fn system_props(self) -> [&'static str; 3] {
+        ["createdate", self.modified_prop(), "hs_object_id"]
+    }
+
+    fn default_props(self) -> &'static [&'static str] {
+        match self {
+            Kind::Contact => &DEFAULT_PROPS,
+            Kind::Company => &COMPANY_DEFAULT_PROPS,
+        }
+    }
+
+    /// Properties the free-text search `query` looks in.
+    fn query_props(self) -> &'static [&'static str] {
+        match self {
+            Kind::Contact => &["email", "firstname", "lastname", "phone", "company"],
+            Kind::Company => &["name", "domain", "website", "phone"],
+        }
+    }
+
+    /// Webhook subscription ids: (creation, propertyChange).
+    fn subscription_ids(self) -> (u64, u64) {
+        match self {
+            Kind::Contact => (SUB_CREATION, SUB_PROPERTY_CHANGE),
+            Kind::Company => (SUB_COMPANY_CREATION, SUB_COMPANY_PROPERTY_CHANGE),
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Kind::Contact => "contactinformation",
+            Kind::Company => "companyinformation",
+        }
+    }
+
+    fn new_store(self) -> Store {
+        Store {
+            records: BTreeMap::new(),
+            next_id: match self {
+                Kind::Contact => 1001,
+                Kind::Company => 5_000_001,
+            },
+            props: standard_props(self),
+        }
+    }
+}
+
 #[derive(Clone)]
-struct Contact {
+struct Record {
+    kind: Kind,
     id: u64,
     props: BTreeMap<String, String>,
     created_ms: i64,
@@ -135,31 +257,47 @@ fn prop_def(name: &str, label: &str, typ: &str, field: &str, options: Value, hub
     })
 }
 
-fn standard_props() -> BTreeMap<String, Value> {
+fn standard_props(kind: Kind) -> BTreeMap<String, Value> {
     let text = |n: &str, l: &str| prop_def(n, l, "string", "text", json!([]), true, false);
+    let number = |n: &str, l: &str| prop_def(n, l, "number", "number", json!([]), true, false);
     let stages: Vec<Value> = LIFECYCLE
         .iter()
         .enumerate()
         .map(|(i, s)| json!({ "label": s, "value": s, "displayOrder": i, "hidden": false }))
         .collect();
-    let defs = vec![
-        text("email", "Email"),
-        text("firstname", "First Name"),
-        text("lastname", "Last Name"),
-        text("phone", "Phone Number"),
-        text("company", "Company Name"),
-        prop_def(
-            "lifecyclestage",
-            "Lifecycle Stage",
-            "enumeration",
-            "radio",
-            stages.into(),
-            true,
-            false,
-        ),
+    let lifecycle = prop_def(
+        "lifecyclestage",
+        "Lifecycle Stage",
+        "enumeration",
+        "radio",
+        stages.into(),
+        true,
+        false,
+    );
+    let mut defs = match kind {
+        Kind::Contact => vec![
+            text("email", "Email"),
+            text("firstname", "First Name"),
+            text("lastname", "Last Name"),
+            text("phone", "Phone Number"),
+            text("company", "Company Name"),
+        ],
+        Kind::Company => vec![
+            text("name", "Name"),
+            text("domain", "Company Domain Name"),
+            text("website", "Website URL"),
+            text("phone", "Phone Number"),
+            text("city", "City"),
+            text("description", "Description"),
+            number("numberofemployees", "Number of Employees"),
+            number("annualrevenue", "Annual Revenue"),
+        ],
+    };
+    defs.extend([
+        lifecycle,
         prop_def("createdate", "Create Date", "datetime", "date", json!([]), true, true),
         prop_def(
-            "lastmodifieddate",
+            kind.modified_prop(),
             "Last Modified Date",
             "datetime",
             "date",
@@ -168,36 +306,31 @@ fn standard_props() -> BTreeMap<String, Value> {
             true,
         ),
         prop_def("hs_object_id", "Record ID", "number", "number", json!([]), true, true),
-    ];
+    ]);
     defs.into_iter()
-        .map(|d| (d["name"].as_str().unwrap_or_default().to_string(), d))
+        .map(|mut d| {
+            d["groupName"] = kind.group().into();
+            (d["name"].as_str().unwrap_or_default().to_string(), d)
+        })
         .collect()
 }
 
-impl Contact {
+impl Record {
     fn value(&self, name: &str) -> Option<String> {
         match name {
             "createdate" => Some(iso_ms(self.created_ms)),
-            "lastmodifieddate" => Some(iso_ms(self.updated_ms)),
             "hs_object_id" => Some(self.id.to_string()),
+            n if n == self.kind.modified_prop() => Some(iso_ms(self.updated_ms)),
             _ => self.props.get(name).cloned(),
         }
     }
 
     fn to_json(&self, sel: &Sel) -> Value {
+        let system = self.kind.system_props().map(str::to_string);
         let names: Vec<String> = match sel {
-            Sel::Default => DEFAULT_PROPS.iter().map(|s| s.to_string()).collect(),
-            Sel::Named(v) => v
-                .iter()
-                .cloned()
-                .chain(SYSTEM_PROPS.iter().map(|s| s.to_string()))
-                .collect(),
-            Sel::All => self
-                .props
-                .keys()
-                .cloned()
-                .chain(SYSTEM_PROPS.iter().map(|s| s.to_string()))
-                .collect(),
+            Sel::Default => self.kind.default_props().iter().map(|s| s.to_string()).collect(),
+            Sel::Named(v) => v.iter().cloned().chain(system).collect(),
+            Sel::All => self.props.keys().cloned().chain(system).collect(),
         };
         let props: Map<String, Value> = names.into_iter().map(|n| (n.clone(), self.value(&n).into())).collect();
         json!({
@@ -237,10 +370,93 @@ fn sel_from_body(body: &Value) -> Sel {
 }
 
 /// Requested properties that do not exist are ignored, as HubSpot does.
-fn known(sel: Sel, st: &State) -> Sel {
+fn known(sel: Sel, store: &Store) -> Sel {
     match sel {
-        Sel::Named(v) => Sel::Named(v.into_iter().filter(|n| st.props.contains_key(n)).collect()),
+        Sel::Named(v) => Sel::Named(v.into_iter().filter(|n| store.props.contains_key(n)).collect()),
         other => other,
+    }
+}
+
+/// A `date` value as HubSpot stores it (`YYYY-MM-DD`): from that form, from epoch
+/// milliseconds at midnight UTC, or from an ISO timestamp at midnight UTC.
+fn normalize_date(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return Ok(d.format("%Y-%m-%d").to_string());
+    }
+    let ms = v
+        .parse::<i64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|d| d.timestamp_millis())
+        })
+        .ok_or_else(|| format!("{v} is not a valid date (use YYYY-MM-DD or epoch milliseconds)"))?;
+    if ms.rem_euclid(86_400_000) != 0 {
+        return Err(format!("{v} is not at midnight UTC; date values must be"));
+    }
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .ok_or_else(|| format!("{v} is out of range"))
+}
+
+/// A `datetime` value as HubSpot returns it (ISO 8601 with milliseconds, UTC): from epoch
+/// milliseconds, an ISO 8601 timestamp, or a `YYYY-MM-DD` date (midnight UTC).
+fn normalize_datetime(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let ms = v
+        .parse::<i64>()
+        .ok()
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|d| d.timestamp_millis())
+        })
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc().timestamp_millis())
+        })
+        .ok_or_else(|| format!("{v} is not a valid datetime (use epoch milliseconds or ISO 8601)"))?;
+    if chrono::DateTime::from_timestamp_millis(ms).is_none() {
+        return Err(format!("{v} is out of range"));
+    }
+    Ok(iso_ms(ms))
+}
+
+/// Check a non-empty value against its property definition; returns the value as stored,
+/// or `(error code, message)`.
+fn check_value(kind: Kind, name: &str, def: &Value, v: &str) -> Result<String, (&'static str, String)> {
+    match def["type"].as_str().unwrap_or("string") {
+        "enumeration" => {
+            let opts: Vec<&str> = def["options"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|o| o["value"].as_str()).collect())
+                .unwrap_or_default();
+            if v.split(';').any(|part| !opts.contains(&part)) {
+                return Err((
+                    "INVALID_OPTION",
+                    format!("{v} was not one of the allowed options: {}", opts.join(", ")),
+                ));
+            }
+            Ok(v.to_string())
+        }
+        "number" => match v.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Ok(v.trim().to_string()),
+            _ => Err(("INVALID_INTEGER", format!("{v} is not a valid number"))),
+        },
+        "bool" => match v.trim().to_ascii_lowercase().as_str() {
+            b @ ("true" | "false") => Ok(b.to_string()),
+            _ => Err(("INVALID_BOOLEAN", format!("{v} is not a valid boolean"))),
+        },
+        "date" => normalize_date(v).map_err(|m| ("INVALID_DATE", m)),
+        "datetime" => normalize_datetime(v).map_err(|m| ("INVALID_DATETIME", m)),
+        _ if kind == Kind::Contact && name == "email" && !valid_email(v) => {
+            Err(("INVALID_EMAIL", format!("Email address {v} is invalid")))
+        }
+        _ => Ok(v.to_string()),
     }
 }
 
@@ -258,11 +474,20 @@ fn scalar(v: &Value) -> Option<String> {
 /// case-insensitive strings.
 fn cmp_values(a: &str, b: &str) -> Ordering {
     let num = |s: &str| {
-        s.trim().parse::<f64>().ok().or_else(|| {
-            chrono::DateTime::parse_from_rfc3339(s.trim())
-                .ok()
-                .map(|d| d.timestamp_millis() as f64)
-        })
+        let s = s.trim();
+        s.parse::<f64>()
+            .ok()
+            .or_else(|| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .ok()
+                    .map(|d| d.timestamp_millis() as f64)
+            })
+            .or_else(|| {
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|d| d.and_utc().timestamp_millis() as f64)
+            })
     };
     match (num(a), num(b)) {
         (Some(x), Some(y)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
@@ -279,7 +504,7 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, c: &Contact) -> bool {
+    fn matches(&self, c: &Record) -> bool {
         let have = c.value(&self.prop);
         let want = self.value.as_deref().unwrap_or("");
         let cmp = |h: &str| cmp_values(h, want);
@@ -337,9 +562,8 @@ const OPERATORS: [&str; 13] = [
 impl CrmSim {
     pub(crate) fn new(core: Core, token: String, secret: String) -> CrmSim {
         let state = State {
-            contacts: BTreeMap::new(),
-            next_id: 1001,
-            props: standard_props(),
+            contacts: Kind::Contact.new_store(),
+            companies: Kind::Company.new_store(),
             target: None,
             next_event: (chrono::Utc::now().timestamp_millis().max(0) as u64) * 1000,
         };
@@ -377,38 +601,33 @@ impl CrmSim {
     /// A salesperson creates a contact in the UI (`changeSource: CRM_UI`). Unknown or
     /// invalid properties, and an email another contact already has, are dropped.
     pub fn create_contact(&self, props: &[(&str, &str)]) -> String {
-        let mut st = self.inner.lock();
-        let changes = self.inner.ui_changes(&st, None, props);
-        self.inner.create(&mut st, changes, Source::Ui).id.to_string()
+        self.inner.ui_create(Kind::Contact, props)
     }
 
     /// A salesperson edits a contact in the UI (`changeSource: CRM_UI`).
     pub fn edit_contact(&self, id: &str, props: &[(&str, &str)]) -> Result<(), SimError> {
-        let mut st = self.inner.lock();
-        let unknown = || SimError::UnknownRecord {
-            kind: "contact",
-            id: id.into(),
-        };
-        let num = id.parse::<u64>().map_err(|_| unknown())?;
-        if !st.contacts.contains_key(&num) {
-            return Err(unknown());
-        }
-        let obj: Map<String, Value> = props.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
-        let changes = self.inner.validate(&st, &Value::Object(obj), Some(num)).map_err(|r| {
-            SimError::InvalidEdit(r.body["message"].as_str().unwrap_or("invalid properties").to_string())
-        })?;
-        self.inner.update(&mut st, num, changes, Source::Ui);
-        Ok(())
+        self.inner.ui_edit(Kind::Contact, id, props)
     }
 
     /// All contacts with every property set, oldest first.
     pub fn contacts(&self) -> Vec<Value> {
-        self.inner
-            .lock()
-            .contacts
-            .values()
-            .map(|c| c.to_json(&Sel::All))
-            .collect()
+        self.inner.all(Kind::Contact)
+    }
+
+    /// A salesperson creates a company in the UI (`changeSource: CRM_UI`). Unknown or
+    /// invalid properties are dropped.
+    pub fn create_company(&self, props: &[(&str, &str)]) -> String {
+        self.inner.ui_create(Kind::Company, props)
+    }
+
+    /// A salesperson edits a company in the UI (`changeSource: CRM_UI`).
+    pub fn edit_company(&self, id: &str, props: &[(&str, &str)]) -> Result<(), SimError> {
+        self.inner.ui_edit(Kind::Company, id, props)
+    }
+
+    /// All companies with every property set, oldest first.
+    pub fn companies(&self) -> Vec<Value> {
+        self.inner.all(Kind::Company)
     }
 
     pub fn request_log(&self) -> Vec<LoggedRequest> {
@@ -434,11 +653,44 @@ impl Crm {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn ui_changes(&self, st: &State, id: Option<u64>, props: &[(&str, &str)]) -> Changes {
+    fn ui_create(&self, kind: Kind, props: &[(&str, &str)]) -> String {
+        let mut st = self.lock();
+        let changes = self.ui_changes(&st, kind, None, props);
+        self.create(&mut st, kind, changes, Source::Ui).id.to_string()
+    }
+
+    fn ui_edit(&self, kind: Kind, id: &str, props: &[(&str, &str)]) -> Result<(), SimError> {
+        let mut st = self.lock();
+        let unknown = || SimError::UnknownRecord {
+            kind: kind.name(),
+            id: id.into(),
+        };
+        let num = id.parse::<u64>().map_err(|_| unknown())?;
+        if !st.store(kind).records.contains_key(&num) {
+            return Err(unknown());
+        }
+        let obj: Map<String, Value> = props.iter().map(|(k, v)| (k.to_string(), Value::from(*v))).collect();
+        let changes = self.validate(&st, kind, &Value::Object(obj), Some(num)).map_err(|r| {
+            SimError::InvalidEdit(r.body["message"].as_str().unwrap_or("invalid properties").to_string())
+        })?;
+        self.update(&mut st, kind, num, changes, Source::Ui);
+        Ok(())
+    }
+
+    fn all(&self, kind: Kind) -> Vec<Value> {
+        self.lock()
+            .store(kind)
+            .records
+            .values()
+            .map(|c| c.to_json(&Sel::All))
+            .collect()
+    }
+
+    fn ui_changes(&self, st: &State, kind: Kind, id: Option<u64>, props: &[(&str, &str)]) -> Changes {
         let mut out = Changes::new();
         for (k, v) in props {
             let one = json!({ *k: v });
-            match self.validate(st, &one, id) {
+            match self.validate(st, kind, &one, id) {
                 Ok(c) => out.extend(c),
                 Err(r) => tracing::warn!(property = %k, error = %r.body["message"], "sim UI edit dropped"),
             }
@@ -446,22 +698,24 @@ impl Crm {
         out
     }
 
-    fn email_owner(st: &State, email: &str) -> Option<u64> {
-        st.contacts
+    fn email_owner(store: &Store, email: &str) -> Option<u64> {
+        store
+            .records
             .values()
             .find(|c| c.props.get("email").is_some_and(|e| e.eq_ignore_ascii_case(email)))
             .map(|c| c.id)
     }
 
-    /// Validate a `properties` object for contact `id` (None = new contact).
-    fn validate(&self, st: &State, props: &Value, id: Option<u64>) -> Result<Changes, Reply> {
+    /// Validate a `properties` object for record `id` (None = new record).
+    fn validate(&self, st: &State, kind: Kind, props: &Value, id: Option<u64>) -> Result<Changes, Reply> {
+        let store = st.store(kind);
         let Some(obj) = props.as_object() else {
             return Err(validation("`properties` must be an object of property name to value"));
         };
         let mut errs: Vec<(String, &str, String)> = Vec::new();
         let mut out = Changes::new();
         for (name, raw) in obj {
-            let Some(def) = st.props.get(name) else {
+            let Some(def) = store.props.get(name) else {
                 errs.push((
                     name.clone(),
                     "PROPERTY_DOESNT_EXIST",
@@ -489,37 +743,14 @@ impl Crm {
                 }
                 v => scalar(v).filter(|s| !s.is_empty()),
             };
-            if let Some(v) = &value {
-                let bad = match def["type"].as_str().unwrap_or("string") {
-                    "enumeration" => {
-                        let opts: Vec<&str> = def["options"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(|o| o["value"].as_str()).collect())
-                            .unwrap_or_default();
-                        v.split(';').any(|part| !opts.contains(&part)).then(|| {
-                            (
-                                "INVALID_OPTION",
-                                format!("{v} was not one of the allowed options: {}", opts.join(", ")),
-                            )
-                        })
-                    }
-                    "number" => v
-                        .parse::<f64>()
-                        .is_err()
-                        .then(|| ("INVALID_INTEGER", format!("{v} is not a valid number"))),
-                    "bool" => (v != "true" && v != "false")
-                        .then(|| ("INVALID_BOOLEAN", format!("{v} is not a valid boolean"))),
-                    _ if name == "email" && !valid_email(v) => {
-                        Some(("INVALID_EMAIL", format!("Email address {v} is invalid")))
-                    }
-                    _ => None,
-                };
-                if let Some((code, msg)) = bad {
+            let value = match value.map(|v| check_value(kind, name, def, &v)).transpose() {
+                Ok(v) => v,
+                Err((code, msg)) => {
                     errs.push((name.clone(), code, msg));
                     continue;
                 }
-            }
-            let value = if name == "email" {
+            };
+            let value = if kind == Kind::Contact && name == "email" {
                 value.map(|v| v.to_lowercase())
             } else {
                 value
@@ -529,29 +760,36 @@ impl Crm {
         if !errs.is_empty() {
             return Err(invalid_props(&errs));
         }
-        if let Some(Some(email)) = out.iter().find(|(k, _)| k == "email").map(|(_, v)| v) {
-            if let Some(owner) = Self::email_owner(st, email).filter(|o| Some(*o) != id) {
-                return Err(hs_err(
-                    409,
-                    "CONFLICT",
-                    format!("Contact already exists. Existing ID: {owner}"),
-                ));
+        if kind == Kind::Contact {
+            if let Some(Some(email)) = out.iter().find(|(k, _)| k == "email").map(|(_, v)| v) {
+                if let Some(owner) = Self::email_owner(store, email).filter(|o| Some(*o) != id) {
+                    return Err(hs_err(
+                        409,
+                        "CONFLICT",
+                        format!("Contact already exists. Existing ID: {owner}"),
+                    ));
+                }
             }
         }
         Ok(out)
     }
 
-    fn event(&self, st: &mut State, id: u64, kind: &str, prop: Option<(&str, &str)>, source: Source) -> Value {
+    fn event(&self, st: &mut State, kind: Kind, id: u64, prop: Option<(&str, &str)>, source: Source) -> Value {
         st.next_event += 1;
         let (change_source, source_id) = match source {
             Source::Api => ("INTEGRATION", APP_ID.to_string()),
             Source::Ui => ("CRM_UI", "userId:9870001".to_string()),
         };
+        let (sub_creation, sub_change) = kind.subscription_ids();
+        let subscription_type = match prop {
+            Some(_) => format!("{}.propertyChange", kind.name()),
+            None => format!("{}.creation", kind.name()),
+        };
         let mut ev = json!({
             "eventId": st.next_event,
-            "subscriptionId": if prop.is_some() { SUB_PROPERTY_CHANGE } else { SUB_CREATION },
+            "subscriptionId": if prop.is_some() { sub_change } else { sub_creation },
             "portalId": PORTAL_ID, "appId": APP_ID, "occurredAt": self.core.clock.now_ms(),
-            "subscriptionType": kind, "attemptNumber": 0, "objectId": id,
+            "subscriptionType": subscription_type, "attemptNumber": 0, "objectId": id,
             "changeSource": change_source, "sourceId": source_id,
         });
         if let Some((name, value)) = prop {
@@ -574,30 +812,32 @@ impl Crm {
         }
     }
 
-    fn create(&self, st: &mut State, changes: Changes, source: Source) -> Contact {
-        let id = st.next_id;
-        st.next_id += 1;
+    fn create(&self, st: &mut State, kind: Kind, changes: Changes, source: Source) -> Record {
         let now = self.core.clock.now_ms();
+        let store = st.store_mut(kind);
+        let id = store.next_id;
+        store.next_id += 1;
         let props: BTreeMap<String, String> = changes.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
-        let c = Contact {
+        let c = Record {
+            kind,
             id,
             props,
             created_ms: now,
             updated_ms: now,
         };
-        st.contacts.insert(id, c.clone());
-        let mut events = vec![self.event(st, id, "contact.creation", None, source)];
+        store.records.insert(id, c.clone());
+        let mut events = vec![self.event(st, kind, id, None, source)];
         for (k, v) in &c.props {
-            events.push(self.event(st, id, "contact.propertyChange", Some((k, v)), source));
+            events.push(self.event(st, kind, id, Some((k, v)), source));
         }
         self.send(st, events);
         c
     }
 
-    /// Apply changes; returns the contact and whether anything changed.
-    fn update(&self, st: &mut State, id: u64, changes: Changes, source: Source) -> Option<(Contact, bool)> {
+    /// Apply changes; returns the record and whether anything changed.
+    fn update(&self, st: &mut State, kind: Kind, id: u64, changes: Changes, source: Source) -> Option<(Record, bool)> {
         let now = self.core.clock.now_ms();
-        let c = st.contacts.get_mut(&id)?;
+        let c = st.store_mut(kind).records.get_mut(&id)?;
         let mut changed = Vec::new();
         for (k, v) in changes {
             if c.props.get(&k) != v.as_ref() {
@@ -614,19 +854,19 @@ impl Crm {
         let c = c.clone();
         let events: Vec<Value> = changed
             .iter()
-            .map(|(k, v)| self.event(st, id, "contact.propertyChange", Some((k, v)), source))
+            .map(|(k, v)| self.event(st, kind, id, Some((k, v)), source))
             .collect();
         self.send(st, events);
         Some((c, !changed.is_empty()))
     }
 
     /// Resolve `{id}` with an optional `idProperty` (e.g. email).
-    fn resolve(st: &State, id: &str, id_property: Option<&str>) -> Option<u64> {
+    fn resolve(store: &Store, kind: Kind, id: &str, id_property: Option<&str>) -> Option<u64> {
         match id_property {
-            None | Some("hs_object_id") => id.parse::<u64>().ok().filter(|n| st.contacts.contains_key(n)),
-            Some("email") => Self::email_owner(st, id),
-            Some(p) => st
-                .contacts
+            None | Some("hs_object_id") => id.parse::<u64>().ok().filter(|n| store.records.contains_key(n)),
+            Some("email") if kind == Kind::Contact => Self::email_owner(store, id),
+            Some(p) => store
+                .records
                 .values()
                 .find(|c| c.props.get(p).map(String::as_str) == Some(id))
                 .map(|c| c.id),
@@ -657,10 +897,13 @@ impl Crm {
         Reply::json(if body.get("errors").is_some() { 207 } else { status }, body)
     }
 
-    fn missing_ids_error(ids: Vec<String>) -> Value {
+    fn missing_ids_error(kind: Kind, ids: Vec<String>) -> Value {
         json!({
             "status": "error", "category": "OBJECT_NOT_FOUND",
-            "message": "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.",
+            "message": format!(
+                "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+                kind.upper()
+            ),
             "context": { "ids": ids },
         })
     }
@@ -676,91 +919,141 @@ impl Crm {
                 ))
             })
         };
+        let no_route = || {
+            hs_err(
+                404,
+                "OBJECT_NOT_FOUND",
+                format!("No route for {} {}", req.method, req.path),
+            )
+        };
+        let (kind, rest) = match &seg[..] {
+            ["crm", "v3", "objects" | "properties", obj, rest @ ..] => match Kind::from_segment(obj) {
+                Some(k) => (k, rest),
+                None => return (no_route(), false),
+            },
+            _ => return (no_route(), false),
+        };
+        let properties_api = seg.get(2) == Some(&"properties");
         let mut st = self.lock();
         let now = self.core.clock.now_ms();
-        let r: Result<(Reply, bool), Reply> = match (req.method.as_str(), &seg[..]) {
-            ("POST", ["crm", "v3", "objects", "contacts"]) => body().and_then(|b| {
-                let changes = self.validate(&st, &b["properties"], None)?;
-                let c = self.create(&mut st, changes, Source::Api);
+        let r: Result<(Reply, bool), Reply> = match (req.method.as_str(), properties_api, rest) {
+            ("POST", false, []) => body().and_then(|b| {
+                let changes = self.validate(&st, kind, &b["properties"], None)?;
+                let c = self.create(&mut st, kind, changes, Source::Api);
                 Ok((Reply::json(201, c.to_json(&Sel::All)), true))
             }),
-            ("GET", ["crm", "v3", "objects", "contacts"]) => {
-                let limit = match req.query_param("limit").map(str::parse::<usize>) {
-                    None => Ok(10),
-                    Some(Ok(n)) if (1..=100).contains(&n) => Ok(n),
-                    _ => Err(validation("limit must be an integer between 1 and 100")),
-                };
-                let after = match req.query_param("after").map(str::parse::<u64>) {
-                    None => Ok(0),
-                    Some(Ok(n)) => Ok(n),
-                    Some(Err(_)) => Err(validation("after must be a paging cursor returned by a previous page")),
-                };
-                limit.and_then(|limit| {
-                    let after = after?;
-                    let sel = known(sel_from_query(req), &st);
-                    let page: Vec<&Contact> = st.contacts.range(after..).take(limit + 1).map(|(_, c)| c).collect();
-                    let mut body = json!({
-                        "results": page.iter().take(limit).map(|c| c.to_json(&sel)).collect::<Vec<_>>(),
-                    });
-                    if let Some(next) = page.get(limit) {
-                        body["paging"] = json!({ "next": {
-                            "after": next.id.to_string(),
-                            "link": format!("{}{CONTACTS}?after={}", self.core.base_url(), next.id),
-                        }});
-                    }
-                    Ok((Reply::json(200, body), false))
-                })
-            }
-            ("GET", ["crm", "v3", "objects", "contacts", id]) => {
-                match Self::resolve(&st, id, req.query_param("idProperty")) {
+            ("GET", false, []) => self.list(&st, kind, req).map(|r| (r, false)),
+            ("GET", false, [id]) => {
+                let store = st.store(kind);
+                match Self::resolve(store, kind, id, req.query_param("idProperty")) {
                     Some(n) => Ok((
-                        Reply::json(200, st.contacts[&n].to_json(&known(sel_from_query(req), &st))),
+                        Reply::json(200, store.records[&n].to_json(&known(sel_from_query(req), store))),
                         false,
                     )),
                     None => Err(not_found()),
                 }
             }
-            ("PATCH", ["crm", "v3", "objects", "contacts", id]) => body().and_then(|b| {
-                let n = Self::resolve(&st, id, req.query_param("idProperty")).ok_or_else(not_found)?;
-                let changes = self.validate(&st, &b["properties"], Some(n))?;
-                let (c, changed) = self.update(&mut st, n, changes, Source::Api).ok_or_else(not_found)?;
+            ("PATCH", false, [id]) => body().and_then(|b| {
+                let n = Self::resolve(st.store(kind), kind, id, req.query_param("idProperty")).ok_or_else(not_found)?;
+                let changes = self.validate(&st, kind, &b["properties"], Some(n))?;
+                let (c, changed) = self
+                    .update(&mut st, kind, n, changes, Source::Api)
+                    .ok_or_else(not_found)?;
                 Ok((Reply::json(200, c.to_json(&Sel::All)), changed))
             }),
-            ("POST", ["crm", "v3", "objects", "contacts", "batch", op]) => {
-                body().and_then(|b| self.batch(&mut st, op, &b, now))
-            }
-            ("POST", ["crm", "v3", "objects", "contacts", "search"]) => {
-                body().and_then(|b| self.search(&st, &b)).map(|r| (r, false))
-            }
-            ("GET", ["crm", "v3", "properties", "contacts"]) => {
-                let all: Vec<&Value> = st.props.values().collect();
+            ("POST", false, ["batch", op]) => body().and_then(|b| self.batch(&mut st, kind, op, &b, now)),
+            ("POST", false, ["search"]) => body()
+                .and_then(|b| self.search(st.store(kind), kind, &b))
+                .map(|r| (r, false)),
+            ("GET", true, []) => {
+                let all: Vec<&Value> = st.store(kind).props.values().collect();
                 Ok((Reply::json(200, json!({ "results": all })), false))
             }
-            ("GET", ["crm", "v3", "properties", "contacts", name]) => st
+            ("GET", true, [name]) => st
+                .store(kind)
                 .props
                 .get(*name)
                 .map(|p| (Reply::json(200, p.clone()), false))
                 .ok_or_else(not_found),
-            ("POST", ["crm", "v3", "properties", "contacts"]) => body().and_then(|b| {
+            ("POST", true, []) => body().and_then(|b| {
                 let def = Self::new_property(&b, now)?;
                 let name = def["name"].as_str().unwrap_or_default().to_string();
-                if st.props.contains_key(&name) {
+                let props = &mut st.store_mut(kind).props;
+                if props.contains_key(&name) {
                     return Err(hs_err(
                         409,
                         "OBJECT_ALREADY_EXISTS",
                         format!("A property named '{name}' already exists."),
                     ));
                 }
-                st.props.insert(name, def.clone());
+                props.insert(name, def.clone());
                 Ok((Reply::json(201, def), true))
             }),
-            _ => Err(hs_err(
-                404,
-                "OBJECT_NOT_FOUND",
-                format!("No route for {} {}", req.method, req.path),
-            )),
+            ("PATCH", true, [name]) => body().and_then(|b| {
+                let def = st.store_mut(kind).props.get_mut(*name).ok_or_else(not_found)?;
+                Self::patch_property(def, &b, now)?;
+                Ok((Reply::json(200, def.clone()), true))
+            }),
+            _ => Err(no_route()),
         };
         r.unwrap_or_else(|e| (e, false))
+    }
+
+    fn list(&self, st: &State, kind: Kind, req: &Req) -> Result<Reply, Reply> {
+        let limit = match req.query_param("limit").map(str::parse::<usize>) {
+            None => 10,
+            Some(Ok(n)) if (1..=100).contains(&n) => n,
+            _ => return Err(validation("limit must be an integer between 1 and 100")),
+        };
+        let after = match req.query_param("after").map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(validation("after must be a paging cursor returned by a previous page")),
+        };
+        let store = st.store(kind);
+        let sel = known(sel_from_query(req), store);
+        let page: Vec<&Record> = store.records.range(after..).take(limit + 1).map(|(_, c)| c).collect();
+        let mut body = json!({
+            "results": page.iter().take(limit).map(|c| c.to_json(&sel)).collect::<Vec<_>>(),
+        });
+        if let Some(next) = page.get(limit) {
+            body["paging"] = json!({ "next": {
+                "after": next.id.to_string(),
+                "link": format!("{}{}?after={}", self.core.base_url(), kind.path(), next.id),
+            }});
+        }
+        Ok(Reply::json(200, body))
+    }
+
+    /// `PATCH /crm/v3/properties/{object}/{name}`: label, description, options, group.
+    fn patch_property(def: &mut Value, b: &Value, now: i64) -> Result<(), Reply> {
+        if def["modificationMetadata"]["readOnlyDefinition"] == true {
+            return Err(validation(format!(
+                "Property '{}' is HubSpot-defined; its definition cannot be changed",
+                def["name"].as_str().unwrap_or_default()
+            )));
+        }
+        if b.get("type").is_some_and(|t| *t != def["type"]) {
+            return Err(validation("A property's type cannot be changed once it has values"));
+        }
+        if b.get("options").is_some_and(|o| !o.is_array()) {
+            return Err(validation("`options` must be an array"));
+        }
+        for k in [
+            "label",
+            "description",
+            "groupName",
+            "fieldType",
+            "options",
+            "displayOrder",
+            "hidden",
+        ] {
+            if let Some(v) = b.get(k) {
+                def[k] = v.clone();
+            }
+        }
+        def["updatedAt"] = iso_ms(now).into();
+        Ok(())
     }
 
     fn new_property(b: &Value, now: i64) -> Result<Value, Reply> {
@@ -801,35 +1094,37 @@ impl Crm {
         Ok(def)
     }
 
-    fn batch(&self, st: &mut State, op: &str, b: &Value, started: i64) -> Result<(Reply, bool), Reply> {
+    fn batch(&self, st: &mut State, kind: Kind, op: &str, b: &Value, started: i64) -> Result<(Reply, bool), Reply> {
         let inputs = Self::batch_inputs(b)?;
         let now = self.core.clock.now_ms();
         let id_of = |i: &Value| scalar(&i["id"]).ok_or_else(|| validation("each input needs an `id`"));
         let mut seen = std::collections::HashSet::new();
         match op {
             "read" => {
-                let sel = known(sel_from_body(b), st);
+                let store = st.store(kind);
+                let sel = known(sel_from_body(b), store);
                 let id_prop = b["idProperty"].as_str();
                 let (mut results, mut missing) = (Vec::new(), Vec::new());
                 for i in inputs {
                     let id = id_of(i)?;
-                    match Self::resolve(st, &id, id_prop) {
-                        Some(n) => results.push(st.contacts[&n].to_json(&sel)),
+                    match Self::resolve(store, kind, &id, id_prop) {
+                        Some(n) => results.push(store.records[&n].to_json(&sel)),
                         None => missing.push(id),
                     }
                 }
                 let errors = if missing.is_empty() {
                     vec![]
                 } else {
-                    vec![Self::missing_ids_error(missing)]
+                    vec![Self::missing_ids_error(kind, missing)]
                 };
                 Ok((Self::batch_reply(200, results, errors, started, now), false))
             }
             "create" => {
                 let mut all = Vec::new();
                 for i in inputs {
-                    let changes = self.validate(st, &i["properties"], None)?;
-                    if let Some((_, Some(e))) = changes.iter().find(|(k, _)| k == "email") {
+                    let changes = self.validate(st, kind, &i["properties"], None)?;
+                    let email = changes.iter().find(|(k, _)| kind == Kind::Contact && k == "email");
+                    if let Some((_, Some(e))) = email {
                         if !seen.insert(e.clone()) {
                             return Err(hs_err(409, "CONFLICT", format!("Duplicate email in batch input: {e}")));
                         }
@@ -838,7 +1133,7 @@ impl Crm {
                 }
                 let results: Vec<Value> = all
                     .into_iter()
-                    .map(|c| self.create(st, c, Source::Api).to_json(&Sel::All))
+                    .map(|c| self.create(st, kind, c, Source::Api).to_json(&Sel::All))
                     .collect();
                 let applied = !results.is_empty();
                 Ok((Self::batch_reply(201, results, vec![], started, now), applied))
@@ -851,15 +1146,15 @@ impl Crm {
                     if !seen.insert(id.clone()) {
                         return Err(validation(format!("Duplicate IDs found in batch input: [{id}]")));
                     }
-                    match Self::resolve(st, &id, i["idProperty"].as_str()) {
-                        Some(n) => plan.push((n, self.validate(st, &i["properties"], Some(n))?)),
+                    match Self::resolve(st.store(kind), kind, &id, i["idProperty"].as_str()) {
+                        Some(n) => plan.push((n, self.validate(st, kind, &i["properties"], Some(n))?)),
                         None => missing.push(id),
                     }
                 }
                 let mut applied = false;
                 let results: Vec<Value> = plan
                     .into_iter()
-                    .filter_map(|(n, ch)| self.update(st, n, ch, Source::Api))
+                    .filter_map(|(n, ch)| self.update(st, kind, n, ch, Source::Api))
                     .map(|(c, changed)| {
                         applied |= changed;
                         c.to_json(&Sel::All)
@@ -868,7 +1163,7 @@ impl Crm {
                 let errors = if missing.is_empty() {
                     vec![]
                 } else {
-                    vec![Self::missing_ids_error(missing)]
+                    vec![Self::missing_ids_error(kind, missing)]
                 };
                 Ok((Self::batch_reply(200, results, errors, started, now), applied))
             }
@@ -877,13 +1172,17 @@ impl Crm {
                 for i in inputs {
                     let id = id_of(i)?;
                     let id_prop = i["idProperty"].as_str().unwrap_or("hs_object_id");
-                    let unique = st.props.get(id_prop).is_some_and(|d| d["hasUniqueValue"] == true);
+                    let unique = st
+                        .store(kind)
+                        .props
+                        .get(id_prop)
+                        .is_some_and(|d| d["hasUniqueValue"] == true);
                     if !unique {
                         return Err(validation(format!(
                             "idProperty '{id_prop}' must be a property with unique values (e.g. email)"
                         )));
                     }
-                    let key = if id_prop == "email" {
+                    let key = if kind == Kind::Contact && id_prop == "email" {
                         id.to_lowercase()
                     } else {
                         id.clone()
@@ -891,8 +1190,8 @@ impl Crm {
                     if !seen.insert(key.clone()) {
                         return Err(validation(format!("Duplicate IDs found in batch input: [{id}]")));
                     }
-                    let existing = Self::resolve(st, &key, Some(id_prop));
-                    let mut changes = self.validate(st, &i["properties"], existing)?;
+                    let existing = Self::resolve(st.store(kind), kind, &key, Some(id_prop));
+                    let mut changes = self.validate(st, kind, &i["properties"], existing)?;
                     if existing.is_none() && !changes.iter().any(|(k, _)| k == id_prop) {
                         changes.push((id_prop.to_string(), Some(key)));
                     }
@@ -902,7 +1201,7 @@ impl Crm {
                 let mut results = Vec::new();
                 for (existing, changes) in plan {
                     let (c, is_new) = match existing {
-                        Some(n) => match self.update(st, n, changes, Source::Api) {
+                        Some(n) => match self.update(st, kind, n, changes, Source::Api) {
                             Some((c, changed)) => {
                                 applied |= changed;
                                 (c, false)
@@ -911,7 +1210,7 @@ impl Crm {
                         },
                         None => {
                             applied = true;
-                            (self.create(st, changes, Source::Api), true)
+                            (self.create(st, kind, changes, Source::Api), true)
                         }
                     };
                     let mut j = c.to_json(&Sel::All);
@@ -928,7 +1227,7 @@ impl Crm {
         }
     }
 
-    fn search(&self, st: &State, b: &Value) -> Result<Reply, Reply> {
+    fn search(&self, store: &Store, kind: Kind, b: &Value) -> Result<Reply, Reply> {
         let limit = match &b["limit"] {
             Value::Null => 10,
             v => match v.as_u64() {
@@ -966,7 +1265,7 @@ impl Crm {
             for f in filters {
                 let prop = f["propertyName"].as_str().unwrap_or_default().to_string();
                 let op = f["operator"].as_str().unwrap_or_default().to_string();
-                if !st.props.contains_key(&prop) {
+                if !store.props.contains_key(&prop) {
                     return Err(validation(format!(
                         "There was a problem with the request. Property '{prop}' does not exist"
                     )));
@@ -989,13 +1288,13 @@ impl Crm {
             parsed.push(out);
         }
         let query = b["query"].as_str().map(str::to_lowercase).filter(|q| !q.is_empty());
-        let mut hits: Vec<&Contact> = st
-            .contacts
+        let mut hits: Vec<&Record> = store
+            .records
             .values()
             .filter(|c| parsed.is_empty() || parsed.iter().any(|g| g.iter().all(|f| f.matches(c))))
             .filter(|c| {
                 query.as_ref().map_or(true, |q| {
-                    ["email", "firstname", "lastname", "phone", "company"]
+                    kind.query_props()
                         .iter()
                         .any(|p| c.props.get(*p).is_some_and(|v| v.to_lowercase().contains(q.as_str())))
                 })
@@ -1028,7 +1327,7 @@ impl Crm {
             }
             x.id.cmp(&y.id)
         });
-        let sel = known(sel_from_body(b), st);
+        let sel = known(sel_from_body(b), store);
         let results: Vec<Value> = hits.iter().skip(offset).take(limit).map(|c| c.to_json(&sel)).collect();
         let mut body = json!({ "total": hits.len(), "results": results });
         let next = offset + limit;
@@ -1121,9 +1420,13 @@ impl Api for Crm {
 
     fn state_json(&self) -> Value {
         let st = self.lock();
-        let contacts: Vec<Value> = st.contacts.values().map(|c| c.to_json(&Sel::All)).collect();
-        let props: Vec<&Value> = st.props.values().collect();
-        json!({ "contacts": contacts, "properties": props, "webhook_target": st.target })
+        let records = |k: Kind| -> Vec<Value> { st.store(k).records.values().map(|c| c.to_json(&Sel::All)).collect() };
+        let props = |k: Kind| -> Vec<&Value> { st.store(k).props.values().collect() };
+        json!({
+            "contacts": records(Kind::Contact), "properties": props(Kind::Contact),
+            "companies": records(Kind::Company), "company_properties": props(Kind::Company),
+            "webhook_target": st.target,
+        })
     }
 }
 
@@ -1144,7 +1447,8 @@ mod tests {
 
     #[test]
     fn filters() {
-        let c = Contact {
+        let c = Record {
+            kind: Kind::Contact,
             id: 5,
             props: [("email".to_string(), "a@b.co".to_string())].into(),
             created_ms: 1000,

@@ -3,7 +3,9 @@
 //! code with the engine's connectors on purpose.
 //!
 //! Each simulator answers its provider's API (auth, faults, request log) and a small admin
-//! surface under `/_sim/` (no auth, never faulted, not logged).
+//! surface under `/_sim/` (no auth, never faulted, not logged). Billing: customers, prices,
+//! subscriptions, invoices, credit notes and a billing cycle run on demand against the shared
+//! clock. CRM: contacts and companies, each with its own properties API.
 
 mod actors;
 mod billing;
@@ -28,7 +30,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use actors::{run_actors, spawn_background_actors, ActorPlan, ActorReport};
+pub use actors::{
+    run_actors, run_billing_activity, run_plan_requests, spawn_background_actors, ActorPlan, ActorReport,
+    BillingActivity, BillingActivityReport,
+};
 pub use billing::BillingSim;
 pub use clock::SimClock;
 pub use crm::CrmSim;
@@ -147,6 +152,8 @@ impl Simulators {
 /// What every simulator has: clock, faults, request log, webhook queue, server tasks.
 pub(crate) struct Core {
     addr: SocketAddr,
+    /// This simulator's seed (for seeded behaviour beyond faults, e.g. payment failures).
+    pub seed: u64,
     listener: Mutex<Option<tokio::net::TcpListener>>,
     pub clock: Arc<SimClock>,
     pub faults: Arc<faults::FaultEngine>,
@@ -175,6 +182,7 @@ impl Core {
         let hooks = Arc::new(webhooks::WebhookQueue::new(seed ^ 0x5bd1_e995, faults.clone()));
         Ok(Core {
             addr,
+            seed,
             listener: Mutex::new(Some(listener)),
             clock: clock.clone(),
             faults,

@@ -6,4 +6,5 @@ mod console;
 mod crash;
 mod drill;
 mod flow;
+mod ops;
 mod support;

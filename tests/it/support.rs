@@ -12,11 +12,15 @@ pub struct Demo {
 
 /// Engine + both simulators in-process, actors off: the test is the only user.
 pub async fn demo(faults: FaultProfile) -> Demo {
+    demo_with(contract::default_contract(), faults).await
+}
+
+pub async fn demo_with(contract: contract::Contract, faults: FaultProfile) -> Demo {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = runtime::start_demo(DemoOptions {
         seed: 7,
         faults,
-        contract: contract::default_contract(),
+        contract,
         serve: ServeOptions {
             ledger: dir.path().join("ledger.db"),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

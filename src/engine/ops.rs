@@ -1,0 +1,221 @@
+//! Operator operations: dead letters, the record timeline, un-drop and replay. Each is one
+//! engine function used by the CLI, the HTTP API and the desktop app alike.
+
+use super::{worker, Engine, EngineError};
+use crate::api::{BulkResult, DeadLetterFilter, DeadLetterList, ReplayPreview, ReplaySelector, ReplayWrite, Timeline};
+use crate::contract::Side;
+use crate::ingest::parse_entity_key;
+
+const SAMPLES_PER_KIND: usize = 5;
+
+impl Engine {
+    pub async fn list_dead_letters(&self, f: &DeadLetterFilter) -> Result<DeadLetterList, EngineError> {
+        let (total, items) = self.inner.ledger.dead_letters(f, self.inner.now_ms()).await?;
+        Ok(DeadLetterList { total, items })
+    }
+
+    /// Retry the filtered dead letters: their records are planned again from current state.
+    /// `dry_run` only reports the blast radius.
+    pub async fn retry_dead_letters(
+        &self,
+        f: &DeadLetterFilter,
+        dry_run: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<BulkResult, EngineError> {
+        self.bulk_dead_letters(f, dry_run, true, reason, by).await
+    }
+
+    /// Discard the filtered dead letters with a reason (required).
+    pub async fn discard_dead_letters(
+        &self,
+        f: &DeadLetterFilter,
+        dry_run: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<BulkResult, EngineError> {
+        self.bulk_dead_letters(f, dry_run, false, reason, by).await
+    }
+
+    async fn bulk_dead_letters(
+        &self,
+        f: &DeadLetterFilter,
+        dry_run: bool,
+        retry: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<BulkResult, EngineError> {
+        if !dry_run && reason.trim().is_empty() {
+            return Err(EngineError::ReasonRequired);
+        }
+        let now = self.inner.now_ms();
+        let radius = self.inner.ledger.blast_radius(f, now).await?;
+        if !dry_run && radius.dead_letters > 0 {
+            self.inner
+                .ledger
+                .resolve_dead_letters(f, retry, reason, by, now)
+                .await?;
+            self.inner.work.notify_waiters();
+        }
+        Ok(BulkResult {
+            radius,
+            applied: !dry_run,
+        })
+    }
+
+    /// The causal timeline of a record found by email, CRM id, billing id or record key.
+    pub async fn record_timeline(&self, query: &str) -> Result<Timeline, EngineError> {
+        let key = self
+            .inner
+            .ledger
+            .find_record(query)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no record matches {query:?}")))?;
+        let (object, side, id) = parse_entity_key(&key).ok_or_else(|| EngineError::NotFound(key.clone()))?;
+        let crm_id = (side == Side::Crm).then(|| id.to_string());
+        let billing_id = match &crm_id {
+            Some(c) => self.inner.ledger.billing_id_for(object, c).await?,
+            None => Some(id.to_string()),
+        };
+        let entries = self.inner.ledger.timeline(&key).await?;
+        Ok(Timeline {
+            record: key,
+            crm_id,
+            billing_id,
+            entries,
+        })
+    }
+
+    /// Requeue a dropped event (echo, superseded or a duplicate's original) for a fresh decision.
+    pub async fn undrop_event(&self, inbox_id: i64, reason: &str, by: &str) -> Result<String, EngineError> {
+        if reason.trim().is_empty() {
+            return Err(EngineError::ReasonRequired);
+        }
+        let key = self
+            .inner
+            .ledger
+            .undrop(inbox_id, by, reason, self.inner.now_ms())
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no inbound event {inbox_id}")))?;
+        self.inner.work.notify_waiters();
+        Ok(key)
+    }
+
+    async fn replay_records(&self, sel: &ReplaySelector) -> Result<Vec<String>, EngineError> {
+        let mut keys = Vec::new();
+        if let Some(q) = &sel.record {
+            let key = self
+                .inner
+                .ledger
+                .find_record(q)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("no record matches {q:?}")))?;
+            keys.push(key);
+        }
+        if !sel.dead_letter_ids.is_empty() {
+            let f = DeadLetterFilter {
+                ids: sel.dead_letter_ids.clone(),
+                include_resolved: true,
+                ..Default::default()
+            };
+            let (_, items) = self.inner.ledger.dead_letters(&f, self.inner.now_ms()).await?;
+            keys.extend(items.into_iter().map(|d| d.record));
+        }
+        if sel.from_ms.is_some() || sel.to_ms.is_some() {
+            let from = sel.from_ms.unwrap_or(0);
+            let to = sel.to_ms.unwrap_or(i64::MAX);
+            keys.extend(self.inner.ledger.records_with_events_between(from, to).await?);
+        }
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty()
+            && sel.record.is_none()
+            && sel.dead_letter_ids.is_empty()
+            && sel.from_ms.is_none()
+            && sel.to_ms.is_none()
+        {
+            return Err(EngineError::BadRequest(
+                "choose a time range, a record or dead letters to replay".into(),
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// Replay: plan the selected records again from both systems' current state. The dry run
+    /// returns the writes it would make (create / update / no-op / conflict); the run queues
+    /// the records, so pause, budgets and idempotency keys apply as for live events.
+    pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
+        let keys = self.replay_records(sel).await?;
+        let mut p = ReplayPreview {
+            records: keys.len() as i64,
+            ..Default::default()
+        };
+        let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
+        for key in &keys {
+            let plan = match worker::preview(&self.inner, key).await {
+                Ok(Some(plan)) => plan,
+                Ok(None) => continue,
+                Err(_) => {
+                    p.unreadable += 1;
+                    continue;
+                }
+            };
+            let rules: Vec<String> = plan.decisions.iter().map(|d| d.rule.clone()).collect();
+            let mut rows: Vec<ReplayWrite> = plan
+                .writes
+                .iter()
+                .map(|w| ReplayWrite {
+                    record: key.clone(),
+                    kind: if w.create { "create".into() } else { "update".into() },
+                    destination: Some(w.side.as_str().into()),
+                    values: serde_json::to_string(&w.fields).ok(),
+                    rules: rules.clone(),
+                })
+                .collect();
+            if plan.review.is_some() {
+                rows.push(ReplayWrite {
+                    record: key.clone(),
+                    kind: "conflict".into(),
+                    destination: None,
+                    values: plan.review.clone(),
+                    rules: rules.clone(),
+                });
+            }
+            if rows.is_empty() {
+                rows.push(ReplayWrite {
+                    record: key.clone(),
+                    kind: "noop".into(),
+                    destination: None,
+                    values: None,
+                    rules,
+                });
+            }
+            for r in rows {
+                match r.kind.as_str() {
+                    "create" => p.creates += 1,
+                    "update" => p.updates += 1,
+                    "conflict" => p.conflicts += 1,
+                    _ => p.noops += 1,
+                }
+                let n = seen.entry(r.kind.clone()).or_default();
+                if *n < SAMPLES_PER_KIND {
+                    *n += 1;
+                    p.samples.push(r);
+                }
+            }
+        }
+        if !dry_run {
+            let pauses = self.inner.ledger.pauses().await?;
+            if let Some(p) = pauses.first() {
+                return Err(EngineError::Paused(p.scope.clone()));
+            }
+            self.inner
+                .ledger
+                .replan_records(&keys, by, "replay", self.inner.now_ms())
+                .await?;
+            self.inner.work.notify_waiters();
+            p.queued = true;
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,247 @@
+//! Operator operations against the simulators: dead letters (blast radius, retry, discard),
+//! the record timeline, replay with its dry-run preview, un-drop.
+
+use std::time::Duration;
+
+use driftless::api::{DeadLetterFilter, ReplaySelector};
+use driftless::contract::{self, DEFAULT_CONTRACT};
+use driftless::drill::wait_quiescent;
+use driftless::sim::FaultProfile;
+
+use crate::support::{demo, demo_with, eventually, prop};
+
+/// The default contract plus a field the billing system refuses (an unknown parameter), so
+/// every create for a contact with a first name is a validation error.
+fn contract_with_a_rejected_field() -> contract::Contract {
+    let extra = "\n[[objects.customer.fields]]\nname = \"nickname\"\ncrm = \"firstname\"\nbilling = \"nickname\"\nowner = \"crm\"\n";
+    let text = DEFAULT_CONTRACT.replacen(
+        "\n[objects.subscription]",
+        &format!("{extra}\n[objects.subscription]"),
+        1,
+    );
+    contract::compile("test", &text).expect("contract valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_errors_dead_letter_with_context_and_can_be_retried_or_discarded() {
+    let d = demo_with(contract_with_a_rejected_field(), FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let id = sims
+        .crm
+        .create_contact(&[("email", "dl@example.test"), ("firstname", "Dee")]);
+    let list = eventually(20, "a dead letter", || {
+        let e = e.clone();
+        async move {
+            let l = e.list_dead_letters(&DeadLetterFilter::default()).await.ok()?;
+            (l.total == 1).then_some(l)
+        }
+    })
+    .await;
+    let dl = &list.items[0];
+    assert_eq!(dl.error_class, "validation");
+    assert_eq!(dl.destination, "billing");
+    assert_eq!(dl.record, format!("customer:crm:{id}"));
+    assert!(dl.error.contains("nickname"), "{}", dl.error);
+    assert_eq!(sims.billing.customers().len(), 0, "nothing was created");
+    let st = e.status().await.unwrap();
+    assert_eq!(st.ledger.events["dead_lettered"], 1);
+
+    // Filters narrow; the timeline shows the event's fate and the write's key.
+    let none = e
+        .list_dead_letters(&DeadLetterFilter {
+            destination: Some("crm".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(none.total, 0);
+    let t = e.record_timeline("dl@example.test").await.expect("timeline by email");
+    assert_eq!(t.record, dl.record);
+    assert!(t
+        .entries
+        .iter()
+        .any(|x| x.kind == "event" && x.state.as_deref() == Some("dead_lettered")));
+    assert!(t.entries.iter().any(|x| x.kind == "write"
+        && x.idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("billing:create:"))));
+    assert!(t.entries.iter().any(|x| x.rule.as_deref() == Some("retry:validation")));
+
+    // Retry: blast radius first, then the record is planned again (and fails again here).
+    let preview = e
+        .retry_dead_letters(&DeadLetterFilter::default(), true, "", "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        (preview.applied, preview.radius.dead_letters, preview.radius.records),
+        (false, 1, 1)
+    );
+    e.retry_dead_letters(&DeadLetterFilter::default(), false, "fixed upstream", "test")
+        .await
+        .unwrap();
+    eventually(20, "the retried write dead-letters again", || {
+        let e = e.clone();
+        let first = dl.id;
+        async move {
+            let l = e.list_dead_letters(&DeadLetterFilter::default()).await.ok()?;
+            (l.total == 1 && l.items[0].id != first).then_some(())
+        }
+    })
+    .await;
+    // Discard needs a reason and is audited.
+    assert!(e
+        .discard_dead_letters(&DeadLetterFilter::default(), false, " ", "test")
+        .await
+        .is_err());
+    let r = e
+        .discard_dead_letters(&DeadLetterFilter::default(), false, "not a real customer", "ops:ana")
+        .await
+        .unwrap();
+    assert!(r.applied);
+    assert_eq!(
+        e.list_dead_letters(&DeadLetterFilter::default()).await.unwrap().total,
+        0
+    );
+    let t = e.record_timeline(&id).await.unwrap();
+    assert!(t
+        .entries
+        .iter()
+        .any(|x| x.kind == "operator" && x.summary.contains("dead_letter_discard")));
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let id = sims
+        .crm
+        .create_contact(&[("email", "replay@example.test"), ("lifecyclestage", "lead")]);
+    let cus = eventually(20, "synced", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    // Drift: an edit in billing whose webhook never arrives.
+    sims.billing.suppress_webhooks(true);
+    sims.billing
+        .edit_customer(&cus, Some("drifted@example.test"), &[])
+        .expect("edit");
+    sims.billing.suppress_webhooks(false);
+
+    let sel = ReplaySelector {
+        record: Some(id.clone()),
+        ..Default::default()
+    };
+    let p = e.replay(&sel, true, "test").await.expect("preview");
+    assert_eq!((p.records, p.updates, p.creates, p.conflicts), (1, 1, 0, 0), "{p:?}");
+    assert!(p.samples[0]
+        .values
+        .as_deref()
+        .unwrap_or("")
+        .contains("replay@example.test"));
+    assert!(!p.queued);
+    let writes_before = sims.billing.request_log().iter().filter(|r| r.mutating).count();
+    assert_eq!(writes_before, 1, "the dry run wrote nothing");
+
+    // Replay is refused while paused, with a clear error.
+    e.pause_outbound(&Default::default(), "test").await.unwrap();
+    let err = e.replay(&sel, false, "test").await.unwrap_err();
+    assert_eq!(err.code(), "paused");
+    e.resume_outbound(&Default::default(), "test").await.unwrap();
+
+    let p = e.replay(&sel, false, "test").await.expect("run");
+    assert!(p.queued);
+    eventually(20, "billing email repaired", || {
+        let sims = sims.clone();
+        let cus = cus.clone();
+        async move {
+            sims.billing
+                .customers()
+                .into_iter()
+                .find(|c| c["id"] == cus.as_str() && c["email"] == "replay@example.test")
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    // Replaying again changes nothing: a no-op.
+    let p = e.replay(&sel, true, "test").await.unwrap();
+    assert_eq!((p.noops, p.updates), (1, 0));
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_can_be_undropped_and_is_decided_again() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let id = sims.crm.create_contact(&[("email", "undrop@example.test")]);
+    let t = eventually(20, "an echo in the timeline", || {
+        let e = e.clone();
+        let id = id.clone();
+        async move {
+            let t = e.record_timeline(&id).await.ok()?;
+            t.entries
+                .iter()
+                .any(|x| x.state.as_deref() == Some("echo"))
+                .then_some(t)
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let echo = t
+        .entries
+        .iter()
+        .find(|x| x.state.as_deref() == Some("echo"))
+        .expect("echo")
+        .id;
+    let writes = sims.billing.request_log().iter().filter(|r| r.mutating).count();
+    assert!(e.undrop_event(echo, "", "test").await.is_err(), "a reason is required");
+    e.undrop_event(echo, "checking a suspected missed change", "ops:ana")
+        .await
+        .expect("undrop");
+    eventually(20, "the event decided again", || {
+        let e = e.clone();
+        let id = id.clone();
+        async move {
+            let t = e.record_timeline(&id).await.ok()?;
+            t.entries
+                .iter()
+                .find(|x| x.id == echo && x.kind == "event")
+                .filter(|x| x.state.as_deref() != Some("pending"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    assert_eq!(
+        sims.billing.request_log().iter().filter(|r| r.mutating).count(),
+        writes,
+        "re-deciding an echo writes nothing"
+    );
+    let t = e.record_timeline(&id).await.unwrap();
+    assert!(t
+        .entries
+        .iter()
+        .any(|x| x.kind == "operator" && x.summary.contains("undrop")));
+    let st = e.status().await.unwrap();
+    let by_state: i64 = st
+        .ledger
+        .events
+        .iter()
+        .filter(|(k, _)| k.as_str() != "duplicate")
+        .map(|(_, v)| *v)
+        .sum();
+    assert_eq!(by_state, st.ledger.distinct_events);
+    d.running.shutdown().await;
+}
