@@ -339,3 +339,55 @@ pub struct ReplayPreview {
     /// False for the dry run; true once the records were queued.
     pub queued: bool,
 }
+
+/// One field of a conflicted record, side by side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReviewField {
+    pub field: String,
+    pub crm: Option<String>,
+    pub billing: Option<String>,
+    pub owner: String,
+    pub last_synced: Option<String>,
+}
+
+/// Who changed what, when (from the record's recent inbound events).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct Change {
+    pub side: String,
+    pub at_ms: i64,
+    pub event_id: String,
+    /// e.g. `email = "a@b"` or `metadata.lifecycle_stage: "lead" -> "customer"`.
+    pub what: String,
+    /// `CRM_UI`, `INTEGRATION`, `dashboard`, `api`, … as the system reported it.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReviewItem {
+    pub id: i64,
+    pub record: String,
+    pub reason: String,
+    pub created_at_ms: i64,
+    pub fields: Vec<ReviewField>,
+    pub changes: Vec<Change>,
+}
+
+/// How one field is settled: take the CRM's value, the billing value, or a typed value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct FieldChoice {
+    pub field: String,
+    /// `crm`, `billing` or `value`.
+    pub take: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReviewResolution {
+    pub choices: Vec<FieldChoice>,
+    pub reason: String,
+}

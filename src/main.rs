@@ -55,6 +55,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DeadLetterCmd,
     },
+    /// The review queue: conflicted records side by side; resolve by choosing a side per field.
+    Review {
+        #[command(subcommand)]
+        cmd: ReviewCmd,
+    },
     /// A record's causal timeline (events and their fate, decisions, writes), by email, CRM id,
     /// billing id or record key.
     Timeline {
@@ -90,6 +95,29 @@ enum Cmd {
         run: bool,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReviewCmd {
+    /// Open review items with each field's CRM value, billing value, owner and last synced value.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Resolve one item: `--take field=crm`, `--take field=billing` or `--set field=VALUE`.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        take: Vec<String>,
+        #[arg(long)]
+        set: Vec<String>,
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         ctx: OpsArgs,
     },
@@ -400,6 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Sim(a) => sim_cmd(a).await,
         Cmd::Drill(a) => drill(a).await,
         Cmd::DeadLetters { cmd } => dead_letters(cmd).await,
+        Cmd::Review { cmd } => review(cmd).await,
         Cmd::Timeline { query, json, ctx } => {
             let e = ops_engine(&ctx).await?;
             let t = e.record_timeline(&query).await?;
@@ -480,6 +509,79 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 );
             }
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn review(cmd: ReviewCmd) -> Result<ExitCode> {
+    match cmd {
+        ReviewCmd::List { json, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let items = e.list_reviews().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("{} records waiting for review", items.len());
+                for it in &items {
+                    println!("#{} {} — {}", it.id, it.record, it.reason);
+                    println!(
+                        "  {:<22} {:<28} {:<28} {:<26} last synced",
+                        "field", "crm", "billing", "owner"
+                    );
+                    for f in &it.fields {
+                        println!(
+                            "  {:<22} {:<28} {:<28} {:<26} {}",
+                            f.field,
+                            f.crm.as_deref().unwrap_or("—"),
+                            f.billing.as_deref().unwrap_or("—"),
+                            f.owner,
+                            f.last_synced.as_deref().unwrap_or("—")
+                        );
+                    }
+                    for c in it.changes.iter().take(5) {
+                        println!(
+                            "  changed on {} by {}: {}",
+                            c.side,
+                            c.source.as_deref().unwrap_or("?"),
+                            c.what
+                        );
+                    }
+                }
+            }
+            e.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        ReviewCmd::Resolve {
+            id,
+            take,
+            set,
+            reason,
+            ctx,
+        } => {
+            let mut choices = Vec::new();
+            for t in &take {
+                let (field, side) = t.split_once('=').context("--take expects field=crm or field=billing")?;
+                choices.push(driftless::api::FieldChoice {
+                    field: field.into(),
+                    take: side.into(),
+                    value: None,
+                });
+            }
+            for s in &set {
+                let (field, value) = s.split_once('=').context("--set expects field=VALUE")?;
+                choices.push(driftless::api::FieldChoice {
+                    field: field.into(),
+                    take: "value".into(),
+                    value: Some(value.into()),
+                });
+            }
+            let e = ops_engine(&ctx).await?;
+            let key = e
+                .resolve_review(id, &driftless::api::ReviewResolution { choices, reason }, "cli")
+                .await?;
+            println!("review {id} resolved; writes for {key} are queued for the running engine");
             e.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,10 +1,15 @@
-//! Operator operations: dead letters, the record timeline, un-drop and replay. Each is one
+//! Operator operations: dead letters, the review queue, the record timeline, un-drop and replay. Each is one
 //! engine function used by the CLI, the HTTP API and the desktop app alike.
 
 use super::{worker, Engine, EngineError};
-use crate::api::{BulkResult, DeadLetterFilter, DeadLetterList, ReplayPreview, ReplaySelector, ReplayWrite, Timeline};
+use crate::api::{
+    BulkResult, DeadLetterFilter, DeadLetterList, ReplayPreview, ReplaySelector, ReplayWrite, ReviewItem,
+    ReviewResolution, Timeline,
+};
 use crate::contract::Side;
 use crate::ingest::parse_entity_key;
+use crate::ingest::stripe::META_CORRELATION;
+use crate::ledger::NewOp;
 
 const SAMPLES_PER_KIND: usize = 5;
 
@@ -217,5 +222,114 @@ impl Engine {
             p.queued = true;
         }
         Ok(p)
+    }
+
+    /// Records waiting for a person, with each field side by side and who changed what when.
+    pub async fn list_reviews(&self) -> Result<Vec<ReviewItem>, EngineError> {
+        Ok(self.inner.ledger.open_reviews(10_000).await?)
+    }
+
+    /// Settle a conflicted record: per field take the CRM value, the billing value or a typed
+    /// one. The writes are queued with idempotency keys (`review:{id}:{side}`) and audited with
+    /// the operator's reason; pause and budgets apply as for any write.
+    pub async fn resolve_review(&self, id: i64, res: &ReviewResolution, by: &str) -> Result<String, EngineError> {
+        if res.reason.trim().is_empty() {
+            return Err(EngineError::ReasonRequired);
+        }
+        let item = self
+            .inner
+            .ledger
+            .open_review(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no open review item {id}")))?;
+        let (object, side, rid) =
+            parse_entity_key(&item.record).ok_or_else(|| EngineError::NotFound(item.record.clone()))?;
+        let mapping = self
+            .inner
+            .contract
+            .object(object)
+            .ok_or_else(|| EngineError::BadRequest(format!("{object} is not in the contract")))?;
+        let crm_id = (side == Side::Crm).then(|| rid.to_string());
+        let billing_id = match &crm_id {
+            Some(c) => self.inner.ledger.billing_id_for(object, c).await?,
+            None => Some(rid.to_string()),
+        };
+        let mut crm_values = serde_json::Map::new();
+        let mut billing_values = serde_json::Map::new();
+        for ch in &res.choices {
+            let f = mapping
+                .fields
+                .iter()
+                .find(|f| f.name == ch.field)
+                .ok_or_else(|| EngineError::BadRequest(format!("{} is not a field of {object}", ch.field)))?;
+            let shown = item.fields.iter().find(|x| x.field == ch.field);
+            let value = match ch.take.as_str() {
+                "crm" => shown.and_then(|x| x.crm.clone()),
+                "billing" => shown.and_then(|x| x.billing.clone()),
+                "value" => ch.value.clone().filter(|v| !v.is_empty()),
+                other => {
+                    return Err(EngineError::BadRequest(format!(
+                        "take must be crm, billing or value, not {other:?}"
+                    )))
+                }
+            };
+            let v = value.map_or(serde_json::Value::Null, serde_json::Value::String);
+            if shown.map(|x| x.crm.clone()) != Some(v.as_str().map(str::to_string)) {
+                crm_values.insert(f.crm.clone(), v.clone());
+            }
+            if shown.map(|x| x.billing.clone()) != Some(v.as_str().map(str::to_string)) {
+                if f.billing == "id" {
+                    return Err(EngineError::BadRequest(format!(
+                        "{} is the billing id and cannot be written there",
+                        f.name
+                    )));
+                }
+                billing_values.insert(f.billing.clone(), v);
+            }
+        }
+        let cause = self.inner.ledger.last_cause(&item.record).await?.map(|(c, _)| c);
+        let mut ops = Vec::new();
+        if let (false, Some(cid)) = (crm_values.is_empty(), &crm_id) {
+            let corr = uuid::Uuid::new_v4().to_string();
+            crm_values.insert(
+                "driftless_correlation_id".into(),
+                serde_json::Value::String(corr.clone()),
+            );
+            ops.push(NewOp {
+                destination: Side::Crm,
+                op: "update_contact".into(),
+                target_id: Some(cid.clone()),
+                idempotency_key: format!("review:{id}:crm"),
+                correlation_id: corr,
+                field_values: crm_values,
+                cause_inbox_id: cause,
+            });
+        }
+        if let (false, Some(bid)) = (billing_values.is_empty(), &billing_id) {
+            let corr = uuid::Uuid::new_v4().to_string();
+            billing_values.insert(
+                format!("metadata.{META_CORRELATION}"),
+                serde_json::Value::String(corr.clone()),
+            );
+            ops.push(NewOp {
+                destination: Side::Billing,
+                op: "update_customer".into(),
+                target_id: Some(bid.clone()),
+                idempotency_key: format!("review:{id}:billing"),
+                correlation_id: corr,
+                field_values: billing_values,
+                cause_inbox_id: cause,
+            });
+        }
+        let resolution =
+            serde_json::json!({"review": id, "choices": res.choices, "reason": res.reason, "writes": ops.len()});
+        let key = self
+            .inner
+            .ledger
+            .resolve_review(id, &ops, &resolution, by, self.inner.now_ms())
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("review item {id} was resolved meanwhile")))?;
+        self.inner.work.notify_waiters();
+        Ok(key)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Ledger, Result};
-use crate::api::{BlastRadius, DeadLetter, DeadLetterFilter, TimelineEntry};
+use crate::api::{BlastRadius, Change, DeadLetter, DeadLetterFilter, ReviewField, ReviewItem, TimelineEntry};
 
 /// The record's contract object: the part of the queue key before the first `:`.
 fn object_of(key: &str) -> String {
@@ -515,4 +515,171 @@ impl Ledger {
         tx.commit().await?;
         Ok(Some(key))
     }
+
+    /// Open review items, oldest first, with their fields and the record's recent changes.
+    pub async fn open_reviews(&self, limit: i64) -> Result<Vec<ReviewItem>> {
+        let rows = sqlx::query(
+            "SELECT id, entity_key, reason, fields, created_at_ms FROM review_queue WHERE resolved_at_ms IS NULL ORDER BY id LIMIT ?1",
+        )
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let key: String = r.try_get(1)?;
+            let fields: String = r.try_get(3)?;
+            let fields: Vec<ReviewField> = serde_json::from_str(&fields).unwrap_or_default();
+            let changes = self.recent_changes(&key, 20).await?;
+            out.push(ReviewItem {
+                id: r.try_get(0)?,
+                record: key,
+                reason: r.try_get(2)?,
+                created_at_ms: r.try_get(4)?,
+                fields,
+                changes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One open review item.
+    pub async fn open_review(&self, id: i64) -> Result<Option<ReviewItem>> {
+        Ok(self.open_reviews(100_000).await?.into_iter().find(|r| r.id == id))
+    }
+
+    /// The record's latest inbound changes, newest first.
+    async fn recent_changes(&self, key: &str, limit: i64) -> Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT source, received_at_ms, event_id, payload FROM inbox WHERE entity_key = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(key)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let side: String = r.try_get(0)?;
+                let payload: String = r.try_get(3)?;
+                let v: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+                let (what, source) = describe_change(&side, &v);
+                Ok(Change {
+                    side,
+                    at_ms: r.try_get(1)?,
+                    event_id: r.try_get(2)?,
+                    what,
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Settle a review: its writes are queued (with their idempotency keys), the item is
+    /// closed with the operator's reason, and the record is planned again afterwards.
+    pub async fn resolve_review(
+        &self,
+        id: i64,
+        ops: &[super::NewOp],
+        resolution: &serde_json::Value,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
+        let mut tx = self.begin().await?;
+        let key: Option<String> =
+            sqlx::query_scalar("SELECT entity_key FROM review_queue WHERE id = ?1 AND resolved_at_ms IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(key) = key else { return Ok(None) };
+        for op in ops {
+            sqlx::query(
+                "INSERT INTO outbox (entity_key, destination, op, target_id, idempotency_key, correlation_id, \
+                 field_values, cause_inbox_id, lane, created_at_ms, updated_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'review', ?9, ?9) ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(op.destination.as_str())
+            .bind(&op.op)
+            .bind(&op.target_id)
+            .bind(&op.idempotency_key)
+            .bind(&op.correlation_id)
+            .bind(serde_json::Value::Object(op.field_values.clone()).to_string())
+            .bind(op.cause_inbox_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE review_queue SET resolved_at_ms = ?2, resolution = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(now_ms)
+            .bind(resolution.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) VALUES (?1, ?2, ?3, 'review_resolved', 'operator', ?4)",
+        )
+        .bind(now_ms)
+        .bind(&key)
+        .bind(by)
+        .bind(resolution.to_string())
+        .execute(&mut *tx)
+        .await?;
+        Self::enqueue_replan(&mut tx, &key).await?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+}
+
+/// One line for a person: what an inbound event changed, and who it says did it.
+fn describe_change(side: &str, v: &serde_json::Value) -> (String, Option<String>) {
+    if side == "crm" {
+        let prop = v.get("propertyName").and_then(|p| p.as_str());
+        let what = match prop {
+            Some(p) => format!(
+                "{p} = {}",
+                v.get("propertyValue").map(|x| x.to_string()).unwrap_or_default()
+            ),
+            None => v
+                .get("subscriptionType")
+                .and_then(|t| t.as_str())
+                .unwrap_or("change")
+                .to_string(),
+        };
+        return (what, v.get("changeSource").and_then(|s| s.as_str()).map(str::to_string));
+    }
+    let typ = v.get("type").and_then(|t| t.as_str()).unwrap_or("event");
+    let obj = v.get("data").and_then(|d| d.get("object"));
+    let mut parts = Vec::new();
+    if let Some(prev) = v
+        .get("data")
+        .and_then(|d| d.get("previous_attributes"))
+        .and_then(|p| p.as_object())
+    {
+        for (k, old) in prev {
+            if k == "metadata" {
+                for (mk, mold) in old.as_object().into_iter().flatten() {
+                    let new = obj.and_then(|o| o.get("metadata")).and_then(|m| m.get(mk));
+                    parts.push(format!(
+                        "metadata.{mk}: {mold} -> {}",
+                        new.map(|n| n.to_string()).unwrap_or_default()
+                    ));
+                }
+            } else {
+                let new = obj.and_then(|o| o.get(k));
+                parts.push(format!(
+                    "{k}: {old} -> {}",
+                    new.map(|n| n.to_string()).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let what = if parts.is_empty() {
+        typ.to_string()
+    } else {
+        format!("{typ}: {}", parts.join(", "))
+    };
+    let source = match v.get("request").and_then(|r| r.get("id")) {
+        Some(serde_json::Value::Null) | None => Some("dashboard".to_string()),
+        Some(_) => Some("api".to_string()),
+    };
+    (what, source)
 }

@@ -245,3 +245,118 @@ async fn an_echo_can_be_undropped_and_is_decided_again() {
     assert_eq!(by_state, st.ledger.distinct_events);
     d.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_field_changed_on_both_sides_goes_to_review_and_the_operators_choice_is_written() {
+    let text = DEFAULT_CONTRACT.replacen(
+        "billing = \"metadata.lifecycle_stage\"\nowner = \"crm\"",
+        "billing = \"metadata.lifecycle_stage\"\nowner = \"shared\"\nconflict = \"review\"",
+        1,
+    );
+    assert_ne!(text, DEFAULT_CONTRACT, "the test contract differs from the default");
+    let d = demo_with(contract::compile("test", &text).expect("valid"), FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let id = sims
+        .crm
+        .create_contact(&[("email", "shared@example.test"), ("lifecyclestage", "lead")]);
+    let cus = eventually(20, "synced", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    // Both sides change the shared field before driftless hears of either.
+    sims.crm.suppress_webhooks(true);
+    sims.billing.suppress_webhooks(true);
+    sims.crm
+        .edit_contact(&id, &[("lifecyclestage", "customer")])
+        .expect("crm edit");
+    sims.billing
+        .edit_customer(&cus, None, &[("lifecycle_stage", "opportunity")])
+        .expect("billing edit");
+    sims.crm.suppress_webhooks(false);
+    sims.billing.suppress_webhooks(false);
+    let sel = ReplaySelector {
+        record: Some(id.clone()),
+        ..Default::default()
+    };
+    let p = e.replay(&sel, true, "test").await.unwrap();
+    assert_eq!(p.conflicts, 1, "{p:?}");
+    e.replay(&sel, false, "test").await.unwrap();
+    let item = eventually(20, "a review item", || {
+        let e = e.clone();
+        async move { e.list_reviews().await.ok()?.into_iter().next() }
+    })
+    .await;
+    let f = item
+        .fields
+        .iter()
+        .find(|f| f.field == "lifecycle_stage")
+        .expect("field in review");
+    assert_eq!(
+        (f.crm.as_deref(), f.billing.as_deref(), f.last_synced.as_deref()),
+        (Some("customer"), Some("opportunity"), Some("lead"))
+    );
+    assert_eq!(f.owner, "shared (review)");
+    let writes = sims.billing.request_log().iter().filter(|r| r.mutating).count();
+    assert_eq!(e.status().await.unwrap().ledger.review_depth, 1);
+
+    let res = driftless::api::ReviewResolution {
+        choices: vec![driftless::api::FieldChoice {
+            field: "lifecycle_stage".into(),
+            take: "crm".into(),
+            value: None,
+        }],
+        reason: "sales confirmed the deal closed".into(),
+    };
+    assert!(e
+        .resolve_review(
+            item.id,
+            &driftless::api::ReviewResolution {
+                reason: String::new(),
+                ..res.clone()
+            },
+            "ops:ana"
+        )
+        .await
+        .is_err());
+    e.resolve_review(item.id, &res, "ops:ana").await.expect("resolve");
+    eventually(20, "billing takes the CRM value", || {
+        let sims = sims.clone();
+        let cus = cus.clone();
+        async move {
+            sims.billing
+                .customers()
+                .into_iter()
+                .find(|c| c["id"] == cus.as_str() && c["metadata"]["lifecycle_stage"] == "customer")
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    assert_eq!(
+        sims.billing.request_log().iter().filter(|r| r.mutating).count(),
+        writes + 1,
+        "one write"
+    );
+    assert_eq!(e.status().await.unwrap().ledger.review_depth, 0);
+    let key = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .filter(|r| r.mutating)
+        .last()
+        .and_then(|r| r.idempotency_key)
+        .unwrap_or_default();
+    assert_eq!(key, format!("review:{}:billing", item.id));
+    let t = e.record_timeline(&id).await.unwrap();
+    assert!(t.entries.iter().any(|x| x.summary.contains("review_resolved")));
+    d.running.shutdown().await;
+}
