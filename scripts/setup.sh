@@ -25,7 +25,7 @@ pkgs=(pkg-config)
 if ! need node || ! need npm; then pkgs+=(nodejs npm); fi
 desktop_pkgs=(libwebkit2gtk-4.1-dev build-essential libssl-dev libayatana-appindicator3-dev librsvg2-dev)
 if [ "$mode" = test ]; then
-  pkgs+=("${desktop_pkgs[@]}" chromium xvfb webkit2gtk-driver)
+  pkgs+=("${desktop_pkgs[@]}" chromium xvfb webkit2gtk-driver x11-utils)
 elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
   pkgs+=("${desktop_pkgs[@]}")
 fi

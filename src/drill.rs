@@ -14,7 +14,7 @@ use crate::contract::Contract;
 use crate::ingest::stripe::META_CRM_ID;
 use crate::ledger::LagFigures;
 use crate::runtime::{self, DemoOptions, Running, RuntimeError, ServeOptions};
-use crate::sim::{run_actors, ActorPlan, FaultProfile};
+use crate::sim::{run_actors, run_billing_activity, ActorPlan, BillingActivity, BillingActivityReport, FaultProfile};
 
 pub struct DrillOptions {
     pub seed: u64,
@@ -27,6 +27,8 @@ pub struct DrillOptions {
     /// Give up waiting for quiescence after this long (the report then says so).
     pub settle_timeout: Duration,
     pub edits_per_sec: f64,
+    /// Billing cycles of finance activity after the CRM actors (0 = none).
+    pub billing_cycles: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,8 +107,34 @@ pub async fn run(opts: DrillOptions) -> Result<DrillReport, RuntimeError> {
         },
     )
     .await;
-    let quiesced = wait_quiescent(&running, opts.settle_timeout).await;
-    let report = check(&running, &opts, &actors, quiesced, started, faults_label).await;
+    // Then finance: subscriptions for the customers the engine created, plan changes,
+    // cancellations, credit notes and billing cycles (failed payments included).
+    let mut quiesced = wait_quiescent(&running, opts.settle_timeout).await;
+    let billing = if opts.billing_cycles > 0 {
+        let b = run_billing_activity(
+            &sims,
+            opts.seed,
+            BillingActivity {
+                cycles: opts.billing_cycles,
+                ..BillingActivity::default()
+            },
+        )
+        .await;
+        quiesced = wait_quiescent(&running, opts.settle_timeout).await;
+        Some(b)
+    } else {
+        None
+    };
+    let report = check(
+        &running,
+        &opts,
+        &actors,
+        billing.as_ref(),
+        quiesced,
+        started,
+        faults_label,
+    )
+    .await;
     running.shutdown().await;
     report
 }
@@ -148,6 +176,7 @@ async fn check(
     running: &Running,
     opts: &DrillOptions,
     actors: &crate::sim::ActorReport,
+    billing: Option<&BillingActivityReport>,
     quiesced: bool,
     started: Instant,
     faults_label: String,
@@ -192,6 +221,8 @@ async fn check(
     });
 
     // 2. Owner wins: owned fields equal on both sides, or the record is in review.
+    let subscriptions = sims.billing.subscriptions();
+    let invoices = sims.billing.invoices();
     let mapping = opts.contract.object("customer");
     let mut mismatches = Vec::new();
     let reviewed: HashSet<String> = ledger
@@ -217,6 +248,16 @@ async fn check(
                         "contact {cid} {}: crm {:?} billing {:?}",
                         f.name, crm_v, bill_v
                     ));
+                }
+            }
+            // Billing-owned subscription and invoice fields, computed here from the billing
+            // simulator's own objects (deliberately independent of the connector's code).
+            if billing.is_some() {
+                for (prop, want) in expected_billing_fields(cust, &subscriptions, &invoices) {
+                    let got = s(c, &["properties", prop]);
+                    if got != want && !reviewed.contains(&cid) {
+                        mismatches.push(format!("contact {cid} {prop}: crm {got:?} billing {want:?}"));
+                    }
                 }
             }
         }
@@ -252,8 +293,22 @@ async fn check(
         w.bound = match side {
             // a create per contact, at most one write per CRM edit and per billing edit (revert)
             "billing" => actors.contacts_created + actors.crm_edits + actors.billing_edits,
-            // the billing id written back once per contact; billing edits touch CRM-owned fields only
-            _ => actors.contacts_created + actors.billing_edits,
+            // the billing id written back once per contact; billing edits touch CRM-owned fields
+            // only; each finance action or invoice may take a few events (created, finalized,
+            // paid, customer.updated), each at most one CRM write
+            _ => {
+                actors.contacts_created
+                    + actors.billing_edits
+                    + billing.map_or(0, |b| {
+                        3 * (b.subscriptions_started
+                            + b.plan_changes
+                            + b.cancellations
+                            + b.credit_notes
+                            + b.invoices_collected
+                            + b.invoices
+                            + b.subscriptions_ended)
+                    })
+            }
         };
         writes.insert(side.to_string(), w);
     }
@@ -343,6 +398,93 @@ async fn check(
         lag_ms: status.ledger.lag_ms.clone(),
         checks,
     })
+}
+
+fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+}
+
+fn date_of(t: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// What the contact should show for a billing customer's subscription and invoices.
+fn expected_billing_fields(
+    customer: &Value,
+    subs: &[Value],
+    invoices: &[Value],
+) -> Vec<(&'static str, Option<String>)> {
+    let cus = customer["id"].as_str().unwrap_or_default();
+    let mut mine: Vec<&Value> = subs.iter().filter(|x| x["customer"] == cus).collect();
+    mine.sort_by_key(|x| {
+        std::cmp::Reverse((
+            x["created"].as_i64().unwrap_or(0),
+            x["id"].as_str().unwrap_or("").to_string(),
+        ))
+    });
+    let sub = mine.iter().find(|x| x["status"] != "canceled").or_else(|| mine.first());
+    let mut out = Vec::new();
+    match sub {
+        Some(sub) => {
+            let live = sub["status"] != "canceled";
+            let items = sub["items"]["data"].as_array().cloned().unwrap_or_default();
+            let mrr: i64 = items
+                .iter()
+                .map(|i| i["price"]["unit_amount"].as_i64().unwrap_or(0) * i["quantity"].as_i64().unwrap_or(1))
+                .sum();
+            out.push(("subscription_status", sub["status"].as_str().map(str::to_string)));
+            out.push((
+                "plan",
+                items
+                    .first()
+                    .and_then(|i| i["price"]["lookup_key"].as_str())
+                    .map(str::to_string),
+            ));
+            out.push(("mrr", Some(money(if live { mrr } else { 0 }))));
+            out.push((
+                "next_invoice_date",
+                sub["current_period_end"].as_i64().filter(|_| live).and_then(date_of),
+            ));
+            out.push((
+                "cancel_at_period_end",
+                Some(sub["cancel_at_period_end"].as_bool().unwrap_or(false).to_string()),
+            ));
+        }
+        None => {
+            for p in [
+                "subscription_status",
+                "plan",
+                "mrr",
+                "next_invoice_date",
+                "cancel_at_period_end",
+            ] {
+                out.push((p, None));
+            }
+        }
+    }
+    let mine: Vec<&Value> = invoices.iter().filter(|i| i["customer"] == cus).collect();
+    let open: i64 = mine
+        .iter()
+        .filter(|i| i["status"] == "open")
+        .map(|i| i["amount_remaining"].as_i64().unwrap_or(0))
+        .sum();
+    let last_paid = mine
+        .iter()
+        .filter_map(|i| i["status_transitions"]["paid_at"].as_i64())
+        .max();
+    out.push(("invoice_balance", Some(money(open))));
+    out.push((
+        "delinquent",
+        Some(customer["delinquent"].as_bool().unwrap_or(false).to_string()),
+    ));
+    out.push((
+        "last_payment_at",
+        last_paid
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    ));
+    out
 }
 
 /// Every event id the billing system holds, through its public `/v1/events` API.

@@ -306,6 +306,10 @@ struct DrillArgs {
     /// Actor edit rate per second (0 = as fast as possible, which mostly measures coalescing).
     #[arg(long, default_value_t = 50.0)]
     edits_per_sec: f64,
+    /// Billing cycles of finance activity (subscriptions, plan changes, cancellations, credit
+    /// notes, failed payments) after the CRM actors; 0 to skip.
+    #[arg(long, default_value_t = 2)]
+    billing_cycles: usize,
 }
 
 fn load_contract(path: Option<&Path>) -> Result<Contract> {
@@ -814,6 +818,7 @@ async fn drill(a: DrillArgs) -> Result<ExitCode> {
         workers: a.workers,
         settle_timeout: Duration::from_secs(a.settle_secs),
         edits_per_sec: a.edits_per_sec,
+        billing_cycles: a.billing_cycles,
     })
     .await?;
     if let Some(dir) = tmp {

@@ -160,6 +160,12 @@ pub trait BillingApi: Send + Sync {
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     /// Customers whose email is exactly `email`, newest first.
     fn customers_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
+    /// The customer's current subscription, flattened to `status`, `plan`, `mrr`,
+    /// `next_invoice_date`, `cancel_at_period_end`; an empty record when it has none.
+    fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// The customer's invoices summarised: `amount_remaining` (open invoices, net of credit
+    /// notes) and `last_payment_at`. Delinquency is on the customer record itself.
+    fn invoice_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
 }
 
 /// A custom CRM property the contract needs.
@@ -244,6 +250,12 @@ impl BillingApi for Offline {
         Box::pin(async move { Err(self.err()) })
     }
     fn customers_by_email<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn subscription_summary<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn invoice_summary<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move { Err(self.err()) })
     }
 }

@@ -157,6 +157,9 @@ pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
         let val = v.get(attr).and_then(Value::as_str).filter(|s| !s.is_empty());
         fields.insert(attr.to_string(), val.map(str::to_string));
     }
+    if let Some(d) = v.get("delinquent").and_then(Value::as_bool) {
+        fields.insert("delinquent".into(), Some(d.to_string()));
+    }
     if let Some(meta) = v.get("metadata").and_then(Value::as_object) {
         for (k, val) in meta {
             let s = match val {
@@ -173,7 +176,186 @@ pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
     })
 }
 
+/// Major units with two decimals ("50.00") from cents.
+fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let c = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", c / 100, c % 100)
+}
+
+fn date_of(secs: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+fn time_of(secs: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(secs, 0).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// Flatten a subscription into the paths the contract maps.
+pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConnectorError::Garbage {
+            system: SYSTEM,
+            status: 200,
+            detail: "subscription without an id".into(),
+            body: clip(&v.to_string()),
+        })?;
+    let items = v
+        .get("items")
+        .and_then(|i| i.get("data"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut mrr_cents: i64 = 0;
+    let mut plan = None;
+    for it in &items {
+        let price = it.get("price");
+        let amount = price
+            .and_then(|p| p.get("unit_amount"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let qty = it.get("quantity").and_then(Value::as_i64).unwrap_or(1);
+        let interval = price
+            .and_then(|p| p.get("recurring"))
+            .and_then(|r| r.get("interval"))
+            .and_then(Value::as_str)
+            .unwrap_or("month");
+        let count = price
+            .and_then(|p| p.get("recurring"))
+            .and_then(|r| r.get("interval_count"))
+            .and_then(Value::as_i64)
+            .unwrap_or(1)
+            .max(1);
+        let monthly = match interval {
+            "year" => amount * qty / (12 * count),
+            "week" => amount * qty * 52 / (12 * count),
+            "day" => amount * qty * 365 / (12 * count),
+            _ => amount * qty / count,
+        };
+        mrr_cents += monthly;
+        if plan.is_none() {
+            plan = price
+                .and_then(|p| p.get("lookup_key").or_else(|| p.get("id")))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+    }
+    let status = v.get("status").and_then(Value::as_str).map(str::to_string);
+    let live = !matches!(status.as_deref(), Some("canceled") | Some("incomplete_expired"));
+    let mut fields = Fields::new();
+    fields.insert("status".into(), status);
+    fields.insert("plan".into(), plan);
+    fields.insert("mrr".into(), Some(money(if live { mrr_cents } else { 0 })));
+    fields.insert(
+        "next_invoice_date".into(),
+        v.get("current_period_end")
+            .and_then(Value::as_i64)
+            .filter(|_| live)
+            .and_then(date_of),
+    );
+    fields.insert(
+        "cancel_at_period_end".into(),
+        Some(
+            v.get("cancel_at_period_end")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string(),
+        ),
+    );
+    Ok(RemoteRecord {
+        id: id.to_string(),
+        fields,
+    })
+}
+
+impl StripeClient {
+    async fn list_all(&self, path: &str, query: &[(&str, &str)], max_pages: usize) -> ConnResult<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..max_pages {
+            let mut q: Vec<(&str, &str)> = query.to_vec();
+            q.push(("limit", "100"));
+            if let Some(a) = &after {
+                q.push(("starting_after", a));
+            }
+            let v = self.send(self.http.get(self.url(path)).query(&q)).await?;
+            let data = v
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status: 200,
+                    detail: "list without data".into(),
+                    body: clip(&v.to_string()),
+                })?;
+            after = data
+                .last()
+                .and_then(|d| d.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            out.extend(data);
+            if v.get("has_more").and_then(Value::as_bool) != Some(true) || after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl BillingApi for StripeClient {
+    fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move {
+            let subs = self
+                .list_all("/v1/subscriptions", &[("customer", customer_id), ("status", "all")], 10)
+                .await?;
+            // Newest first: the newest not canceled, else the newest.
+            let chosen = subs
+                .iter()
+                .find(|s| s.get("status").and_then(Value::as_str) != Some("canceled"))
+                .or_else(|| subs.first());
+            match chosen {
+                Some(s) => subscription_record(s),
+                None => Ok(RemoteRecord {
+                    id: format!("{customer_id}:no-subscription"),
+                    fields: ["status", "plan", "mrr", "next_invoice_date", "cancel_at_period_end"]
+                        .iter()
+                        .map(|k| (k.to_string(), None))
+                        .collect(),
+                }),
+            }
+        })
+    }
+
+    fn invoice_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move {
+            let invoices = self.list_all("/v1/invoices", &[("customer", customer_id)], 10).await?;
+            let mut remaining: i64 = 0;
+            let mut last_paid: Option<i64> = None;
+            for inv in &invoices {
+                if inv.get("status").and_then(Value::as_str) == Some("open") {
+                    remaining += inv.get("amount_remaining").and_then(Value::as_i64).unwrap_or(0);
+                }
+                let paid_at = inv
+                    .get("status_transitions")
+                    .and_then(|t| t.get("paid_at"))
+                    .and_then(Value::as_i64);
+                if let Some(p) = paid_at {
+                    last_paid = Some(last_paid.map_or(p, |l: i64| l.max(p)));
+                }
+            }
+            let mut fields = Fields::new();
+            fields.insert("amount_remaining".into(), Some(money(remaining)));
+            fields.insert("last_payment_at".into(), last_paid.and_then(time_of));
+            Ok(RemoteRecord {
+                id: customer_id.to_string(),
+                fields,
+            })
+        })
+    }
+
     fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move {
             match self.send(self.http.get(self.url(&format!("/v1/customers/{id}")))).await {
@@ -255,6 +437,23 @@ mod tests {
                 ("metadata[lifecycle_stage]".to_string(), String::new())
             ]
         );
+    }
+
+    #[test]
+    fn subscription_flattens_plan_mrr_and_dates() {
+        let v = serde_json::json!({"id": "sub_1", "status": "active", "current_period_end": 1_800_000_000,
+            "cancel_at_period_end": true,
+            "items": {"data": [{"quantity": 2, "price": {"lookup_key": "pro", "unit_amount": 5000,
+                "recurring": {"interval": "month", "interval_count": 1}}}]}});
+        let r = subscription_record(&v).unwrap();
+        assert_eq!(r.get("plan"), Some("pro"));
+        assert_eq!(r.get("mrr"), Some("100.00"));
+        assert_eq!(r.get("next_invoice_date"), Some("2027-01-15"));
+        assert_eq!(r.get("cancel_at_period_end"), Some("true"));
+        let yearly = serde_json::json!({"id": "sub_2", "status": "canceled",
+            "items": {"data": [{"price": {"unit_amount": 120000, "recurring": {"interval": "year"}}}]}});
+        assert_eq!(subscription_record(&yearly).unwrap().get("mrr"), Some("0.00"));
+        assert_eq!(money(-5), "-0.05");
     }
 
     #[test]

@@ -305,7 +305,35 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         crm_seq: real.iter().filter(|e| e.source == Side::Crm).map(|e| e.id).max(),
         billing_seq: real.iter().filter(|e| e.source == Side::Billing).map(|e| e.id).max(),
     };
-    let p = plan::plan(m, crm.as_ref(), billing.as_ref(), &shadow, seq);
+    let mut p = plan::plan(m, crm.as_ref(), billing.as_ref(), &shadow, seq);
+    // Subscriptions, invoices and credit notes of this customer, mirrored onto the contact.
+    if let (Some(c), Some(b)) = (&crm, &billing) {
+        if touches_billing_objects(&inner.contract, &real, replan) {
+            for extra in billing_object_mappings(&inner.contract) {
+                let summary = match extra.billing {
+                    crate::contract::BillingObject::Subscription => {
+                        read(inner, Side::Billing, inner.billing.subscription_summary(&b.id)).await
+                    }
+                    _ => read(inner, Side::Billing, inner.billing.invoice_summary(&b.id))
+                        .await
+                        .map(|mut r| {
+                            // Delinquency lives on the customer, which was just read.
+                            r.fields.insert(
+                                "delinquent".into(),
+                                Some(b.get("delinquent").unwrap_or("false").to_string()),
+                            );
+                            r
+                        }),
+                };
+                let summary = match summary {
+                    Ok(r) => r,
+                    Err(e) => return park_for_read(ctx, e).await,
+                };
+                let p2 = plan::plan(extra, Some(c), Some(&summary), &shadow, seq);
+                merge_plan(&mut p, p2, extra);
+            }
+        }
+    }
     for (field, value) in &p.in_sync {
         for side in [Side::Crm, Side::Billing] {
             cs.shadow.push(ShadowValue {
@@ -400,6 +428,77 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
     Ok(None)
 }
 
+/// Contract objects other than the customer pair that mirror billing objects onto the contact.
+fn billing_object_mappings(c: &crate::contract::Contract) -> impl Iterator<Item = &ObjectMapping> {
+    use crate::contract::BillingObject;
+    c.objects.iter().filter(|o| {
+        o.crm == crate::contract::CrmObject::Contact
+            && matches!(o.billing, BillingObject::Subscription | BillingObject::Invoice)
+    })
+}
+
+/// Whether this decision needs the subscription and invoice summaries (they cost requests):
+/// a billing event about them, a CRM change to a field they own, or a plan without events.
+fn touches_billing_objects(c: &crate::contract::Contract, real: &[&InboxEvent], replan: bool) -> bool {
+    if replan || real.is_empty() {
+        return true;
+    }
+    real.iter().any(|ev| match ev.source {
+        Side::Billing => {
+            ev.event_type.starts_with("customer.subscription.")
+                || ev.event_type.starts_with("invoice.")
+                || ev.event_type.starts_with("credit_note.")
+                || ev.event_type == "customer.updated"
+        }
+        Side::Crm => {
+            let payload: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
+            let prop = payload.get("propertyName").and_then(|p| p.as_str()).unwrap_or("");
+            billing_object_mappings(c).any(|m| m.fields.iter().any(|f| f.crm == prop))
+        }
+    })
+}
+
+/// Fold a billing-object mapping's plan into the customer's: one CRM write per decision.
+fn merge_plan(into: &mut plan::Plan, from: plan::Plan, m: &ObjectMapping) {
+    into.in_sync.extend(from.in_sync);
+    into.decisions.extend(from.decisions);
+    if let Some(r) = from.review {
+        into.review = Some(match into.review.take() {
+            Some(prev) => format!("{prev}; {r}"),
+            None => r,
+        });
+    }
+    for w in from.writes {
+        if w.side == Side::Billing {
+            // Subscriptions and invoices are written by billing only in this version.
+            into.decisions.push(plan::Decision {
+                field: w.settles.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>().join(","),
+                rule: "unsupported_write".into(),
+                crm: None,
+                billing: None,
+                last_synced: None,
+                outcome: format!("a write to billing {} objects is not supported; sent to review", m.name),
+            });
+            let msg = format!(
+                "{}: the contract asks for a write to billing {} objects",
+                m.name, m.name
+            );
+            into.review = Some(match into.review.take() {
+                Some(prev) => format!("{prev}; {msg}"),
+                None => msg,
+            });
+            continue;
+        }
+        match into.writes.iter_mut().find(|x| x.side == Side::Crm && !x.create) {
+            Some(existing) => {
+                existing.fields.extend(w.fields);
+                existing.settles.extend(w.settles);
+            }
+            None => into.writes.push(w),
+        }
+    }
+}
+
 type Loaded = (Option<RemoteRecord>, Option<RemoteRecord>, Option<String>);
 
 /// Read both records as they are now: (CRM record, billing record, billing id the identity
@@ -411,6 +510,7 @@ async fn load(
     side_id: (Side, &str),
 ) -> Result<Result<Loaded, ConnectorError>, EngineError> {
     let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
+    props.extend(billing_object_mappings(&inner.contract).flat_map(|o| o.fields.iter().map(|f| f.crm.clone())));
     for p in ["email", "driftless_correlation_id"] {
         if !props.iter().any(|x| x == p) {
             props.push(p.to_string());
@@ -492,10 +592,14 @@ fn fields_of(op: &OutboxOp) -> Fields {
 }
 
 /// Shadow rows a completed write settles: every mapped field it wrote, on both sides.
-fn settled_shadow(m: &ObjectMapping, op: &OutboxOp) -> Vec<ShadowValue> {
+fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &OutboxOp) -> Vec<ShadowValue> {
     let seq = op.cause_inbox_id.unwrap_or(0);
     let mut out = Vec::new();
-    for f in &m.fields {
+    let fields = m
+        .fields
+        .iter()
+        .chain(billing_object_mappings(contract).flat_map(|o| o.fields.iter()));
+    for f in fields {
         let path = match op.destination {
             Side::Crm => &f.crm,
             Side::Billing => &f.billing,
@@ -579,7 +683,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 result_id: Some(rec.id.clone()),
                 error: None,
             });
-            cs.shadow = settled_shadow(ctx.mapping, op);
+            cs.shadow = settled_shadow(&inner.contract, ctx.mapping, op);
             if op.op == "create_customer" {
                 if let Some(cid) = ctx.crm_id {
                     cs.identity = Some((ctx.mapping.name.clone(), cid.to_string(), rec.id.clone()));

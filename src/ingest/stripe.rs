@@ -101,9 +101,19 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64) -> Result<New
         .and_then(|m| m.get(META_CRM_ID))
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty());
-    let key = match crm_id {
-        Some(c) if object == "customer" => entity_key(object, Side::Crm, c),
-        _ => entity_key(object, Side::Billing, obj_id),
+    // Subscriptions, invoices and credit notes belong to their customer's record.
+    let owner_customer = match object {
+        "subscription" | "invoice" | "credit_note" => match obj.get("customer") {
+            Some(Value::String(c)) => Some(c.clone()),
+            Some(Value::Object(o)) => o.get("id").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (identity_object, billing_id, key) = match (&owner_customer, crm_id) {
+        (Some(cus), _) => ("customer", cus.clone(), entity_key("customer", Side::Billing, cus)),
+        (None, Some(c)) if object == "customer" => ("customer", obj_id.to_string(), entity_key(object, Side::Crm, c)),
+        (None, _) => (object, obj_id.to_string(), entity_key(object, Side::Billing, obj_id)),
     };
     Ok(NewEvent {
         source: Side::Billing,
@@ -112,9 +122,9 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64) -> Result<New
         event_type: typ.to_string(),
         object_type: obj_type.to_string(),
         object_id: obj_id.to_string(),
-        identity_object: object.to_string(),
+        identity_object: identity_object.to_string(),
         entity_key: key,
-        billing_id: Some(obj_id.to_string()),
+        billing_id: Some(billing_id),
         payload: v.to_string(),
         received_at_ms: now_ms,
     })

@@ -8,7 +8,8 @@ WebKitWebDriver and the app) and passes their addresses in. This file only speak
   2. wait until the overview shows live numbers: counter-events_total > 0 and increasing
      between two reads, and the health badge carries a data-state;
   3. screenshot the window into docs/screenshots/desktop.png;
-  4. the title bar says "driftless";
+  4. the title bar says "driftless"; a command outside the window's capability is refused
+     and the CSP blocks inline script;
   5. pause all outbound writes with a reason, through the UI's own controls;
   6. the title bar now says PAUSED (the native title the Rust side sets, read from the X
      server, and the page's document.title, which is what WebDriver reports);
@@ -228,6 +229,33 @@ class Smoke:
             f.write(png)
         return f"{self.args.screenshot} ({len(png)} bytes)"
 
+    def locked_down(self):
+        """The capability grants only the console's commands, and the CSP refuses inline script."""
+        refused = self.wd.request(
+            "POST",
+            self.wd._s("/execute/async"),
+            {
+                "script": "const done = arguments[0];"
+                "window.__TAURI_INTERNALS__.invoke('plugin:window|set_title', {label: 'main', value: 'x'})"
+                ".then(() => done('allowed'), (e) => done('refused: ' + e));",
+                "args": [],
+            },
+        )
+        if not str(refused).startswith("refused"):
+            raise AssertionError(f"window.set_title outside the capability was {refused!r}")
+        inline = self.wd.request(
+            "POST",
+            self.wd._s("/execute/sync"),
+            {
+                "script": "const s = document.createElement('script'); s.textContent = 'window.__smokeInline = 1';"
+                "document.head.appendChild(s); s.remove(); return window.__smokeInline === 1;",
+                "args": [],
+            },
+        )
+        if inline is not False:
+            raise AssertionError("an inline <script> ran despite the CSP")
+        return "plugin:window|set_title refused; inline <script> blocked"
+
     def title_running(self):
         native = wait_for("the native window title", lambda: native_titles(self.args.display), 10)
         if native != ["driftless"]:
@@ -263,6 +291,7 @@ class Smoke:
                 if self.check("overview shows live numbers", self.live_numbers):
                     self.check("screenshot", self.screenshot)
                 self.check("title is driftless", self.title_running)
+                self.check("capability and CSP locked down", self.locked_down)
                 if self.check("pause outbound writes from the window", self.pause_through_ui):
                     self.check("title says PAUSED", self.title_paused)
         finally:

@@ -18,6 +18,7 @@ async fn drill_200_records_1000_edits_under_every_fault_holds_the_invariants() {
         workers: 8,
         settle_timeout: Duration::from_secs(240),
         edits_per_sec: 60.0,
+        billing_cycles: 2,
     })
     .await
     .expect("drill runs");
