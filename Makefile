@@ -5,6 +5,8 @@
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, as .ci/run sets it).
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 
 .PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill clean
 
@@ -31,17 +33,17 @@ unit:
 
 # The TypeScript API types are generated from Rust by `cargo test`; committed copies must match.
 types-fresh:
-	@git diff --exit-code --stat -- ui/src/lib/types || { echo "ui/src/lib/types is stale: commit the regenerated files"; exit 1; }
+	@test -z "$$(git status --porcelain -- ui/src/lib/types)" || { git status --short -- ui/src/lib/types; echo "ui/src/lib/types is stale: commit the regenerated files"; exit 1; }
 
 # Browser end-to-end against `driftless serve --demo` in headless Chromium.
 e2e:
 	$(CARGO) build --locked --bin driftless
-	cd ui && npm test && DRIFTLESS_BIN=../target/debug/driftless npm run e2e
+	cd ui && npm test && DRIFTLESS_BIN=$(TARGET_DIR)/debug/driftless npm run e2e
 
 # The desktop window under Xvfb, driven through tauri-driver + WebKitWebDriver.
 desktop-smoke:
 	$(CARGO) build --locked -p driftless-desktop
-	bash scripts/desktop-smoke.sh
+	DESKTOP_SMOKE_NO_BUILD=1 bash scripts/desktop-smoke.sh
 
 test: setup-test ui lint unit types-fresh e2e desktop-smoke
 
