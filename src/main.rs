@@ -370,7 +370,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let l = Ledger::open(&ledger.ledger).await?;
             let st = l.status().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                // The same object as `GET /api/status`.
+                let status = driftless::api::Status {
+                    contract_version: l.contract_version().await?.unwrap_or_else(|| "unknown".into()),
+                    ledger: st,
+                };
+                println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
                 println!("events: {:?}", st.events);
                 println!("writes: {:?}", st.writes);
@@ -678,14 +683,14 @@ fn scope_of(d: Option<Destination>) -> &'static str {
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let contract = load_contract(a.contract.as_deref())?;
-    let mut _tmp = None;
+    let mut demo_dir = None;
     let running = if a.demo {
         let ledger = match a.ledger {
             Some(l) => l,
             None => {
                 let dir = tempfile_dir()?;
                 let p = dir.join("driftless-demo.db");
-                _tmp = Some(dir);
+                demo_dir = Some(dir);
                 p
             }
         };
@@ -750,6 +755,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     shutdown_signal().await;
     eprintln!("stopping…");
     running.shutdown().await;
+    if let Some(dir) = demo_dir {
+        // The demo's fresh ledger lives only as long as the demo.
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -202,6 +202,9 @@ impl Engine {
     pub async fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let ledger = Ledger::open(&cfg.ledger).await?;
         ledger.reset_leases().await?;
+        ledger
+            .record_contract_version(&cfg.contract.version, cfg.clock.now_ms())
+            .await?;
         let (ingest_tx, ingest_rx) = mpsc::channel::<IngestJob>(1024);
         let (shutdown, _) = watch::channel(false);
         let rl = &cfg.contract.rate_limits;
@@ -504,7 +507,19 @@ impl Inner {
 /// answer each sender.
 async fn ingest_batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<IngestJob>) {
     const MAX_BATCH: usize = 1000;
-    while let Some(first) = rx.recv().await {
+    let mut stop = inner.shutdown_rx();
+    loop {
+        // At shutdown the HTTP server has already stopped: finish what is queued, then end.
+        if inner.stopping() && rx.is_empty() {
+            break;
+        }
+        let first = tokio::select! {
+            j = rx.recv() => match j {
+                Some(j) => j,
+                None => break,
+            },
+            _ = stop.changed() => continue,
+        };
         let mut jobs = vec![first];
         let mut n = jobs[0].events.len();
         while n < MAX_BATCH {

@@ -796,6 +796,28 @@ impl Ledger {
         Ok(())
     }
 
+    /// Remember the contract version the engine runs with (so `status` can report it).
+    pub async fn record_contract_version(&self, version: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO control_flags (key, value, set_by, set_at_ms) VALUES ('contract_version', ?1, 'engine', ?2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, set_at_ms = excluded.set_at_ms",
+        )
+        .bind(version)
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The contract version the engine last ran with, if any.
+    pub async fn contract_version(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM control_flags WHERE key = 'contract_version'")
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
     /// Current pause flags. Read on the writer connection so a pause set a moment ago by
     /// another process (the CLI) is seen by the very next write.
     pub async fn pauses(&self) -> Result<Vec<PauseFlag>> {

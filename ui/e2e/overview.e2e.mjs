@@ -1,0 +1,452 @@
+// Browser end-to-end test of the console against a real `driftless serve --demo`, in
+// Debian's headless Chromium driven by playwright-core (no browser download).
+//
+//   DRIFTLESS_BIN=../target/debug/driftless npm run e2e
+//
+// Env: DRIFTLESS_BIN (default ../target/debug/driftless), CHROMIUM (default /usr/bin/chromium),
+// E2E_SCREENSHOT (default ../docs/screenshots/overview.png).
+// Every wait and loop below is bounded; the server and the browser are stopped in `after`,
+// also when a test fails.
+
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = process.env.DRIFTLESS_BIN
+  ? path.resolve(process.env.DRIFTLESS_BIN)
+  : path.resolve(UI_DIR, '../target/debug/driftless');
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const SCREENSHOT = process.env.E2E_SCREENSHOT
+  ? path.resolve(process.env.E2E_SCREENSHOT)
+  : path.resolve(UI_DIR, '../docs/screenshots/overview.png');
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const EVENT_STATES = ['pending', 'applied', 'duplicate', 'echo', 'superseded', 'conflicted', 'dead_lettered'];
+const CHART_IDS = ['lag', 'drops', 'rate_limited', 'rate_wait', 'queue_depth', 'error_rate', 'backlog'];
+/** `status.events.pending` at or under this counts as "drained" (the demo keeps adding events). */
+const LOW_PENDING = 10;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function log(...a) {
+  console.log('#', ...a);
+}
+
+/** Poll `fn` until it returns a truthy value; throw with `what` after `timeoutMs`. */
+async function waitFor(what, fn, { timeoutMs = 10_000, intervalMs = 250 } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(intervalMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
+}
+
+/** fetch with a hard timeout. */
+async function get(url, init = {}, timeoutMs = 5000) {
+  return fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+}
+
+function run(file, args, timeoutMs = 15_000) {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { timeout: timeoutMs, env: childEnv(), maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${path.basename(file)} ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** The environment for driftless, without settings that would change what we test. */
+function childEnv() {
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', NO_COLOR: '1' };
+  delete env.DRIFTLESS_LEDGER;
+  delete env.DRIFTLESS_TOKEN;
+  return env;
+}
+
+/** The counters the page must show, from a `Status`, keyed by data-testid. */
+function expectedCounters(s) {
+  const out = {};
+  for (const st of EVENT_STATES) out[`counter-events-${st}`] = String(s.events[st] ?? 0);
+  out['counter-events_total'] = String(s.events_total);
+  out['counter-queue_depth'] = String(s.queue_depth);
+  out['counter-dead_letter_depth'] = String(s.dead_letter_depth);
+  out['counter-review_depth'] = String(s.review_depth);
+  for (const d of ['crm', 'billing']) {
+    out[`counter-writes-${d}-done`] = String(s.writes[d]?.done ?? 0);
+    out[`counter-writes-${d}-pending`] = String(s.writes[d]?.pending ?? 0);
+  }
+  out['counter-lag-p50'] = String(s.lag_ms.p50);
+  out['counter-lag-p95'] = String(s.lag_ms.p95);
+  out['counter-lag-max'] = String(s.lag_ms.max);
+  return out;
+}
+
+function diff(want, got) {
+  return Object.keys(want)
+    .filter((k) => want[k] !== got[k])
+    .map((k) => `${k}: page ${JSON.stringify(got[k])} vs status ${want[k]}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server and the browser, shared by the tests (which run in order).
+
+const S = {
+  proc: null,
+  base: '',
+  token: '',
+  ledger: '',
+  startedAt: 0,
+  output: [],
+  browser: null,
+  context: null,
+  page: null,
+  pageProblems: [],
+};
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const args = ['serve', '--demo', '--addr', '127.0.0.1:0', '--faults', 'default'];
+    log(`starting ${BIN} ${args.join(' ')}`);
+    const proc = spawn(BIN, args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    S.proc = proc;
+    S.startedAt = Date.now();
+    const timer = setTimeout(() => {
+      reject(new Error(`driftless did not print its console URL within 60 s. Output:\n${S.output.join('\n')}`));
+    }, 60_000);
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot start ${BIN}: ${e.message} (build it: cd .. && cargo build --bin driftless)`));
+    });
+    proc.on('exit', (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`driftless exited early (${code ?? sig}). Output:\n${S.output.join('\n')}`));
+    });
+    const keep = (line) => {
+      S.output.push(line);
+      if (S.output.length > 400) S.output.shift();
+    };
+    createInterface({ input: proc.stderr }).on('line', keep);
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      keep(line);
+      const url = line.match(/^\s*console\/API:\s+(http:\/\/127\.0\.0\.1:\d+)\/\?token=([0-9A-Za-z_-]+)\s*$/);
+      if (url) [, S.base, S.token] = url;
+      const ledger = line.match(/^\s*ledger:\s+(.+?)\s*$/);
+      if (ledger) S.ledger = ledger[1];
+      if (S.base && S.ledger) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+}
+
+async function stopServer() {
+  const proc = S.proc;
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise((r) => proc.once('exit', r));
+  const t0 = Date.now();
+  proc.kill('SIGTERM');
+  const ok = await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]);
+  if (ok) log(`driftless stopped ${Date.now() - t0} ms after SIGTERM`);
+  else {
+    log('driftless did not stop within 15 s of SIGTERM: killing it');
+    proc.kill('SIGKILL');
+    await Promise.race([exited, sleep(5000)]);
+  }
+}
+
+// Never leave the server behind, whatever happens.
+process.on('exit', () => {
+  if (S.proc && S.proc.exitCode === null && S.proc.signalCode === null) S.proc.kill('SIGKILL');
+});
+
+async function api(p, { method = 'GET', body, token = S.token } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await get(`${S.base}${p}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${text}`);
+  return JSON.parse(text);
+}
+
+const status = () => api('/api/status');
+
+let systems = null;
+async function simRequests() {
+  systems ??= (await api('/api/overview')).systems;
+  const logs = await Promise.all(
+    [systems.crm.base_url, systems.billing.base_url].map(async (u) => {
+      const res = await get(`${u.replace(/\/+$/, '')}/_sim/requests`);
+      assert.equal(res.status, 200, `GET ${u}/_sim/requests`);
+      return res.json();
+    }),
+  );
+  return logs;
+}
+
+/** Mutating requests the simulators applied (schema calls under /properties/ aside). */
+async function appliedWrites() {
+  const [crm, billing] = await simRequests();
+  const writes = (l) => l.filter((r) => r.mutating && r.applied && !r.path.includes('/properties/'));
+  const w = { crm: writes(crm), billing: writes(billing) };
+  return {
+    count: w.crm.length + w.billing.length,
+    maxSeq: { crm: Math.max(0, ...crm.map((r) => r.seq)), billing: Math.max(0, ...billing.map((r) => r.seq)) },
+    w,
+  };
+}
+
+function writesAfter(now, seqs) {
+  return [...now.w.crm.filter((r) => r.seq > seqs.crm), ...now.w.billing.filter((r) => r.seq > seqs.billing)];
+}
+
+async function pageCounters(page) {
+  return page.evaluate(() => {
+    const out = {};
+    for (const el of document.querySelectorAll('[data-testid^="counter-"]')) {
+      out[el.getAttribute('data-testid')] = el.textContent.trim();
+    }
+    const at = document.querySelector('[data-testid="updated-at"]');
+    return { counters: out, at: at ? Number(at.getAttribute('data-ms')) : 0 };
+  });
+}
+
+async function ensureResumed() {
+  const s = await status();
+  for (const p of s.paused) await api('/api/resume_outbound', { method: 'POST', body: { scope: p.scope, reason: null } });
+  await waitFor('the pause banner to go', async () => (await S.page.locator('[data-testid=pause-banner]').count()) === 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('driftless console in Chromium', { concurrency: 1 }, () => {
+  before(async () => {
+    await startServer();
+    log(`console at ${S.base}, ledger ${S.ledger}`);
+    S.browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 60_000 });
+    S.context = await S.browser.newContext({ viewport: { width: 1280, height: 800 } });
+    S.page = await S.context.newPage();
+    S.page.setDefaultTimeout(15_000);
+    S.page.on('console', (m) => {
+      if (m.type() === 'error') S.pageProblems.push(`console error: ${m.text()}`);
+    });
+    S.page.on('pageerror', (e) => S.pageProblems.push(`page error: ${e.message}`));
+    await S.page.goto(`${S.base}/?token=${S.token}`);
+    await S.page.locator('[data-testid=health]').waitFor({ state: 'visible' });
+  });
+
+  after(async () => {
+    await S.browser?.close().catch(() => {});
+    await stopServer();
+    // The demo made its ledger in a temporary folder of its own: remove it.
+    const dir = S.ledger ? path.dirname(S.ledger) : '';
+    if (dir && path.basename(dir).startsWith('driftless-demo-')) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps the token out of the address bar once loaded', async () => {
+    const url = new URL(S.page.url());
+    assert.equal(url.searchParams.get('token'), null, `token still in ${url}`);
+    const stored = await S.page.evaluate(() => sessionStorage.getItem('driftless.token'));
+    assert.equal(stored, S.token);
+  });
+
+  it('a. shows the same numbers as `driftless status --json` and /api/status', async () => {
+    const page = S.page;
+    // Pausing quiets the ledger (no writes, so fewer counters move); webhooks still arrive.
+    await api('/api/pause_outbound', { method: 'POST', body: { scope: 'global', reason: 'e2e: snapshot' } });
+    try {
+      // The CLI and the API read the same ledger: compare the CLI with two API reads taken
+      // around it, accepting the first try where nothing moved in between.
+      let cliMatched = false;
+      for (let i = 0; i < 15 && !cliMatched; i++) {
+        const before = await status();
+        const cli = JSON.parse(await run(BIN, ['status', '--json', '--ledger', S.ledger]));
+        const afterS = await status();
+        if (JSON.stringify(before) !== JSON.stringify(afterS)) continue;
+        // The CLI prints the ledger's figures; the API adds the contract version in force.
+        const { contract_version: version, ...figures } = before;
+        const { contract_version: cliVersion, ...cliFigures } = cli;
+        assert.deepEqual(cliFigures, figures, 'driftless status --json differs from /api/status');
+        if (cliVersion !== undefined) assert.equal(cliVersion, version);
+        cliMatched = true;
+      }
+      assert.ok(cliMatched, 'the ledger never held still long enough to compare the CLI with the API');
+
+      // The page with /api/status fetched in the same instant, right after a fresh update.
+      let lastDiff = [];
+      for (let i = 0; i < 30; i++) {
+        const prev = (await pageCounters(page)).at;
+        await waitFor('a fresh overview on the page', async () => (await pageCounters(page)).at > prev, {
+          timeoutMs: 5000,
+          intervalMs: 50,
+        });
+        const [p1, s, p2] = [await pageCounters(page), await status(), await pageCounters(page)];
+        if (p1.at !== p2.at) continue;
+        lastDiff = diff(expectedCounters(s), p1.counters);
+        if (lastDiff.length === 0) {
+          log(`page matched /api/status on try ${i + 1}: events_total ${s.events_total}`);
+          return;
+        }
+      }
+      assert.fail(`the page never matched /api/status; last differences:\n${lastDiff.join('\n')}`);
+    } finally {
+      await ensureResumed();
+    }
+  });
+
+  it('b. Pause (global, with a reason) stops all writes while events keep arriving', async () => {
+    const page = S.page;
+    await ensureResumed();
+    // Let the engine write something first, so "stopped" means something.
+    await waitFor('the engine to write to the simulators', async () => (await appliedWrites()).count > 0, {
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
+    await page.getByTestId('pause-global').click();
+    await page.getByTestId('pause-reason').fill('e2e: billing migration');
+    await page.getByTestId('pause-confirm').click();
+    await page.getByTestId('pause-banner').waitFor({ state: 'visible', timeout: 5000 });
+    const confirmedAt = Date.now();
+    // A write already on the wire when the pause landed may still complete (the engine's
+    // request timeout is 2 s): give those a moment before taking the baseline.
+    await sleep(2500);
+    const base = await appliedWrites();
+    const eventsBefore = (await status()).events_total;
+    log(`paused; ${base.count} applied writes at the simulators, events_total ${eventsBefore}`);
+
+    await sleep(8000);
+    const now = await appliedWrites();
+    const s = await status();
+    const leaked = writesAfter(now, base.maxSeq);
+    assert.equal(
+      leaked.length,
+      0,
+      `writes reached the simulators while paused: ${JSON.stringify(leaked.slice(0, 5))} (paused at ${confirmedAt})`,
+    );
+    assert.equal(now.count, base.count, 'the number of applied writes grew while paused');
+    assert.ok(s.events_total > eventsBefore, `events stopped arriving (events_total stayed ${eventsBefore})`);
+    assert.ok(s.paused.some((p) => p.scope === 'global' && p.reason === 'e2e: billing migration'));
+
+    const banner = (await page.getByTestId('pause-banner').textContent()).replace(/\s+/g, ' ');
+    assert.match(banner, /All outbound writes paused/);
+    assert.match(banner, /e2e: billing migration/);
+    assert.match(banner, /operator:console/);
+    assert.match(banner, /since \d\d:\d\d:\d\d/);
+    assert.equal(await page.title(), 'driftless — PAUSED');
+    assert.equal(await page.getByTestId('health').getAttribute('data-state'), 'paused');
+    log(`events_total ${eventsBefore} → ${s.events_total} while no write reached either system`);
+  });
+
+  it('c. Resume drains the backlog', async () => {
+    const page = S.page;
+    if (!(await status()).paused.some((p) => p.scope === 'global')) {
+      await api('/api/pause_outbound', { method: 'POST', body: { scope: 'global', reason: 'e2e: backlog' } });
+      await sleep(3000);
+    }
+    const base = await appliedWrites();
+    const pendingBefore = (await status()).events.pending;
+    const t0 = Date.now();
+    await page.getByTestId('resume-global').click();
+    await page.getByTestId('pause-banner').waitFor({ state: 'detached', timeout: 5000 });
+    assert.equal(await page.title(), 'driftless');
+
+    const drained = await waitFor(
+      `writes at the simulators and events.pending ≤ ${LOW_PENDING}`,
+      async () => {
+        const w = writesAfter(await appliedWrites(), base.maxSeq);
+        const s = await status();
+        return w.length > 0 && s.events.pending <= LOW_PENDING ? { writes: w.length, pending: s.events.pending } : null;
+      },
+      { timeoutMs: 30_000, intervalMs: 500 },
+    );
+    log(
+      `resumed: pending ${pendingBefore} → ${drained.pending}, ${drained.writes} writes in ${Date.now() - t0} ms`,
+    );
+    // The page follows: its pending counter is low too.
+    await waitFor('the page to show the drained backlog', async () => {
+      const { counters } = await pageCounters(page);
+      return Number(counters['counter-events-pending']) <= LOW_PENDING;
+    });
+  });
+
+  it('d. refuses requests without the token, and says so on the page', async () => {
+    for (const p of ['/api/status', '/api/stream', '/api/overview']) {
+      const res = await get(`${S.base}${p}`);
+      assert.equal(res.status, 401, `GET ${p} without a token`);
+      const body = await res.json();
+      assert.equal(body.code, 'unauthorized');
+    }
+    const wrong = await get(`${S.base}/api/stream?token=not-the-token`);
+    assert.equal(wrong.status, 401, 'GET /api/stream with a wrong token');
+    await wrong.body?.cancel();
+
+    // A fresh browser (no stored token) opening the bare address.
+    const ctx = await S.browser.newContext({ viewport: { width: 1280, height: 800 } });
+    try {
+      const page = await ctx.newPage();
+      await page.goto(`${S.base}/`);
+      const err = page.getByTestId('error-state');
+      await err.waitFor({ state: 'visible', timeout: 10_000 });
+      assert.match(await err.textContent(), /This link's token is wrong or expired: open the URL driftless printed/);
+      assert.equal(await err.getAttribute('data-code'), 'unauthorized');
+    } finally {
+      await ctx.close();
+    }
+  });
+
+  it('e. draws every chart, and takes a screenshot after a minute of demo activity', async () => {
+    const page = S.page;
+    const waitMs = Math.max(0, S.startedAt + 62_000 - Date.now());
+    log(`waiting ${Math.round(waitMs / 1000)} s more for a minute of demo activity`);
+    await sleep(waitMs);
+    await waitFor(
+      'the charts to have data',
+      async () => Number(await page.getByTestId('chart-lag').getAttribute('data-points')) >= 2,
+      { timeoutMs: 70_000, intervalMs: 1000 },
+    );
+    for (const id of CHART_IDS) {
+      const chart = page.getByTestId(`chart-${id}`);
+      await chart.waitFor({ state: 'visible' });
+      assert.equal(await chart.locator('canvas').count(), 1, `chart-${id} has no canvas`);
+    }
+    await page.getByTestId('reconciliation').waitFor({ state: 'visible' });
+    assert.match(await page.getByTestId('reconciliation').textContent(), /\S/);
+    await page.getByTestId('updated-at').waitFor({ state: 'visible' });
+    // A settled, current frame: let the next update paint.
+    await sleep(1200);
+    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: false });
+    assert.ok(statSync(SCREENSHOT).size > 20_000, 'the screenshot looks empty');
+    log(`screenshot: ${SCREENSHOT}`);
+  });
+
+  it('ran without script errors or CSP violations', () => {
+    assert.deepEqual(S.pageProblems, []);
+  });
+});

@@ -1,0 +1,36 @@
+// A plausible Overview for tests (shape from the generated types).
+
+import type { Overview } from '../types/Overview';
+import type { PauseFlag } from '../types/PauseFlag';
+
+export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number; at?: number } = {}): Overview {
+  const paused = over.paused ?? [];
+  return {
+    generated_at_ms: over.at ?? 1_700_000_000_000,
+    health: paused.length
+      ? { state: 'paused', reasons: ['all outbound writes paused by operator:console: maintenance'] }
+      : { state: 'running', reasons: [] },
+    status: {
+      contract_version: 'v1',
+      events: { pending: 3, applied: 120, duplicate: 7, echo: 40, superseded: 2, conflicted: 1, dead_lettered: 0 },
+      events_total: over.events_total ?? 180,
+      distinct_events: 173,
+      writes: {
+        crm: { done: 60, pending: 2, dead_lettered: 0 },
+        billing: { done: 58, pending: 1, dead_lettered: 1 },
+      },
+      queue_depth: 3,
+      dead_letter_depth: 1,
+      review_depth: 1,
+      lag_ms: { samples: 120, p50: 210, p95: 1480, max: 5022 },
+      paused,
+    },
+    charts: [],
+    reconciliation: { last_run: null, message: 'no reconciliation run yet' },
+    systems: {
+      demo: true,
+      crm: { kind: 'hubspot', base_url: 'http://127.0.0.1:1', reachable: true, last_error: null },
+      billing: { kind: 'stripe', base_url: 'http://127.0.0.1:2', reachable: true, last_error: null },
+    },
+  };
+}
