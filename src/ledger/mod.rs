@@ -913,43 +913,31 @@ impl Ledger {
 
     /// Add per-minute metric deltas (summed into the existing sample for that minute).
     pub async fn add_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.begin().await?;
-        for (name, labels, minute, value) in samples {
-            sqlx::query(
-                "INSERT INTO metric_samples (name, labels, minute, value) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (name, labels, minute) DO UPDATE SET value = value + excluded.value",
-            )
-            .bind(name)
-            .bind(labels)
-            .bind(minute)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.write_metric_samples(samples, "value + excluded.value").await
     }
 
     /// Set gauge samples for a minute (the last sample of the minute wins).
     pub async fn set_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
+        self.write_metric_samples(samples, "excluded.value").await
+    }
+
+    async fn write_metric_samples(&self, samples: &[(String, String, i64, f64)], merge: &'static str) -> Result<()> {
         if samples.is_empty() {
             return Ok(());
         }
+        let sql = format!(
+            "INSERT INTO metric_samples (name, labels, minute, value) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name, labels, minute) DO UPDATE SET value = {merge}"
+        );
         let mut tx = self.begin().await?;
         for (name, labels, minute, value) in samples {
-            sqlx::query(
-                "INSERT INTO metric_samples (name, labels, minute, value) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (name, labels, minute) DO UPDATE SET value = excluded.value",
-            )
-            .bind(name)
-            .bind(labels)
-            .bind(minute)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&sql)
+                .bind(name)
+                .bind(labels)
+                .bind(minute)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -6,7 +6,7 @@ use driftless::api::PauseRequest;
 use driftless::drill::wait_quiescent;
 use driftless::sim::FaultProfile;
 
-use crate::support::{demo, eventually, meta, prop};
+use crate::support::{demo, eventually, meta, prop, synced_contact};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes_nothing() {
@@ -67,25 +67,6 @@ async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes
     assert!(st.ledger.events["echo"] >= 2, "echoes counted: {:?}", st.ledger.events);
     assert_eq!(st.ledger.events["pending"], 0);
     d.running.shutdown().await;
-}
-
-async fn synced_contact(d: &crate::support::Demo, email: &str) -> (String, String) {
-    let sims = d.running.sims.clone().expect("sims");
-    let id = sims.crm.create_contact(&[("email", email), ("lifecyclestage", "lead")]);
-    let cus = eventually(20, "contact synced", || {
-        let sims = sims.clone();
-        let id = id.clone();
-        async move {
-            sims.crm
-                .contacts()
-                .into_iter()
-                .find(|c| c["id"] == id.as_str())
-                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
-        }
-    })
-    .await;
-    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
-    (id, cus)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

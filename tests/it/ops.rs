@@ -8,7 +8,7 @@ use driftless::contract::{self, DEFAULT_CONTRACT};
 use driftless::drill::wait_quiescent;
 use driftless::sim::FaultProfile;
 
-use crate::support::{demo, demo_with, eventually, prop};
+use crate::support::{demo, demo_with, eventually, synced_contact};
 
 /// The default contract plus a field the billing system refuses (an unknown parameter), so
 /// every create for a contact with a first name is a validation error.
@@ -116,22 +116,7 @@ async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
     let e = d.running.engine.clone();
-    let id = sims
-        .crm
-        .create_contact(&[("email", "replay@example.test"), ("lifecyclestage", "lead")]);
-    let cus = eventually(20, "synced", || {
-        let sims = sims.clone();
-        let id = id.clone();
-        async move {
-            sims.crm
-                .contacts()
-                .into_iter()
-                .find(|c| c["id"] == id.as_str())
-                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
-        }
-    })
-    .await;
-    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let (id, cus) = synced_contact(&d, "replay@example.test").await;
     // Drift: an edit in billing whose webhook never arrives.
     sims.billing.suppress_webhooks(true);
     sims.billing
@@ -257,22 +242,7 @@ async fn a_shared_field_changed_on_both_sides_goes_to_review_and_the_operators_c
     let d = demo_with(contract::compile("test", &text).expect("valid"), FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
     let e = d.running.engine.clone();
-    let id = sims
-        .crm
-        .create_contact(&[("email", "shared@example.test"), ("lifecyclestage", "lead")]);
-    let cus = eventually(20, "synced", || {
-        let sims = sims.clone();
-        let id = id.clone();
-        async move {
-            sims.crm
-                .contacts()
-                .into_iter()
-                .find(|c| c["id"] == id.as_str())
-                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
-        }
-    })
-    .await;
-    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let (id, cus) = synced_contact(&d, "shared@example.test").await;
     // Both sides change the shared field before driftless hears of either.
     sims.crm.suppress_webhooks(true);
     sims.billing.suppress_webhooks(true);
@@ -351,8 +321,8 @@ async fn a_shared_field_changed_on_both_sides_goes_to_review_and_the_operators_c
         .billing
         .request_log()
         .into_iter()
-        .filter(|r| r.mutating)
-        .last()
+        .rev()
+        .find(|r| r.mutating)
         .and_then(|r| r.idempotency_key)
         .unwrap_or_default();
     assert_eq!(key, format!("review:{}:billing", item.id));

@@ -1,6 +1,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use driftless::drill::wait_quiescent;
+
 use driftless::contract;
 use driftless::runtime::{self, DemoOptions, Running, ServeOptions};
 use driftless::sim::FaultProfile;
@@ -59,4 +61,25 @@ pub fn prop<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
 
 pub fn meta<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a str> {
     v.get("metadata")?.get(name)?.as_str().filter(|s| !s.is_empty())
+}
+
+/// Create a contact (email, lifecycle stage `lead`) and wait until it is synced and quiet:
+/// returns (CRM id, billing customer id).
+pub async fn synced_contact(d: &Demo, email: &str) -> (String, String) {
+    let sims = d.running.sims.clone().expect("sims");
+    let id = sims.crm.create_contact(&[("email", email), ("lifecyclestage", "lead")]);
+    let cus = eventually(20, "contact synced", || {
+        let sims = sims.clone();
+        let id = id.clone();
+        async move {
+            sims.crm
+                .contacts()
+                .into_iter()
+                .find(|c| c["id"] == id.as_str())
+                .and_then(|c| prop(&c, "billing_customer_id").map(str::to_string))
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    (id, cus)
 }
