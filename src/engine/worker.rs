@@ -424,7 +424,24 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         cs.event_states
             .push((cause_id, "applied", "records already agree".into()));
     }
-    inner.ledger.apply(&cs, inner.now_ms()).await?;
+    let planned = cs.new_ops.len();
+    let inserted = inner.ledger.apply(&cs, inner.now_ms()).await?;
+    if planned > 0 && inserted.is_empty() && has_real {
+        // An idempotency key was already taken: the write exists (or existed). Settle the
+        // event rather than planning it again and again.
+        tracing::warn!(record = %key, "a planned write reused an existing idempotency key; not written twice");
+        let settle = ChangeSet {
+            entity_key: key.to_string(),
+            contract_version: inner.contract.version.clone(),
+            event_states: vec![(
+                cause_id,
+                "applied",
+                "write already made under the same idempotency key".into(),
+            )],
+            ..Default::default()
+        };
+        inner.ledger.apply(&settle, inner.now_ms()).await?;
+    }
     Ok(None)
 }
 
