@@ -8,8 +8,6 @@ use crate::api::{
 };
 use crate::contract::Side;
 use crate::ingest::parse_entity_key;
-use crate::ingest::stripe::META_CORRELATION;
-use crate::ledger::NewOp;
 
 const SAMPLES_PER_KIND: usize = 5;
 
@@ -290,36 +288,22 @@ impl Engine {
         let cause = self.inner.ledger.last_cause(&item.record).await?.map(|(c, _)| c);
         let mut ops = Vec::new();
         if let (false, Some(cid)) = (crm_values.is_empty(), &crm_id) {
-            let corr = uuid::Uuid::new_v4().to_string();
-            crm_values.insert(
-                "driftless_correlation_id".into(),
-                serde_json::Value::String(corr.clone()),
-            );
-            ops.push(NewOp {
-                destination: Side::Crm,
-                op: "update_contact".into(),
-                target_id: Some(cid.clone()),
-                idempotency_key: format!("review:{id}:crm"),
-                correlation_id: corr,
-                field_values: crm_values,
-                cause_inbox_id: cause,
-            });
+            ops.push(worker::update_op(
+                Side::Crm,
+                cid,
+                format!("review:{id}:crm"),
+                crm_values,
+                cause,
+            ));
         }
         if let (false, Some(bid)) = (billing_values.is_empty(), &billing_id) {
-            let corr = uuid::Uuid::new_v4().to_string();
-            billing_values.insert(
-                format!("metadata.{META_CORRELATION}"),
-                serde_json::Value::String(corr.clone()),
-            );
-            ops.push(NewOp {
-                destination: Side::Billing,
-                op: "update_customer".into(),
-                target_id: Some(bid.clone()),
-                idempotency_key: format!("review:{id}:billing"),
-                correlation_id: corr,
-                field_values: billing_values,
-                cause_inbox_id: cause,
-            });
+            ops.push(worker::update_op(
+                Side::Billing,
+                bid,
+                format!("review:{id}:billing"),
+                billing_values,
+                cause,
+            ));
         }
         let resolution =
             serde_json::json!({"review": id, "choices": res.choices, "reason": res.reason, "writes": ops.len()});

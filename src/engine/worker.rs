@@ -385,13 +385,7 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
                 ("update_contact", target, idem)
             }
         };
-        match w.side {
-            Side::Billing => values.insert(
-                format!("metadata.{META_CORRELATION}"),
-                Value::String(correlation_id.clone()),
-            ),
-            Side::Crm => values.insert("driftless_correlation_id".into(), Value::String(correlation_id.clone())),
-        };
+        values.insert(correlation_field(w.side), Value::String(correlation_id.clone()));
         cs.new_ops.push(NewOp {
             destination: w.side,
             op: op.into(),
@@ -592,6 +586,38 @@ pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<plan::Pla
         &shadow,
         Sequencing::default(),
     )))
+}
+
+/// Where a write carries its correlation id on each side.
+fn correlation_field(side: Side) -> String {
+    match side {
+        Side::Billing => format!("metadata.{META_CORRELATION}"),
+        Side::Crm => "driftless_correlation_id".into(),
+    }
+}
+
+/// An update of `target` on `side` with a fresh correlation id (written with the values).
+pub(super) fn update_op(
+    side: Side,
+    target: &str,
+    idempotency_key: String,
+    mut values: serde_json::Map<String, Value>,
+    cause: Option<i64>,
+) -> NewOp {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    values.insert(correlation_field(side), Value::String(correlation_id.clone()));
+    NewOp {
+        destination: side,
+        op: match side {
+            Side::Crm => "update_contact".into(),
+            Side::Billing => "update_customer".into(),
+        },
+        target_id: Some(target.to_string()),
+        idempotency_key,
+        correlation_id,
+        field_values: values,
+        cause_inbox_id: cause,
+    }
 }
 
 fn fields_of(op: &OutboxOp) -> Fields {

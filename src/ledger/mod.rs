@@ -745,9 +745,11 @@ impl Ledger {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        Self::audit_in(
+        Self::audit_operator(
             &mut tx,
             now_ms,
+            None,
+            None,
             by,
             "pause_outbound",
             serde_json::json!({"scope": scope, "reason": reason}),
@@ -767,9 +769,11 @@ impl Ledger {
         sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE parked_reason = 'paused'")
             .execute(&mut *tx)
             .await?;
-        Self::audit_in(
+        Self::audit_operator(
             &mut tx,
             now_ms,
+            None,
+            None,
             by,
             "resume_outbound",
             serde_json::json!({"scope": scope, "reason": reason}),
@@ -779,20 +783,28 @@ impl Ledger {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn audit_in(
+    /// An operator action in the audit log (rule `operator`), inside a write transaction.
+    pub(super) async fn audit_operator(
         tx: &mut Transaction<'static, Sqlite>,
         now_ms: i64,
+        entity_key: Option<&str>,
+        inbox_id: Option<i64>,
         actor: &str,
         action: &str,
         detail: serde_json::Value,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO audit (at_ms, actor, action, detail) VALUES (?1, ?2, ?3, ?4)")
-            .bind(now_ms)
-            .bind(actor)
-            .bind(action)
-            .bind(detail.to_string())
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO audit (at_ms, entity_key, inbox_id, actor, action, rule, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 'operator', ?6)",
+        )
+        .bind(now_ms)
+        .bind(entity_key)
+        .bind(inbox_id)
+        .bind(actor)
+        .bind(action)
+        .bind(detail.to_string())
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

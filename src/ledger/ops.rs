@@ -176,15 +176,19 @@ impl Ledger {
             .bind(&resolution)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) VALUES (?1, ?2, ?3, ?4, 'operator', ?5)",
+            Self::audit_operator(
+                &mut tx,
+                now_ms,
+                Some(&d.record),
+                None,
+                by,
+                if retry {
+                    "dead_letter_retry"
+                } else {
+                    "dead_letter_discard"
+                },
+                serde_json::json!({"dead_letter": d.id, "reason": reason, "idempotency_key": d.idempotency_key}),
             )
-            .bind(now_ms)
-            .bind(&d.record)
-            .bind(by)
-            .bind(if retry { "dead_letter_retry" } else { "dead_letter_discard" })
-            .bind(serde_json::json!({"dead_letter": d.id, "reason": reason, "idempotency_key": d.idempotency_key}).to_string())
-            .execute(&mut *tx)
             .await?;
             if !records.contains(&d.record) {
                 records.push(d.record.clone());
@@ -220,13 +224,16 @@ impl Ledger {
         let mut tx = self.begin().await?;
         for key in keys {
             Self::enqueue_replan(&mut tx, key).await?;
-            sqlx::query("INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) VALUES (?1, ?2, ?3, 'replay', 'operator', ?4)")
-                .bind(now_ms)
-                .bind(key)
-                .bind(by)
-                .bind(serde_json::json!({"reason": reason}).to_string())
-                .execute(&mut *tx)
-                .await?;
+            Self::audit_operator(
+                &mut tx,
+                now_ms,
+                Some(key),
+                None,
+                by,
+                "replay",
+                serde_json::json!({"reason": reason}),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(keys.len())
@@ -504,14 +511,16 @@ impl Ledger {
         .execute(&mut *tx)
         .await?;
         Self::enqueue_replan(&mut tx, &key).await?;
-        sqlx::query("INSERT INTO audit (at_ms, entity_key, inbox_id, actor, action, rule, detail) VALUES (?1, ?2, ?3, ?4, 'undrop', 'operator', ?5)")
-            .bind(now_ms)
-            .bind(&key)
-            .bind(inbox_id)
-            .bind(by)
-            .bind(serde_json::json!({"reason": reason, "was": state}).to_string())
-            .execute(&mut *tx)
-            .await?;
+        Self::audit_operator(
+            &mut tx,
+            now_ms,
+            Some(&key),
+            Some(inbox_id),
+            by,
+            "undrop",
+            serde_json::json!({"reason": reason, "was": state}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(key))
     }
@@ -614,14 +623,15 @@ impl Ledger {
             .bind(resolution.to_string())
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) VALUES (?1, ?2, ?3, 'review_resolved', 'operator', ?4)",
+        Self::audit_operator(
+            &mut tx,
+            now_ms,
+            Some(&key),
+            None,
+            by,
+            "review_resolved",
+            resolution.clone(),
         )
-        .bind(now_ms)
-        .bind(&key)
-        .bind(by)
-        .bind(resolution.to_string())
-        .execute(&mut *tx)
         .await?;
         Self::enqueue_replan(&mut tx, &key).await?;
         tx.commit().await?;
