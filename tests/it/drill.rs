@@ -27,7 +27,10 @@ async fn drill_200_records_1000_edits_under_every_fault_holds_the_invariants() {
     // Every contact has its customer, except creates that exhausted their retries under the
     // chaos profile and sit in the dead letters (the check above tells them apart).
     assert!(report.billing_customers as i64 >= 200 - report.dead_letters, "{json}");
-    assert!(report.dead_letters <= 5, "chaos should rarely exhaust 8 attempts:\n{json}");
+    assert!(
+        report.dead_letters <= 5,
+        "chaos should rarely exhaust 8 attempts:\n{json}"
+    );
     // The faults really happened.
     for kind in ["rate_limit", "timeout_after_commit"] {
         assert!(
