@@ -441,14 +441,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Make every parked record claimable now (after resume).
-    pub async fn unpark_all(&self) -> Result<u64> {
-        let r = sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE not_before_ms > 0")
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected())
-    }
-
     /// Events of a record that no plan has consumed yet, oldest first.
     pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
         let rows = sqlx::query(
@@ -546,15 +538,6 @@ impl Ledger {
                 .await?
                 .flatten(),
         )
-    }
-
-    /// Every pair the identity map holds for `object`: (crm id, billing id).
-    pub async fn identities(&self, object: &str) -> Result<Vec<(String, Option<String>)>> {
-        let rows = sqlx::query("SELECT crm_id, billing_id FROM identity_map WHERE object = ?1 ORDER BY crm_id")
-            .bind(object)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
     // ------------------------------------------------------------------------------ apply
@@ -1008,18 +991,6 @@ impl Ledger {
     pub async fn count(&self, table: LedgerTable) -> Result<i64> {
         let sql = format!("SELECT COUNT(*) FROM {}", table.name());
         Ok(sqlx::query_scalar(&sql).fetch_one(&self.reader).await?)
-    }
-
-    /// Events that did not reach a final state, with their record (for drills and reports).
-    pub async fn unsettled_events(&self, limit: i64) -> Result<Vec<(i64, String, String)>> {
-        let rows =
-            sqlx::query("SELECT id, entity_key, event_type FROM inbox WHERE state = 'pending' ORDER BY id LIMIT ?1")
-                .bind(limit)
-                .fetch_all(&self.reader)
-                .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
     }
 
     /// Of `event_ids` from `source`, those the inbox does not hold.

@@ -275,15 +275,6 @@ impl Ledger {
         .transpose()
     }
 
-    /// Idempotency keys already used for a record.
-    pub async fn used_keys(&self, key: &str) -> Result<HashSet<String>> {
-        let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM outbox WHERE entity_key = ?1")
-            .bind(key)
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(keys.into_iter().collect())
-    }
-
     /// Find a record's queue key by CRM id, billing id (identity map) or email (shadow).
     pub async fn find_record(&self, query: &str) -> Result<Option<String>> {
         let q = query.trim();
