@@ -1,34 +1,57 @@
 //! The drill: run the engine against the simulators under faults until quiescent, then check
 //! DESIGN.md's invariants by reading the simulators' own state and APIs (not the engine's
 //! counters), plus the ledger for event accounting.
+//!
+//! The simulators always run in the drill's process. The engine runs in-process, or — with
+//! crashes — as a child `driftless serve` process on a port fixed up front, SIGKILLed at
+//! seeded random moments and restarted on the same ledger. Either way the drill reads the
+//! engine's state only through the ledger file and the simulators.
+
+mod engine;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 
-use crate::contract::Contract;
+use crate::contract::{Contract, DEFAULT_CONTRACT, DEFAULT_CONTRACT_LABEL};
 use crate::ingest::stripe::META_CRM_ID;
-use crate::ledger::LagFigures;
-use crate::runtime::{self, DemoOptions, Running, RuntimeError, ServeOptions};
-use crate::sim::{run_actors, run_billing_activity, ActorPlan, BillingActivity, BillingActivityReport, FaultProfile};
+use crate::ledger::{LagFigures, Ledger};
+use crate::runtime::{self, EngineSecrets, Running, RuntimeError};
+use crate::sim::{
+    run_actors, run_billing_activity, ActorPlan, ActorReport, BillingActivity, BillingActivityReport, FaultProfile,
+    SimConfig, Simulators,
+};
+use engine::{EngineSpec, EngineUnderTest};
 
 pub struct DrillOptions {
     pub seed: u64,
     pub records: usize,
     pub edits: usize,
     pub faults: FaultProfile,
+    /// The contract to drill: the embedded default, or one loaded from a file (its text is read
+    /// again from `contract.path` and must still have `contract.version`).
     pub contract: Contract,
     pub ledger: PathBuf,
     pub workers: usize,
-    /// Give up waiting for quiescence after this long (the report then says so).
+    /// Give up waiting for quiescence after this long (the report then says so). With
+    /// crashes, the kills still due after the activity count against the same window.
     pub settle_timeout: Duration,
     pub edits_per_sec: f64,
     /// Billing cycles of finance activity after the CRM actors (0 = none).
     pub billing_cycles: usize,
+    /// SIGKILL the engine this many times at seeded random moments, restarting it on the same
+    /// ledger each time (0 = the engine runs in-process).
+    pub crashes: usize,
+    /// The `driftless` binary to run the engine with (`serve`); needed when `crashes > 0`.
+    pub engine_exe: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,6 +69,15 @@ pub struct DrillReport {
     pub edits: usize,
     pub faults: String,
     pub duration_ms: u128,
+    /// `in-process` or `child process`.
+    pub engine: &'static str,
+    /// SIGKILLs performed (each followed by a restart on the same ledger).
+    pub crashes: usize,
+    pub crashes_requested: usize,
+    /// When each SIGKILL happened, in ms since the drill started.
+    pub kill_at_ms: Vec<u64>,
+    /// From each SIGKILL until the restarted engine answered `/healthz`, in ms.
+    pub restart_ms: Vec<u64>,
     pub quiesced: bool,
     pub contacts: usize,
     pub billing_customers: usize,
@@ -69,90 +101,335 @@ pub struct WriteFigures {
     pub bound: usize,
 }
 
+/// Client timeout towards the simulators (short, so timeouts after commit show quickly).
+const REQUEST_TIMEOUT_MS: i64 = 1_500;
+/// How long a killed engine stays down before its restart.
+const DOWNTIME: Duration = Duration::from_millis(300);
+
 pub async fn run(opts: DrillOptions) -> Result<DrillReport, RuntimeError> {
     let started = Instant::now();
-    let faults_label = format!("{:?}", opts.faults);
-    // The simulators run on loopback; their only rate limits are the fault profile's 429s.
-    let mut contract = opts.contract.clone();
-    for rl in [&mut contract.rate_limits.crm, &mut contract.rate_limits.billing] {
-        rl.requests_per_second = rl.requests_per_second.max(1_000.0);
-        rl.burst = rl.burst.max(100);
-    }
-    let running = runtime::start_demo(DemoOptions {
+    let sims = Simulators::start(SimConfig {
         seed: opts.seed,
         faults: opts.faults.clone(),
-        contract,
-        serve: ServeOptions {
-            ledger: opts.ledger.clone(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            workers: opts.workers,
-            public_url: None,
-            token: None,
-        },
-        request_timeout_ms: 1_500,
+        ..SimConfig::default()
     })
     .await?;
-    let sims = running
-        .sims
-        .clone()
-        .ok_or_else(|| RuntimeError::Internal("demo started without simulators".into()))?;
-    let actors = run_actors(
-        &sims,
-        ActorPlan {
-            seed: opts.seed,
-            records: opts.records,
-            edits: opts.edits,
-            edits_per_sec: opts.edits_per_sec,
-            billing_edit_share: 0.2,
-        },
+    let report = drive(&opts, &sims, started).await;
+    sims.shutdown().await;
+    report
+}
+
+/// What the activity phases produced.
+struct Outcome {
+    actors: ActorReport,
+    billing: Option<BillingActivityReport>,
+    quiesced: bool,
+    crashes: CrashLog,
+}
+
+#[derive(Default)]
+struct CrashLog {
+    kill_at_ms: Vec<u64>,
+    restart_ms: Vec<u64>,
+}
+
+async fn drive(opts: &DrillOptions, sims: &Simulators, started: Instant) -> Result<DrillReport, RuntimeError> {
+    // One port for the engine's whole life: the webhook endpoints registered with the
+    // simulators stay valid across restarts, so their retries reach the restarted engine.
+    let addr = engine::free_port()?;
+    let billing_webhook_secret = sims.billing.register_webhook(&format!("http://{addr}/webhooks/stripe"));
+    sims.crm.set_webhook_target(&format!("http://{addr}/webhooks/hubspot"));
+    let contract_path = engine::sibling(&opts.ledger, ".contract.toml");
+    let text = engine_contract_text(&opts.contract, &sims.crm.base_url(), &sims.billing.base_url())?;
+    std::fs::write(&contract_path, text).map_err(|source| RuntimeError::Io {
+        what: format!("write {}", contract_path.display()),
+        source,
+    })?;
+    let contract = crate::contract::load(&contract_path)?;
+    let secrets = EngineSecrets {
+        crm_token: sims.crm.token().to_string(),
+        billing_key: sims.billing.api_key().to_string(),
+        crm_webhook_secret: Some(sims.crm.webhook_secret().to_string()),
+        billing_webhook_secret: Some(billing_webhook_secret),
+    };
+    runtime::ensure_crm_properties(&contract, &secrets).await?;
+    let spec = EngineSpec {
+        contract_path,
+        contract: contract.clone(),
+        secrets,
+        ledger: opts.ledger.clone(),
+        addr,
+        workers: opts.workers,
+    };
+    let mut engine = if opts.crashes == 0 {
+        EngineUnderTest::in_process(spec).await?
+    } else {
+        let exe = opts.engine_exe.clone().ok_or_else(|| {
+            RuntimeError::EngineProcess("crashes need the driftless binary to run the engine with".into())
+        })?;
+        EngineUnderTest::child(exe, spec).await?
+    };
+    // The engine has migrated the ledger by now; a second connection reads it (WAL).
+    let ledger = match Ledger::open(&opts.ledger).await {
+        Ok(l) => l,
+        Err(e) => {
+            engine.stop().await;
+            return Err(e.into());
+        }
+    };
+    let outcome = exercise(opts, sims, &ledger, &mut engine, started).await;
+    // Stop the engine before checking, so nothing moves under the checks.
+    let survived = engine.stop().await;
+    let report = match outcome {
+        Ok(outcome) => {
+            let run = RunFacts {
+                contract: &contract,
+                outcome: &outcome,
+                engine: engine.kind(),
+                survived,
+                started,
+            };
+            check(&ledger, sims, opts, &run).await
+        }
+        Err(e) => Err(e),
+    };
+    ledger.close().await;
+    report
+}
+
+/// The activity with the crash schedule running alongside: actors; then (with billing
+/// cycles) quiescence and finance activity; then the settle phase — the kills still due,
+/// then quiescence — all of it within `settle_timeout`.
+async fn exercise(
+    opts: &DrillOptions,
+    sims: &Simulators,
+    ledger: &Ledger,
+    engine: &mut EngineUnderTest,
+    started: Instant,
+) -> Result<Outcome, RuntimeError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let schedule = crash_schedule(opts);
+    let crash = crash_loop(engine, &schedule, started, stop_rx);
+    tokio::pin!(crash);
+    let mut crashed: Option<CrashLog> = None;
+
+    let actors = alongside(
+        run_actors(
+            sims,
+            ActorPlan {
+                seed: opts.seed,
+                records: opts.records,
+                edits: opts.edits,
+                edits_per_sec: opts.edits_per_sec,
+                billing_edit_share: 0.2,
+            },
+        ),
+        crash.as_mut(),
+        &mut crashed,
     )
-    .await;
+    .await?;
     // Then finance: subscriptions for the customers the engine created, plan changes,
     // cancellations, credit notes and billing cycles (failed payments included).
-    let mut quiesced = wait_quiescent(&running, opts.settle_timeout).await;
     let billing = if opts.billing_cycles > 0 {
-        let b = run_billing_activity(
-            &sims,
+        alongside(
+            wait_quiet(ledger, sims, opts.settle_timeout),
+            crash.as_mut(),
+            &mut crashed,
+        )
+        .await?;
+        let activity = run_billing_activity(
+            sims,
             opts.seed,
             BillingActivity {
                 cycles: opts.billing_cycles,
                 ..BillingActivity::default()
             },
-        )
-        .await;
-        quiesced = wait_quiescent(&running, opts.settle_timeout).await;
-        Some(b)
+        );
+        Some(alongside(activity, crash.as_mut(), &mut crashed).await?)
     } else {
         None
     };
-    let report = check(
-        &running,
-        &opts,
-        &actors,
-        billing.as_ref(),
+    // Settle: the kills still due (the engine is still replaying webhooks and retrying
+    // writes), then quiescence, within one bounded window.
+    let deadline = tokio::time::Instant::now() + opts.settle_timeout;
+    let crashes = match crashed {
+        Some(log) => log,
+        None => match tokio::time::timeout_at(deadline, crash.as_mut()).await {
+            Ok(log) => log?,
+            Err(_) => {
+                // Out of time: stop killing; the report shows fewer crashes than requested.
+                let _ = stop_tx.send(true);
+                crash.as_mut().await?
+            }
+        },
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let quiesced = wait_quiet(ledger, sims, left).await;
+    Ok(Outcome {
+        actors,
+        billing,
         quiesced,
-        started,
-        faults_label,
-    )
-    .await;
-    running.shutdown().await;
-    report
+        crashes,
+    })
+}
+
+/// Run `work` while also driving the crash loop (until it finishes); a failed kill or
+/// restart ends the drill with its error.
+async fn alongside<F: Future>(
+    work: F,
+    mut crash: Pin<&mut impl Future<Output = Result<CrashLog, RuntimeError>>>,
+    crashed: &mut Option<CrashLog>,
+) -> Result<F::Output, RuntimeError> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            log = crash.as_mut(), if crashed.is_none() => *crashed = Some(log?),
+        }
+    }
+}
+
+/// The pauses before each kill: seeded, uniform in 1.5–8 s, shrunk (down to a fifth) when the
+/// actors' activity is shorter than the kills would take, so they land while work is in flight.
+fn crash_schedule(opts: &DrillOptions) -> Vec<Duration> {
+    if opts.crashes == 0 {
+        return Vec::new();
+    }
+    let (lo, hi) = (1.5_f64, 8.0_f64);
+    let activity_secs = if opts.edits_per_sec > 0.0 {
+        opts.edits as f64 / opts.edits_per_sec
+    } else {
+        0.0
+    };
+    let scale = (activity_secs / (opts.crashes as f64 * (lo + hi) / 2.0)).clamp(0.2, 1.0);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xc4a5_4e5d_0d1e_5eed);
+    (0..opts.crashes)
+        .map(|_| Duration::from_secs_f64(rng.gen_range(lo..=hi) * scale))
+        .collect()
+}
+
+/// Each pause, then a SIGKILL, a short downtime and a restart on the same ledger (waiting until
+/// healthy). Stops early when told to.
+async fn crash_loop(
+    engine: &mut EngineUnderTest,
+    schedule: &[Duration],
+    started: Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Result<CrashLog, RuntimeError> {
+    let mut log = CrashLog::default();
+    for pause in schedule {
+        tokio::select! {
+            _ = tokio::time::sleep(*pause) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let at = started.elapsed();
+        engine.kill().await?;
+        log.kill_at_ms.push(ms(at));
+        tracing::info!(at_ms = ms(at), "drill: engine SIGKILLed");
+        tokio::time::sleep(DOWNTIME).await;
+        engine.restart().await?;
+        log.restart_ms.push(ms(started.elapsed().saturating_sub(at)));
+    }
+    Ok(log)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The contract text the drill's engine runs: the caller's contract with both systems pointed
+/// at the simulators, short request timeouts, loopback rate limits (the simulators' only limits
+/// are the fault profile's 429s), and the credentials named by the four standard environment
+/// variables — their values never enter the file.
+fn engine_contract_text(contract: &Contract, crm_url: &str, billing_url: &str) -> Result<String, RuntimeError> {
+    use toml_edit::{value, DocumentMut, InlineTable, Item, Table, TableLike};
+    let text = if contract.path.as_os_str() == DEFAULT_CONTRACT_LABEL {
+        DEFAULT_CONTRACT.to_string()
+    } else {
+        let t = std::fs::read_to_string(&contract.path).map_err(|source| RuntimeError::Io {
+            what: format!("read {}", contract.path.display()),
+            source,
+        })?;
+        if crate::contract::contract_version(t.as_bytes()) != contract.version {
+            return Err(RuntimeError::Internal(format!(
+                "{} changed since it was loaded",
+                contract.path.display()
+            )));
+        }
+        t
+    };
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e| RuntimeError::Internal(format!("{}: {e}", contract.path.display())))?;
+    fn table<'a>(root: &'a mut dyn TableLike, path: &[&str]) -> Result<&'a mut dyn TableLike, RuntimeError> {
+        let mut cur = root;
+        for key in path {
+            if cur.get(key).is_none() {
+                cur.insert(key, Item::Table(Table::new()));
+            }
+            cur = cur
+                .get_mut(key)
+                .and_then(Item::as_table_like_mut)
+                .ok_or_else(|| RuntimeError::Internal(format!("contract: `{key}` is not a table")))?;
+        }
+        Ok(cur)
+    }
+    fn env_ref(var: &str) -> Item {
+        let mut t = InlineTable::new();
+        t.insert("env", var.into());
+        value(t)
+    }
+    for (side, url, secret, webhook) in [
+        ("crm", crm_url, "DRIFTLESS_CRM_TOKEN", "DRIFTLESS_CRM_WEBHOOK_SECRET"),
+        (
+            "billing",
+            billing_url,
+            "DRIFTLESS_BILLING_KEY",
+            "DRIFTLESS_BILLING_WEBHOOK_SECRET",
+        ),
+    ] {
+        let sys = table(doc.as_table_mut(), &["systems", side])?;
+        sys.insert("base_url", value(url));
+        sys.insert("request_timeout_ms", value(REQUEST_TIMEOUT_MS));
+        sys.insert("secret", env_ref(secret));
+        sys.insert("webhook_secret", env_ref(webhook));
+    }
+    for (side, rl) in [
+        ("crm", &contract.rate_limits.crm),
+        ("billing", &contract.rate_limits.billing),
+    ] {
+        let t = table(doc.as_table_mut(), &["rate_limits", side])?;
+        t.insert("requests_per_second", value(rl.requests_per_second.max(1_000.0)));
+        t.insert("burst", value(i64::from(rl.burst.max(100))));
+    }
+    Ok(doc.to_string())
 }
 
 /// Quiescent: no webhook waiting at the simulators, nothing pending in the ledger, stable
-/// over several consecutive looks.
+/// over several consecutive looks. For a [`Running`] demo engine (the tests' helper).
 pub async fn wait_quiescent(running: &Running, timeout: Duration) -> bool {
+    let webhooks = || running.sims.as_ref().map_or(0, |s| s.pending_webhooks());
+    quiet_for(running.engine.ledger(), webhooks, timeout).await
+}
+
+/// Quiescent, judged from a ledger (any connection to the file: the engine may run in another
+/// process) and the simulators.
+pub async fn wait_quiet(ledger: &Ledger, sims: &Simulators, timeout: Duration) -> bool {
+    quiet_for(ledger, || sims.pending_webhooks(), timeout).await
+}
+
+async fn quiet_for(ledger: &Ledger, pending_webhooks: impl Fn() -> usize, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut stable = 0;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let webhooks = running.sims.as_ref().map_or(0, |s| s.pending_webhooks());
-        let quiet = match running.engine.status().await {
+        let webhooks = pending_webhooks();
+        let quiet = match ledger.status().await {
             Ok(st) => {
                 webhooks == 0
-                    && st.ledger.queue_depth == 0
-                    && st.ledger.events.get("pending").copied().unwrap_or(0) == 0
-                    && st.ledger.writes.values().all(|w| w.pending == 0)
+                    && st.queue_depth == 0
+                    && st.events.get("pending").copied().unwrap_or(0) == 0
+                    && st.writes.values().all(|w| w.pending == 0)
             }
             Err(_) => false,
         };
@@ -172,23 +449,29 @@ fn s(v: &Value, path: &[&str]) -> Option<String> {
     cur.as_str().filter(|x| !x.is_empty()).map(str::to_string)
 }
 
-async fn check(
-    running: &Running,
-    opts: &DrillOptions,
-    actors: &crate::sim::ActorReport,
-    billing: Option<&BillingActivityReport>,
-    quiesced: bool,
+/// What the checks need to know about the run besides the systems' state.
+struct RunFacts<'a> {
+    /// The contract the engine ran.
+    contract: &'a Contract,
+    outcome: &'a Outcome,
+    engine: &'static str,
+    /// The engine was still running when the drill stopped it (it never exited on its own).
+    survived: bool,
     started: Instant,
-    faults_label: String,
+}
+
+async fn check(
+    ledger: &Ledger,
+    sims: &Simulators,
+    opts: &DrillOptions,
+    run: &RunFacts<'_>,
 ) -> Result<DrillReport, RuntimeError> {
-    let sims = running
-        .sims
-        .as_ref()
-        .ok_or_else(|| RuntimeError::Internal("drill has no simulators".into()))?;
+    let actors = &run.outcome.actors;
+    let billing = run.outcome.billing.as_ref();
+    let quiesced = run.outcome.quiesced;
     let contacts = sims.crm.contacts();
     let customers = sims.billing.customers();
-    let status = running.engine.status().await?;
-    let ledger = running.engine.ledger();
+    let status = ledger.status().await?;
     let mut checks = Vec::new();
 
     // 1. No duplicate creates: one billing customer per CRM contact.
@@ -240,7 +523,7 @@ async fn check(
     // 2. Owner wins: owned fields equal on both sides, or the record is in review.
     let subscriptions = sims.billing.subscriptions();
     let invoices = sims.billing.invoices();
-    let mapping = opts.contract.object("customer");
+    let mapping = run.contract.object("customer");
     let mut mismatches = Vec::new();
     let reviewed: HashSet<String> = ledger
         .open_review_keys()
@@ -344,7 +627,7 @@ async fn check(
                 writes["billing"].bound,
                 writes["crm"].applied,
                 writes["crm"].bound,
-                status.ledger.events.get("echo").copied().unwrap_or(0)
+                status.events.get("echo").copied().unwrap_or(0)
             )
         } else {
             over.join("; ")
@@ -362,24 +645,23 @@ async fn check(
         Err(e) => (vec![format!("could not list billing events: {e}")], 0),
     };
     let by_state: i64 = status
-        .ledger
         .events
         .iter()
         .filter(|(k, _)| k.as_str() != "duplicate")
         .map(|(_, v)| *v)
         .sum();
-    let pending = status.ledger.events.get("pending").copied().unwrap_or(0);
+    let pending = status.events.get("pending").copied().unwrap_or(0);
     checks.push(Check {
         name: "every_event_accounted",
-        ok: lost.is_empty() && by_state == status.ledger.distinct_events && pending == 0,
+        ok: lost.is_empty() && by_state == status.distinct_events && pending == 0,
         detail: format!(
             "{emitted_n} billing events emitted, {} missing from the inbox {:?}; {} distinct events = sum of states {}; {} pending; {} duplicate deliveries dropped",
             lost.len(),
             lost.iter().take(5).collect::<Vec<_>>(),
-            status.ledger.distinct_events,
+            status.distinct_events,
             by_state,
             pending,
-            status.ledger.events.get("duplicate").copied().unwrap_or(0)
+            status.events.get("duplicate").copied().unwrap_or(0)
         ),
     });
     checks.push(Check {
@@ -390,10 +672,33 @@ async fn check(
         } else {
             format!(
                 "still busy after {:?}: queue depth {}",
-                opts.settle_timeout, status.ledger.queue_depth
+                opts.settle_timeout, status.queue_depth
             )
         },
     });
+    // 6 (DESIGN.md): progress survives SIGKILL. Every kill requested happened and was followed
+    // by a healthy restart on the same ledger; the checks above then hold across the crashes.
+    let crashes = &run.outcome.crashes;
+    if opts.crashes > 0 {
+        let performed = crashes.kill_at_ms.len();
+        let restarted = crashes.restart_ms.len();
+        checks.push(Check {
+            name: "crash_recovery",
+            ok: performed == opts.crashes && restarted == performed && run.survived,
+            detail: format!(
+                "{performed} of {} SIGKILLs performed at {:?} ms, {restarted} restarts on the same ledger \
+                 (kill to healthy: max {} ms){}",
+                opts.crashes,
+                crashes.kill_at_ms,
+                crashes.restart_ms.iter().max().copied().unwrap_or(0),
+                if run.survived {
+                    ""
+                } else {
+                    "; the engine process exited on its own"
+                }
+            ),
+        });
+    }
 
     let ok = checks.iter().all(|c| c.ok);
     Ok(DrillReport {
@@ -401,18 +706,23 @@ async fn check(
         seed: opts.seed,
         records: opts.records,
         edits: opts.edits,
-        faults: faults_label,
-        duration_ms: started.elapsed().as_millis(),
+        faults: format!("{:?}", opts.faults),
+        duration_ms: run.started.elapsed().as_millis(),
+        engine: run.engine,
+        crashes: crashes.kill_at_ms.len(),
+        crashes_requested: opts.crashes,
+        kill_at_ms: crashes.kill_at_ms.clone(),
+        restart_ms: crashes.restart_ms.clone(),
         quiesced,
         contacts: contacts.len(),
         billing_customers: customers.len(),
-        events: status.ledger.events.clone(),
-        events_total: status.ledger.events_total,
+        events: status.events.clone(),
+        events_total: status.events_total,
         writes,
         faults_injected,
-        dead_letters: status.ledger.dead_letter_depth,
-        review_depth: status.ledger.review_depth,
-        lag_ms: status.ledger.lag_ms.clone(),
+        dead_letters: status.dead_letter_depth,
+        review_depth: status.review_depth,
+        lag_ms: status.lag_ms.clone(),
         checks,
     })
 }
@@ -542,4 +852,71 @@ async fn list_billing_events(base: &str, key: &str) -> Result<Vec<String>, reqwe
         after = ids.last().cloned();
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(crashes: usize, edits: usize, edits_per_sec: f64) -> DrillOptions {
+        DrillOptions {
+            seed: 7,
+            records: 10,
+            edits,
+            faults: FaultProfile::none(),
+            contract: crate::contract::default_contract(),
+            ledger: PathBuf::from("unused.db"),
+            workers: 1,
+            settle_timeout: Duration::from_secs(1),
+            edits_per_sec,
+            billing_cycles: 0,
+            crashes,
+            engine_exe: None,
+        }
+    }
+
+    #[test]
+    fn the_engine_contract_points_at_the_simulators_and_names_secrets_only_by_env() {
+        let c = crate::contract::default_contract();
+        let text = engine_contract_text(&c, "http://127.0.0.1:1", "http://127.0.0.1:2").expect("edits");
+        let e = crate::contract::compile("drill.toml", &text).expect("still a valid contract");
+        assert_eq!(e.systems.crm.base_url, "http://127.0.0.1:1");
+        assert_eq!(e.systems.billing.base_url, "http://127.0.0.1:2");
+        assert_eq!(e.systems.crm.request_timeout_ms, 1_500);
+        use crate::contract::SecretRef::Env;
+        assert!(matches!(&e.systems.crm.secret, Env(v) if v == "DRIFTLESS_CRM_TOKEN"));
+        assert!(matches!(&e.systems.billing.secret, Env(v) if v == "DRIFTLESS_BILLING_KEY"));
+        assert!(matches!(&e.systems.crm.webhook_secret, Some(Env(v)) if v == "DRIFTLESS_CRM_WEBHOOK_SECRET"));
+        assert!(matches!(&e.systems.billing.webhook_secret, Some(Env(v)) if v == "DRIFTLESS_BILLING_WEBHOOK_SECRET"));
+        assert!(e.rate_limits.crm.requests_per_second >= 1_000.0 && e.rate_limits.crm.burst >= 100);
+        assert!(e.rate_limits.billing.requests_per_second >= 1_000.0 && e.rate_limits.billing.burst >= 100);
+        assert_eq!(e.objects.len(), c.objects.len());
+    }
+
+    #[test]
+    fn a_contract_file_changed_since_it_was_loaded_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, DEFAULT_CONTRACT).expect("write");
+        let c = crate::contract::load(&p).expect("valid");
+        std::fs::write(&p, format!("{DEFAULT_CONTRACT}\n# edited\n")).expect("write");
+        assert!(engine_contract_text(&c, "http://a", "http://b").is_err());
+    }
+
+    #[test]
+    fn the_crash_schedule_is_seeded_complete_and_bounded() {
+        let o = opts(5, 3_000, 50.0);
+        let a = crash_schedule(&o);
+        assert_eq!(a, crash_schedule(&o), "same seed, same kills");
+        assert_eq!(a.len(), 5);
+        assert!(a.iter().all(|d| (1.5..=8.0).contains(&d.as_secs_f64())), "{a:?}");
+        // A short run brings the kills closer (never below a fifth), so they land mid-work.
+        let short = crash_schedule(&opts(3, 400, 60.0));
+        assert_eq!(short.len(), 3);
+        assert!(
+            short.iter().all(|d| (0.3..=8.0 * 0.5).contains(&d.as_secs_f64())),
+            "{short:?}"
+        );
+        assert!(crash_schedule(&opts(0, 400, 60.0)).is_empty());
+    }
 }

@@ -300,7 +300,8 @@ struct DrillArgs {
     ledger: Option<PathBuf>,
     #[arg(long, default_value_t = 8)]
     workers: usize,
-    /// Seconds to wait for quiescence after the actors finish.
+    /// Seconds to wait for quiescence after the activity (with --crashes, kills still due
+    /// count against it).
     #[arg(long, default_value_t = 600)]
     settle_secs: u64,
     /// Actor edit rate per second (0 = as fast as possible, which mostly measures coalescing).
@@ -310,6 +311,11 @@ struct DrillArgs {
     /// notes, failed payments) after the CRM actors; 0 to skip.
     #[arg(long, default_value_t = 2)]
     billing_cycles: usize,
+    /// SIGKILL the engine N times at seeded random moments (1.5-8 s apart, closer for short
+    /// runs) and restart it on the same ledger each time. With N > 0 the engine runs as a child
+    /// `driftless serve` process (its output goes to LEDGER.engine.log); 0 runs it in-process.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    crashes: usize,
 }
 
 fn load_contract(path: Option<&Path>) -> Result<Contract> {
@@ -828,6 +834,8 @@ async fn drill(a: DrillArgs) -> Result<ExitCode> {
         settle_timeout: Duration::from_secs(a.settle_secs),
         edits_per_sec: a.edits_per_sec,
         billing_cycles: a.billing_cycles,
+        crashes: a.crashes,
+        engine_exe: Some(std::env::current_exe().context("locate the driftless binary")?),
     })
     .await?;
     if let Some(dir) = tmp {

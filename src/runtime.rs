@@ -33,6 +33,17 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Contract(#[from] crate::contract::ContractError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The drill's engine process did not start, stopped on its own, or never became healthy.
+    #[error("engine process: {0}")]
+    EngineProcess(String),
 }
 
 /// An engine serving HTTP.
@@ -109,46 +120,120 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError>
         .map_err(|source| RuntimeError::Bind { addr, source })
 }
 
-/// Run against the systems the contract names, with secrets from its references.
-pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Running, RuntimeError> {
-    let crm_cfg = &contract.systems.crm;
+/// The credentials one engine needs, resolved: from the contract's references
+/// ([`EngineSecrets::resolve`]) or handed over directly (the drill's in-process engine, which
+/// knows the simulators' secrets). `Debug` redacts them.
+#[derive(Clone)]
+pub struct EngineSecrets {
+    pub crm_token: String,
+    pub billing_key: String,
+    pub crm_webhook_secret: Option<String>,
+    pub billing_webhook_secret: Option<String>,
+}
+
+impl std::fmt::Debug for EngineSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineSecrets(<redacted>)")
+    }
+}
+
+impl EngineSecrets {
+    /// Resolve the contract's secret references (environment variables, keychain entries).
+    pub fn resolve(contract: &Contract) -> Result<EngineSecrets, SecretError> {
+        let crm = &contract.systems.crm;
+        let billing = &contract.systems.billing;
+        let opt = |r: &Option<crate::contract::SecretRef>| -> Result<Option<String>, SecretError> {
+            Ok(r.as_ref()
+                .map(secrets::resolve)
+                .transpose()?
+                .map(|s| s.expose().to_string()))
+        };
+        Ok(EngineSecrets {
+            crm_token: secrets::resolve(&crm.secret)?.expose().to_string(),
+            billing_key: secrets::resolve(&billing.secret)?.expose().to_string(),
+            crm_webhook_secret: opt(&crm.webhook_secret)?,
+            billing_webhook_secret: opt(&billing.webhook_secret)?,
+        })
+    }
+}
+
+fn crm_client(contract: &Contract, secrets: &EngineSecrets) -> Result<HubspotClient, RuntimeError> {
+    let cfg = &contract.systems.crm;
+    Ok(HubspotClient::new(
+        &cfg.base_url,
+        secrets.crm_token.clone(),
+        cfg.request_timeout_ms,
+    )?)
+}
+
+/// Open an engine on the systems the contract names (base URLs, request timeouts), with these
+/// credentials. Workers are started by [`serve_engine`].
+async fn open_engine(
+    contract: Contract,
+    secrets: EngineSecrets,
+    ledger: PathBuf,
+    workers: usize,
+    demo: bool,
+) -> Result<Engine, RuntimeError> {
+    let crm = crm_client(&contract, &secrets)?;
     let billing_cfg = &contract.systems.billing;
-    let crm = HubspotClient::new(
-        &crm_cfg.base_url,
-        secrets::resolve(&crm_cfg.secret)?.expose().to_string(),
-        crm_cfg.request_timeout_ms,
-    )?;
     let billing = StripeClient::new(
         &billing_cfg.base_url,
-        secrets::resolve(&billing_cfg.secret)?.expose().to_string(),
+        secrets.billing_key.clone(),
         billing_cfg.request_timeout_ms,
     )?;
-    let webhook_secrets = WebhookSecrets {
-        stripe: billing_cfg
-            .webhook_secret
-            .as_ref()
-            .map(secrets::resolve)
-            .transpose()?
-            .map(|s| s.expose().to_string()),
-        hubspot: crm_cfg
-            .webhook_secret
-            .as_ref()
-            .map(secrets::resolve)
-            .transpose()?
-            .map(|s| s.expose().to_string()),
-    };
-    let listener = bind(opts.addr).await?;
-    let engine = Engine::open(EngineConfig {
-        ledger: opts.ledger.clone(),
+    Ok(Engine::open(EngineConfig {
+        ledger,
         contract,
         crm: Arc::new(crm),
         billing: Arc::new(billing),
-        webhook_secrets,
-        workers: opts.workers,
+        webhook_secrets: WebhookSecrets {
+            stripe: secrets.billing_webhook_secret,
+            hubspot: secrets.crm_webhook_secret,
+        },
+        workers,
         clock: Arc::new(SystemClock),
-        demo: false,
+        demo,
     })
-    .await?;
+    .await?)
+}
+
+/// Create the CRM custom properties the contract needs, retrying a few times: a simulator's
+/// fault profile (or a real provider) may answer 429 or 5xx.
+pub async fn ensure_crm_properties(contract: &Contract, secrets: &EngineSecrets) -> Result<(), RuntimeError> {
+    use crate::connectors::CrmApi;
+    let crm = crm_client(contract, secrets)?;
+    let defs = crate::engine::required_crm_properties(contract);
+    let mut last = None;
+    for _ in 0..30 {
+        match crm.ensure_properties(&defs).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last = Some(e);
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    match last {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Run against the systems the contract names, with secrets from its references.
+pub async fn serve_contract(contract: Contract, opts: ServeOptions) -> Result<Running, RuntimeError> {
+    let secrets = EngineSecrets::resolve(&contract)?;
+    serve_contract_with(contract, secrets, opts).await
+}
+
+/// Run against the systems the contract names, with these credentials.
+pub async fn serve_contract_with(
+    contract: Contract,
+    secrets: EngineSecrets,
+    opts: ServeOptions,
+) -> Result<Running, RuntimeError> {
+    let listener = bind(opts.addr).await?;
+    let engine = open_engine(contract, secrets, opts.ledger.clone(), opts.workers, false).await?;
     serve_engine(engine, listener, &opts, None).await
 }
 
@@ -180,49 +265,21 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         .register_webhook(&format!("http://{local}/webhooks/stripe"));
     sims.crm.set_webhook_target(&format!("http://{local}/webhooks/hubspot"));
     let mut contract = opts.contract;
-    contract.systems.crm.base_url = sims.crm.base_url();
-    contract.systems.billing.base_url = sims.billing.base_url();
-    let crm = HubspotClient::new(
-        &sims.crm.base_url(),
-        sims.crm.token().to_string(),
-        opts.request_timeout_ms,
-    )?;
-    let billing = StripeClient::new(
-        &sims.billing.base_url(),
-        sims.billing.api_key().to_string(),
-        opts.request_timeout_ms,
-    )?;
-    let engine = Engine::open(EngineConfig {
-        ledger: opts.serve.ledger.clone(),
-        contract,
-        crm: Arc::new(crm),
-        billing: Arc::new(billing),
-        webhook_secrets: WebhookSecrets {
-            stripe: Some(stripe_secret),
-            hubspot: Some(sims.crm.webhook_secret().to_string()),
-        },
-        workers: opts.serve.workers,
-        clock: Arc::new(SystemClock),
-        demo: true,
-    })
-    .await?;
-    // Creating the CRM properties may meet the fault profile's 429s; try a few times.
-    let mut last = None;
-    for _ in 0..20 {
-        match engine.ensure_crm_properties().await {
-            Ok(_) => {
-                last = None;
-                break;
-            }
-            Err(e) => {
-                last = Some(e);
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
+    for (sys, url) in [
+        (&mut contract.systems.crm, sims.crm.base_url()),
+        (&mut contract.systems.billing, sims.billing.base_url()),
+    ] {
+        sys.base_url = url;
+        sys.request_timeout_ms = opts.request_timeout_ms;
     }
-    if let Some(e) = last {
-        return Err(e.into());
-    }
+    let secrets = EngineSecrets {
+        crm_token: sims.crm.token().to_string(),
+        billing_key: sims.billing.api_key().to_string(),
+        crm_webhook_secret: Some(sims.crm.webhook_secret().to_string()),
+        billing_webhook_secret: Some(stripe_secret),
+    };
+    ensure_crm_properties(&contract, &secrets).await?;
+    let engine = open_engine(contract, secrets, opts.serve.ledger.clone(), opts.serve.workers, true).await?;
     serve_engine(engine, listener, &opts.serve, Some(sims)).await
 }
 

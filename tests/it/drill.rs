@@ -19,6 +19,8 @@ async fn drill_200_records_1000_edits_under_every_fault_holds_the_invariants() {
         settle_timeout: Duration::from_secs(240),
         edits_per_sec: 60.0,
         billing_cycles: 2,
+        crashes: 0,
+        engine_exe: None,
     })
     .await
     .expect("drill runs");
