@@ -322,6 +322,11 @@ pub struct ReplayWrite {
     /// JSON of the values it would write.
     pub values: Option<String>,
     pub rules: Vec<String>,
+    /// The idempotency key the write would carry (fixed when it is planned).
+    pub idempotency_key: Option<String>,
+    /// Set when that key is already in the outbox: the run would not write again; this names
+    /// the earlier write and its state (e.g. `write 42 (done)`).
+    pub key_used_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
@@ -332,6 +337,9 @@ pub struct ReplayPreview {
     pub updates: i64,
     pub noops: i64,
     pub conflicts: i64,
+    /// Planned writes (among creates and updates) whose idempotency key an earlier write
+    /// already used: the run would record them as made, not write them again.
+    pub keys_already_used: i64,
     /// Records that could not be read now (system unreachable), not counted above.
     pub unreadable: i64,
     /// Up to 5 samples of each kind.

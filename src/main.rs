@@ -503,16 +503,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
                 println!(
-                    "{} records: {} create, {} update, {} no-op, {} conflict, {} unreadable now",
-                    p.records, p.creates, p.updates, p.noops, p.conflicts, p.unreadable
+                    "{} records: {} create, {} update, {} no-op, {} conflict, {} unreadable now; \
+                     {} idempotency keys already used",
+                    p.records, p.creates, p.updates, p.noops, p.conflicts, p.unreadable, p.keys_already_used
                 );
                 for s in &p.samples {
                     println!(
-                        "  {:<8} {} {} {}",
+                        "  {:<8} {} {} {} {}{}",
                         s.kind,
                         s.record,
                         s.destination.as_deref().unwrap_or("-"),
-                        s.values.as_deref().unwrap_or("")
+                        s.values.as_deref().unwrap_or(""),
+                        s.idempotency_key
+                            .as_deref()
+                            .map(|k| format!("key {k}"))
+                            .unwrap_or_default(),
+                        s.key_used_by
+                            .as_deref()
+                            .map(|w| format!(" (already used by {w}: not written again)"))
+                            .unwrap_or_default()
                     );
                 }
                 println!(

@@ -12,6 +12,8 @@ pub type Shadow = BTreeMap<(Side, String), Option<String>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedWrite {
+    /// The contract object whose fields this write carries.
+    pub object: String,
     pub side: Side,
     /// Create the record on `side` (only billing customers in this version).
     pub create: bool,
@@ -104,6 +106,7 @@ pub fn plan(
                 outcome: "create the billing counterpart".into(),
             });
             out.writes.push(PlannedWrite {
+                object: object.name.clone(),
                 side: Side::Billing,
                 create: true,
                 fields,
@@ -133,8 +136,13 @@ pub fn plan(
         }
         let sc = shadow.get(&(Side::Crm, f.name.clone()));
         let sb = shadow.get(&(Side::Billing, f.name.clone()));
-        let crm_changed = sc.map_or(true, |s| *s != c);
-        let billing_changed = sb.map_or(true, |s| *s != b);
+        // Never synced counts as changed, except that an empty side of a never-synced shared
+        // field has nothing to defend: the first value on either side is a one-sided change.
+        let first_empty = |synced: Option<&Option<String>>, v: &Option<String>| {
+            synced.is_none() && v.is_none() && matches!(f.owner, Owner::Shared(_))
+        };
+        let crm_changed = sc.map_or(!first_empty(sc, &c), |s| *s != c);
+        let billing_changed = sb.map_or(!first_empty(sb, &b), |s| *s != b);
         let last_synced = sc.or(sb).cloned().flatten();
         let decision = |rule: &str, outcome: String| Decision {
             field: f.name.clone(),
@@ -225,6 +233,7 @@ pub fn plan(
             format!("write {} := {:?} on {}", target_path, value, target.as_str()),
         ));
         let w = per_side.entry(target).or_insert_with(|| PlannedWrite {
+            object: object.name.clone(),
             side: target,
             create: false,
             fields: Fields::new(),

@@ -166,6 +166,16 @@ pub trait BillingApi: Send + Sync {
     /// The customer's invoices summarised: `amount_remaining` (open invoices, net of credit
     /// notes) and `last_payment_at`. Delinquency is on the customer record itself.
     fn invoice_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Move the customer's current subscription to the price whose lookup key is
+    /// `fields["plan"]` (other `metadata.*` fields are set on the subscription). Refused as a
+    /// validation error when the customer has no live subscription or no such price exists;
+    /// a subscription already on that plan is returned unchanged.
+    fn change_plan<'a>(
+        &'a self,
+        customer_id: &'a str,
+        idempotency_key: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
 }
 
 /// A custom CRM property the contract needs.
@@ -256,6 +266,9 @@ impl BillingApi for Offline {
         Box::pin(async move { Err(self.err()) })
     }
     fn invoice_summary<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn change_plan<'a>(&'a self, _: &'a str, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move { Err(self.err()) })
     }
 }

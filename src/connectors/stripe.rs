@@ -271,6 +271,20 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
 }
 
 impl StripeClient {
+    /// The customer's current subscription: the newest not canceled, else the newest.
+    async fn current_subscription(&self, customer_id: &str) -> ConnResult<Option<Value>> {
+        let subs = self
+            .list_all("/v1/subscriptions", &[("customer", customer_id), ("status", "all")], 10)
+            .await?;
+        let live = subs
+            .iter()
+            .position(|s| s.get("status").and_then(Value::as_str) != Some("canceled"));
+        Ok(match live {
+            Some(i) => subs.into_iter().nth(i),
+            None => subs.into_iter().next(),
+        })
+    }
+
     async fn list_all(&self, path: &str, query: &[(&str, &str)], max_pages: usize) -> ConnResult<Vec<Value>> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
@@ -308,16 +322,8 @@ impl StripeClient {
 impl BillingApi for StripeClient {
     fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
-            let subs = self
-                .list_all("/v1/subscriptions", &[("customer", customer_id), ("status", "all")], 10)
-                .await?;
-            // Newest first: the newest not canceled, else the newest.
-            let chosen = subs
-                .iter()
-                .find(|s| s.get("status").and_then(Value::as_str) != Some("canceled"))
-                .or_else(|| subs.first());
-            match chosen {
-                Some(s) => subscription_record(s),
+            match self.current_subscription(customer_id).await? {
+                Some(s) => subscription_record(&s),
                 None => Ok(RemoteRecord {
                     id: format!("{customer_id}:no-subscription"),
                     fields: ["status", "plan", "mrr", "next_invoice_date", "cancel_at_period_end"]
@@ -353,6 +359,94 @@ impl BillingApi for StripeClient {
                 id: customer_id.to_string(),
                 fields,
             })
+        })
+    }
+
+    fn change_plan<'a>(
+        &'a self,
+        customer_id: &'a str,
+        idempotency_key: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move {
+            let refuse = |code: &str, message: String| ConnectorError::Rejected {
+                system: SYSTEM,
+                status: 0,
+                code: code.into(),
+                message,
+                body: String::new(),
+            };
+            let plan = fields
+                .get("plan")
+                .cloned()
+                .flatten()
+                .ok_or_else(|| refuse("no_plan", "a plan change needs a plan (the price's lookup key)".into()))?;
+            let sub = self
+                .current_subscription(customer_id)
+                .await?
+                .filter(|s| {
+                    !matches!(
+                        s.get("status").and_then(Value::as_str),
+                        Some("canceled") | Some("incomplete_expired")
+                    )
+                })
+                .ok_or_else(|| {
+                    refuse(
+                        "no_live_subscription",
+                        format!("customer {customer_id} has no live subscription whose plan could change"),
+                    )
+                })?;
+            let sub_id = sub.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let item = sub
+                .get("items")
+                .and_then(|i| i.get("data"))
+                .and_then(|d| d.get(0))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let on_plan = item
+                .get("price")
+                .and_then(|p| p.get("lookup_key"))
+                .and_then(Value::as_str);
+            if on_plan == Some(plan.as_str()) {
+                return subscription_record(&sub);
+            }
+            let item_id = item
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status: 200,
+                    detail: format!("subscription {sub_id} has no item"),
+                    body: clip(&sub.to_string()),
+                })?;
+            let prices = self
+                .send(self.http.get(self.url("/v1/prices")).query(&[
+                    ("lookup_keys[]", plan.as_str()),
+                    ("active", "true"),
+                    ("limit", "1"),
+                ]))
+                .await?;
+            let price_id = prices
+                .get("data")
+                .and_then(|d| d.get(0))
+                .and_then(|p| p.get("id"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| refuse("unknown_plan", format!("no active price has the lookup key {plan:?}")))?;
+            let mut form = vec![
+                ("items[0][id]".to_string(), item_id.to_string()),
+                ("items[0][price]".to_string(), price_id.to_string()),
+            ];
+            form.extend(
+                Self::form(fields)
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("metadata[")),
+            );
+            let req = self
+                .http
+                .post(self.url(&format!("/v1/subscriptions/{sub_id}")))
+                .header("Idempotency-Key", idempotency_key)
+                .form(&form);
+            subscription_record(&self.send(req).await?)
         })
     }
 

@@ -125,6 +125,17 @@ pub enum BillingObject {
     CreditNote,
 }
 
+impl BillingObject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BillingObject::Customer => "customer",
+            BillingObject::Subscription => "subscription",
+            BillingObject::Invoice => "invoice",
+            BillingObject::CreditNote => "credit_note",
+        }
+    }
+}
+
 /// How records of an object pair are matched, tried in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchRule {

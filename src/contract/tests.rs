@@ -65,7 +65,15 @@ fn default_contract_compiles_and_encodes_the_shipped_ownership() {
     assert_eq!(billing.secret, SecretRef::Env("DRIFTLESS_BILLING_KEY".into()));
 
     let names: Vec<&str> = c.objects.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(names, ["customer", "subscription", "invoice"]);
+    assert_eq!(names, ["customer", "subscription", "plan_request", "invoice"]);
+    let request = c.object("plan_request").expect("plan_request");
+    assert_eq!(request.billing, BillingObject::Subscription);
+    assert_eq!(request.fields.len(), 1);
+    assert_eq!(
+        (request.fields[0].crm.as_str(), request.fields[0].billing.as_str()),
+        ("requested_plan", "plan")
+    );
+    assert_eq!(request.fields[0].owner, Owner::Shared(ConflictRule::Review));
 
     let customer = c.object("customer").expect("customer");
     assert_eq!(customer.crm, CrmObject::Contact);

@@ -155,8 +155,8 @@ impl Engine {
         };
         let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
         for key in &keys {
-            let plan = match worker::preview(&self.inner, key).await {
-                Ok(Some(plan)) => plan,
+            let (plan, ops) = match worker::preview(&self.inner, key).await {
+                Ok(Some(x)) => x,
                 Ok(None) => continue,
                 Err(_) => {
                     p.unreadable += 1;
@@ -164,15 +164,28 @@ impl Engine {
                 }
             };
             let rules: Vec<String> = plan.decisions.iter().map(|d| d.rule.clone()).collect();
+            let keys: Vec<String> = ops.iter().map(|o| o.idempotency_key.clone()).collect();
+            let used = self.inner.ledger.writes_by_key(&keys).await?;
             let mut rows: Vec<ReplayWrite> = plan
                 .writes
                 .iter()
-                .map(|w| ReplayWrite {
-                    record: key.clone(),
-                    kind: if w.create { "create".into() } else { "update".into() },
-                    destination: Some(w.side.as_str().into()),
-                    values: serde_json::to_string(&w.fields).ok(),
-                    rules: rules.clone(),
+                .zip(&ops)
+                .map(|(w, op)| {
+                    let key_used_by = used
+                        .get(&op.idempotency_key)
+                        .map(|(id, state)| format!("write {id} ({state})"));
+                    if key_used_by.is_some() {
+                        p.keys_already_used += 1;
+                    }
+                    ReplayWrite {
+                        record: key.clone(),
+                        kind: if w.create { "create".into() } else { "update".into() },
+                        destination: Some(w.side.as_str().into()),
+                        values: serde_json::to_string(&w.fields).ok(),
+                        rules: rules.clone(),
+                        idempotency_key: Some(op.idempotency_key.clone()),
+                        key_used_by,
+                    }
                 })
                 .collect();
             if plan.review.is_some() {
@@ -182,6 +195,8 @@ impl Engine {
                     destination: None,
                     values: plan.review.clone(),
                     rules: rules.clone(),
+                    idempotency_key: None,
+                    key_used_by: None,
                 });
             }
             if rows.is_empty() {
@@ -191,6 +206,8 @@ impl Engine {
                     destination: None,
                     values: None,
                     rules,
+                    idempotency_key: None,
+                    key_used_by: None,
                 });
             }
             for r in rows {
@@ -254,12 +271,18 @@ impl Engine {
         };
         let mut crm_values = serde_json::Map::new();
         let mut billing_values = serde_json::Map::new();
+        let mut plan_values = serde_json::Map::new();
         for ch in &res.choices {
-            let f = mapping
-                .fields
-                .iter()
+            let f = worker::contact_fields(&self.inner.contract, mapping)
                 .find(|f| f.name == ch.field)
                 .ok_or_else(|| EngineError::BadRequest(format!("{} is not a field of {object}", ch.field)))?;
+            let on_billing = self
+                .inner
+                .contract
+                .objects
+                .iter()
+                .find(|o| o.fields.iter().any(|x| std::ptr::eq(x, f)))
+                .map_or(crate::contract::BillingObject::Customer, |o| o.billing);
             let shown = item.fields.iter().find(|x| x.field == ch.field);
             let value = match ch.take.as_str() {
                 "crm" => shown.and_then(|x| x.crm.clone()),
@@ -282,7 +305,22 @@ impl Engine {
                         f.name
                     )));
                 }
-                billing_values.insert(f.billing.clone(), v);
+                match on_billing {
+                    crate::contract::BillingObject::Customer => {
+                        billing_values.insert(f.billing.clone(), v);
+                    }
+                    crate::contract::BillingObject::Subscription if f.billing == "plan" && !v.is_null() => {
+                        plan_values.insert(f.billing.clone(), v);
+                    }
+                    other => {
+                        return Err(EngineError::BadRequest(format!(
+                            "{} lives on the billing {} and billing does not accept that write; \
+                             take the billing value instead",
+                            f.name,
+                            other.as_str()
+                        )))
+                    }
+                }
             }
         }
         let cause = self.inner.ledger.last_cause(&item.record).await?.map(|(c, _)| c);
@@ -304,6 +342,11 @@ impl Engine {
                 billing_values,
                 cause,
             ));
+        }
+        if let (false, Some(bid)) = (plan_values.is_empty(), &billing_id) {
+            let mut op = worker::update_op(Side::Billing, bid, format!("review:{id}:plan"), plan_values, cause);
+            op.op = "change_plan".into();
+            ops.push(op);
         }
         let resolution =
             serde_json::json!({"review": id, "choices": res.choices, "reason": res.reason, "writes": ops.len()});

@@ -305,35 +305,11 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         crm_seq: real.iter().filter(|e| e.source == Side::Crm).map(|e| e.id).max(),
         billing_seq: real.iter().filter(|e| e.source == Side::Billing).map(|e| e.id).max(),
     };
-    let mut p = plan::plan(m, crm.as_ref(), billing.as_ref(), &shadow, seq);
-    // Subscriptions, invoices and credit notes of this customer, mirrored onto the contact.
-    if let (Some(c), Some(b)) = (&crm, &billing) {
-        if touches_billing_objects(&inner.contract, &real, replan) {
-            for extra in billing_object_mappings(&inner.contract) {
-                let summary = match extra.billing {
-                    crate::contract::BillingObject::Subscription => {
-                        read(inner, Side::Billing, inner.billing.subscription_summary(&b.id)).await
-                    }
-                    _ => read(inner, Side::Billing, inner.billing.invoice_summary(&b.id))
-                        .await
-                        .map(|mut r| {
-                            // Delinquency lives on the customer, which was just read.
-                            r.fields.insert(
-                                "delinquent".into(),
-                                Some(b.get("delinquent").unwrap_or("false").to_string()),
-                            );
-                            r
-                        }),
-                };
-                let summary = match summary {
-                    Ok(r) => r,
-                    Err(e) => return park_for_read(ctx, e).await,
-                };
-                let p2 = plan::plan(extra, Some(c), Some(&summary), &shadow, seq);
-                merge_plan(&mut p, p2, extra);
-            }
-        }
-    }
+    let extras = touches_billing_objects(&inner.contract, &real, replan);
+    let p = match plan_record(inner, m, crm.as_ref(), billing.as_ref(), &shadow, seq, extras).await {
+        Ok(p) => p,
+        Err(e) => return park_for_read(ctx, e).await,
+    };
     for (field, value) in &p.in_sync {
         for side in [Side::Crm, Side::Billing] {
             cs.shadow.push(ShadowValue {
@@ -354,47 +330,10 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             detail: serde_json::to_value(d).unwrap_or(Value::Null),
         });
     }
+    let billing_id = billing.as_ref().map(|b| b.id.as_str());
     for w in &p.writes {
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        let mut values: serde_json::Map<String, Value> = w
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
-            .collect();
-        let (op, target, idem) = match (w.side, w.create) {
-            (Side::Billing, true) => {
-                let crm_id = ctx.crm_id.unwrap_or_default();
-                values.insert(format!("metadata.{META_ORIGIN}"), Value::String("driftless".into()));
-                values.insert(format!("metadata.{META_CRM_ID}"), Value::String(crm_id.to_string()));
-                let idem = m.idempotency_key.render(&[
-                    ("crm_contact_id", crm_id),
-                    ("event_id", &cause_tag),
-                    ("object", &m.name),
-                    ("op", "create"),
-                ]);
-                ("create_customer", None, idem)
-            }
-            (Side::Billing, false) => {
-                let target = billing.as_ref().map(|b| b.id.clone());
-                let idem = format!("billing:update:{}:{}", target.as_deref().unwrap_or("-"), cause_tag);
-                ("update_customer", target, idem)
-            }
-            (Side::Crm, _) => {
-                let target = ctx.crm_id.map(str::to_string);
-                let idem = format!("crm:update:{}:{}", target.as_deref().unwrap_or("-"), cause_tag);
-                ("update_contact", target, idem)
-            }
-        };
-        values.insert(correlation_field(w.side), Value::String(correlation_id.clone()));
-        cs.new_ops.push(NewOp {
-            destination: w.side,
-            op: op.into(),
-            target_id: target,
-            idempotency_key: idem,
-            correlation_id,
-            field_values: values,
-            cause_inbox_id: Some(cause_id),
-        });
+        cs.new_ops
+            .push(new_op(inner, m, w, ctx.crm_id, billing_id, &cause_tag, cause_id));
     }
     let has_real = real.last().is_some();
     if let Some(reason) = &p.review {
@@ -403,7 +342,7 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             .iter()
             .filter(|d| d.rule.ends_with("review") || d.rule.ends_with("flag") || d.outcome.contains("review"))
             .map(|d| {
-                let owner = m.fields.iter().find(|f| f.name == d.field).map(|f| f.owner.label()).unwrap_or("?");
+                let owner = contact_fields(&inner.contract, m).find(|f| f.name == d.field).map(|f| f.owner.label()).unwrap_or("?");
                 json!({"field": d.field, "crm": d.crm, "billing": d.billing, "owner": owner, "last_synced": d.last_synced})
             })
             .collect();
@@ -469,35 +408,120 @@ fn touches_billing_objects(c: &crate::contract::Contract, real: &[&InboxEvent], 
     })
 }
 
+/// Every field mapped onto a contact for the customer pair `m`: its own and those of the
+/// billing objects mirrored onto the same contact.
+pub(super) fn contact_fields<'a>(
+    c: &'a crate::contract::Contract,
+    m: &'a ObjectMapping,
+) -> impl Iterator<Item = &'a crate::contract::FieldMapping> {
+    m.fields
+        .iter()
+        .chain(billing_object_mappings(c).flat_map(|o| o.fields.iter()))
+}
+
+/// Plan a contact/customer pair: the customer mapping, then (when `extras`) each billing
+/// object mirrored onto the contact, read once per object kind. A connector failure comes back
+/// inside `Ok(Err(..))` so callers can park.
+async fn plan_record(
+    inner: &Inner,
+    m: &ObjectMapping,
+    crm: Option<&RemoteRecord>,
+    billing: Option<&RemoteRecord>,
+    shadow: &Shadow,
+    seq: Sequencing,
+    extras: bool,
+) -> Result<plan::Plan, ConnectorError> {
+    use crate::contract::BillingObject;
+    let mut p = plan::plan(m, crm, billing, shadow, seq);
+    let (Some(c), Some(b), true) = (crm, billing, extras) else {
+        return Ok(p);
+    };
+    let mut subscription: Option<RemoteRecord> = None;
+    let mut invoices: Option<RemoteRecord> = None;
+    for extra in billing_object_mappings(&inner.contract) {
+        let summary = match extra.billing {
+            BillingObject::Subscription => match &subscription {
+                Some(s) => s.clone(),
+                None => {
+                    let s = read(inner, Side::Billing, inner.billing.subscription_summary(&b.id)).await?;
+                    subscription.insert(s).clone()
+                }
+            },
+            _ => match &invoices {
+                Some(s) => s.clone(),
+                None => {
+                    let mut r = read(inner, Side::Billing, inner.billing.invoice_summary(&b.id)).await?;
+                    // Delinquency lives on the customer, which was just read.
+                    r.fields.insert(
+                        "delinquent".into(),
+                        Some(b.get("delinquent").unwrap_or("false").to_string()),
+                    );
+                    invoices.insert(r).clone()
+                }
+            },
+        };
+        let p2 = plan::plan(extra, Some(c), Some(&summary), shadow, seq);
+        merge_plan(&mut p, p2, extra, &summary);
+    }
+    Ok(p)
+}
+
+fn add_review(p: &mut plan::Plan, msg: String) {
+    p.review = Some(match p.review.take() {
+        Some(prev) => format!("{prev}; {msg}"),
+        None => msg,
+    });
+}
+
 /// Fold a billing-object mapping's plan into the customer's: one CRM write per decision.
-fn merge_plan(into: &mut plan::Plan, from: plan::Plan, m: &ObjectMapping) {
+/// A billing write is kept only where billing accepts one: a plan change on a live
+/// subscription. Anything else goes to review with the reason.
+fn merge_plan(into: &mut plan::Plan, from: plan::Plan, m: &ObjectMapping, summary: &RemoteRecord) {
     into.in_sync.extend(from.in_sync);
     into.decisions.extend(from.decisions);
     if let Some(r) = from.review {
-        into.review = Some(match into.review.take() {
-            Some(prev) => format!("{prev}; {r}"),
-            None => r,
-        });
+        add_review(into, r);
     }
     for w in from.writes {
         if w.side == Side::Billing {
-            // Subscriptions and invoices are written by billing only in this version.
+            let fields = w.settles.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>().join(",");
+            let live = !matches!(
+                summary.get("status"),
+                None | Some("canceled") | Some("incomplete_expired")
+            );
+            let refusal = match m.billing {
+                crate::contract::BillingObject::Subscription => {
+                    if !w.fields.keys().all(|k| k == "plan") {
+                        Some(format!(
+                            "only the plan of a billing subscription can be written, not {fields}"
+                        ))
+                    } else if w.fields.values().any(Option::is_none) {
+                        Some(format!(
+                            "{fields} was cleared; a subscription cannot be left without a plan"
+                        ))
+                    } else if !live {
+                        Some(format!(
+                            "{fields} changed but the customer has no live subscription to change"
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                _ => Some(format!("billing {} objects are written by billing only", m.name)),
+            };
+            let Some(why) = refusal else {
+                into.writes.push(w);
+                continue;
+            };
             into.decisions.push(plan::Decision {
-                field: w.settles.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>().join(","),
+                field: fields.clone(),
                 rule: "unsupported_write".into(),
-                crm: None,
+                crm: w.settles.first().and_then(|(_, v)| v.clone()),
                 billing: None,
                 last_synced: None,
-                outcome: format!("a write to billing {} objects is not supported; sent to review", m.name),
+                outcome: format!("{why}; sent to review"),
             });
-            let msg = format!(
-                "{}: the contract asks for a write to billing {} objects",
-                m.name, m.name
-            );
-            into.review = Some(match into.review.take() {
-                Some(prev) => format!("{prev}; {msg}"),
-                None => msg,
-            });
+            add_review(into, format!("{}: {why}", m.name));
             continue;
         }
         match into.writes.iter_mut().find(|x| x.side == Side::Crm && !x.create) {
@@ -569,7 +593,7 @@ fn syncs_customers(m: &ObjectMapping) -> bool {
 
 /// Plan a record from both systems' current state without writing anything (replay's dry
 /// run). `None` when the record is not one this version syncs.
-pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<plan::Plan>, EngineError> {
+pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<(plan::Plan, Vec<NewOp>)>, EngineError> {
     let Some((object, side, id)) = parse_entity_key(key) else {
         return Ok(None);
     };
@@ -579,13 +603,90 @@ pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<plan::Pla
     let crm_id = (side == Side::Crm).then_some(id);
     let (crm, billing, _) = load(inner, m, crm_id, (side, id)).await??;
     let shadow = shadow_map(inner.ledger.shadow(key).await?);
-    Ok(Some(plan::plan(
+    let p = plan_record(
+        inner,
         m,
         crm.as_ref(),
         billing.as_ref(),
         &shadow,
         Sequencing::default(),
-    )))
+        true,
+    )
+    .await?;
+    // A replay plans without a new event: its writes hang off the record's last cause, as
+    // the run will.
+    let (cause_id, cause_tag) = inner.ledger.last_cause(key).await?.unwrap_or((0, "none".into()));
+    let billing_id = billing.as_ref().map(|b| b.id.as_str());
+    let ops = p
+        .writes
+        .iter()
+        .map(|w| new_op(inner, m, w, crm_id, billing_id, &cause_tag, cause_id))
+        .collect();
+    Ok(Some((p, ops)))
+}
+
+/// The outbox operation for a planned write: what to call, on which record, with which
+/// idempotency key (fixed here, reused on every retry) and correlation id. Replay's preview
+/// computes the same keys to report the ones already used.
+fn new_op(
+    inner: &Inner,
+    m: &ObjectMapping,
+    w: &plan::PlannedWrite,
+    crm_id: Option<&str>,
+    billing_id: Option<&str>,
+    cause_tag: &str,
+    cause_id: i64,
+) -> NewOp {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let mut values: serde_json::Map<String, Value> = w
+        .fields
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().map_or(Value::Null, Value::String)))
+        .collect();
+    let object = inner.contract.object(&w.object).unwrap_or(m);
+    let vars = |op: &'static str| {
+        [
+            ("billing_customer_id", billing_id.unwrap_or("-")),
+            ("crm_contact_id", crm_id.unwrap_or("-")),
+            ("event_id", cause_tag),
+            ("object", object.name.as_str()),
+            ("op", op),
+        ]
+    };
+    let (op, target, idem) = match (w.side, w.create) {
+        (Side::Billing, false) if object.billing == crate::contract::BillingObject::Subscription => {
+            // The two-way case: a plan requested in the CRM moves the customer's
+            // subscription; the key comes from that object's contract template.
+            let idem = object.idempotency_key.render(&vars("change_plan"));
+            ("change_plan", billing_id.map(str::to_string), idem)
+        }
+        (Side::Billing, true) => {
+            values.insert(format!("metadata.{META_ORIGIN}"), Value::String("driftless".into()));
+            values.insert(
+                format!("metadata.{META_CRM_ID}"),
+                Value::String(crm_id.unwrap_or_default().to_string()),
+            );
+            ("create_customer", None, m.idempotency_key.render(&vars("create")))
+        }
+        (Side::Billing, false) => {
+            let idem = format!("billing:update:{}:{}", billing_id.unwrap_or("-"), cause_tag);
+            ("update_customer", billing_id.map(str::to_string), idem)
+        }
+        (Side::Crm, _) => {
+            let idem = format!("crm:update:{}:{}", crm_id.unwrap_or("-"), cause_tag);
+            ("update_contact", crm_id.map(str::to_string), idem)
+        }
+    };
+    values.insert(correlation_field(w.side), Value::String(correlation_id.clone()));
+    NewOp {
+        destination: w.side,
+        op: op.into(),
+        target_id: target,
+        idempotency_key: idem,
+        correlation_id,
+        field_values: values,
+        cause_inbox_id: Some(cause_id),
+    }
 }
 
 /// Where a write carries its correlation id on each side.
@@ -638,11 +739,13 @@ fn fields_of(op: &OutboxOp) -> Fields {
 fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &OutboxOp) -> Vec<ShadowValue> {
     let seq = op.cause_inbox_id.unwrap_or(0);
     let mut out = Vec::new();
-    let fields = m
-        .fields
-        .iter()
-        .chain(billing_object_mappings(contract).flat_map(|o| o.fields.iter()));
-    for f in fields {
+    for f in contact_fields(contract, m) {
+        // A write never carries a field its destination owns; skipping them keeps one path
+        // mapped twice (a subscription's `plan`, owned by billing, and the shared requested
+        // plan) from settling the other field.
+        if f.owner.side() == Some(op.destination) {
+            continue;
+        }
         let path = match op.destination {
             Side::Crm => &f.crm,
             Side::Billing => &f.billing,
@@ -699,6 +802,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 .update_customer(target, &op.idempotency_key, &fields)
                 .await
         }
+        "change_plan" => inner.billing.change_plan(target, &op.idempotency_key, &fields).await,
         "update_contact" => inner.crm.update_contact(target, &fields).await,
         other => Err(ConnectorError::Rejected {
             system: "engine",

@@ -239,6 +239,21 @@ impl Ledger {
         Ok(keys.len())
     }
 
+    /// The writes already holding any of these idempotency keys: key -> (outbox id, state).
+    pub async fn writes_by_key(&self, keys: &[String]) -> Result<std::collections::HashMap<String, (i64, String)>> {
+        let mut out = std::collections::HashMap::new();
+        for key in keys {
+            let row = sqlx::query("SELECT id, state FROM outbox WHERE idempotency_key = ?1")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?;
+            if let Some(r) = row {
+                out.insert(key.clone(), (r.try_get(0)?, r.try_get(1)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records with inbound events received in `[from_ms, to_ms)`.
     pub async fn records_with_events_between(&self, from_ms: i64, to_ms: i64) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(

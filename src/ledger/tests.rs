@@ -107,6 +107,10 @@ async fn apply_settles_and_release_removes_finished_records() {
         .await
         .unwrap();
     assert_eq!(ops.len(), 1);
+    // Replay's preview looks keys up: the one in use names its write and state.
+    let used = l.writes_by_key(&["k1".into(), "k2".into()]).await.unwrap();
+    assert_eq!(used.get("k1"), Some(&(ops[0], "pending".to_string())));
+    assert!(!used.contains_key("k2"));
     assert!(
         l.unplanned_events("customer:crm:1").await.unwrap().is_empty(),
         "a planned event is not planned again"

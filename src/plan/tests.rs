@@ -90,8 +90,9 @@ proptest! {
                     Owner::Crm => prop_assert_eq!(&fb, &c),
                     Owner::Billing => prop_assert_eq!(&fc, &b),
                     Owner::Shared(_) => {
-                        let crm_changed = sc.as_ref().map_or(true, |s| *s != c);
-                        let billing_changed = sb.as_ref().map_or(true, |s| *s != b);
+                        // Never synced counts as changed, unless that side is empty.
+                        let crm_changed = sc.as_ref().map_or(c.is_some(), |s| *s != c);
+                        let billing_changed = sb.as_ref().map_or(b.is_some(), |s| *s != b);
                         if crm_changed && !billing_changed { prop_assert_eq!(&fb, &c); }
                         if billing_changed && !crm_changed { prop_assert_eq!(&fc, &b); }
                     }
@@ -120,6 +121,23 @@ proptest! {
             prop_assert_eq!(w.side, Side::Crm);
         }
     }
+}
+
+#[test]
+fn first_sync_of_a_shared_field_takes_the_only_value_instead_of_calling_it_a_conflict() {
+    let m = mapping(Owner::Shared(ConflictRule::Review), NonOwnerRule::Revert);
+    let crm = rec("1", "f_crm", &None);
+    let billing = rec("cus_1", "metadata.f", &Some("basic".into()));
+    let p = plan(&m, Some(&crm), Some(&billing), &Shadow::new(), Sequencing::default());
+    assert!(p.review.is_none(), "{p:?}");
+    assert_eq!(p.writes.len(), 1);
+    assert_eq!(p.writes[0].side, Side::Crm);
+    assert_eq!(p.writes[0].fields.get("f_crm"), Some(&Some("basic".into())));
+    assert_eq!(p.decisions[0].rule, "shared:one_side_changed");
+    // Both sides holding different values before any sync is a real conflict.
+    let crm = rec("1", "f_crm", &Some("pro".into()));
+    let p = plan(&m, Some(&crm), Some(&billing), &Shadow::new(), Sequencing::default());
+    assert!(p.review.is_some());
 }
 
 #[test]

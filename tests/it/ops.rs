@@ -136,6 +136,11 @@ async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
         .unwrap_or("")
         .contains("replay@example.test"));
     assert!(!p.queued);
+    // Checked against the keys already used: this one is fresh, and it is the key the run
+    // will send.
+    assert_eq!(p.keys_already_used, 0);
+    assert_eq!(p.samples[0].key_used_by, None);
+    let previewed_key = p.samples[0].idempotency_key.clone().expect("a key");
     let writes_before = sims.billing.request_log().iter().filter(|r| r.mutating).count();
     assert_eq!(writes_before, 1, "the dry run wrote nothing");
 
@@ -159,6 +164,18 @@ async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
     })
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let sent_key = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .rev()
+        .find(|r| r.mutating)
+        .and_then(|r| r.idempotency_key);
+    assert_eq!(
+        sent_key.as_deref(),
+        Some(previewed_key.as_str()),
+        "the preview shows the run's key"
+    );
     // Replaying again changes nothing: a no-op.
     let p = e.replay(&sel, true, "test").await.unwrap();
     assert_eq!((p.noops, p.updates), (1, 0));

@@ -3,6 +3,11 @@ import type { ReplayWrite } from "./ReplayWrite";
 
 export type ReplayPreview = { records: number, creates: number, updates: number, noops: number, conflicts: number, 
 /**
+ * Planned writes (among creates and updates) whose idempotency key an earlier write
+ * already used: the run would record them as made, not write them again.
+ */
+keys_already_used: number, 
+/**
  * Records that could not be read now (system unreachable), not counted above.
  */
 unreadable: number, 

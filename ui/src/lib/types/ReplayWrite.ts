@@ -11,4 +11,13 @@ kind: string, destination: string | null,
 /**
  * JSON of the values it would write.
  */
-values: string | null, rules: Array<string>, };
+values: string | null, rules: Array<string>, 
+/**
+ * The idempotency key the write would carry (fixed when it is planned).
+ */
+idempotency_key: string | null, 
+/**
+ * Set when that key is already in the outbox: the run would not write again; this names
+ * the earlier write and its state (e.g. `write 42 (done)`).
+ */
+key_used_by: string | null, };
