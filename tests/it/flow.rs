@@ -282,3 +282,46 @@ async fn while_paused_no_write_reaches_a_destination_ingestion_continues_and_res
     );
     d.running.shutdown().await;
 }
+
+/// Invariant 6's first half: a webhook is answered 2xx only once its event is durable. Another
+/// connection holds the ledger's write lock; the delivery must stay unacknowledged (the
+/// simulator still counts it pending, so it would retry after a crash) until the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_acknowledged_only_after_its_event_is_durable() {
+    use sqlx::Connection;
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let (id, _) = synced_contact(&d, "durable@example.test").await;
+    let e = d.running.engine.clone();
+    let before = e.status().await.expect("status").ledger.distinct_events;
+
+    let path = d._dir.path().join("ledger.db");
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .expect("write lock");
+    sims.crm
+        .edit_contact(&id, &[("lifecyclestage", "customer")])
+        .expect("edit");
+    // Well past a loopback round trip: the delivery is still open, not acknowledged.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        sims.pending_webhooks() > 0,
+        "the webhook was acknowledged while its event could not be written"
+    );
+    sqlx::query("ROLLBACK").execute(&mut lock).await.expect("release");
+    drop(lock);
+    eventually(20, "acknowledged once durable", || {
+        let sims = sims.clone();
+        let e = e.clone();
+        async move {
+            let n = e.status().await.ok()?.ledger.distinct_events;
+            (sims.pending_webhooks() == 0 && n > before).then_some(())
+        }
+    })
+    .await;
+    d.running.shutdown().await;
+}
