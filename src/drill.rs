@@ -26,8 +26,8 @@ use crate::ingest::stripe::META_CRM_ID;
 use crate::ledger::{LagFigures, Ledger};
 use crate::runtime::{self, EngineSecrets, Running, RuntimeError};
 use crate::sim::{
-    run_actors, run_billing_activity, ActorPlan, ActorReport, BillingActivity, BillingActivityReport, FaultProfile,
-    SimConfig, Simulators,
+    run_actors, run_billing_activity, run_plan_requests, ActorPlan, ActorReport, BillingActivity,
+    BillingActivityReport, FaultProfile, SimConfig, Simulators,
 };
 use engine::{EngineSpec, EngineUnderTest};
 
@@ -87,6 +87,8 @@ pub struct DrillReport {
     pub faults_injected: BTreeMap<String, usize>,
     pub dead_letters: i64,
     pub review_depth: i64,
+    /// Plan changes requested in the CRM (`requested_plan`) after the finance activity.
+    pub plan_requests: usize,
     pub lag_ms: LagFigures,
     pub checks: Vec<Check>,
 }
@@ -123,6 +125,8 @@ pub async fn run(opts: DrillOptions) -> Result<DrillReport, RuntimeError> {
 struct Outcome {
     actors: ActorReport,
     billing: Option<BillingActivityReport>,
+    /// Plan changes sales requested in the CRM (`requested_plan`), after the finance activity.
+    plan_requests: usize,
     quiesced: bool,
     crashes: CrashLog,
 }
@@ -249,6 +253,19 @@ async fn exercise(
     } else {
         None
     };
+    // Then sales: plan changes requested in the CRM, the two-way case (one per five records).
+    let plan_requests = if billing.is_some() {
+        alongside(
+            wait_quiet(ledger, sims, opts.settle_timeout),
+            crash.as_mut(),
+            &mut crashed,
+        )
+        .await?;
+        let n = (opts.records / 5).max(1);
+        alongside(run_plan_requests(sims, opts.seed, n), crash.as_mut(), &mut crashed).await?
+    } else {
+        0
+    };
     // Settle: the kills still due (the engine is still replaying webhooks and retrying
     // writes), then quiescence, within one bounded window.
     let deadline = tokio::time::Instant::now() + opts.settle_timeout;
@@ -268,6 +285,7 @@ async fn exercise(
     Ok(Outcome {
         actors,
         billing,
+        plan_requests,
         quiesced,
         crashes,
     })
@@ -524,6 +542,11 @@ async fn check(
     let subscriptions = sims.billing.subscriptions();
     let invoices = sims.billing.invoices();
     let mapping = run.contract.object("customer");
+    let requests_plans = run
+        .contract
+        .objects
+        .iter()
+        .any(|o| o.fields.iter().any(|f| f.crm == "requested_plan"));
     let mut mismatches = Vec::new();
     let reviewed: HashSet<String> = ledger
         .open_review_keys()
@@ -553,7 +576,13 @@ async fn check(
             // Billing-owned subscription and invoice fields, computed here from the billing
             // simulator's own objects (deliberately independent of the connector's code).
             if billing.is_some() {
-                for (prop, want) in expected_billing_fields(cust, &subscriptions, &invoices) {
+                let mut expected = expected_billing_fields(cust, &subscriptions, &invoices);
+                // The shared plan request settles on the plan billing holds (or sits in review).
+                if requests_plans {
+                    let plan = expected.iter().find(|(p, _)| *p == "plan").map(|(_, v)| v.clone());
+                    expected.push(("requested_plan", plan.flatten()));
+                }
+                for (prop, want) in expected {
                     let got = s(c, &["properties", prop]);
                     if got != want && !reviewed.contains(&cid) {
                         mismatches.push(format!("contact {cid} {prop}: crm {got:?} billing {want:?}"));
@@ -592,13 +621,15 @@ async fn check(
         }
         w.bound = match side {
             // a create per contact, at most one write per CRM edit and per billing edit (revert)
-            "billing" => actors.contacts_created + actors.crm_edits + actors.billing_edits,
+            "billing" => actors.contacts_created + actors.crm_edits + actors.billing_edits + run.outcome.plan_requests,
             // the billing id written back once per contact; billing edits touch CRM-owned fields
             // only; each finance action or invoice may take a few events (created, finalized,
             // paid, customer.updated), each at most one CRM write
             _ => {
+                // each plan request's result flows back in one CRM write
                 actors.contacts_created
                     + actors.billing_edits
+                    + run.outcome.plan_requests
                     + billing.map_or(0, |b| {
                         3 * (b.subscriptions_started
                             + b.plan_changes
@@ -722,6 +753,7 @@ async fn check(
         faults_injected,
         dead_letters: status.dead_letter_depth,
         review_depth: status.review_depth,
+        plan_requests: run.outcome.plan_requests,
         lag_ms: status.lag_ms.clone(),
         checks,
     })
