@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::contract::CrmObject;
+
 use super::{
     clip, retry_after_ms, transport_error, BoxFuture, ConnResult, ConnectorError, CrmApi, Fields, PropertyDef,
     RemoteRecord,
@@ -149,15 +151,16 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
 }
 
 impl CrmApi for HubspotClient {
-    fn get_contact<'a>(
+    fn get_record<'a>(
         &'a self,
+        kind: CrmObject,
         id: &'a str,
         properties: &'a [String],
     ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move {
             let req = self
                 .http
-                .get(self.url(&format!("/crm/v3/objects/contacts/{id}")))
+                .get(self.url(&format!("/crm/v3/objects/{}/{id}", kind.plural())))
                 .query(&[("properties", properties.join(",")), ("archived", "false".into())]);
             match self.send(req).await {
                 Ok((_, v)) => contact_record(&v).map(Some),
@@ -167,7 +170,12 @@ impl CrmApi for HubspotClient {
         })
     }
 
-    fn update_contact<'a>(&'a self, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+    fn update_record<'a>(
+        &'a self,
+        kind: CrmObject,
+        id: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
             let props: serde_json::Map<String, Value> = fields
                 .iter()
@@ -175,7 +183,7 @@ impl CrmApi for HubspotClient {
                 .collect();
             let req = self
                 .http
-                .patch(self.url(&format!("/crm/v3/objects/contacts/{id}")))
+                .patch(self.url(&format!("/crm/v3/objects/{}/{id}", kind.plural())))
                 .json(&json!({ "properties": props }));
             let (_, v) = self.send(req).await?;
             contact_record(&v)
@@ -188,7 +196,7 @@ impl CrmApi for HubspotClient {
             for def in defs {
                 let get = self
                     .http
-                    .get(self.url(&format!("/crm/v3/properties/contacts/{}", def.name)));
+                    .get(self.url(&format!("/crm/v3/properties/{}/{}", def.object.plural(), def.name)));
                 match self.send(get).await {
                     Ok(_) => continue,
                     Err(ConnectorError::Rejected { status: 404, .. }) => {}
@@ -199,10 +207,16 @@ impl CrmApi for HubspotClient {
                     "label": def.label,
                     "type": "string",
                     "fieldType": "text",
-                    "groupName": "contactinformation",
+                    "groupName": match def.object {
+                        CrmObject::Contact => "contactinformation",
+                        CrmObject::Company => "companyinformation",
+                    },
                     "description": "Maintained by driftless",
                 });
-                let post = self.http.post(self.url("/crm/v3/properties/contacts")).json(&body);
+                let post = self
+                    .http
+                    .post(self.url(&format!("/crm/v3/properties/{}", def.object.plural())))
+                    .json(&body);
                 match self.send(post).await {
                     Ok(_) => created.push(def.name.clone()),
                     Err(ConnectorError::Rejected { status: 409, .. }) => {}

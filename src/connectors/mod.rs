@@ -10,6 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::contract::CrmObject;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Field values keyed by the destination's own path (CRM property name, or a billing
@@ -158,6 +160,13 @@ pub trait BillingApi: Send + Sync {
         idempotency_key: &'a str,
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Customers whose `metadata[key]` is exactly `value` (Stripe's search; its index may
+    /// lag writes by up to a minute, so the idempotency key stays the first protection).
+    fn customers_by_metadata<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
     /// Customers whose email is exactly `email`, newest first.
     fn customers_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
     /// The customer's current subscription, flattened to `status`, `plan`, `mrr`,
@@ -181,18 +190,27 @@ pub trait BillingApi: Send + Sync {
 /// A custom CRM property the contract needs.
 #[derive(Debug, Clone)]
 pub struct PropertyDef {
+    /// The object type the property belongs to.
+    pub object: CrmObject,
     pub name: String,
     pub label: String,
 }
 
 /// The CRM side (HubSpot today).
 pub trait CrmApi: Send + Sync {
-    fn get_contact<'a>(
+    /// A contact or company with the given properties; `None` when it does not exist.
+    fn get_record<'a>(
         &'a self,
+        kind: CrmObject,
         id: &'a str,
         properties: &'a [String],
     ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
-    fn update_contact<'a>(&'a self, id: &'a str, fields: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    fn update_record<'a>(
+        &'a self,
+        kind: CrmObject,
+        id: &'a str,
+        fields: &'a Fields,
+    ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     /// Create the custom properties that do not exist yet; returns the names created.
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;
 }
@@ -262,6 +280,9 @@ impl BillingApi for Offline {
     fn customers_by_email<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
         Box::pin(async move { Err(self.err()) })
     }
+    fn customers_by_metadata<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
+        Box::pin(async move { Err(self.err()) })
+    }
     fn subscription_summary<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move { Err(self.err()) })
     }
@@ -274,10 +295,15 @@ impl BillingApi for Offline {
 }
 
 impl CrmApi for Offline {
-    fn get_contact<'a>(&'a self, _: &'a str, _: &'a [String]) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+    fn get_record<'a>(
+        &'a self,
+        _: CrmObject,
+        _: &'a str,
+        _: &'a [String],
+    ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move { Err(self.err()) })
     }
-    fn update_contact<'a>(&'a self, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+    fn update_record<'a>(&'a self, _: CrmObject, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move { Err(self.err()) })
     }
     fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {

@@ -492,6 +492,35 @@ impl BillingApi for StripeClient {
         })
     }
 
+    fn customers_by_metadata<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
+        Box::pin(async move {
+            // Search query values are quoted; the ids we put there are digits, but escape anyway.
+            let query = format!(
+                "metadata['{key}']:'{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            );
+            let req = self
+                .http
+                .get(self.url("/v1/customers/search"))
+                .query(&[("query", query.as_str()), ("limit", "100")]);
+            let v = self.send(req).await?;
+            let data = v
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status: 200,
+                    detail: "search result without data".into(),
+                    body: clip(&v.to_string()),
+                })?;
+            data.iter().map(customer_record).collect()
+        })
+    }
+
     fn customers_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
         Box::pin(async move {
             let req = self

@@ -117,6 +117,30 @@ pub enum CrmObject {
     Company,
 }
 
+impl CrmObject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrmObject::Contact => "contact",
+            CrmObject::Company => "company",
+        }
+    }
+    /// The HubSpot object type in URLs (`/crm/v3/objects/contacts`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            CrmObject::Contact => "contacts",
+            CrmObject::Company => "companies",
+        }
+    }
+    /// The billing metadata key that carries the CRM id of a customer driftless created
+    /// (the origin marker a lost create is found by).
+    pub fn origin_key(self) -> &'static str {
+        match self {
+            CrmObject::Contact => "driftless_crm_contact_id",
+            CrmObject::Company => "driftless_crm_company_id",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BillingObject {
     Customer,

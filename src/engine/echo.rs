@@ -30,7 +30,10 @@ pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
 }
 
 fn crm_echo(e: &Value, writes: &[OutboxOp]) -> Option<String> {
-    if e.get("subscriptionType").and_then(Value::as_str) != Some("contact.propertyChange") {
+    if !matches!(
+        e.get("subscriptionType").and_then(Value::as_str),
+        Some("contact.propertyChange") | Some("company.propertyChange")
+    ) {
         return None;
     }
     let prop = e.get("propertyName").and_then(Value::as_str)?;

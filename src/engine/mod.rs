@@ -128,6 +128,8 @@ pub(crate) struct Inner {
     pub(crate) demo: bool,
     /// Last connection failure per system (crm, billing), cleared by the next success.
     failures: std::sync::Mutex<[Option<(i64, String)>; 2]>,
+    /// Which contract object each inbound event belongs to.
+    pub(crate) routes: ingest::Routes,
 }
 
 impl Inner {
@@ -170,26 +172,39 @@ pub struct Engine {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// The custom CRM properties driftless needs on contacts.
+/// The custom CRM properties driftless needs, per object type the contract maps.
 pub fn required_crm_properties(contract: &Contract) -> Vec<PropertyDef> {
-    let mut defs = vec![
-        PropertyDef {
-            name: "driftless_correlation_id".into(),
-            label: "driftless correlation id".into(),
-        },
-        PropertyDef {
-            name: "driftless_origin".into(),
-            label: "driftless origin".into(),
-        },
+    use crate::contract::CrmObject;
+    const STANDARD_CONTACT: &[&str] = &["email", "firstname", "lastname", "lifecyclestage", "phone", "company"];
+    const STANDARD_COMPANY: &[&str] = &[
+        "name",
+        "domain",
+        "phone",
+        "industry",
+        "city",
+        "country",
+        "lifecyclestage",
     ];
-    const STANDARD: &[&str] = &["email", "firstname", "lastname", "lifecyclestage", "phone", "company"];
+    let mut defs: Vec<PropertyDef> = Vec::new();
+    let mut push = |object: CrmObject, name: &str, label: String| {
+        if !defs.iter().any(|d| d.object == object && d.name == name) {
+            defs.push(PropertyDef {
+                object,
+                name: name.to_string(),
+                label,
+            });
+        }
+    };
     for o in &contract.objects {
+        push(o.crm, "driftless_correlation_id", "driftless correlation id".into());
+        push(o.crm, "driftless_origin", "driftless origin".into());
+        let standard = match o.crm {
+            CrmObject::Contact => STANDARD_CONTACT,
+            CrmObject::Company => STANDARD_COMPANY,
+        };
         for f in &o.fields {
-            if !STANDARD.contains(&f.crm.as_str()) && !defs.iter().any(|d| d.name == f.crm) {
-                defs.push(PropertyDef {
-                    name: f.crm.clone(),
-                    label: f.name.replace('_', " "),
-                });
+            if !standard.contains(&f.crm.as_str()) {
+                push(o.crm, &f.crm, f.name.replace('_', " "));
             }
         }
     }
@@ -209,6 +224,7 @@ impl Engine {
         let (shutdown, _) = watch::channel(false);
         let rl = &cfg.contract.rate_limits;
         let budgets = [Budget::new(&rl.crm), Budget::new(&rl.billing)];
+        let routes = ingest::Routes::from_contract(&cfg.contract);
         let inner = Arc::new(Inner {
             ledger,
             contract: cfg.contract,
@@ -225,6 +241,7 @@ impl Engine {
             tasks: std::sync::Mutex::new(Vec::new()),
             demo: cfg.demo,
             failures: std::sync::Mutex::new([None, None]),
+            routes,
         });
         let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
         inner.push_task(batcher);
@@ -331,7 +348,7 @@ impl Engine {
         })?;
         let now = self.inner.now_ms();
         ingest::stripe::verify(secret, sig, body, now / 1000)?;
-        let ev = ingest::stripe::parse_event(body, "webhook", now)?;
+        let ev = ingest::stripe::parse_event(body, "webhook", now, &self.inner.routes)?;
         self.ingest(vec![ev]).await
     }
 
@@ -361,7 +378,7 @@ impl Engine {
         })?;
         let now = self.inner.now_ms();
         ingest::hubspot::verify(secret, method, uri, body, sig, ts, now)?;
-        let events = ingest::hubspot::parse_events(body, "webhook", now)?;
+        let events = ingest::hubspot::parse_events(body, "webhook", now, &self.inner.routes)?;
         self.ingest(events).await
     }
 

@@ -327,6 +327,7 @@ impl Engine {
         let mut ops = Vec::new();
         if let (false, Some(cid)) = (crm_values.is_empty(), &crm_id) {
             ops.push(worker::update_op(
+                mapping.crm,
                 Side::Crm,
                 cid,
                 format!("review:{id}:crm"),
@@ -336,6 +337,7 @@ impl Engine {
         }
         if let (false, Some(bid)) = (billing_values.is_empty(), &billing_id) {
             ops.push(worker::update_op(
+                mapping.crm,
                 Side::Billing,
                 bid,
                 format!("review:{id}:billing"),
@@ -344,7 +346,14 @@ impl Engine {
             ));
         }
         if let (false, Some(bid)) = (plan_values.is_empty(), &billing_id) {
-            let mut op = worker::update_op(Side::Billing, bid, format!("review:{id}:plan"), plan_values, cause);
+            let mut op = worker::update_op(
+                mapping.crm,
+                Side::Billing,
+                bid,
+                format!("review:{id}:plan"),
+                plan_values,
+                cause,
+            );
             op.op = "change_plan".into();
             ops.push(op);
         }

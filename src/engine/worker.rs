@@ -12,7 +12,7 @@ use super::{echo, EngineError, Inner};
 use crate::connectors::{ConnectorError, Fields, RemoteRecord};
 use crate::contract::{ObjectMapping, Owner, Side};
 use crate::ingest::parse_entity_key;
-use crate::ingest::stripe::{META_CORRELATION, META_CRM_ID, META_ORIGIN};
+use crate::ingest::stripe::{META_CORRELATION, META_ORIGIN};
 use crate::ledger::{
     ChangeSet, Claim, InboxEvent, NewAudit, NewDeadLetter, NewOp, NewReview, OpOutcome, OutboxOp, ShadowValue,
 };
@@ -88,12 +88,7 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
         return Ok(Turn::Done);
     };
     let mapping = match inner.contract.object(object) {
-        Some(m)
-            if m.crm == crate::contract::CrmObject::Contact
-                && m.billing == crate::contract::BillingObject::Customer =>
-        {
-            m
-        }
+        Some(m) if syncs_customers(m) => m,
         Some(_) => {
             // FIXME(issue 4): subscriptions, invoices and credit notes are recorded but not synced yet.
             settle_unsynced(
@@ -213,17 +208,21 @@ fn billing_id_property(m: &ObjectMapping) -> Option<&str> {
 
 /// Find a billing customer an earlier (maybe lost) create made for this contact: its origin
 /// marker in metadata, listed by email.
+/// A customer an earlier (lost) create made for this CRM record, found by its origin marker:
+/// through the customers with the record's email (a consistent list) when it has one, else
+/// through Stripe's metadata search.
 async fn find_by_origin(
     inner: &Inner,
+    kind: crate::contract::CrmObject,
     crm_id: &str,
     email: Option<&str>,
 ) -> Result<Option<RemoteRecord>, ConnectorError> {
-    let Some(email) = email else { return Ok(None) };
-    let found = inner.billing.customers_by_email(email).await?;
-    Ok(found
-        .into_iter()
-        .rev()
-        .find(|r| r.get(&format!("metadata.{META_CRM_ID}")) == Some(crm_id)))
+    let marker = format!("metadata.{}", kind.origin_key());
+    let found = match email {
+        Some(email) => inner.billing.customers_by_email(email).await?,
+        None => inner.billing.customers_by_metadata(kind.origin_key(), crm_id).await?,
+    };
+    Ok(found.into_iter().rev().find(|r| r.get(&marker) == Some(crm_id)))
 }
 
 async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<Option<Turn>, EngineError> {
@@ -305,7 +304,7 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         crm_seq: real.iter().filter(|e| e.source == Side::Crm).map(|e| e.id).max(),
         billing_seq: real.iter().filter(|e| e.source == Side::Billing).map(|e| e.id).max(),
     };
-    let extras = touches_billing_objects(&inner.contract, &real, replan);
+    let extras = touches_billing_objects(&inner.contract, m, &real, replan);
     let p = match plan_record(inner, m, crm.as_ref(), billing.as_ref(), &shadow, seq, extras).await {
         Ok(p) => p,
         Err(e) => return park_for_read(ctx, e).await,
@@ -378,18 +377,26 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
     Ok(None)
 }
 
-/// Contract objects other than the customer pair that mirror billing objects onto the contact.
-fn billing_object_mappings(c: &crate::contract::Contract) -> impl Iterator<Item = &ObjectMapping> {
+/// Contract objects other than the customer pair `m` that mirror that customer's billing
+/// objects (subscriptions, invoices) onto the same CRM record.
+fn billing_object_mappings<'a>(
+    c: &'a crate::contract::Contract,
+    m: &'a ObjectMapping,
+) -> impl Iterator<Item = &'a ObjectMapping> {
     use crate::contract::BillingObject;
-    c.objects.iter().filter(|o| {
-        o.crm == crate::contract::CrmObject::Contact
-            && matches!(o.billing, BillingObject::Subscription | BillingObject::Invoice)
-    })
+    c.objects
+        .iter()
+        .filter(move |o| o.crm == m.crm && matches!(o.billing, BillingObject::Subscription | BillingObject::Invoice))
 }
 
 /// Whether this decision needs the subscription and invoice summaries (they cost requests):
 /// a billing event about them, a CRM change to a field they own, or a plan without events.
-fn touches_billing_objects(c: &crate::contract::Contract, real: &[&InboxEvent], replan: bool) -> bool {
+fn touches_billing_objects(
+    c: &crate::contract::Contract,
+    m: &ObjectMapping,
+    real: &[&InboxEvent],
+    replan: bool,
+) -> bool {
     if replan || real.is_empty() {
         return true;
     }
@@ -403,7 +410,7 @@ fn touches_billing_objects(c: &crate::contract::Contract, real: &[&InboxEvent], 
         Side::Crm => {
             let payload: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
             let prop = payload.get("propertyName").and_then(|p| p.as_str()).unwrap_or("");
-            billing_object_mappings(c).any(|m| m.fields.iter().any(|f| f.crm == prop))
+            billing_object_mappings(c, m).any(|o| o.fields.iter().any(|f| f.crm == prop))
         }
     })
 }
@@ -416,7 +423,7 @@ pub(super) fn contact_fields<'a>(
 ) -> impl Iterator<Item = &'a crate::contract::FieldMapping> {
     m.fields
         .iter()
-        .chain(billing_object_mappings(c).flat_map(|o| o.fields.iter()))
+        .chain(billing_object_mappings(c, m).flat_map(|o| o.fields.iter()))
 }
 
 /// Plan a contact/customer pair: the customer mapping, then (when `extras`) each billing
@@ -438,7 +445,7 @@ async fn plan_record(
     };
     let mut subscription: Option<RemoteRecord> = None;
     let mut invoices: Option<RemoteRecord> = None;
-    for extra in billing_object_mappings(&inner.contract) {
+    for extra in billing_object_mappings(&inner.contract, m) {
         let summary = match extra.billing {
             BillingObject::Subscription => match &subscription {
                 Some(s) => s.clone(),
@@ -545,14 +552,18 @@ async fn load(
     side_id: (Side, &str),
 ) -> Result<Result<Loaded, ConnectorError>, EngineError> {
     let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
-    props.extend(billing_object_mappings(&inner.contract).flat_map(|o| o.fields.iter().map(|f| f.crm.clone())));
-    for p in ["email", "driftless_correlation_id"] {
+    props.extend(billing_object_mappings(&inner.contract, m).flat_map(|o| o.fields.iter().map(|f| f.crm.clone())));
+    let extra: &[&str] = match m.crm {
+        crate::contract::CrmObject::Contact => &["email", "driftless_correlation_id"],
+        crate::contract::CrmObject::Company => &["driftless_correlation_id"],
+    };
+    for p in extra.iter().copied() {
         if !props.iter().any(|x| x == p) {
             props.push(p.to_string());
         }
     }
     let crm = match crm_id {
-        Some(id) => match read(inner, Side::Crm, inner.crm.get_contact(id, &props)).await {
+        Some(id) => match read(inner, Side::Crm, inner.crm.get_record(m.crm, id, &props)).await {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         },
@@ -576,7 +587,7 @@ async fn load(
         },
         None => match (crm_id, &crm) {
             (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
-                match read(inner, Side::Billing, find_by_origin(inner, cid, c.get("email"))).await {
+                match read(inner, Side::Billing, find_by_origin(inner, m.crm, cid, c.get("email"))).await {
                     Ok(r) => r,
                     Err(e) => return Ok(Err(e)),
                 }
@@ -587,8 +598,10 @@ async fn load(
     Ok(Ok((crm, billing, known_billing_id)))
 }
 
+/// The object pairs the worker syncs record by record: a CRM contact or company with a billing
+/// customer (subscriptions and invoices ride along with their customer).
 fn syncs_customers(m: &ObjectMapping) -> bool {
-    m.crm == crate::contract::CrmObject::Contact && m.billing == crate::contract::BillingObject::Customer
+    m.billing == crate::contract::BillingObject::Customer
 }
 
 /// Plan a record from both systems' current state without writing anything (replay's dry
@@ -648,6 +661,7 @@ fn new_op(
         [
             ("billing_customer_id", billing_id.unwrap_or("-")),
             ("crm_contact_id", crm_id.unwrap_or("-")),
+            ("crm_company_id", crm_id.unwrap_or("-")),
             ("event_id", cause_tag),
             ("object", object.name.as_str()),
             ("op", op),
@@ -663,7 +677,7 @@ fn new_op(
         (Side::Billing, true) => {
             values.insert(format!("metadata.{META_ORIGIN}"), Value::String("driftless".into()));
             values.insert(
-                format!("metadata.{META_CRM_ID}"),
+                format!("metadata.{}", m.crm.origin_key()),
                 Value::String(crm_id.unwrap_or_default().to_string()),
             );
             ("create_customer", None, m.idempotency_key.render(&vars("create")))
@@ -674,7 +688,7 @@ fn new_op(
         }
         (Side::Crm, _) => {
             let idem = format!("crm:update:{}:{}", crm_id.unwrap_or("-"), cause_tag);
-            ("update_contact", crm_id.map(str::to_string), idem)
+            (crm_update_op(m.crm), crm_id.map(str::to_string), idem)
         }
     };
     values.insert(correlation_field(w.side), Value::String(correlation_id.clone()));
@@ -698,7 +712,16 @@ fn correlation_field(side: Side) -> String {
 }
 
 /// An update of `target` on `side` with a fresh correlation id (written with the values).
+/// The outbox operation that updates a CRM record of this kind.
+pub(super) fn crm_update_op(kind: crate::contract::CrmObject) -> &'static str {
+    match kind {
+        crate::contract::CrmObject::Contact => "update_contact",
+        crate::contract::CrmObject::Company => "update_company",
+    }
+}
+
 pub(super) fn update_op(
+    crm_kind: crate::contract::CrmObject,
     side: Side,
     target: &str,
     idempotency_key: String,
@@ -710,7 +733,7 @@ pub(super) fn update_op(
     NewOp {
         destination: side,
         op: match side {
-            Side::Crm => "update_contact".into(),
+            Side::Crm => crm_update_op(crm_kind).into(),
             Side::Billing => "update_customer".into(),
         },
         target_id: Some(target.to_string()),
@@ -790,7 +813,8 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
     let result = match op.op.as_str() {
         "create_customer" => {
             let crm_id = ctx.crm_id.unwrap_or_default();
-            match find_by_origin(inner, crm_id, fields.get("email").and_then(|v| v.as_deref())).await {
+            let email = fields.get("email").and_then(|v| v.as_deref());
+            match find_by_origin(inner, ctx.mapping.crm, crm_id, email).await {
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
                 Err(e) => Err(e),
@@ -803,7 +827,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 .await
         }
         "change_plan" => inner.billing.change_plan(target, &op.idempotency_key, &fields).await,
-        "update_contact" => inner.crm.update_contact(target, &fields).await,
+        "update_contact" | "update_company" => inner.crm.update_record(ctx.mapping.crm, target, &fields).await,
         other => Err(ConnectorError::Rejected {
             system: "engine",
             status: 0,

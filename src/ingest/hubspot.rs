@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{entity_key, IngestError};
+use super::{entity_key, IngestError, Routes};
 use crate::contract::Side;
 use crate::ledger::NewEvent;
 
@@ -51,7 +51,12 @@ pub fn verify(
 
 /// Parse a delivery (array of events) into inbox events. `object_for` maps a HubSpot object
 /// (`contact`) to the contract object keyed on it.
-pub fn parse_events(body: &[u8], via: &'static str, now_ms: i64) -> Result<Vec<NewEvent>, IngestError> {
+pub fn parse_events(
+    body: &[u8],
+    via: &'static str,
+    now_ms: i64,
+    routes: &Routes,
+) -> Result<Vec<NewEvent>, IngestError> {
     let bad = |d: String| IngestError::Malformed {
         system: SYSTEM,
         detail: d,
@@ -62,7 +67,7 @@ pub fn parse_events(body: &[u8], via: &'static str, now_ms: i64) -> Result<Vec<N
         .ok_or_else(|| bad("expected a JSON array of events".into()))?;
     arr.iter()
         .enumerate()
-        .map(|(i, e)| event_from_value(e, via, now_ms).map_err(|d| bad(format!("event {i}: {d}"))))
+        .map(|(i, e)| event_from_value(e, via, now_ms, routes).map_err(|d| bad(format!("event {i}: {d}"))))
         .collect()
 }
 
@@ -74,7 +79,7 @@ fn id_string(v: Option<&Value>) -> Option<String> {
     }
 }
 
-pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64) -> Result<NewEvent, String> {
+pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
     let event_id = id_string(e.get("eventId")).ok_or("no eventId")?;
     let sub = e
         .get("subscriptionType")
@@ -82,10 +87,8 @@ pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64) -> Result<New
         .ok_or("no subscriptionType")?;
     let object_id = id_string(e.get("objectId")).ok_or("no objectId")?;
     let (hs_object, _) = sub.split_once('.').ok_or("subscriptionType is not object.change")?;
-    let object = match hs_object {
-        "contact" => "customer",
-        other => other,
-    };
+    // Objects the contract does not pair keep HubSpot's name: recorded, settled as unsynced.
+    let object = routes.crm(hs_object).unwrap_or(hs_object);
     Ok(NewEvent {
         source: Side::Crm,
         event_id,
@@ -130,10 +133,10 @@ mod tests {
     #[test]
     fn parses_batches_and_rejects_garbage() {
         let body = br#"[{"eventId":11,"subscriptionType":"contact.propertyChange","objectId":5,"propertyName":"email","propertyValue":"a@b"}]"#;
-        let ev = parse_events(body, "webhook", 1).unwrap();
+        let ev = parse_events(body, "webhook", 1, &Routes::default()).unwrap();
         assert_eq!(ev[0].entity_key, "customer:crm:5");
         assert_eq!(ev[0].event_id, "11");
-        assert!(parse_events(b"{}", "webhook", 1).is_err());
-        assert!(parse_events(br#"[{"eventId":1}]"#, "webhook", 1).is_err());
+        assert!(parse_events(b"{}", "webhook", 1, &Routes::default()).is_err());
+        assert!(parse_events(br#"[{"eventId":1}]"#, "webhook", 1, &Routes::default()).is_err());
     }
 }

@@ -42,6 +42,49 @@ impl IngestError {
 /// property changes too).
 pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 
+/// Which contract object an inbound event belongs to: the object pairing CRM contacts with
+/// billing customers, and the one pairing CRM companies with billing customers (if mapped).
+/// Queue keys carry the contract's object name, so routing is decided here, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    pub contact: String,
+    pub company: Option<String>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            contact: "customer".into(),
+            company: None,
+        }
+    }
+}
+
+impl Routes {
+    pub fn from_contract(c: &crate::contract::Contract) -> Self {
+        use crate::contract::{BillingObject, CrmObject};
+        let pair = |kind: CrmObject| {
+            c.objects
+                .iter()
+                .find(|o| o.crm == kind && o.billing == BillingObject::Customer)
+                .map(|o| o.name.clone())
+        };
+        Routes {
+            contact: pair(CrmObject::Contact).unwrap_or_else(|| "customer".into()),
+            company: pair(CrmObject::Company),
+        }
+    }
+
+    /// The object for a CRM object type as HubSpot names it (`contact`, `company`).
+    pub fn crm(&self, hs_object: &str) -> Option<&str> {
+        match hs_object {
+            "contact" => Some(&self.contact),
+            "company" => self.company.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Queue key of a record: `{object}:{side}:{id}`. Records are keyed on their CRM id once
 /// known, so both systems' events about one pair share one queue.
 pub fn entity_key(object: &str, side: crate::contract::Side, id: &str) -> String {

@@ -4,7 +4,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::{entity_key, IngestError};
+use super::{entity_key, IngestError, Routes};
 use crate::contract::Side;
 use crate::ledger::NewEvent;
 
@@ -12,6 +12,8 @@ const SYSTEM: &str = "billing";
 pub const TOLERANCE_SECS: i64 = 300;
 /// Metadata keys driftless writes on every billing record it creates or updates.
 pub const META_CRM_ID: &str = "driftless_crm_contact_id";
+/// The origin marker of a customer created for a CRM company.
+pub const META_CRM_COMPANY_ID: &str = "driftless_crm_company_id";
 pub const META_ORIGIN: &str = "driftless_origin";
 pub const META_CORRELATION: &str = "driftless_correlation_id";
 
@@ -74,16 +76,16 @@ fn object_of(stripe_object: &str) -> &str {
 }
 
 /// Parse one Stripe event into an inbox event.
-pub fn parse_event(body: &[u8], via: &'static str, now_ms: i64) -> Result<NewEvent, IngestError> {
+pub fn parse_event(body: &[u8], via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, IngestError> {
     let bad = |d: &str| IngestError::Malformed {
         system: SYSTEM,
         detail: d.to_string(),
     };
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
-    event_from_value(&v, via, now_ms).map_err(|d| bad(&d))
+    event_from_value(&v, via, now_ms, routes).map_err(|d| bad(&d))
 }
 
-pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64) -> Result<NewEvent, String> {
+pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
     let id = v.get("id").and_then(Value::as_str).ok_or("event has no id")?;
     if v.get("object").and_then(Value::as_str) != Some("event") {
         return Err("not an event object".into());
@@ -96,11 +98,18 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64) -> Result<New
     let obj_id = obj.get("id").and_then(Value::as_str).ok_or("data.object has no id")?;
     let obj_type = obj.get("object").and_then(Value::as_str).unwrap_or("unknown");
     let object = object_of(obj_type);
-    let crm_id = obj
-        .get("metadata")
-        .and_then(|m| m.get(META_CRM_ID))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
+    // A customer driftless created names its CRM record in metadata: a contact or a company.
+    let meta = |k: &str| {
+        obj.get("metadata")
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let crm = match (meta(META_CRM_ID), meta(META_CRM_COMPANY_ID), &routes.company) {
+        (Some(c), _, _) => Some((routes.contact.as_str(), c)),
+        (None, Some(c), Some(company)) => Some((company.as_str(), c)),
+        _ => None,
+    };
     // Subscriptions, invoices and credit notes belong to their customer's record.
     let owner_customer = match object {
         "subscription" | "invoice" | "credit_note" => match obj.get("customer") {
@@ -110,9 +119,13 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64) -> Result<New
         },
         _ => None,
     };
-    let (identity_object, billing_id, key) = match (&owner_customer, crm_id) {
-        (Some(cus), _) => ("customer", cus.clone(), entity_key("customer", Side::Billing, cus)),
-        (None, Some(c)) if object == "customer" => ("customer", obj_id.to_string(), entity_key(object, Side::Crm, c)),
+    // Keyed on the CRM record once known (the ledger also resolves billing ids it has linked,
+    // whichever object linked them), so both systems' events about one pair share a queue.
+    let contact = routes.contact.as_str();
+    let (identity_object, billing_id, key) = match (&owner_customer, crm) {
+        (Some(cus), _) => (contact, cus.clone(), entity_key(contact, Side::Billing, cus)),
+        (None, Some((o, c))) if object == "customer" => (o, obj_id.to_string(), entity_key(o, Side::Crm, c)),
+        (None, _) if object == "customer" => (contact, obj_id.to_string(), entity_key(contact, Side::Billing, obj_id)),
         (None, _) => (object, obj_id.to_string(), entity_key(object, Side::Billing, obj_id)),
     };
     Ok(NewEvent {
@@ -165,12 +178,37 @@ mod tests {
     }
 
     #[test]
+    fn a_company_customer_routes_to_the_company_object_when_the_contract_maps_one() {
+        let v = serde_json::json!({"id": "evt_2", "object": "event", "type": "customer.updated",
+            "data": {"object": {"id": "cus_2", "object": "customer", "metadata": {"driftless_crm_company_id": "9"}}}});
+        let routes = Routes {
+            contact: "customer".into(),
+            company: Some("account".into()),
+        };
+        let e = event_from_value(&v, "webhook", 5, &routes).unwrap();
+        assert_eq!(
+            (e.entity_key.as_str(), e.identity_object.as_str()),
+            ("account:crm:9", "account")
+        );
+        // Without a company mapping it stays a billing-side customer event.
+        let e = event_from_value(&v, "webhook", 5, &Routes::default()).unwrap();
+        assert_eq!(e.entity_key, "customer:billing:cus_2");
+        let hs = serde_json::json!([{"eventId": 1, "subscriptionType": "company.propertyChange", "objectId": 9,
+            "propertyName": "name", "propertyValue": "Acme"}]);
+        let body = hs.to_string();
+        let ev = crate::ingest::hubspot::parse_events(body.as_bytes(), "webhook", 1, &routes).unwrap();
+        assert_eq!(ev[0].entity_key, "account:crm:9");
+        let ev = crate::ingest::hubspot::parse_events(body.as_bytes(), "webhook", 1, &Routes::default()).unwrap();
+        assert_eq!(ev[0].entity_key, "company:crm:9");
+    }
+
+    #[test]
     fn event_keys_on_crm_id_from_metadata() {
         let v = serde_json::json!({"id": "evt_1", "object": "event", "type": "customer.updated",
             "data": {"object": {"id": "cus_1", "object": "customer", "metadata": {"driftless_crm_contact_id": "7"}}}});
-        let e = event_from_value(&v, "webhook", 5).unwrap();
+        let e = event_from_value(&v, "webhook", 5, &Routes::default()).unwrap();
         assert_eq!(e.entity_key, "customer:crm:7");
         assert_eq!(e.billing_id.as_deref(), Some("cus_1"));
-        assert!(event_from_value(&serde_json::json!({"id": 3}), "webhook", 5).is_err());
+        assert!(event_from_value(&serde_json::json!({"id": 3}), "webhook", 5, &Routes::default()).is_err());
     }
 }

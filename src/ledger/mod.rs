@@ -307,11 +307,13 @@ impl Ledger {
                     .push_bind(&e.event_type)
                     .push_bind(&e.object_type)
                     .push_bind(&e.object_id)
-                    .push("COALESCE((SELECT object || ':crm:' || crm_id FROM identity_map WHERE object = ")
-                    .push_bind_unseparated(&e.identity_object)
-                    .push_unseparated(" AND billing_id = ")
+                    // A billing id belongs to one CRM record, whichever object linked it (a
+                    // contact's or a company's customer); prefer the event's own object.
+                    .push("COALESCE((SELECT object || ':crm:' || crm_id FROM identity_map WHERE billing_id = ")
                     .push_bind_unseparated(&e.billing_id)
-                    .push_unseparated("), ")
+                    .push_unseparated(" ORDER BY object = ")
+                    .push_bind_unseparated(&e.identity_object)
+                    .push_unseparated(" DESC LIMIT 1), ")
                     .push_bind_unseparated(&e.entity_key)
                     .push_unseparated(")")
                     .push_bind(&e.payload)

@@ -3,6 +3,7 @@
 
 mod billing_objects;
 mod cli;
+mod companies;
 mod console;
 mod crash;
 mod drill;
