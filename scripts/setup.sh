@@ -26,6 +26,8 @@ if ! need node || ! need npm; then pkgs+=(nodejs npm); fi
 desktop_pkgs=(libwebkit2gtk-4.1-dev build-essential libssl-dev libayatana-appindicator3-dev librsvg2-dev)
 if [ "$mode" = test ]; then
   pkgs+=("${desktop_pkgs[@]}" chromium xvfb webkit2gtk-driver x11-utils)
+  need python3 || pkgs+=(python3)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
 elif [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
   pkgs+=("${desktop_pkgs[@]}")
 fi
@@ -50,6 +52,19 @@ if [ -f ui/package-lock.json ]; then
   if [ ! -d ui/node_modules ] || [ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]; then
     say "installing UI packages (npm ci)"
     (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+# Python peers (official Stripe/HubSpot SDKs for signature vectors, localstripe) in a venv
+# outside the clone; DRIFTLESS_PEERS_PY names its interpreter for the tests.
+if [ "$mode" = test ]; then
+  peers="${DRIFTLESS_PEERS_DIR:-$HOME/.cache/driftless/peers}"
+  stamp="$peers/requirements.txt"
+  if [ ! -x "$peers/bin/python" ] || ! cmp -s tests/peers/requirements.txt "$stamp"; then
+    say "installing Python peers into $peers (pip, once)"
+    python3 -m venv "$peers"
+    "$peers/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/peers/requirements.txt
+    cp tests/peers/requirements.txt "$stamp"
   fi
 fi
 
