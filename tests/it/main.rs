@@ -9,4 +9,5 @@ mod crash;
 mod drill;
 mod flow;
 mod ops;
+mod signatures;
 mod support;
