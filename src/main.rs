@@ -279,6 +279,29 @@ struct SimArgs {
     /// billing simulator takes `POST /v1/webhook_endpoints` like Stripe).
     #[arg(long)]
     crm_webhook_url: Option<String>,
+    #[command(subcommand)]
+    cmd: Option<SimCmd>,
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Forward an API (e.g. localstripe) with the simulators' seeded API faults in front of it.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// The API to forward to, e.g. http://127.0.0.1:8420.
+    #[arg(long)]
+    upstream: String,
+    /// Loopback only.
+    #[arg(long, default_value = "127.0.0.1:4030")]
+    listen: SocketAddr,
+    /// Fault profile (none | default | chaos | key=value list); API faults only.
+    #[arg(long, default_value = "default")]
+    faults: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -788,6 +811,9 @@ fn tempfile_dir() -> Result<PathBuf> {
 }
 
 async fn sim_cmd(a: SimArgs) -> Result<ExitCode> {
+    if let Some(SimCmd::Proxy(p)) = a.cmd {
+        return proxy_cmd(p).await;
+    }
     let sims = Simulators::start(SimConfig {
         seed: a.seed,
         faults: FaultProfile::parse(&a.faults)?,
@@ -820,6 +846,29 @@ async fn sim_cmd(a: SimArgs) -> Result<ExitCode> {
     }
     shutdown_signal().await;
     sims.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn proxy_cmd(a: ProxyArgs) -> Result<ExitCode> {
+    let proxy = sim::FaultProxy::start(sim::ProxyConfig {
+        upstream: a.upstream,
+        listen: a.listen,
+        seed: a.seed,
+        faults: FaultProfile::parse(&a.faults)?,
+    })
+    .await?;
+    println!("fault proxy: {} -> {}", proxy.base_url(), proxy.upstream());
+    println!(
+        "  faults: {} (POST {}/_proxy/faults to change)",
+        a.faults,
+        proxy.base_url()
+    );
+    println!("  request log: GET {}/_proxy/requests", proxy.base_url());
+    shutdown_signal().await;
+    proxy.shutdown().await;
+    let log = proxy.request_log();
+    let faulted = log.iter().filter(|r| r.fault.is_some()).count();
+    println!("{} requests, {faulted} faulted", log.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -12,6 +12,7 @@ mod billing;
 mod clock;
 mod crm;
 mod faults;
+mod proxy;
 mod webhooks;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use billing::BillingSim;
 pub use clock::SimClock;
 pub use crm::CrmSim;
 pub use faults::FaultProfile;
+pub use proxy::{FaultProxy, ProxiedRequest, ProxyConfig, ProxyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {

@@ -8,6 +8,7 @@ mod console;
 mod crash;
 mod drill;
 mod flow;
+mod localstripe;
 mod ops;
 mod signatures;
 mod support;

@@ -1,0 +1,325 @@
+//! The Stripe connector against localstripe (1.15.10), a Stripe fake nobody here wrote, with
+//! `driftless sim proxy`'s faults in front of it: lost create responses must still yield
+//! exactly one customer per contact (invariant 1), judged from localstripe's own API.
+//!
+//! localstripe gaps (checked by hand against 1.15.10 and by this test; none needed a
+//! connector change for the customer flow):
+//! - `Idempotency-Key` is ignored: two creates with one key make two customers. A create
+//!   whose response was lost is therefore only safe because the engine looks the customer up
+//!   by its origin marker before creating again (`find_by_origin`: customers listed by email,
+//!   then filtered on `metadata.driftless_crm_contact_id`).
+//! - `GET /v1/customers?email=` does filter (exact match); `limit`/`starting_after` work.
+//! - No customer search: `GET /v1/customers/search` falls into `GET /v1/customers/{id}` and
+//!   answers 404 with Stripe's error JSON. The origin lookup of a contact without an email
+//!   (and of a company, always looked up by metadata search) fails there, so such a create
+//!   cannot go through against localstripe (the connector reports the 404 as rejected).
+//! - No `/v1/prices` (plans only): a plain-text `404: Not Found`, not Stripe's error JSON (the
+//!   connector reports it as garbage). Subscription items carry `plan` and no `price`, so
+//!   `plan`/`mrr` read from a localstripe subscription come out empty/zero and `change_plan`
+//!   cannot work there. A subscription needs a payment source first.
+//! - Subscription metadata sent with an update is dropped (`metadata[b]=2` on update leaves
+//!   the metadata as created).
+//! - No `/v1/webhook_endpoints`: webhooks are registered with localstripe's own
+//!   `POST /_config/webhooks/{id}` (url, secret). Events are signed `t=,v1=` like Stripe's,
+//!   sent once about 1 s after the change, and never retried (a non-2xx answer is only
+//!   logged). This test registers the engine's `/webhooks/stripe`: billing webhooks are on.
+//! - Events carry `api_version` 2017-08-15 and localstripe's own export of the object.
+//! - It binds all interfaces (IPv6 `::`) and has no host option, and it pickles its whole
+//!   store to the fixed path `/tmp/localstripe.pickle` on every write (shared by every
+//!   instance on the machine) and reloads it at start unless `--from-scratch`. The test
+//!   starts it through a few lines of Python that bind 127.0.0.1 on a free port, load nothing
+//!   and turn the pickling off.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+use driftless::contract::{self, Side};
+use driftless::drill::wait_quiet;
+use driftless::runtime::{self, EngineSecrets, ServeOptions};
+use driftless::sim::{FaultProfile, FaultProxy, ProxyConfig, SimConfig, Simulators};
+
+use crate::support::{eventually, meta, prop};
+
+const API_KEY: &str = "sk_test_localstripe";
+const WEBHOOK_SECRET: &str = "whsec_localstripe_test";
+const CONTACTS: usize = 15;
+
+/// Binds 127.0.0.1 on a free port, prints the port, serves localstripe without its pickle.
+const LAUNCHER: &str = r#"
+import socket
+from aiohttp import web
+from localstripe import server
+from localstripe.resources import Store
+Store.dump_to_disk = lambda self: None
+sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+web.run_app(server.app, sock=sock, print=None, access_log=None)
+"#;
+
+/// localstripe's interpreter: `$DRIFTLESS_PEERS_PY`, else the venv `scripts/setup.sh test` makes.
+fn peers_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DRIFTLESS_PEERS_PY") {
+        return PathBuf::from(p);
+    }
+    let dir = std::env::var_os("DRIFTLESS_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/driftless/peers"));
+    dir.join("bin/python")
+}
+
+/// A localstripe child process, killed when dropped.
+struct LocalStripe {
+    _child: tokio::process::Child,
+    base_url: String,
+}
+
+impl LocalStripe {
+    async fn start(log: PathBuf) -> LocalStripe {
+        let py = peers_python();
+        assert!(
+            py.exists(),
+            "localstripe's Python interpreter {} is missing: run `scripts/setup.sh test` \
+             (or point DRIFTLESS_PEERS_PY at a Python with localstripe 1.15.10)",
+            py.display()
+        );
+        let stderr = std::fs::File::create(&log).expect("localstripe log file");
+        let mut child = tokio::process::Command::new(&py)
+            .arg("-c")
+            .arg(LAUNCHER)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", py.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
+        let port: u16 = match (read, line.trim().parse()) {
+            (Ok(Ok(_)), Ok(p)) => p,
+            _ => panic!(
+                "localstripe did not report its port (is localstripe installed for {}? run \
+                 `scripts/setup.sh test`); its stderr: {}",
+                py.display(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
+        };
+        let ls = LocalStripe {
+            _child: child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        let http = reqwest::Client::new();
+        eventually(20, "localstripe answers", || {
+            let req = http.get(format!("{}/v1/customers", ls.base_url)).bearer_auth(API_KEY);
+            async move { req.send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        ls
+    }
+
+    /// `GET path` on localstripe's own API, every page.
+    async fn list(&self, path: &str) -> Vec<Value> {
+        let http = reqwest::Client::new();
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let mut q = vec![("limit".to_string(), "100".to_string())];
+            if let Some(last) = out.last().and_then(|v| v["id"].as_str()) {
+                q.push(("starting_after".into(), last.to_string()));
+            }
+            let page: Value = http
+                .get(format!("{}{path}", self.base_url))
+                .bearer_auth(API_KEY)
+                .query(&q)
+                .send()
+                .await
+                .expect("localstripe answers")
+                .json()
+                .await
+                .expect("localstripe lists JSON");
+            out.extend(page["data"].as_array().cloned().unwrap_or_default());
+            if page["has_more"] != true {
+                return out;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn localstripe_behind_the_fault_proxy_gets_exactly_one_customer_per_contact() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ls = LocalStripe::start(dir.path().join("localstripe.log")).await;
+    let proxy = FaultProxy::start(ProxyConfig {
+        upstream: ls.base_url.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        seed: 11,
+        faults: FaultProfile::parse("timeout=0.4,hang_ms=1500,429=0.05,5xx=0.02,burst=2").expect("profile"),
+    })
+    .await
+    .expect("proxy starts");
+    let sims = Simulators::start(SimConfig::default()).await.expect("simulators");
+
+    let mut contract = contract::default_contract();
+    contract.systems.crm.base_url = sims.crm.base_url();
+    contract.systems.crm.request_timeout_ms = 2_000;
+    contract.systems.billing.base_url = proxy.base_url();
+    // Shorter than the proxy's hold: a withheld answer is a client timeout.
+    contract.systems.billing.request_timeout_ms = 600;
+    let secrets = EngineSecrets {
+        crm_token: sims.crm.token().to_string(),
+        billing_key: API_KEY.to_string(),
+        crm_webhook_secret: Some(sims.crm.webhook_secret().to_string()),
+        billing_webhook_secret: Some(WEBHOOK_SECRET.to_string()),
+    };
+    runtime::ensure_crm_properties(&contract, &secrets)
+        .await
+        .expect("CRM properties");
+    let running = runtime::serve_contract_with(
+        contract,
+        secrets,
+        ServeOptions {
+            ledger: dir.path().join("ledger.db"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: 4,
+            public_url: None,
+            token: None,
+        },
+    )
+    .await
+    .expect("engine starts");
+    sims.crm
+        .set_webhook_target(&format!("http://{}/webhooks/hubspot", running.addr));
+    // localstripe has no /v1/webhook_endpoints; its own config route takes url + secret.
+    let registered = reqwest::Client::new()
+        .post(format!("{}/_config/webhooks/driftless", ls.base_url))
+        .form(&[
+            ("url", format!("http://{}/webhooks/stripe", running.addr)),
+            ("secret", WEBHOOK_SECRET.to_string()),
+        ])
+        .send()
+        .await
+        .expect("localstripe answers");
+    assert!(registered.status().is_success(), "webhook registered with localstripe");
+
+    let contacts: Vec<(String, String)> = (0..CONTACTS)
+        .map(|i| {
+            let email = format!("ls{i}@example.test");
+            let id = sims
+                .crm
+                .create_contact(&[("email", email.as_str()), ("lifecyclestage", "lead")]);
+            (id, email)
+        })
+        .collect();
+
+    let linked = eventually(45, "every contact carries its billing customer id", || {
+        let sims = sims.clone();
+        let ids: Vec<String> = contacts.iter().map(|(id, _)| id.clone()).collect();
+        async move {
+            let all = sims.crm.contacts();
+            ids.iter()
+                .map(|id| {
+                    all.iter()
+                        .find(|c| c["id"] == id.as_str())
+                        .and_then(|c| prop(c, "billing_customer_id"))
+                        .map(|b| (id.clone(), b.to_string()))
+                })
+                .collect::<Option<Vec<_>>>()
+        }
+    })
+    .await;
+    let ledger = running.engine.ledger();
+    assert!(
+        wait_quiet(ledger, &sims, Duration::from_secs(20)).await,
+        "engine quiescent"
+    );
+
+    // Judged from localstripe's own API, not the engine's counters.
+    let customers = ls.list("/v1/customers").await;
+    for (id, email) in &contacts {
+        let mine: Vec<&Value> = customers
+            .iter()
+            .filter(|c| meta(c, "driftless_crm_contact_id") == Some(id.as_str()))
+            .collect();
+        assert_eq!(mine.len(), 1, "exactly one customer for contact {id}: {mine:?}");
+        assert_eq!(mine[0]["email"].as_str(), Some(email.as_str()), "email of contact {id}");
+        let billing_id = linked.iter().find(|(c, _)| c == id).map(|(_, b)| b.as_str());
+        assert_eq!(
+            mine[0]["id"].as_str(),
+            billing_id,
+            "the CRM names contact {id}'s customer"
+        );
+    }
+    assert_eq!(
+        customers.len(),
+        CONTACTS,
+        "no customer without a contact: {customers:#?}"
+    );
+
+    // Billing webhooks: every customer.created localstripe emitted reached the inbox (sent
+    // once, never retried, so a lost one would stay lost).
+    let created: Vec<String> = ls
+        .list("/v1/events")
+        .await
+        .iter()
+        .filter(|e| e["type"] == "customer.created")
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(created.len(), CONTACTS, "one customer.created per customer");
+    eventually(10, "localstripe's webhooks in the inbox", || {
+        let created = created.clone();
+        async move {
+            ledger
+                .missing_events(Side::Billing, &created)
+                .await
+                .ok()
+                .filter(|m| m.is_empty())
+        }
+    })
+    .await;
+    assert!(
+        wait_quiet(ledger, &sims, Duration::from_secs(20)).await,
+        "quiescent after webhooks"
+    );
+    let st = ledger.status().await.expect("status");
+    assert_eq!(st.dead_letter_depth, 0, "no dead letters: {st:?}");
+    assert_eq!(st.review_depth, 0, "nothing in review: {st:?}");
+
+    // The faults really happened: creates applied by localstripe whose answers were lost.
+    let log = proxy.request_log();
+    let lost_creates = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/customers")
+        .filter(|r| r.fault.as_deref() == Some("timeout_after_commit") && r.forwarded)
+        .count();
+    let count = |f: &str| log.iter().filter(|r| r.fault.as_deref() == Some(f)).count();
+    eprintln!(
+        "localstripe: {} requests through the proxy, {lost_creates} lost creates, {} timeouts, {} 429s, \
+         {} 5xx, {:.1}s",
+        log.len(),
+        count("timeout_after_commit"),
+        count("rate_limit"),
+        count("server_error"),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(lost_creates > 0, "no create lost its answer; the proxy log: {log:#?}");
+    // Everything the connector sent was understood by localstripe.
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|r| r.upstream_status.is_some_and(|s| !(200..300).contains(&s)))
+        .collect();
+    assert!(refused.is_empty(), "localstripe refused requests: {refused:#?}");
+
+    running.shutdown().await;
+    proxy.shutdown().await;
+    sims.shutdown().await;
+}
