@@ -68,6 +68,19 @@ if [ "$mode" = test ]; then
   fi
 fi
 
+# Node peers (Prism, the OpenAPI mock for tests/it/prism.rs) installed outside the clone from
+# tests/peers/package-lock.json; DRIFTLESS_PEERS_NODE names the directory for the tests.
+if [ "$mode" = test ]; then
+  node_peers="${DRIFTLESS_PEERS_NODE:-${DRIFTLESS_PEERS_DIR:-$HOME/.cache/driftless/peers}/node}"
+  if [ ! -x "$node_peers/node_modules/.bin/prism" ] || ! cmp -s tests/peers/package-lock.json "$node_peers/installed.lock"; then
+    say "installing Node peers into $node_peers (npm ci, once)"
+    mkdir -p "$node_peers"
+    cp tests/peers/package.json tests/peers/package-lock.json "$node_peers/"
+    (cd "$node_peers" && npm ci --no-audit --no-fund --loglevel=error)
+    cp tests/peers/package-lock.json "$node_peers/installed.lock"
+  fi
+fi
+
 # WebDriver bridge for the desktop smoke test.
 if [ "$mode" = test ] && ! need tauri-driver; then
   say "installing tauri-driver (cargo install, once)"

@@ -10,5 +10,6 @@ mod drill;
 mod flow;
 mod localstripe;
 mod ops;
+mod prism;
 mod signatures;
 mod support;
