@@ -162,9 +162,7 @@ impl Finance {
             }
         }
         if r[2] < a.credit_notes {
-            let inv = sub["latest_invoice"]
-                .as_str()
-                .and_then(|i| sims.billing.invoices().into_iter().find(|x| x["id"] == i));
+            let inv = sub["latest_invoice"].as_str().and_then(|i| sims.billing.invoice(i));
             if let Some(inv) = inv {
                 let n = |k: &str| inv[k].as_i64().unwrap_or(0);
                 let creditable = match inv["status"].as_str() {
@@ -307,14 +305,17 @@ impl Actor {
             self.rng.gen_range(0..STAGES.len()),
         );
         self.edits += 1;
-        let ids = if self.ids.is_empty() {
-            sims.crm
+        let listed: Vec<String>;
+        let ids: &[String] = if self.ids.is_empty() {
+            listed = sims
+                .crm
                 .contacts()
                 .iter()
                 .filter_map(|c| c["id"].as_str().map(str::to_string))
-                .collect()
+                .collect();
+            &listed
         } else {
-            self.ids.clone()
+            &self.ids
         };
         if ids.is_empty() {
             return false;
@@ -333,13 +334,7 @@ impl Actor {
     fn billing_edit(&mut self, sims: &Simulators) -> Option<bool> {
         let pick = self.rng.gen::<u64>();
         self.edits += 1;
-        let mut ours: Vec<String> = sims
-            .billing
-            .customers()
-            .iter()
-            .filter(|c| c["metadata"]["driftless_crm_contact_id"].is_string())
-            .filter_map(|c| c["id"].as_str().map(str::to_string))
-            .collect();
+        let mut ours: Vec<String> = sims.billing.customer_ids_with_metadata("driftless_crm_contact_id");
         if ours.is_empty() {
             return None;
         }

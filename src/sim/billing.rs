@@ -508,6 +508,17 @@ impl BillingSim {
             })
     }
 
+    /// Ids of the customers whose `metadata[key]` is set, oldest first (ids only: cheap at
+    /// scale, for actors picking a record per edit).
+    pub fn customer_ids_with_metadata(&self, key: &str) -> Vec<String> {
+        let st = self.inner.lock();
+        st.order
+            .iter()
+            .filter(|id| st.customers.get(*id).is_some_and(|c| c["metadata"][key].is_string()))
+            .cloned()
+            .collect()
+    }
+
     /// All customers, full Stripe objects, oldest first.
     pub fn customers(&self) -> Vec<Value> {
         let st = self.inner.lock();

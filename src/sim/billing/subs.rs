@@ -1467,6 +1467,11 @@ impl BillingSim {
         ordered(&st.ledger.subs, &st.ledger.sub_order).cloned().collect()
     }
 
+    /// One invoice by id.
+    pub fn invoice(&self, id: &str) -> Option<Value> {
+        self.inner.lock().ledger.invoices.get(id).cloned()
+    }
+
     /// All invoices, oldest first.
     pub fn invoices(&self) -> Vec<Value> {
         let st = self.inner.lock();
