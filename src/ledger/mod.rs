@@ -244,7 +244,11 @@ impl Ledger {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // Reads through a memory map instead of copying pages out of the OS cache (the
+            // hot path's top cost in a profile at 10k records), and a larger page cache.
+            .pragma("mmap_size", "268435456")
+            .pragma("cache_size", "-8192");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
