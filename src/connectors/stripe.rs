@@ -271,6 +271,21 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
 }
 
 impl StripeClient {
+    /// One page of customers (a list or a search result).
+    async fn customer_page(&self, req: reqwest::RequestBuilder) -> ConnResult<Vec<RemoteRecord>> {
+        let v = self.send(req).await?;
+        let data = v
+            .get("data")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ConnectorError::Garbage {
+                system: SYSTEM,
+                status: 200,
+                detail: "customer list without data".into(),
+                body: clip(&v.to_string()),
+            })?;
+        data.iter().map(customer_record).collect()
+    }
+
     /// The customer's current subscription: the newest not canceled, else the newest.
     async fn current_subscription(&self, customer_id: &str) -> ConnResult<Option<Value>> {
         let subs = self
@@ -507,17 +522,7 @@ impl BillingApi for StripeClient {
                 .http
                 .get(self.url("/v1/customers/search"))
                 .query(&[("query", query.as_str()), ("limit", "100")]);
-            let v = self.send(req).await?;
-            let data = v
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status: 200,
-                    detail: "search result without data".into(),
-                    body: clip(&v.to_string()),
-                })?;
-            data.iter().map(customer_record).collect()
+            self.customer_page(req).await
         })
     }
 
@@ -527,17 +532,7 @@ impl BillingApi for StripeClient {
                 .http
                 .get(self.url("/v1/customers"))
                 .query(&[("email", email), ("limit", "100")]);
-            let v = self.send(req).await?;
-            let data = v
-                .get("data")
-                .and_then(Value::as_array)
-                .ok_or_else(|| ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status: 200,
-                    detail: "list without data".into(),
-                    body: clip(&v.to_string()),
-                })?;
-            data.iter().map(customer_record).collect()
+            self.customer_page(req).await
         })
     }
 }
