@@ -247,13 +247,8 @@ impl Core {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).push(r);
     }
 
-    /// Sleep, cut short by shutdown.
     async fn pause(&self, ms: u64) {
-        let mut rx = self.stop.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-            _ = rx.wait_for(|s| *s) => {}
-        }
+        pause_unless_stopped(&self.stop, ms).await;
     }
 }
 
@@ -458,6 +453,15 @@ fn admin<A: Api>(api: &A, req: &Req) -> Reply {
 }
 
 /// Random alphanumeric id suffix (ids are unique, not seeded).
+/// Sleep `ms`, cut short when `stop` turns true (a server shutting down).
+pub(crate) async fn pause_unless_stopped(stop: &watch::Sender<bool>, ms: u64) {
+    let mut rx = stop.subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+        _ = rx.wait_for(|s| *s) => {}
+    }
+}
+
 pub(crate) fn rand_id(prefix: &str, len: usize) -> String {
     use rand::Rng;
     let s: String = rand::thread_rng()

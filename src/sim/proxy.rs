@@ -90,13 +90,8 @@ impl Shared {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).push(r);
     }
 
-    /// Sleep, cut short by shutdown.
     async fn pause(&self, ms: u64) {
-        let mut rx = self.stop.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-            _ = rx.wait_for(|s| *s) => {}
-        }
+        super::pause_unless_stopped(&self.stop, ms).await;
     }
 }
 
