@@ -140,14 +140,26 @@ impl StripeClient {
     }
 }
 
-/// Flatten a Stripe customer into contract paths.
-pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
-    let garbage = |detail: &str| ConnectorError::Garbage {
+/// A successful answer that is not what Stripe sends.
+fn garbage(detail: impl Into<String>, v: &Value) -> ConnectorError {
+    ConnectorError::Garbage {
         system: SYSTEM,
         status: 200,
-        detail: detail.to_string(),
+        detail: detail.into(),
         body: clip(&v.to_string()),
-    };
+    }
+}
+
+/// The `data` array of a list or search answer.
+fn data_of(v: &Value) -> ConnResult<&Vec<Value>> {
+    v.get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| garbage("list without data", v))
+}
+
+/// Flatten a Stripe customer into contract paths.
+pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
+    let garbage = |detail: &str| garbage(detail, v);
     let id = v
         .get("id")
         .and_then(Value::as_str)
@@ -196,12 +208,7 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| ConnectorError::Garbage {
-            system: SYSTEM,
-            status: 200,
-            detail: "subscription without an id".into(),
-            body: clip(&v.to_string()),
-        })?;
+        .ok_or_else(|| garbage("subscription without an id", v))?;
     let items = v
         .get("items")
         .and_then(|i| i.get("data"))
@@ -274,16 +281,7 @@ impl StripeClient {
     /// One page of customers (a list or a search result).
     async fn customer_page(&self, req: reqwest::RequestBuilder) -> ConnResult<Vec<RemoteRecord>> {
         let v = self.send(req).await?;
-        let data = v
-            .get("data")
-            .and_then(Value::as_array)
-            .ok_or_else(|| ConnectorError::Garbage {
-                system: SYSTEM,
-                status: 200,
-                detail: "customer list without data".into(),
-                body: clip(&v.to_string()),
-            })?;
-        data.iter().map(customer_record).collect()
+        data_of(&v)?.iter().map(customer_record).collect()
     }
 
     /// The customer's current subscription: the newest not canceled, else the newest.
@@ -310,16 +308,7 @@ impl StripeClient {
                 q.push(("starting_after", a));
             }
             let v = self.send(self.http.get(self.url(path)).query(&q)).await?;
-            let data = v
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .ok_or_else(|| ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status: 200,
-                    detail: "list without data".into(),
-                    body: clip(&v.to_string()),
-                })?;
+            let data = data_of(&v)?.clone();
             after = data
                 .last()
                 .and_then(|d| d.get("id"))
@@ -428,12 +417,7 @@ impl BillingApi for StripeClient {
             let item_id = item
                 .get("id")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status: 200,
-                    detail: format!("subscription {sub_id} has no item"),
-                    body: clip(&sub.to_string()),
-                })?;
+                .ok_or_else(|| garbage(format!("subscription {sub_id} has no item"), &sub))?;
             let prices = self
                 .send(self.http.get(self.url("/v1/prices")).query(&[
                     ("lookup_keys[]", plan.as_str()),
