@@ -29,6 +29,12 @@ pub struct LedgerStatus {
     pub lag_ms: LagFigures,
     /// Active pauses (scope `global`, `crm` or `billing`).
     pub paused: Vec<PauseFlag>,
+    /// Observe mode (scope `global`): events are ingested and planned, nothing is written
+    /// until writes are turned on (`driftless writes on`).
+    pub observe: Option<PauseFlag>,
+    /// Planned writes per destination held by observe mode or a pause: what goes out when
+    /// writes are turned on.
+    pub held_writes: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
@@ -73,6 +79,8 @@ pub struct Status {
 pub enum HealthState {
     Running,
     Paused,
+    /// Observe mode: ingesting and planning, writing nothing.
+    Observing,
     Degraded,
 }
 

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod budget;
+pub mod connect;
 pub mod connectors;
 pub mod contract;
 pub mod drill;

@@ -40,6 +40,14 @@ enum Cmd {
     Pause(PauseArgs),
     /// Resume outbound writes; the backlog drains in per-record order.
     Resume(PauseArgs),
+    /// Connect a real account: test the key read-only, store it in the OS keychain, preview
+    /// (and with --yes create) the CRM's custom properties, point the contract at the
+    /// keychain entry and start the ledger in observe mode. The key is read from stdin or a
+    /// variable, never from the command line.
+    Connect(ConnectArgs),
+    /// Observe mode: `writes off` holds every outbound write (ingest and plan only);
+    /// `writes on` previews the held writes and, with --yes, sends them.
+    Writes(WritesArgs),
     /// Validate a sync contract.
     Contract {
         #[command(subcommand)]
@@ -257,6 +265,42 @@ struct PauseArgs {
     ledger: LedgerArg,
 }
 
+#[derive(Args)]
+struct ConnectArgs {
+    #[arg(value_enum)]
+    system: Destination,
+    /// The contract to connect (created from the default contract when missing).
+    #[arg(long, default_value = "driftless.toml")]
+    contract: PathBuf,
+    #[command(flatten)]
+    ledger: LedgerArg,
+    /// Read the key from standard input (e.g. piped from a password manager).
+    #[arg(long, conflicts_with = "key_env")]
+    key_stdin: bool,
+    /// Read the key from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    key_env: Option<String>,
+    /// Create the missing CRM custom properties without asking.
+    #[arg(long)]
+    yes: bool,
+    /// One JSON object per step, one per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct WritesArgs {
+    #[arg(value_enum)]
+    state: OnOff,
+    #[arg(long)]
+    reason: Option<String>,
+    /// `on`: send the held writes (without it, only the preview is printed).
+    #[arg(long)]
+    yes: bool,
+    #[command(flatten)]
+    ledger: LedgerArg,
+}
+
 #[derive(Subcommand)]
 enum ContractCmd {
     /// Print the ownership matrix, or every problem (file:line:column) and exit 1.
@@ -416,7 +460,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "lag ms p50 {} p95 {} max {}",
                     st.lag_ms.p50, st.lag_ms.p95, st.lag_ms.max
                 );
-                if st.paused.is_empty() {
+                if let Some(o) = &st.observe {
+                    println!(
+                        "OBSERVING (writes off) since {} by {}: {} held writes {:?}; `driftless writes on` sends them",
+                        o.set_at_ms,
+                        o.set_by,
+                        st.held_writes.values().sum::<i64>(),
+                        st.held_writes
+                    );
+                } else if st.paused.is_empty() {
                     println!("outbound writes: running");
                 }
                 for p in &st.paused {
@@ -451,6 +503,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Connect(a) => connect_cmd(a).await,
+        Cmd::Writes(a) => writes_cmd(a).await,
         Cmd::Contract {
             cmd: ContractCmd::Check { file },
         } => match contract::load(&file) {
@@ -708,6 +762,128 @@ async fn bulk(f: DeadLetterArgs, reason: String, yes: bool, retry: bool) -> Resu
         println!("preview only: add --yes to do it");
     }
     e.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The key for `connect`: from a variable, from stdin, or typed at a prompt without echo.
+fn read_key(a: &ConnectArgs) -> Result<driftless::secrets::Secret> {
+    use std::io::{IsTerminal, Read};
+    let key = if let Some(var) = &a.key_env {
+        std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?
+    } else if a.key_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the key from stdin")?;
+        s
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("API key (not echoed): ").context("reading the key")?
+    } else {
+        anyhow::bail!(
+            "pass the key on stdin with --key-stdin or name a variable with --key-env (never on the command line)"
+        );
+    };
+    Ok(driftless::secrets::Secret::new(key.trim().to_string()))
+}
+
+async fn connect_cmd(a: ConnectArgs) -> Result<ExitCode> {
+    use driftless::connect::{self, PropertyPreview, StepReport};
+    use std::io::{BufRead, IsTerminal, Write};
+    let key = read_key(&a)?;
+    let system = match a.system {
+        Destination::Crm => driftless::contract::Side::Crm,
+        Destination::Billing => driftless::contract::Side::Billing,
+    };
+    let json = a.json;
+    let (yes, can_ask) = (a.yes, !a.json && !a.key_stdin && std::io::stdin().is_terminal());
+    let mut confirm = |p: &[PropertyPreview]| -> bool {
+        if yes {
+            return true;
+        }
+        if !can_ask {
+            return false;
+        }
+        print!(
+            "create {} custom properties? [y/N] ",
+            p.iter().filter(|p| !p.exists).count()
+        );
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).is_ok() && line.trim().eq_ignore_ascii_case("y")
+    };
+    let mut emit = |r: StepReport| {
+        if json {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            return;
+        }
+        println!("{} {:<18} {}", if r.ok { "ok" } else { "--" }, r.step, r.detail);
+        if let Some(props) = r.data.get("properties").and_then(|v| v.as_array()) {
+            for p in props {
+                println!(
+                    "     {:<8} {:<32} {:<34} {}/{} {}",
+                    p["object"].as_str().unwrap_or(""),
+                    p["name"].as_str().unwrap_or(""),
+                    p["label"].as_str().unwrap_or(""),
+                    p["type"].as_str().unwrap_or(""),
+                    p["field_type"].as_str().unwrap_or(""),
+                    if p["exists"] == true {
+                        "exists"
+                    } else {
+                        "would be created"
+                    }
+                );
+            }
+        }
+    };
+    let opts = connect::ConnectOptions {
+        system,
+        contract: a.contract.clone(),
+        ledger: a.ledger.ledger.clone(),
+    };
+    match connect::run(&opts, &key, &mut confirm, &mut emit).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "step": "error", "ok": false, "detail": e.to_string() })
+                );
+            } else {
+                eprintln!("error: {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn writes_cmd(a: WritesArgs) -> Result<ExitCode> {
+    let l = Ledger::open(&a.ledger.ledger).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if a.state == OnOff::Off {
+        l.set_observe(a.reason.as_deref(), "cli", now).await?;
+        println!("writes off: observe mode (events are ingested and planned, nothing is written)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let st = l.status().await?;
+    if st.observe.is_none() {
+        println!("writes are already on (not in observe mode)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let held = &st.held_writes;
+    println!(
+        "{} held writes would go out: {}",
+        held.values().sum::<i64>(),
+        held.iter()
+            .map(|(d, n)| format!("{d} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !a.yes {
+        println!("preview only: add --yes to turn writes on");
+        return Ok(ExitCode::SUCCESS);
+    }
+    l.clear_observe(a.reason.as_deref(), "cli", now).await?;
+    println!("writes on: the running engine sends the held writes");
     Ok(ExitCode::SUCCESS)
 }
 

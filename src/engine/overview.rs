@@ -180,6 +180,15 @@ impl Engine {
             ));
         }
         let paused = !reasons.is_empty();
+        let observing = status.ledger.observe.is_some();
+        if let Some(o) = &status.ledger.observe {
+            let held: i64 = status.ledger.held_writes.values().sum();
+            reasons.push(format!(
+                "observe mode (set by {}): events are ingested and planned, nothing is written; \
+                 {held} planned writes held; `driftless writes on` sends them",
+                o.set_by
+            ));
+        }
         for (name, s) in [("CRM", &systems.crm), ("billing", &systems.billing)] {
             if !s.reachable {
                 reasons.push(format!(
@@ -221,6 +230,8 @@ impl Engine {
         }
         let state = if paused {
             HealthState::Paused
+        } else if observing {
+            HealthState::Observing
         } else if reasons.is_empty() {
             HealthState::Running
         } else {

@@ -798,13 +798,12 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
     inner
         .metrics
         .add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
-    // The pause is read from the ledger right before the write, so a pause set by another
-    // process stops the very next write.
-    let pauses = inner.ledger.pauses().await?;
-    if pauses.iter().any(|p| p.scope == "global" || p.scope == dest.as_str()) {
+    // Pause and observe mode are read from the ledger right before the write, so a flag set
+    // by another process stops the very next write.
+    if let Some(hold) = inner.ledger.write_hold(dest.as_str()).await? {
         inner
             .ledger
-            .park(ctx.key, ctx.owner, inner.now_ms() + 1_000, "paused")
+            .park(ctx.key, ctx.owner, inner.now_ms() + hold.recheck_ms, hold.reason)
             .await?;
         return Ok(Step::Parked);
     }

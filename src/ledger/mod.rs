@@ -909,6 +909,7 @@ impl Ledger {
                 set_at_ms: r.try_get(3)?,
             });
         }
+        self.gate_status(&mut st).await?;
         Ok(st)
     }
 
@@ -1122,7 +1123,10 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
     }
 }
 
+mod gate;
 mod ops;
+
+pub use gate::WriteHold;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,142 @@
+//! The write gate: may a destination be written right now? Pauses (per scope) and observe
+//! mode (global: ingest and plan, write nothing) are control flags; [`Ledger::write_hold`] is
+//! the one place that reads them for the engine's writes.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::{Ledger, LedgerStatus, PauseFlag, Result, PAUSE_PREFIX};
+
+const OBSERVE_KEY: &str = "observe";
+
+/// Why a write is held, and when to look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteHold {
+    /// `paused` or `observing`: the work queue's `parked_reason`.
+    pub reason: &'static str,
+    /// Park the record this long before checking again. Turning writes on (resume, `writes
+    /// on`) unparks held records at once; the recheck is a safety net.
+    pub recheck_ms: i64,
+}
+
+pub const PAUSED: WriteHold = WriteHold {
+    reason: "paused",
+    recheck_ms: 1_000,
+};
+pub const OBSERVING: WriteHold = WriteHold {
+    reason: "observing",
+    recheck_ms: 60_000,
+};
+
+impl Ledger {
+    /// Whether writes to `destination` (`crm` or `billing`) are held, read on the writer
+    /// connection right before the write so a flag set a moment ago by another process (the
+    /// CLI) stops the very next write. A pause wins over observe mode.
+    pub async fn write_hold(&self, destination: &str) -> Result<Option<WriteHold>> {
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM control_flags WHERE value = 'on' AND key IN (?1, ?2, ?3)")
+                .bind(format!("{PAUSE_PREFIX}global"))
+                .bind(format!("{PAUSE_PREFIX}{destination}"))
+                .bind(OBSERVE_KEY)
+                .fetch_all(&self.writer)
+                .await?;
+        Ok(if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
+            Some(PAUSED)
+        } else if keys.iter().any(|k| k == OBSERVE_KEY) {
+            Some(OBSERVING)
+        } else {
+            None
+        })
+    }
+
+    /// Observe mode on: ingest and plan, write nothing. Audited.
+    pub async fn set_observe(&self, reason: Option<&str>, by: &str, now_ms: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO control_flags (key, value, reason, set_by, set_at_ms) VALUES (?1, 'on', ?2, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET value = 'on', reason = excluded.reason, set_by = excluded.set_by, \
+             set_at_ms = excluded.set_at_ms",
+        )
+        .bind(OBSERVE_KEY)
+        .bind(reason)
+        .bind(by)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        Self::audit_operator(
+            &mut tx,
+            now_ms,
+            None,
+            None,
+            by,
+            "writes_off",
+            serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Observe mode off: held records become claimable at once. `false`: it was not on.
+    pub async fn clear_observe(&self, reason: Option<&str>, by: &str, now_ms: i64) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let r = sqlx::query("DELETE FROM control_flags WHERE key = ?1")
+            .bind(OBSERVE_KEY)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE work_queue SET not_before_ms = 0, parked_reason = NULL WHERE parked_reason = ?1")
+            .bind(OBSERVING.reason)
+            .execute(&mut *tx)
+            .await?;
+        Self::audit_operator(
+            &mut tx,
+            now_ms,
+            None,
+            None,
+            by,
+            "writes_on",
+            serde_json::json!({ "reason": reason }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Observe mode and the planned writes held by it or by a pause, into a status.
+    pub(super) async fn gate_status(&self, st: &mut LedgerStatus) -> Result<()> {
+        let row = sqlx::query("SELECT reason, set_by, set_at_ms FROM control_flags WHERE key = ?1 AND value = 'on'")
+            .bind(OBSERVE_KEY)
+            .fetch_optional(&self.reader)
+            .await?;
+        st.observe = match row {
+            Some(r) => Some(PauseFlag {
+                scope: "global".into(),
+                reason: r.try_get(0)?,
+                set_by: r.try_get(1)?,
+                set_at_ms: r.try_get(2)?,
+            }),
+            None => None,
+        };
+        st.held_writes = self.held_writes().await?;
+        Ok(())
+    }
+
+    /// Planned writes per destination whose record is parked by observe mode or a pause:
+    /// what would go out when writes are turned on.
+    pub async fn held_writes(&self) -> Result<BTreeMap<String, i64>> {
+        let mut out: BTreeMap<String, i64> = ["crm", "billing"].iter().map(|d| (d.to_string(), 0)).collect();
+        let rows = sqlx::query(
+            "SELECT o.destination, COUNT(*) FROM outbox o JOIN work_queue w ON w.entity_key = o.entity_key \
+             WHERE o.state = 'pending' AND w.parked_reason IN (?1, ?2) GROUP BY o.destination",
+        )
+        .bind(OBSERVING.reason)
+        .bind(PAUSED.reason)
+        .fetch_all(&self.reader)
+        .await?;
+        for r in rows {
+            out.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        Ok(out)
+    }
+}
