@@ -27,7 +27,7 @@ use crate::contract::{self, Contract, ContractError, Side, SystemConfig};
 use crate::ledger::{Ledger, LedgerError};
 use crate::secrets::{self, Secret, Stored};
 
-/// The keychain service every `driftless connect` entry is stored under.
+/// The keychain service `driftless connect` stores keys under by default.
 pub const KEYCHAIN_SERVICE: &str = "driftless";
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,9 @@ pub struct ConnectOptions {
     /// The contract to connect; created from the default contract when it does not exist.
     pub contract: PathBuf,
     pub ledger: PathBuf,
+    /// The keychain service the key is stored under ([`KEYCHAIN_SERVICE`] unless several
+    /// accounts share one machine).
+    pub keychain_service: String,
 }
 
 /// The keychain account for a system's API key.
@@ -414,12 +417,13 @@ pub async fn run(
     };
 
     let account = keychain_account(system);
-    let stored = secrets::store(KEYCHAIN_SERVICE, account, key);
+    let service = opts.keychain_service.as_str();
+    let stored = secrets::store(service, account, key);
     emit(match &stored {
         Stored::Keychain => StepReport::ok(
             "store",
-            format!("key stored in the OS keychain as {KEYCHAIN_SERVICE}/{account}"),
-            json!({ "keychain": format!("{KEYCHAIN_SERVICE}/{account}") }),
+            format!("key stored in the OS keychain as {service}/{account}"),
+            json!({ "keychain": format!("{service}/{account}") }),
         ),
         Stored::EnvFallback { env_var, why } => StepReport::ok(
             "store",
@@ -427,7 +431,7 @@ pub async fn run(
                 "no usable OS keychain here ({why}): set {env_var} to the key in the engine's \
                  environment (the contract's keychain reference reads it)"
             ),
-            json!({ "keychain": format!("{KEYCHAIN_SERVICE}/{account}"), "env_fallback": env_var }),
+            json!({ "keychain": format!("{service}/{account}"), "env_fallback": env_var }),
         ),
     });
 
@@ -463,11 +467,11 @@ pub async fn run(
     if !existed {
         load_or_create(&opts.contract)?;
     }
-    let changed = rewrite_secret_reference(&opts.contract, system, KEYCHAIN_SERVICE, account)?;
+    let changed = rewrite_secret_reference(&opts.contract, system, service, account)?;
     emit(StepReport::ok(
         "contract",
         format!(
-            "{} systems.{}.secret = {{ keychain = \"{KEYCHAIN_SERVICE}/{account}\" }} in {}",
+            "{} systems.{}.secret = {{ keychain = \"{service}/{account}\" }} in {}",
             if !existed {
                 "created from the default contract;"
             } else if changed {

@@ -286,6 +286,10 @@ struct ConnectArgs {
     /// One JSON object per step, one per line.
     #[arg(long)]
     json: bool,
+    /// Keychain service to store the key under (entries are `SERVICE/crm`, `SERVICE/billing`);
+    /// use another one per workspace when several accounts share this machine.
+    #[arg(long, default_value = driftless::connect::KEYCHAIN_SERVICE)]
+    keychain_service: String,
 }
 
 #[derive(Args)]
@@ -839,6 +843,7 @@ async fn connect_cmd(a: ConnectArgs) -> Result<ExitCode> {
         system,
         contract: a.contract.clone(),
         ledger: a.ledger.ledger.clone(),
+        keychain_service: a.keychain_service.clone(),
     };
     match connect::run(&opts, &key, &mut confirm, &mut emit).await {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -4,6 +4,7 @@
 mod billing_objects;
 mod cli;
 mod companies;
+mod connect;
 mod console;
 mod crash;
 mod drill;

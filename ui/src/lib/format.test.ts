@@ -50,6 +50,8 @@ describe('labels', () => {
   it('titles the window while paused', () => {
     expect(documentTitle(true)).toBe('driftless — PAUSED');
     expect(documentTitle(false)).toBe('driftless');
+    expect(documentTitle(false, true)).toBe('driftless — OBSERVING');
+    expect(documentTitle(true, true)).toBe('driftless — PAUSED');
   });
 });
 

@@ -82,6 +82,7 @@ export function percent(ratio: number): string {
 }
 
 /** The window title. */
-export function documentTitle(paused: boolean): string {
-  return paused ? 'driftless — PAUSED' : 'driftless';
+export function documentTitle(paused: boolean, observing = false): string {
+  if (paused) return 'driftless — PAUSED';
+  return observing ? 'driftless — OBSERVING' : 'driftless';
 }

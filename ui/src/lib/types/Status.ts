@@ -31,4 +31,14 @@ lag_ms: LagFigures,
 /**
  * Active pauses (scope `global`, `crm` or `billing`).
  */
-paused: Array<PauseFlag>, };
+paused: Array<PauseFlag>, 
+/**
+ * Observe mode (scope `global`): events are ingested and planned, nothing is written
+ * until writes are turned on (`driftless writes on`).
+ */
+observe: PauseFlag | null, 
+/**
+ * Planned writes per destination held by observe mode or a pause: what goes out when
+ * writes are turned on.
+ */
+held_writes: { [key in string]: number }, };
