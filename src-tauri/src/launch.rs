@@ -3,6 +3,13 @@
 //! its ledger at `<app data>/driftless.db`. Otherwise it is the embedded demo: both simulators
 //! in-process, seeded actors editing records, and a fresh ledger on every launch (the
 //! simulators live in memory and start empty, so yesterday's ledger would disagree with them).
+//!
+//! Webhooks to the desktop: with a contract, the engine's HTTP server (which carries
+//! `/webhooks/stripe` and `/webhooks/hubspot`) listens on loopback, any port. To receive the
+//! providers' signed webhooks through a tunnel (cloudflared, ngrok, …), set
+//! `DRIFTLESS_PUBLIC_URL` to the tunnel's public base URL and point the tunnel at
+//! `DRIFTLESS_LISTEN` (default `127.0.0.1:8417`): the server binds that address and verifies
+//! signatures against the public URL (HubSpot v3 signs it). See [`Listen::choose`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +47,55 @@ impl Mode {
     }
 }
 
+/// Where the engine's HTTP server listens, and the public URL webhooks arrive at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub public_url: Option<String>,
+}
+
+/// The address a tunnel forwards to when `DRIFTLESS_PUBLIC_URL` is set without `DRIFTLESS_LISTEN`.
+pub const DEFAULT_TUNNEL_LISTEN: &str = "127.0.0.1:8417";
+
+impl Listen {
+    /// From `DRIFTLESS_PUBLIC_URL` and `DRIFTLESS_LISTEN` (empty counts as unset):
+    /// neither: loopback, any port, no public URL; a public URL (`https://` or `http://`,
+    /// trailing `/` trimmed): bind `DRIFTLESS_LISTEN` or [`DEFAULT_TUNNEL_LISTEN`]; only a
+    /// listen address: bind it, no public URL. Touches nothing.
+    pub fn choose(public_url: Option<String>, listen: Option<String>) -> Result<Listen, String> {
+        let public_url = public_url.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let listen = listen.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        if let Some(u) = &public_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(char::is_whitespace) {
+                return Err(format!(
+                    "DRIFTLESS_PUBLIC_URL must be an http:// or https:// base URL (the tunnel's), got {u:?}"
+                ));
+            }
+        }
+        let addr = match (&listen, &public_url) {
+            (Some(l), _) => l.parse::<SocketAddr>().map_err(|e| {
+                format!("DRIFTLESS_LISTEN must be address:port, e.g. {DEFAULT_TUNNEL_LISTEN}: {l:?}: {e}")
+            })?,
+            (None, Some(_)) => DEFAULT_TUNNEL_LISTEN
+                .parse()
+                .map_err(|e| format!("default listen address: {e}"))?,
+            (None, None) => loopback_any_port(),
+        };
+        Ok(Listen {
+            addr,
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+        })
+    }
+
+    /// From the process environment.
+    pub fn from_env() -> Result<Listen, String> {
+        Listen::choose(
+            std::env::var("DRIFTLESS_PUBLIC_URL").ok(),
+            std::env::var("DRIFTLESS_LISTEN").ok(),
+        )
+    }
+}
+
 /// A started engine (and, in demo mode, the simulated users editing records).
 pub struct Launched {
     running: Running,
@@ -64,7 +120,7 @@ fn loopback_any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-pub async fn start(mode: &Mode) -> Result<Launched> {
+pub async fn start(mode: &Mode, listen: &Listen) -> Result<Launched> {
     match mode {
         Mode::Demo { ledger } => {
             fresh_ledger(ledger)?;
@@ -72,7 +128,14 @@ pub async fn start(mode: &Mode) -> Result<Launched> {
                 seed: DEMO_SEED,
                 faults: FaultProfile::default_profile(),
                 contract: driftless::contract::default_contract(),
-                serve: serve_options(ledger),
+                // The simulators deliver webhooks in-process, on loopback.
+                serve: serve_options(
+                    ledger,
+                    &Listen {
+                        addr: loopback_any_port(),
+                        public_url: None,
+                    },
+                ),
                 request_timeout_ms: 2_000,
             })
             .await
@@ -90,10 +153,13 @@ pub async fn start(mode: &Mode) -> Result<Launched> {
             if let Some(dir) = ledger.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
-            let running = runtime::serve_contract(c, serve_options(ledger))
+            let running = runtime::serve_contract(c, serve_options(ledger, listen))
                 .await
                 .context("starting the engine")?;
             tracing::info!(contract = %contract.display(), ledger = %ledger.display(), api = %running.addr, "running against the contract's systems");
+            if let Some(u) = &listen.public_url {
+                tracing::info!(public_url = %u, listen = %running.addr, "webhooks: {u}/webhooks/stripe and {u}/webhooks/hubspot, tunnelled to {}", running.addr);
+            }
             Ok(Launched { running, actors: None })
         }
     }
@@ -116,12 +182,12 @@ pub fn describe(e: &anyhow::Error) -> String {
     out
 }
 
-fn serve_options(ledger: &Path) -> ServeOptions {
+fn serve_options(ledger: &Path, listen: &Listen) -> ServeOptions {
     ServeOptions {
         ledger: ledger.to_path_buf(),
-        addr: loopback_any_port(),
+        addr: listen.addr,
         workers: WORKERS,
-        public_url: None,
+        public_url: listen.public_url.clone(),
         token: None,
     }
 }
@@ -181,6 +247,40 @@ mod tests {
             }
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loopback_any_port_without_a_public_url() {
+        let l = Listen::choose(None, None).unwrap();
+        assert_eq!(
+            l,
+            Listen {
+                addr: loopback_any_port(),
+                public_url: None
+            }
+        );
+        assert_eq!(Listen::choose(Some(" ".into()), Some(String::new())).unwrap(), l);
+    }
+
+    #[test]
+    fn a_public_url_binds_the_tunnel_address_and_is_passed_on() {
+        let l = Listen::choose(Some("https://abc.trycloudflare.com/".into()), None).unwrap();
+        assert_eq!(l.addr, DEFAULT_TUNNEL_LISTEN.parse::<SocketAddr>().unwrap());
+        assert_eq!(l.public_url.as_deref(), Some("https://abc.trycloudflare.com"));
+        let l = Listen::choose(Some("https://hooks.example.com".into()), Some("127.0.0.1:9000".into())).unwrap();
+        assert_eq!(l.addr, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(l.public_url.as_deref(), Some("https://hooks.example.com"));
+        // A fixed port without a public URL.
+        let l = Listen::choose(None, Some("127.0.0.1:9001".into())).unwrap();
+        assert_eq!((l.addr.port(), l.public_url), (9001, None));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let e = Listen::choose(Some("hooks.example.com".into()), None).unwrap_err();
+        assert!(e.contains("DRIFTLESS_PUBLIC_URL"), "{e}");
+        let e = Listen::choose(Some("https://x.test".into()), Some("localhost".into())).unwrap_err();
+        assert!(e.contains("DRIFTLESS_LISTEN"), "{e}");
     }
 
     #[test]

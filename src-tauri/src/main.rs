@@ -35,8 +35,16 @@ fn init_tracing() {
 fn setup(app: &mut tauri::App) -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = app.path().app_data_dir()?;
     let mode = launch::Mode::choose(&data_dir, std::env::var_os("DRIFTLESS_CONTRACT").map(Into::into));
+    let listen = match launch::Listen::from_env() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("driftless-desktop: {e}");
+            app.handle().exit(1);
+            return Ok(());
+        }
+    };
     // The window opens below, after the engine is managed, so no command can arrive first.
-    let launched = match tauri::async_runtime::block_on(launch::start(&mode)) {
+    let launched = match tauri::async_runtime::block_on(launch::start(&mode, &listen)) {
         Ok(l) => l,
         Err(e) => {
             // An error returned from setup would panic inside the event loop: say what is wrong

@@ -477,6 +477,19 @@ pub fn prometheus_text(status: &Status, totals: &[(String, String, f64)]) -> Str
         let on = l.paused.iter().any(|p| p.scope == scope);
         let _ = writeln!(out, "driftless_paused{{scope=\"{scope}\"}} {}", u8::from(on));
     }
+    let _ = writeln!(
+        out,
+        "# HELP driftless_observe Observe mode (1): ingest and plan, write nothing.\n# TYPE driftless_observe gauge\ndriftless_observe {}",
+        u8::from(l.observe.is_some())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP driftless_held_writes Planned writes held by observe mode or a pause."
+    );
+    let _ = writeln!(out, "# TYPE driftless_held_writes gauge");
+    for (dest, n) in &l.held_writes {
+        let _ = writeln!(out, "driftless_held_writes{{destination=\"{dest}\"}} {n}");
+    }
     let mut last = String::new();
     for (name, labels, v) in totals {
         let metric = format!("driftless_{name}_total");

@@ -140,3 +140,31 @@ impl Ledger {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_gate_for_pause_and_observe_a_pause_wins_and_a_fresh_ledger_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        let other = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        for d in ["crm", "billing"] {
+            assert_eq!(l.write_hold(d).await.unwrap(), None, "a fresh ledger writes");
+        }
+        other.set_observe(Some("new account"), "connect", 1).await.unwrap();
+        assert_eq!(l.write_hold("billing").await.unwrap(), Some(OBSERVING));
+        l.set_pause("crm", None, "cli", 2).await.unwrap();
+        assert_eq!(l.write_hold("crm").await.unwrap(), Some(PAUSED));
+        assert_eq!(l.write_hold("billing").await.unwrap(), Some(OBSERVING));
+        let st = l.status().await.unwrap();
+        assert_eq!(st.observe.as_ref().map(|o| o.set_by.as_str()), Some("connect"));
+        assert_eq!(st.held_writes.get("billing"), Some(&0));
+        assert!(other.clear_observe(None, "cli", 3).await.unwrap());
+        assert!(!other.clear_observe(None, "cli", 4).await.unwrap());
+        assert_eq!(l.write_hold("billing").await.unwrap(), None);
+        assert_eq!(l.write_hold("crm").await.unwrap(), Some(PAUSED));
+        assert!(l.status().await.unwrap().observe.is_none());
+    }
+}

@@ -438,6 +438,20 @@ async fn connect_then_observe_then_writes_on_and_no_secret_leaks() {
         .await
         .expect("overview JSON");
     assert_eq!(overview["health"]["state"], "observing", "{}", overview["health"]);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(metrics.contains("driftless_observe 1"), "{metrics}");
+    assert!(
+        metrics.contains("driftless_held_writes{destination=\"billing\"} 3"),
+        "{metrics}"
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
         writes(&sims.billing.request_log()).is_empty(),
@@ -551,4 +565,29 @@ async fn connect_then_observe_then_writes_on_and_no_secret_leaks() {
         assert!(driftless::secrets::delete(&service, account).expect("delete keychain entry"));
     }
     sims.shutdown().await;
+}
+
+#[test]
+fn writes_off_and_on_act_through_the_ledger_and_a_plain_ledger_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("l.db");
+    let run = |args: &[&str]| -> String {
+        let out = bin().args(args).arg("--ledger").arg(&ledger).output().expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let st: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("JSON");
+    assert!(st["observe"].is_null(), "a ledger not made by connect starts writing");
+    assert!(run(&["writes", "on"]).contains("already on"));
+    run(&["writes", "off", "--reason", "audit week"]);
+    let st: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("JSON");
+    assert_eq!(st["observe"]["reason"], "audit week");
+    assert_eq!(st["observe"]["set_by"], "cli");
+    assert!(run(&["status"]).contains("OBSERVING"));
+    assert!(run(&["writes", "on"]).contains("preview only"));
+    let st: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("JSON");
+    assert!(st["observe"].is_object(), "on without --yes changed it");
+    assert!(run(&["writes", "on", "--yes"]).contains("writes on"));
+    let st: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("JSON");
+    assert!(st["observe"].is_null());
 }
