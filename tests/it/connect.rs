@@ -591,3 +591,87 @@ fn writes_off_and_on_act_through_the_ledger_and_a_plain_ledger_writes() {
     let st: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).expect("JSON");
     assert!(st["observe"].is_null());
 }
+
+/// The read-only requests `connect` sends, against software nobody here wrote: localstripe
+/// (the billing key test through the real binary) and Prism mocking HubSpot's published spec
+/// with `--errors` (a request the spec refuses is answered 4xx, so a 200 is a valid request).
+///
+/// Gap found: localstripe accepts any key starting `sk_` (longer than 5 characters), so only a
+/// key of the wrong kind (a publishable `pk_…`) is refused by it; a wrong secret key is shown
+/// refused against the simulator (the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_read_only_requests_pass_localstripe_and_prism() {
+    use crate::prism::{derive_spec, prism_bin, specs_dir, Prism};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ls = crate::localstripe::LocalStripe::start(dir.path().join("localstripe.log")).await;
+    let contract = write_contract(dir.path(), "http://127.0.0.1:9", &ls.base_url);
+    let ledger = dir.path().join("l.db");
+    let service = unique("driftless-it-");
+    let (out, steps) = connect("billing", &contract, &ledger, &service, "pk_test_publishable", &[]);
+    assert_eq!(out.status.code(), Some(1), "{steps:?}");
+    let detail = steps.last().expect("line")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.contains("key was refused (401"), "{detail}");
+    assert!(!ledger.exists());
+    let (out, steps) = connect(
+        "billing",
+        &contract,
+        &ledger,
+        &service,
+        crate::localstripe::API_KEY,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{steps:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(step(&steps, "test")["data"]["status"], 200);
+    if step(&steps, "store")["data"]["env_fallback"].is_null() {
+        assert!(driftless::secrets::delete(&service, "billing").expect("delete"));
+    }
+
+    let bin = prism_bin();
+    assert!(
+        bin.exists(),
+        "Prism ({}) is missing: run `scripts/setup.sh test`",
+        bin.display()
+    );
+    let specs = specs_dir().join("hubspot");
+    let mut prisms = Vec::new();
+    for (name, dynamic) in [("contacts", false), ("properties", true)] {
+        let derived = dir.path().join(format!("{name}.prism.json"));
+        derive_spec(&specs.join(format!("{name}.json")), &derived);
+        let p = Prism::spawn(&bin, &derived, dir.path().join(format!("prism-{name}.log")), dynamic);
+        p.wait_ready(45).await;
+        prisms.push(p);
+    }
+    let mut c = driftless::contract::default_contract();
+    let token = driftless::secrets::Secret::new("pat-na1-driftless-connect-prism".into());
+    c.systems.crm.base_url = prisms[0].base_url.clone();
+    let test = driftless::connect::test_connection(&c.systems.crm, driftless::contract::Side::Crm, &token)
+        .await
+        .expect("GET /crm/v3/objects/contacts?limit=1 is valid for HubSpot's spec");
+    assert_eq!(test.data["status"], 200);
+    // Prism checks that a credential is sent at all: without one, the spec's security refuses.
+    let none = driftless::secrets::Secret::new(" ".into());
+    let refused = driftless::connect::test_connection(&c.systems.crm, driftless::contract::Side::Crm, &none).await;
+    assert!(
+        matches!(
+            refused,
+            Err(driftless::connect::ConnectError::BadKey { status: 401, .. })
+        ),
+        "Prism did not refuse a request without a credential: {refused:?}"
+    );
+    c.systems.crm.base_url = prisms[1].base_url.clone();
+    let preview = driftless::connect::preview_properties(&c.systems.crm, &c, &token)
+        .await
+        .expect("GET /crm/v3/properties/{objectType}/{name} is valid for HubSpot's spec");
+    assert!(!preview.is_empty());
+    assert!(
+        preview.iter().all(|p| p.exists),
+        "Prism answers every property read with 200"
+    );
+}

@@ -45,7 +45,7 @@ use driftless::sim::{FaultProfile, FaultProxy, ProxyConfig, SimConfig, Simulator
 
 use crate::support::{eventually, meta, prop};
 
-const API_KEY: &str = "sk_test_localstripe";
+pub(crate) const API_KEY: &str = "sk_test_localstripe";
 const WEBHOOK_SECRET: &str = "whsec_localstripe_test";
 const CONTACTS: usize = 15;
 
@@ -74,13 +74,13 @@ fn peers_python() -> PathBuf {
 }
 
 /// A localstripe child process, killed when dropped.
-struct LocalStripe {
+pub(crate) struct LocalStripe {
     _child: tokio::process::Child,
-    base_url: String,
+    pub(crate) base_url: String,
 }
 
 impl LocalStripe {
-    async fn start(log: PathBuf) -> LocalStripe {
+    pub(crate) async fn start(log: PathBuf) -> LocalStripe {
         let py = peers_python();
         assert!(
             py.exists(),

@@ -61,7 +61,7 @@ const SPECS: [&str; 3] = ["contacts", "companies", "properties"];
 /// The directory holding `hubspot/{contacts,companies,properties}.json`:
 /// `$DRIFTLESS_SPECS_DIR`, else the copies in `tests/peers/specs`, else `<repo>/../shared/specs`,
 /// else `/work/shared/specs`.
-fn specs_dir() -> PathBuf {
+pub(crate) fn specs_dir() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut tried: Vec<PathBuf> = Vec::new();
     if let Some(d) = std::env::var_os("DRIFTLESS_SPECS_DIR") {
@@ -86,7 +86,7 @@ fn specs_dir() -> PathBuf {
 }
 
 /// Prism's launcher: `$DRIFTLESS_PRISM`, else the one `scripts/setup.sh test` installs.
-fn prism_bin() -> PathBuf {
+pub(crate) fn prism_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("DRIFTLESS_PRISM") {
         return PathBuf::from(p);
     }
@@ -116,7 +116,7 @@ fn drop_null_examples(v: &mut Value) {
 }
 
 /// The test copy of one spec (SOURCES.md's jq recipe, in Rust).
-fn derive_spec(src: &Path, dst: &Path) {
+pub(crate) fn derive_spec(src: &Path, dst: &Path) {
     let text = std::fs::read_to_string(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
     let mut spec: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", src.display()));
     drop_null_examples(&mut spec);
@@ -140,14 +140,14 @@ fn free_port() -> u16 {
 }
 
 /// One Prism mock process, killed when dropped.
-struct Prism {
+pub(crate) struct Prism {
     _child: tokio::process::Child,
-    base_url: String,
+    pub(crate) base_url: String,
     log: PathBuf,
 }
 
 impl Prism {
-    fn spawn(bin: &Path, spec: &Path, log: PathBuf, dynamic: bool) -> Prism {
+    pub(crate) fn spawn(bin: &Path, spec: &Path, log: PathBuf, dynamic: bool) -> Prism {
         let port = free_port();
         let out = std::fs::File::create(&log).expect("prism log file");
         let mut cmd = tokio::process::Command::new(bin);
@@ -172,7 +172,7 @@ impl Prism {
     }
 
     /// Until Prism answers anything over HTTP (its 404 for `/` will do).
-    async fn wait_ready(&self, secs: u64) {
+    pub(crate) async fn wait_ready(&self, secs: u64) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(secs);
         while http.get(&self.base_url).send().await.is_err() {
