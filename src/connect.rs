@@ -154,13 +154,13 @@ fn write_atomically(path: &Path, text: &str) -> Result<(), ConnectError> {
     })
 }
 
-fn http(cfg: &SystemConfig) -> Result<reqwest::Client, ConnectError> {
+fn http(cfg: &SystemConfig, system: Side) -> Result<reqwest::Client, ConnectError> {
     reqwest::Client::builder()
         .timeout(Duration::from_millis(cfg.request_timeout_ms))
         .connect_timeout(Duration::from_millis(cfg.request_timeout_ms.min(5_000)))
         .build()
         .map_err(|e| ConnectError::Unreachable {
-            system: "http",
+            system: system.as_str(),
             url: cfg.base_url.clone(),
             detail: e.to_string(),
         })
@@ -201,7 +201,7 @@ async fn get_json(
 
 /// Step 1: prove the key reads the account, changing nothing.
 pub async fn test_connection(cfg: &SystemConfig, system: Side, key: &Secret) -> Result<StepReport, ConnectError> {
-    let client = http(cfg)?;
+    let client = http(cfg, system)?;
     let (path, api, what, list_field) = match system {
         Side::Billing => (
             "/v1/customers?limit=1",
@@ -268,7 +268,7 @@ pub async fn preview_properties(
     contract: &Contract,
     key: &Secret,
 ) -> Result<Vec<PropertyPreview>, ConnectError> {
-    let client = http(cfg)?;
+    let client = http(cfg, Side::Crm)?;
     let mut out = Vec::new();
     for def in crate::engine::required_crm_properties(contract) {
         let url = format!(
