@@ -409,6 +409,10 @@ fn touches_billing_objects(
         }
         Side::Crm => {
             let payload: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
+            if crate::ingest::poll::is_snapshot(&payload) {
+                // A polled snapshot: any mapped property may have changed.
+                return true;
+            }
             let prop = payload.get("propertyName").and_then(|p| p.as_str()).unwrap_or("");
             billing_object_mappings(c, m).any(|o| o.fields.iter().any(|f| f.crm == prop))
         }

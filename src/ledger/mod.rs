@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag};
+pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap};
 use crate::contract::Side;
 
 /// Embedded migrations, run at open.
@@ -909,6 +909,7 @@ impl Ledger {
                 set_at_ms: r.try_get(3)?,
             });
         }
+        st.pollers = self.poller_status(chrono::Utc::now().timestamp_millis()).await?;
         Ok(st)
     }
 
@@ -1123,6 +1124,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
 }
 
 mod ops;
+mod watermarks;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ mod drill;
 mod flow;
 mod localstripe;
 mod ops;
+mod pollers;
 mod prism;
 mod signatures;
 mod support;

@@ -2,6 +2,7 @@
 import type { DestinationWrites } from "./DestinationWrites";
 import type { LagFigures } from "./LagFigures";
 import type { PauseFlag } from "./PauseFlag";
+import type { PollerStatus } from "./PollerStatus";
 
 /**
  * Counts by state, writes, queue, lag and pause — what `driftless status --json` prints.
@@ -31,4 +32,8 @@ lag_ms: LagFigures,
 /**
  * Active pauses (scope `global`, `crm` or `billing`).
  */
-paused: Array<PauseFlag>, };
+paused: Array<PauseFlag>, 
+/**
+ * Poll cursors (Stripe events, HubSpot search per object type): lag and state.
+ */
+pollers: Array<PollerStatus>, };
