@@ -491,6 +491,28 @@ pub fn prometheus_text(status: &Status, totals: &[(String, String, f64)]) -> Str
         let on = l.paused.iter().any(|p| p.scope == scope);
         let _ = writeln!(out, "driftless_paused{{scope=\"{scope}\"}} {}", u8::from(on));
     }
+    if !l.pollers.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP driftless_poll_lag_ms Age of each poll cursor's watermark.\n# TYPE driftless_poll_lag_ms gauge"
+        );
+        for p in &l.pollers {
+            let _ = writeln!(out, "driftless_poll_lag_ms{{cursor=\"{}\"}} {}", p.name, p.lag_ms);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP driftless_poll_reconciliation_gaps Windows a poll cursor lost to provider retention.\n\
+             # TYPE driftless_poll_reconciliation_gaps gauge"
+        );
+        for p in &l.pollers {
+            let _ = writeln!(
+                out,
+                "driftless_poll_reconciliation_gaps{{cursor=\"{}\"}} {}",
+                p.name,
+                p.gaps.len()
+            );
+        }
+    }
     let mut last = String::new();
     for (name, labels, v) in totals {
         let metric = format!("driftless_{name}_total");

@@ -347,7 +347,7 @@ async fn the_events_poller_reads_every_localstripe_event_once_through_429s_and_5
         upstream: ls.base_url.clone(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         seed: 5,
-        faults: FaultProfile::parse("429=0.2,5xx=0.05,burst=2").expect("profile"),
+        faults: FaultProfile::parse("429=0.4,5xx=0.1,burst=2").expect("profile"),
     })
     .await
     .expect("proxy starts");
@@ -399,8 +399,11 @@ async fn the_events_poller_reads_every_localstripe_event_once_through_429s_and_5
     assert!(missing.is_empty(), "{missing:?}");
     let again = engine.poll_now(Side::Billing).await.expect("pass");
     assert_eq!((again.accepted, again.duplicates), (0, CUSTOMERS), "{again:?}");
+    // The proxy's faults are seeded and only the poller's requests pass it: deterministic.
+    let faulted = proxy.request_log().iter().filter(|q| q.fault.is_some()).count();
+    assert!(faulted > 0, "the proxy injected no fault into the poller's requests");
     eprintln!(
-        "localstripe: events poller read {} events in {} pages with {} requests ({} answered 429)",
+        "localstripe: events poller read {} events in {} pages with {} requests ({} answered 429, {faulted} faulted in both passes)",
         r.events, r.pages, r.requests, r.rate_limited
     );
     engine.shutdown().await;

@@ -562,6 +562,12 @@ async fn a_cursor_older_than_stripes_retention_is_reported_and_recorded_for_reco
     );
     let json = serde_json::to_value(&overview).expect("json");
     assert_eq!(json["status"]["pollers"][0]["state"], "reconciliation_needed");
+    let metrics = driftless::engine::prometheus_text(&engine.status().await.expect("status"), &[]);
+    assert!(
+        metrics.contains("driftless_poll_reconciliation_gaps{cursor=\"poll:billing:events\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("driftless_poll_lag_ms{cursor=\"poll:billing:events\"}"));
     // A later pass is back to normal polling: no second gap.
     let again = engine.poll_now(Side::Billing).await.expect("pass");
     assert_eq!((again.expired, again.accepted), (None, 0));
@@ -577,4 +583,77 @@ async fn a_cursor_older_than_stripes_retention_is_reported_and_recorded_for_reco
         .expect("audit");
     assert_eq!(audited, 1, "the expiry is in the audit log");
     sims.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companies_mapped_by_the_contract_are_polled_with_their_own_cursor() {
+    const ACCOUNT: &str = r#"
+[objects.account]
+crm = "company"
+billing = "customer"
+match = ["stored_id"]
+create_in = "billing"
+idempotency_key = "billing:create-company:{crm_company_id}:{event_id}"
+
+[[objects.account.fields]]
+name = "company_name"
+crm = "name"
+billing = "name"
+owner = "crm"
+
+[[objects.account.fields]]
+name = "company_billing_id"
+crm = "billing_customer_id"
+billing = "id"
+owner = "billing"
+"#;
+    let text = contract::DEFAULT_CONTRACT.replacen(
+        "[objects.subscription]",
+        &format!("{ACCOUNT}\n[objects.subscription]"),
+        1,
+    );
+    let mut c = contract::compile("companies", &text).expect("contract with companies is valid");
+    let fresh = polled(true, true);
+    c.systems = fresh.systems;
+    let d = demo_with(c, FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let company = sims.crm.create_company(&[("name", "Polled Ltd")]);
+    let contact = sims.crm.create_contact(&[("email", "polled-company@example.test")]);
+    let linked = eventually(30, "company and contact linked by polling", || {
+        let sims = sims.clone();
+        let (company, contact) = (company.clone(), contact.clone());
+        async move {
+            let co = sims.crm.companies().into_iter().find(|c| c["id"] == company.as_str())?;
+            let ct = sims.crm.contacts().into_iter().find(|c| c["id"] == contact.as_str())?;
+            Some((
+                prop(&co, "billing_customer_id")?.to_string(),
+                prop(&ct, "billing_customer_id")?.to_string(),
+            ))
+        }
+    })
+    .await;
+    assert_ne!(linked.0, linked.1, "one customer each");
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let customers = sims.billing.customers();
+    assert_eq!(customers.len(), 2);
+    let cus = customers
+        .iter()
+        .find(|c| c["id"] == linked.0.as_str())
+        .expect("company's customer");
+    assert_eq!(cus["name"], "Polled Ltd");
+    assert_eq!(meta(cus, "driftless_crm_company_id"), Some(company.as_str()));
+    let st = d.running.engine.status().await.expect("status").ledger;
+    let names: Vec<&str> = st.pollers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["poll:billing:events", "poll:crm:companies", "poll:crm:contacts"]
+    );
+    let searches = sims
+        .crm
+        .request_log()
+        .iter()
+        .filter(|r| r.path == "/crm/v3/objects/companies/search")
+        .count();
+    assert!(searches > 0);
+    d.running.shutdown().await;
 }
