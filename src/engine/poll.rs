@@ -30,6 +30,10 @@ use crate::ledger::NewEvent;
 pub const BILLING_CURSOR: &str = "poll:billing:events";
 /// Stripe keeps events for 30 days.
 pub const STRIPE_EVENT_RETENTION_MS: i64 = 30 * 86_400_000;
+/// Events within this much of the retention edge may vanish while a window is paged: a
+/// cursor that close to the edge is treated as expired (reconciling a little more is
+/// harmless; losing events silently is not).
+pub const RETENTION_MARGIN_MS: i64 = 3_600_000;
 /// A billing window covers at most a day, so a long catch-up re-reads at most a day on a crash.
 const MAX_BILLING_WINDOW_MS: i64 = 86_400_000;
 /// HubSpot's search refuses paging past this many results.
@@ -224,7 +228,7 @@ async fn poll_billing(engine: &Engine, report: &mut PollReport) -> Result<(), En
     let inner = &engine.inner;
     let overlap = inner.contract.systems.billing.poll_overlap_ms as i64;
     let now = inner.now_ms();
-    let oldest = now - STRIPE_EVENT_RETENTION_MS;
+    let oldest = now - STRIPE_EVENT_RETENTION_MS + RETENTION_MARGIN_MS;
     let mut wm = match inner.ledger.watermark(BILLING_CURSOR).await? {
         Some(w) => w,
         // First pass: from now (minus the overlap); history is the reconciler's job.
