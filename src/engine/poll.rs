@@ -365,9 +365,19 @@ async fn poll_crm(engine: &Engine, kind: CrmObject, report: &mut PollReport) -> 
                 break;
             }
             if page_no == 0 && page.total > cap {
-                tracing::error!(object = kind.as_str(), from, to, total = page.total, cap,
-                    "more records modified in one millisecond than search can page through; the rest wait for reconciliation");
+                // One millisecond (or the split budget) cannot be narrowed further: read what
+                // search pages through and leave the window to the reconciler.
+                let reason = format!(
+                    "{} {} modified in [{from}, {to}] ms, more than the {cap} results search pages through",
+                    page.total,
+                    kind.plural()
+                );
+                tracing::error!(object = kind.as_str(), from, to, %reason, "poll window recorded for reconciliation");
                 inner.metrics.add("poll_truncated", kind.as_str(), 1.0);
+                inner
+                    .ledger
+                    .record_gap(&cursor, Side::Crm, from, to, &reason, inner.now_ms())
+                    .await?;
             }
             report.pages += 1;
             report.events += page.results.len();
@@ -397,4 +407,98 @@ async fn poll_crm(engine: &Engine, kind: CrmObject, report: &mut PollReport) -> 
     let wm = inner.ledger.advance_watermark(&cursor, now, inner.now_ms()).await?;
     report.watermarks.push((cursor, wm));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::connectors::{BoxFuture, CrmApi, Fields, Offline, PropertyDef, RemoteRecord, SearchPage};
+    use crate::engine::{EngineConfig, SystemClock, WebhookSecrets};
+
+    /// A CRM where 25 contacts share one last-modified millisecond `at`.
+    struct SameMillisecond {
+        at: i64,
+    }
+
+    impl CrmApi for SameMillisecond {
+        fn get_record<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a str,
+            _: &'a [String],
+        ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn update_record<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a str,
+            _: &'a Fields,
+        ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+            Box::pin(async { unreachable!("the poller never writes") })
+        }
+        fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>> {
+            Box::pin(async move {
+                if !(q.from_ms..=q.to_ms).contains(&self.at) {
+                    return Ok(SearchPage::default());
+                }
+                let results = (0..25)
+                    .map(|i| {
+                        let mut fields = Fields::new();
+                        fields.insert("lastmodifieddate".into(), Some(self.at.to_string()));
+                        RemoteRecord {
+                            id: i.to_string(),
+                            fields,
+                        }
+                    })
+                    .collect();
+                Ok(SearchPage {
+                    total: 25,
+                    results,
+                    next_after: None,
+                })
+            })
+        }
+        fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_millisecond_over_the_cap_is_read_as_far_as_possible_and_recorded_for_reconciliation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut contract = crate::contract::default_contract();
+        contract.systems.crm.poll_overlap_ms = 1_000;
+        let at = chrono::Utc::now().timestamp_millis() - 500;
+        let engine = Engine::open(EngineConfig {
+            ledger: dir.path().join("l.db"),
+            contract,
+            crm: Arc::new(SameMillisecond { at }),
+            billing: Arc::new(Offline {
+                system: "billing",
+                why: "not polled here".into(),
+            }),
+            webhook_secrets: WebhookSecrets::default(),
+            workers: 1,
+            clock: Arc::new(SystemClock),
+            demo: false,
+        })
+        .await
+        .unwrap();
+        engine.set_search_cap(10);
+        let r = engine.poll_now(Side::Crm).await.unwrap();
+        assert_eq!(r.accepted, 25, "what search returns is still ingested: {r:?}");
+        assert!(r.splits > 8, "halved down to one millisecond: {r:?}");
+        let gaps = engine.ledger().reconciliation_gaps(true).await.unwrap();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(
+            (gaps[0].from_ms, gaps[0].to_ms, gaps[0].cursor.as_str()),
+            (at, at, "poll:crm:contacts")
+        );
+        let wm = engine.ledger().watermark("poll:crm:contacts").await.unwrap().unwrap();
+        assert!(wm > at, "the pass completed and moved the cursor");
+        engine.shutdown().await;
+    }
 }

@@ -87,6 +87,61 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<()> {
         let mut tx = self.begin().await?;
+        Self::gap_in(
+            &mut tx,
+            name,
+            source,
+            from_ms,
+            to_ms,
+            reason,
+            "poll_cursor_expired",
+            now_ms,
+        )
+        .await?;
+        Self::advance_in(&mut tx, name, to_ms, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record a window a poller could not read (e.g. more records modified in one
+    /// millisecond than search pages through) for the reconciler, audited; the cursor is
+    /// not moved. Recording the same gap twice is a no-op.
+    pub async fn record_gap(
+        &self,
+        name: &str,
+        source: Side,
+        from_ms: i64,
+        to_ms: i64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        Self::gap_in(
+            &mut tx,
+            name,
+            source,
+            from_ms,
+            to_ms,
+            reason,
+            "poll_window_unreadable",
+            now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn gap_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        name: &str,
+        source: Side,
+        from_ms: i64,
+        to_ms: i64,
+        reason: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO reconciliation_gaps (source, cursor, from_ms, to_ms, reason, recorded_at_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (cursor, from_ms, to_ms) DO NOTHING",
@@ -97,27 +152,26 @@ impl Ledger {
         .bind(to_ms.max(from_ms))
         .bind(reason)
         .bind(now_ms)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
-        Self::advance_in(&mut tx, name, to_ms, now_ms).await?;
         if inserted > 0 {
             sqlx::query(
                 "INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) \
-                 VALUES (?1, NULL, 'engine', 'poll_cursor_expired', 'provider_retention', ?2)",
+                 VALUES (?1, NULL, 'engine', ?2, 'provider_limit', ?3)",
             )
             .bind(now_ms)
+            .bind(action)
             .bind(
                 serde_json::json!({
                     "cursor": name, "source": source.as_str(), "from_ms": from_ms, "to_ms": to_ms,
-                    "reason": reason, "next": "reconciliation of the gap; the cursor restarts at to_ms",
+                    "reason": reason, "next": "reconciliation of the gap",
                 })
                 .to_string(),
             )
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
