@@ -47,6 +47,8 @@ const MAX_TRIES: u32 = 8;
 const MAX_PAGES_PER_WINDOW: usize = 100_000;
 const MAX_BILLING_WINDOWS_PER_PASS: usize = 64;
 const MAX_SPLITS: usize = 4_096;
+/// Times a window is read again because it shrank while paged (then the overlap covers it).
+const MAX_REREADS: usize = 3;
 
 /// The HubSpot search cursor of one object type.
 pub fn crm_cursor(kind: CrmObject) -> String {
@@ -63,6 +65,8 @@ pub struct PollReport {
     /// Requests sent, including retries.
     pub requests: usize,
     pub rate_limited: usize,
+    /// Windows read again from the start because records left them while they were paged.
+    pub rereads: usize,
     pub pages: usize,
     /// Events (or record versions) read.
     pub events: usize,
@@ -342,7 +346,10 @@ async fn poll_crm(engine: &Engine, kind: CrmObject, report: &mut PollReport) -> 
     while let Some((from, to)) = stack.pop() {
         let mut after: Option<String> = None;
         let mut read = 0u64;
-        for page_no in 0..MAX_PAGES_PER_WINDOW {
+        let mut first_total = 0u64;
+        let mut rereads = 0usize;
+        let mut page_no = 0usize;
+        while page_no < MAX_PAGES_PER_WINDOW {
             let q = ModifiedSearch {
                 kind,
                 from_ms: from,
@@ -379,6 +386,21 @@ async fn poll_crm(engine: &Engine, kind: CrmObject, report: &mut PollReport) -> 
                     .record_gap(&cursor, Side::Crm, from, to, &reason, inner.now_ms())
                     .await?;
             }
+            if page_no == 0 {
+                first_total = page.total;
+            } else if page.total < first_total && rereads < MAX_REREADS {
+                // Records left the window while it was paged (modified again, so now past
+                // `to`): the offsets behind them shifted and a record may have been skipped.
+                // Read the window again from its start; what was read already dedupes.
+                rereads += 1;
+                report.rereads += 1;
+                first_total = 0;
+                after = None;
+                read = 0;
+                page_no = 0;
+                continue;
+            }
+            page_no += 1;
             report.pages += 1;
             report.events += page.results.len();
             read += page.results.len() as u64;
@@ -466,16 +488,66 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_millisecond_over_the_cap_is_read_as_far_as_possible_and_recorded_for_reconciliation() {
-        let dir = tempfile::tempdir().unwrap();
+    /// 150 contacts in the window; from the second request on, contact 50 has been modified
+    /// again (it left the window), so offset paging would skip contact 100.
+    struct ShrinksWhilePaged {
+        at: i64,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CrmApi for ShrinksWhilePaged {
+        fn get_record<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a str,
+            _: &'a [String],
+        ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn update_record<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a str,
+            _: &'a Fields,
+        ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+            Box::pin(async { unreachable!("the poller never writes") })
+        }
+        fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>> {
+            Box::pin(async move {
+                let call = self.calls.fetch_add(1, Ordering::SeqCst);
+                let ids: Vec<usize> = (0..150).filter(|i| call == 0 || *i != 50).collect();
+                let offset: usize = q.after.and_then(|a| a.parse().ok()).unwrap_or(0);
+                let end = (offset + q.limit as usize).min(ids.len());
+                let results = ids[offset.min(end)..end]
+                    .iter()
+                    .map(|i| {
+                        let mut fields = Fields::new();
+                        fields.insert("lastmodifieddate".into(), Some(self.at.to_string()));
+                        RemoteRecord {
+                            id: i.to_string(),
+                            fields,
+                        }
+                    })
+                    .collect();
+                Ok(SearchPage {
+                    total: ids.len() as u64,
+                    results,
+                    next_after: (end < ids.len()).then(|| end.to_string()),
+                })
+            })
+        }
+        fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    async fn engine_with(dir: &std::path::Path, crm: Arc<dyn CrmApi>) -> Engine {
         let mut contract = crate::contract::default_contract();
         contract.systems.crm.poll_overlap_ms = 1_000;
-        let at = chrono::Utc::now().timestamp_millis() - 500;
-        let engine = Engine::open(EngineConfig {
-            ledger: dir.path().join("l.db"),
+        Engine::open(EngineConfig {
+            ledger: dir.join("l.db"),
             contract,
-            crm: Arc::new(SameMillisecond { at }),
+            crm,
             billing: Arc::new(Offline {
                 system: "billing",
                 why: "not polled here".into(),
@@ -486,7 +558,29 @@ mod tests {
             demo: false,
         })
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_window_that_shrinks_while_paged_is_read_again_so_no_record_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = chrono::Utc::now().timestamp_millis() - 500;
+        let crm = Arc::new(ShrinksWhilePaged {
+            at,
+            calls: Default::default(),
+        });
+        let engine = engine_with(dir.path(), crm).await;
+        let r = engine.poll_now(Side::Crm).await.unwrap();
+        assert_eq!(r.rereads, 1, "{r:?}");
+        assert_eq!(r.accepted, 150, "contact 100 was not skipped: {r:?}");
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_millisecond_over_the_cap_is_read_as_far_as_possible_and_recorded_for_reconciliation() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = chrono::Utc::now().timestamp_millis() - 500;
+        let engine = engine_with(dir.path(), Arc::new(SameMillisecond { at })).await;
         engine.set_search_cap(10);
         let r = engine.poll_now(Side::Crm).await.unwrap();
         assert_eq!(r.accepted, 25, "what search returns is still ingested: {r:?}");
