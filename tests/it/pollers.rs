@@ -658,3 +658,39 @@ owner = "billing"
     assert!(searches > 0);
     d.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_webhooks_and_polling_both_on_a_stripe_event_is_held_once_and_applied_once() {
+    let mut c = contract::default_contract();
+    c.systems.billing.ingest = IngestMode::Both;
+    c.systems.billing.poll_interval_ms = 200;
+    c.systems.billing.poll_overlap_ms = 5_000;
+    let d = demo_with(c, FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let engine = d.running.engine.clone();
+    let (_, cus) = crate::support::synced_contact(&d, "both@example.test").await;
+    // A billing-side change arrives by webhook and by the poller: one event, one decision.
+    sims.billing
+        .edit_customer(&cus, None, &[("lifecycle_stage", "customer")])
+        .expect("dashboard edit");
+    let ids = event_ids(&sims);
+    eventually(20, "every Stripe event held and re-read by the poller", || {
+        let e = engine.clone();
+        let ids = ids.clone();
+        async move {
+            let missing = e.ledger().missing_events(Side::Billing, &ids).await.ok()?;
+            let st = e.status().await.ok()?.ledger;
+            (missing.is_empty() && st.events["duplicate"] as usize >= ids.len()).then_some(())
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    // The non-owner edit was reverted once (lifecycle stage is CRM-owned): one revert write.
+    let (billing_writes, crm_writes) = writes(&sims);
+    assert_eq!(
+        (billing_writes, crm_writes),
+        (2, 1),
+        "create + one revert in billing; one CRM write-back"
+    );
+    d.running.shutdown().await;
+}
