@@ -35,6 +35,45 @@ pub struct LedgerStatus {
     /// Planned writes per destination held by observe mode or a pause: what goes out when
     /// writes are turned on.
     pub held_writes: BTreeMap<String, i64>,
+    /// Poll cursors (Stripe events, HubSpot search per object type): lag and state.
+    #[serde(default)]
+    pub pollers: Vec<PollerStatus>,
+}
+
+/// One poll cursor: how far behind it is and whether history was lost.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct PollerStatus {
+    /// The cursor's name, e.g. `poll:billing:events`, `poll:crm:contacts`.
+    pub name: String,
+    /// `crm` or `billing`.
+    pub source: String,
+    /// Everything up to this time (unix ms) is durable in the inbox.
+    pub watermark_ms: i64,
+    pub updated_at_ms: i64,
+    /// Now minus the watermark: how old the newest change the poller has surely seen may be.
+    pub lag_ms: i64,
+    /// `ok`, or `reconciliation_needed` when the cursor fell behind the provider's retention
+    /// and a window could not be read again (see `gaps`).
+    pub state: String,
+    pub message: Option<String>,
+    /// Windows no poll can read again, waiting for the reconciler.
+    pub gaps: Vec<ReconciliationGap>,
+}
+
+/// A time window whose events the provider no longer keeps: the reconciler compares both
+/// systems over it instead.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconciliationGap {
+    pub id: i64,
+    pub source: String,
+    pub cursor: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: String,
+    pub recorded_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]

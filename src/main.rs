@@ -483,6 +483,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         p.reason.as_deref().unwrap_or("no reason given")
                     );
                 }
+                for p in &st.pollers {
+                    let state = p.message.as_deref().unwrap_or(p.state.as_str());
+                    println!("poll {}: lag {} ms, {state}", p.name, p.lag_ms);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -260,11 +260,20 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         addr: opts.serve.addr,
         source,
     })?;
-    let stripe_secret = sims
-        .billing
-        .register_webhook(&format!("http://{local}/webhooks/stripe"));
-    sims.crm.set_webhook_target(&format!("http://{local}/webhooks/hubspot"));
+    // Webhooks are registered the way the real systems register them, unless the contract
+    // has that system polled only (the laptop case: no webhook can reach the engine).
     let mut contract = opts.contract;
+    let stripe_secret = if contract.systems.billing.ingest.webhooks() {
+        Some(
+            sims.billing
+                .register_webhook(&format!("http://{local}/webhooks/stripe")),
+        )
+    } else {
+        None
+    };
+    if contract.systems.crm.ingest.webhooks() {
+        sims.crm.set_webhook_target(&format!("http://{local}/webhooks/hubspot"));
+    }
     for (sys, url) in [
         (&mut contract.systems.crm, sims.crm.base_url()),
         (&mut contract.systems.billing, sims.billing.base_url()),
@@ -276,7 +285,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
         crm_token: sims.crm.token().to_string(),
         billing_key: sims.billing.api_key().to_string(),
         crm_webhook_secret: Some(sims.crm.webhook_secret().to_string()),
-        billing_webhook_secret: Some(stripe_secret),
+        billing_webhook_secret: stripe_secret,
     };
     ensure_crm_properties(&contract, &secrets).await?;
     let engine = open_engine(contract, secrets, opts.serve.ledger.clone(), opts.serve.workers, true).await?;

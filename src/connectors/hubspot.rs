@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use crate::contract::CrmObject;
 
 use super::{
-    clip, retry_after_ms, transport_error, BoxFuture, ConnResult, ConnectorError, CrmApi, Fields, PropertyDef,
-    RemoteRecord,
+    clip, retry_after_ms, transport_error, BoxFuture, ConnResult, ConnectorError, CrmApi, Fields, ModifiedSearch,
+    PropertyDef, RemoteRecord, SearchPage,
 };
 
 const SYSTEM: &str = "crm";
@@ -150,6 +150,35 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
     Ok(RemoteRecord { id, fields })
 }
 
+/// The last-modified property HubSpot keeps on an object type.
+pub fn modified_property(kind: CrmObject) -> &'static str {
+    match kind {
+        CrmObject::Contact => "lastmodifieddate",
+        CrmObject::Company => "hs_lastmodifieddate",
+    }
+}
+
+/// `PublicObjectSearchRequest` for a modified-in-window search: last-modified GTE/LTE (epoch
+/// ms), sorted ascending on it, every field the spec requires (`after`, `filterGroups`,
+/// `limit`, `properties`, `sorts`; `sorts` items are strings, ascending by default).
+pub fn search_body(q: &ModifiedSearch<'_>) -> Value {
+    let prop = modified_property(q.kind);
+    let mut properties: Vec<String> = q.properties.to_vec();
+    if !properties.iter().any(|p| p == prop) {
+        properties.push(prop.to_string());
+    }
+    json!({
+        "filterGroups": [{"filters": [
+            {"propertyName": prop, "operator": "GTE", "value": q.from_ms.to_string()},
+            {"propertyName": prop, "operator": "LTE", "value": q.to_ms.to_string()},
+        ]}],
+        "sorts": [prop],
+        "properties": properties,
+        "limit": q.limit,
+        "after": q.after.unwrap_or("0"),
+    })
+}
+
 impl CrmApi for HubspotClient {
     fn get_record<'a>(
         &'a self,
@@ -187,6 +216,48 @@ impl CrmApi for HubspotClient {
                 .json(&json!({ "properties": props }));
             let (_, v) = self.send(req).await?;
             contact_record(&v)
+        })
+    }
+
+    fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>> {
+        Box::pin(async move {
+            let body = search_body(&q);
+            let req = self
+                .http
+                .post(self.url(&format!("/crm/v3/objects/{}/search", q.kind.plural())))
+                .json(&body);
+            let (status, v) = self.send(req).await?;
+            let garbage = |detail: &str| ConnectorError::Garbage {
+                system: SYSTEM,
+                status,
+                detail: detail.to_string(),
+                body: clip(&v.to_string()),
+            };
+            let total = v
+                .get("total")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| garbage("search answer without a total"))?;
+            let results = v
+                .get("results")
+                .and_then(Value::as_array)
+                .ok_or_else(|| garbage("search answer without results"))?
+                .iter()
+                .map(contact_record)
+                .collect::<ConnResult<Vec<_>>>()?;
+            let next_after = v
+                .get("paging")
+                .and_then(|p| p.get("next"))
+                .and_then(|n| n.get("after"))
+                .and_then(|a| match a {
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                });
+            Ok(SearchPage {
+                total,
+                results,
+                next_after,
+            })
         })
     }
 

@@ -146,6 +146,35 @@ impl ConnectorError {
 
 pub type ConnResult<T> = Result<T, ConnectorError>;
 
+/// One page of Stripe's `/v1/events` list (raw events, parsed by `ingest::stripe`).
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub events: Vec<serde_json::Value>,
+    pub has_more: bool,
+}
+
+/// A CRM search for records of one type modified in `[from_ms, to_ms]` (both inclusive),
+/// oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct ModifiedSearch<'a> {
+    pub kind: CrmObject,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub properties: &'a [String],
+    /// The paging cursor of the previous page.
+    pub after: Option<&'a str>,
+    pub limit: u32,
+}
+
+/// One page of a CRM search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// Every match of the search (HubSpot's `total`), not only this page's.
+    pub total: u64,
+    pub results: Vec<RemoteRecord>,
+    pub next_after: Option<String>,
+}
+
 /// The billing side (Stripe today).
 pub trait BillingApi: Send + Sync {
     fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
@@ -169,6 +198,14 @@ pub trait BillingApi: Send + Sync {
     ) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
     /// Customers whose email is exactly `email`, newest first.
     fn customers_by_email<'a>(&'a self, email: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>>;
+    /// One page of events created in `[created_gte, created_lte]` (unix seconds), 100 per
+    /// page, continuing after the event id `starting_after`.
+    fn list_events<'a>(
+        &'a self,
+        created_gte: i64,
+        created_lte: i64,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, ConnResult<EventPage>>;
     /// The customer's current subscription, flattened to `status`, `plan`, `mrr`,
     /// `next_invoice_date`, `cancel_at_period_end`; an empty record when it has none.
     fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
@@ -211,6 +248,8 @@ pub trait CrmApi: Send + Sync {
         id: &'a str,
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// One page of records modified in a window (search on the last-modified property).
+    fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>>;
     /// Create the custom properties that do not exist yet; returns the names created.
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;
 }
@@ -280,6 +319,9 @@ impl BillingApi for Offline {
     fn customers_by_email<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
         Box::pin(async move { Err(self.err()) })
     }
+    fn list_events<'a>(&'a self, _: i64, _: i64, _: Option<&'a str>) -> BoxFuture<'a, ConnResult<EventPage>> {
+        Box::pin(async move { Err(self.err()) })
+    }
     fn customers_by_metadata<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
         Box::pin(async move { Err(self.err()) })
     }
@@ -304,6 +346,9 @@ impl CrmApi for Offline {
         Box::pin(async move { Err(self.err()) })
     }
     fn update_record<'a>(&'a self, _: CrmObject, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn search_modified<'a>(&'a self, _: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>> {
         Box::pin(async move { Err(self.err()) })
     }
     fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    clip, retry_after_ms, transport_error, BillingApi, BoxFuture, ConnResult, ConnectorError, Fields, RemoteRecord,
+    clip, retry_after_ms, transport_error, BillingApi, BoxFuture, ConnResult, ConnectorError, EventPage, Fields,
+    RemoteRecord,
 };
 
 const SYSTEM: &str = "billing";
@@ -507,6 +508,30 @@ impl BillingApi for StripeClient {
                 .get(self.url("/v1/customers/search"))
                 .query(&[("query", query.as_str()), ("limit", "100")]);
             self.customer_page(req).await
+        })
+    }
+
+    fn list_events<'a>(
+        &'a self,
+        created_gte: i64,
+        created_lte: i64,
+        starting_after: Option<&'a str>,
+    ) -> BoxFuture<'a, ConnResult<EventPage>> {
+        Box::pin(async move {
+            let (gte, lte) = (created_gte.to_string(), created_lte.to_string());
+            let mut q: Vec<(&str, &str)> = vec![("created[gte]", &gte), ("created[lte]", &lte), ("limit", "100")];
+            if let Some(a) = starting_after {
+                q.push(("starting_after", a));
+            }
+            let v = self.send(self.http.get(self.url("/v1/events")).query(&q)).await?;
+            let events = data_of(&v)?.clone();
+            if let Some(bad) = events.iter().find(|e| e.get("id").and_then(Value::as_str).is_none()) {
+                return Err(garbage("an event without an id", bad));
+            }
+            Ok(EventPage {
+                events,
+                has_more: v.get("has_more").and_then(Value::as_bool) == Some(true),
+            })
         })
     }
 

@@ -166,7 +166,21 @@ const ROOT_KEYS: &[&str] = &[
     "alerts",
 ];
 const SIDE_KEYS: &[&str] = &["crm", "billing"];
-const SYSTEM_KEYS: &[&str] = &["kind", "base_url", "secret", "webhook_secret", "request_timeout_ms"];
+const SYSTEM_KEYS: &[&str] = &[
+    "kind",
+    "base_url",
+    "secret",
+    "webhook_secret",
+    "request_timeout_ms",
+    "ingest",
+    "poll_interval_ms",
+    "poll_overlap_ms",
+];
+const INGEST_MODES: &[(&str, IngestMode)] = &[
+    ("webhooks", IngestMode::Webhooks),
+    ("poll", IngestMode::Poll),
+    ("both", IngestMode::Both),
+];
 const SECRET_KEYS: &[&str] = &["env", "keychain"];
 const OBJECT_KEYS: &[&str] = &["crm", "billing", "match", "create_in", "idempotency_key", "fields"];
 const FIELD_KEYS: &[&str] = &["name", "crm", "billing", "owner", "on_non_owner_edit", "conflict"];
@@ -587,12 +601,23 @@ impl<'t> Walker<'t> {
         let secret = self.required(&t, "secret", Self::secret);
         let webhook_secret = self.optional(&t, "webhook_secret", Self::secret);
         let request_timeout_ms = self.defaulted(Some(&t), "request_timeout_ms", 10_000, |w, e| w.int(e, 100..=120_000));
+        let ingest = self.defaulted(Some(&t), "ingest", IngestMode::Webhooks, |w, e| {
+            w.choice(e, INGEST_MODES)
+        });
+        let poll_interval_ms = self.defaulted(Some(&t), "poll_interval_ms", 30_000, |w, e| w.int(e, 100..=3_600_000));
+        // Stripe's `created` has whole seconds and HubSpot's search index lags: at least 1 s.
+        let poll_overlap_ms = self.defaulted(Some(&t), "poll_overlap_ms", 300_000, |w, e| {
+            w.int(e, 1_000..=86_400_000)
+        });
         Some(SystemConfig {
             kind: kind?,
             base_url: base_url?,
             secret: secret?,
             webhook_secret: webhook_secret?,
             request_timeout_ms: request_timeout_ms?,
+            ingest: ingest?,
+            poll_interval_ms: poll_interval_ms?,
+            poll_overlap_ms: poll_overlap_ms?,
         })
     }
 

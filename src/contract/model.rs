@@ -58,6 +58,29 @@ pub struct SystemConfig {
     /// Webhook signing secret (Stripe `whsec_…` / HubSpot app client secret).
     pub webhook_secret: Option<SecretRef>,
     pub request_timeout_ms: u64,
+    /// How changes reach the engine: signed webhooks, polling, or both (deduplicated).
+    pub ingest: IngestMode,
+    /// Time between poll passes (when polling).
+    pub poll_interval_ms: u64,
+    /// How far each poll window reaches back before the cursor (late-indexed changes).
+    pub poll_overlap_ms: u64,
+}
+
+/// How a system's changes are ingested (`ingest` in the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    Webhooks,
+    Poll,
+    Both,
+}
+
+impl IngestMode {
+    pub fn polls(self) -> bool {
+        matches!(self, IngestMode::Poll | IngestMode::Both)
+    }
+    pub fn webhooks(self) -> bool {
+        matches!(self, IngestMode::Webhooks | IngestMode::Both)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -524,3 +524,45 @@ fn problems_display_one_per_line() {
     let err = ContractError::Invalid(vec![p.clone(), p]);
     assert_eq!(err.to_string().lines().count(), 2);
 }
+
+#[test]
+fn ingest_mode_and_poll_settings_are_validated_at_their_location() {
+    let c = compile("c.toml", DEFAULT_CONTRACT).expect("default compiles");
+    assert_eq!(c.systems.crm.ingest, IngestMode::Webhooks);
+    assert_eq!(c.systems.billing.poll_overlap_ms, 60_000);
+    let text = default_with(
+        "ingest = \"webhooks\"                                           # webhooks | poll | both",
+        "ingest = \"poll\"",
+    );
+    let c = compile("c.toml", &text).expect("poll compiles");
+    assert!(c.systems.billing.ingest.polls() && !c.systems.billing.ingest.webhooks());
+    let text = DEFAULT_CONTRACT
+        .replacen("ingest = \"webhooks\"\n", "ingest = \"sometimes\"\n", 1)
+        .replacen("poll_interval_ms = 30000 ", "poll_interval_ms = 5      ", 1)
+        .replacen("poll_overlap_ms = 60000", "poll_overlap_ms = 10", 1);
+    let got = problems("c.toml", &text);
+    let at: Vec<(&str, usize, usize)> = got.iter().map(|p| (p.field.as_str(), p.line, p.column)).collect();
+    assert_eq!(
+        at,
+        [
+            (
+                "systems.crm.ingest",
+                pos(&text, "\"sometimes\"").0,
+                pos(&text, "\"sometimes\"").1
+            ),
+            (
+                "systems.crm.poll_interval_ms",
+                pos(&text, "5      ").0,
+                pos(&text, "5      ").1
+            ),
+            (
+                "systems.billing.poll_overlap_ms",
+                pos(&text, "= 10\n").0,
+                pos(&text, "= 10\n").1 + 2
+            ),
+        ],
+        "{}",
+        render_problems(&got)
+    );
+    assert!(got[0].expected.contains("webhooks, poll, both"), "{}", got[0].expected);
+}

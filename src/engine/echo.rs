@@ -29,6 +29,44 @@ pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
     }
 }
 
+/// A polled CRM snapshot (a whole record version, `ingest::poll`) is an echo when it carries
+/// a value our latest write of a property set and nothing else new: every mapped property
+/// (`mapped`: CRM property, contract field) equals either the value our latest write of it
+/// set or its last synced value (`shadow`). `writes` are the record's CRM writes, newest first.
+pub(crate) fn crm_snapshot_echo(
+    ev: &InboxEvent,
+    writes: &[OutboxOp],
+    mapped: &[(&str, &str)],
+    shadow: &crate::plan::Shadow,
+) -> Option<String> {
+    if ev.source != Side::Crm || writes.is_empty() {
+        return None;
+    }
+    let payload: Value = serde_json::from_str(&ev.payload).ok()?;
+    if !crate::ingest::poll::is_snapshot(&payload) {
+        return None;
+    }
+    let props = payload.get("properties")?.as_object()?;
+    let mut ours: Vec<&str> = Vec::new();
+    for (prop, field) in mapped {
+        let value = match props.get(*prop) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        if writes.iter().find_map(|w| written(w, prop)) == Some(value.clone()) {
+            ours.push(prop);
+        } else if shadow.get(&(Side::Crm, field.to_string())) != Some(&value) {
+            return None;
+        }
+    }
+    (!ours.is_empty()).then(|| {
+        format!(
+            "polled version: {} equal what driftless wrote, every other property its last synced value",
+            ours.join(", ")
+        )
+    })
+}
+
 fn crm_echo(e: &Value, writes: &[OutboxOp]) -> Option<String> {
     if !matches!(
         e.get("subscriptionType").and_then(Value::as_str),
@@ -142,6 +180,30 @@ mod tests {
         let e = |v: &str| json!({"subscriptionType": "contact.propertyChange", "propertyName": "billing_customer_id", "propertyValue": v});
         assert!(classify(&ev(Side::Crm, e("cus_2")), &writes).is_some());
         assert!(classify(&ev(Side::Crm, e("cus_1")), &writes).is_none());
+    }
+
+    #[test]
+    fn a_polled_snapshot_is_an_echo_only_when_nothing_but_our_values_changed() {
+        let writes = vec![op("c", json!({"billing_customer_id": "cus_2"}))];
+        let mapped = [("billing_customer_id", "billing_customer_id"), ("email", "email")];
+        let snap = |id: &str, email: &str| {
+            ev(
+                Side::Crm,
+                json!({"subscriptionType": "contact.polled", "objectId": "1",
+                    "properties": {"billing_customer_id": id, "email": email, "lastmodifieddate": "x"}}),
+            )
+        };
+        let mut shadow = crate::plan::Shadow::new();
+        shadow.insert((Side::Crm, "email".into()), Some("a@b.test".into()));
+        assert!(crm_snapshot_echo(&snap("cus_2", "a@b.test"), &writes, &mapped, &shadow).is_some());
+        // A user edit in the same version is not an echo.
+        assert!(crm_snapshot_echo(&snap("cus_2", "new@b.test"), &writes, &mapped, &shadow).is_none());
+        // Not our value.
+        assert!(crm_snapshot_echo(&snap("cus_9", "a@b.test"), &writes, &mapped, &shadow).is_none());
+        // Nothing of ours in it: not an echo, even when all equals the shadow.
+        shadow.insert((Side::Crm, "billing_customer_id".into()), Some("cus_9".into()));
+        assert!(crm_snapshot_echo(&snap("cus_9", "a@b.test"), &writes, &mapped, &shadow).is_none());
+        assert!(crm_snapshot_echo(&snap("cus_2", "a@b.test"), &[], &mapped, &shadow).is_none());
     }
 
     #[test]

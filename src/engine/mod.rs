@@ -5,6 +5,7 @@ mod echo;
 mod metrics;
 mod ops;
 mod overview;
+pub mod poll;
 mod worker;
 
 use std::path::PathBuf;
@@ -130,6 +131,8 @@ pub(crate) struct Inner {
     failures: std::sync::Mutex<[Option<(i64, String)>; 2]>,
     /// Which contract object each inbound event belongs to.
     pub(crate) routes: ingest::Routes,
+    /// The pollers' search limiter and cap.
+    pub(crate) poll: poll::PollState,
 }
 
 impl Inner {
@@ -242,6 +245,7 @@ impl Engine {
             demo: cfg.demo,
             failures: std::sync::Mutex::new([None, None]),
             routes,
+            poll: poll::PollState::default(),
         });
         let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
         inner.push_task(batcher);
@@ -256,6 +260,13 @@ impl Engine {
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));
         self.inner.push_task(h);
+        let systems = &self.inner.contract.systems;
+        for (side, sys) in [(Side::Crm, &systems.crm), (Side::Billing, &systems.billing)] {
+            if sys.ingest.polls() {
+                let h = tokio::spawn(poll::run(self.clone(), side));
+                self.inner.push_task(h);
+            }
+        }
     }
 
     /// Stop workers at their next safe point and wait for them.
@@ -292,9 +303,12 @@ impl Engine {
     }
 
     pub async fn status(&self) -> Result<Status, EngineError> {
+        let mut ledger = self.inner.ledger.status().await?;
+        // Poll lag by the engine's clock.
+        ledger.pollers = self.inner.ledger.poller_status(self.inner.now_ms()).await?;
         Ok(Status {
             contract_version: self.inner.contract.version.clone(),
-            ledger: self.inner.ledger.status().await?,
+            ledger,
         })
     }
 
@@ -489,6 +503,28 @@ pub fn prometheus_text(status: &Status, totals: &[(String, String, f64)]) -> Str
     let _ = writeln!(out, "# TYPE driftless_held_writes gauge");
     for (dest, n) in &l.held_writes {
         let _ = writeln!(out, "driftless_held_writes{{destination=\"{dest}\"}} {n}");
+    }
+    if !l.pollers.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP driftless_poll_lag_ms Age of each poll cursor's watermark.\n# TYPE driftless_poll_lag_ms gauge"
+        );
+        for p in &l.pollers {
+            let _ = writeln!(out, "driftless_poll_lag_ms{{cursor=\"{}\"}} {}", p.name, p.lag_ms);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP driftless_poll_reconciliation_gaps Windows a poll cursor lost to provider retention.\n\
+             # TYPE driftless_poll_reconciliation_gaps gauge"
+        );
+        for p in &l.pollers {
+            let _ = writeln!(
+                out,
+                "driftless_poll_reconciliation_gaps{{cursor=\"{}\"}} {}",
+                p.name,
+                p.gaps.len()
+            );
+        }
     }
     let mut last = String::new();
     for (name, labels, v) in totals {

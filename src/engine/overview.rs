@@ -204,6 +204,9 @@ impl Engine {
                 l.lag_ms.p95, alerts.lag_p95_ms
             ));
         }
+        for p in l.pollers.iter().filter(|p| p.state != "ok") {
+            reasons.push(p.message.clone().unwrap_or_else(|| format!("{}: {}", p.name, p.state)));
+        }
         if l.dead_letter_depth as u64 > alerts.dead_letters {
             reasons.push(format!(
                 "{} dead letters waiting (threshold {})",

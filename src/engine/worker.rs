@@ -246,7 +246,15 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         if writes.is_none() {
             *writes = Some(inner.ledger.recent_writes(key, ev.source, 20).await?);
         }
-        match echo::classify(ev, writes.as_deref().unwrap_or_default()) {
+        let mut verdict = echo::classify(ev, writes.as_deref().unwrap_or_default());
+        if verdict.is_none() && ev.event_type.ends_with(crate::ingest::poll::POLLED_SUFFIX) {
+            let shadow = shadow_map(inner.ledger.shadow(key).await?);
+            let mapped: Vec<(&str, &str)> = contact_fields(&inner.contract, ctx.mapping)
+                .map(|f| (f.crm.as_str(), f.name.as_str()))
+                .collect();
+            verdict = echo::crm_snapshot_echo(ev, writes.as_deref().unwrap_or_default(), &mapped, &shadow);
+        }
+        match verdict {
             Some(reason) => {
                 inner.metrics.add("echo_drops", ev.source.as_str(), 1.0);
                 cs.event_states.push((ev.id, "echo", reason));
@@ -409,6 +417,10 @@ fn touches_billing_objects(
         }
         Side::Crm => {
             let payload: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
+            if crate::ingest::poll::is_snapshot(&payload) {
+                // A polled snapshot: any mapped property may have changed.
+                return true;
+            }
             let prop = payload.get("propertyName").and_then(|p| p.as_str()).unwrap_or("");
             billing_object_mappings(c, m).any(|o| o.fields.iter().any(|f| f.crm == prop))
         }

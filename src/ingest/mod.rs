@@ -3,6 +3,7 @@
 //! and nothing reaches the ledger. Parsing never panics on outside input.
 
 pub mod hubspot;
+pub mod poll;
 pub mod stripe;
 
 #[derive(Debug, thiserror::Error)]

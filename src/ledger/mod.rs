@@ -14,7 +14,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag};
+pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap};
 use crate::contract::Side;
 
 /// Embedded migrations, run at open.
@@ -910,6 +910,7 @@ impl Ledger {
             });
         }
         self.gate_status(&mut st).await?;
+        st.pollers = self.poller_status(chrono::Utc::now().timestamp_millis()).await?;
         Ok(st)
     }
 
@@ -1125,6 +1126,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
 
 mod gate;
 mod ops;
+mod watermarks;
 
 pub use gate::WriteHold;
 

@@ -40,6 +40,8 @@ struct State {
     idempotency: HashMap<String, Saved>,
     /// Prices, subscriptions, invoices, credit notes.
     ledger: subs::Ledger,
+    /// How long events stay listable (Stripe: 30 days); `None` until set = 30 days.
+    event_retention_s: Option<i64>,
 }
 
 struct Endpoint {
@@ -543,6 +545,16 @@ impl BillingSim {
         self.inner.core.clock.advance(secs);
     }
 
+    /// The simulators' shared clock (object timestamps, event retention).
+    pub fn clock(&self) -> Arc<super::SimClock> {
+        self.inner.core.clock.clone()
+    }
+
+    /// How long `/v1/events` keeps events (Stripe: 30 days); older ones are gone.
+    pub fn set_event_retention_secs(&self, secs: i64) {
+        self.inner.lock().event_retention_s = Some(secs.max(0));
+    }
+
     pub fn set_faults(&self, f: super::FaultProfile) {
         self.inner.core.faults.set(f);
     }
@@ -556,6 +568,12 @@ impl BillingSim {
 impl Billing {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `created` (unix s) of the oldest event `/v1/events` still lists.
+    fn oldest_retained_event(&self, st: &State) -> i64 {
+        const STRIPE_EVENT_RETENTION_S: i64 = 30 * 86_400;
+        self.core.clock.now_s() - st.event_retention_s.unwrap_or(STRIPE_EVENT_RETENTION_S)
     }
 
     fn add_endpoint(&self, st: &mut State, url: &str, enabled: Vec<String>) -> Value {
@@ -728,10 +746,12 @@ impl Billing {
                             None => t == *p,
                         })
                 };
+                let oldest = self.oldest_retained_event(&st);
                 let items: Vec<&Value> = st
                     .events
                     .iter()
                     .rev()
+                    .filter(|e| e["created"].as_i64().unwrap_or(0) >= oldest)
                     .filter(|e| type_ok(e["type"].as_str().unwrap_or("")))
                     .filter(|e| created_matches(&created, e))
                     .collect();
@@ -740,6 +760,7 @@ impl Billing {
             ["v1", "events", id] => st
                 .events
                 .iter()
+                .filter(|e| e["created"].as_i64().unwrap_or(0) >= self.oldest_retained_event(&st))
                 .find(|e| e["id"] == *id)
                 .cloned()
                 .ok_or_else(|| missing("event", id, "id")),

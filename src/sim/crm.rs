@@ -21,6 +21,7 @@ const SUB_COMPANY_PROPERTY_CHANGE: u64 = 2_000_004;
 const MAX_BATCH: usize = 100;
 const MAX_SEARCH_LIMIT: usize = 200;
 const MAX_SEARCH_RESULTS: usize = 10_000;
+const SEARCHES_PER_SECOND: usize = 4;
 const CONTACTS: &str = "/crm/v3/objects/contacts";
 const COMPANIES: &str = "/crm/v3/objects/companies";
 const DEFAULT_PROPS: [&str; 6] = [
@@ -61,6 +62,11 @@ struct State {
     companies: Store,
     target: Option<String>,
     next_event: u64,
+    /// Search results reachable by paging (HubSpot: 10,000; smaller in tests).
+    search_cap: usize,
+    /// Search requests allowed per second (HubSpot: 4); `None` = unlimited.
+    search_rate: Option<usize>,
+    recent_searches: std::collections::VecDeque<std::time::Instant>,
 }
 
 /// The records and property definitions of one object type.
@@ -566,6 +572,9 @@ impl CrmSim {
             companies: Kind::Company.new_store(),
             target: None,
             next_event: (chrono::Utc::now().timestamp_millis().max(0) as u64) * 1000,
+            search_cap: MAX_SEARCH_RESULTS,
+            search_rate: Some(SEARCHES_PER_SECOND),
+            recent_searches: Default::default(),
         };
         let inner = Arc::new(Crm {
             core,
@@ -645,6 +654,17 @@ impl CrmSim {
     /// Re-deliver up to `n` recent webhooks (a storm).
     pub fn storm(&self, n: usize) {
         self.inner.core.hooks.storm(n);
+    }
+
+    /// How many search results paging can reach (HubSpot: 10,000); `after` at or past it is
+    /// refused with 400.
+    pub fn set_search_cap(&self, cap: usize) {
+        self.inner.lock().search_cap = cap.max(1);
+    }
+
+    /// Search requests allowed per rolling second before 429 (HubSpot: 4); `None` = unlimited.
+    pub fn set_search_rate_limit(&self, per_second: Option<usize>) {
+        self.inner.lock().search_rate = per_second;
     }
 }
 
@@ -962,9 +982,15 @@ impl Crm {
                 Ok((Reply::json(200, c.to_json(&Sel::All)), changed))
             }),
             ("POST", false, ["batch", op]) => body().and_then(|b| self.batch(&mut st, kind, op, &b, now)),
-            ("POST", false, ["search"]) => body()
-                .and_then(|b| self.search(st.store(kind), kind, &b))
-                .map(|r| (r, false)),
+            ("POST", false, ["search"]) => {
+                if Self::search_limited(&mut st) {
+                    return (self.rate_limited(), false);
+                }
+                let cap = st.search_cap;
+                body()
+                    .and_then(|b| self.search(st.store(kind), kind, &b, cap))
+                    .map(|r| (r, false))
+            }
             ("GET", true, []) => {
                 let all: Vec<&Value> = st.store(kind).props.values().collect();
                 Ok((Reply::json(200, json!({ "results": all })), false))
@@ -1227,7 +1253,27 @@ impl Crm {
         }
     }
 
-    fn search(&self, store: &Store, kind: Kind, b: &Value) -> Result<Reply, Reply> {
+    /// The search endpoints' own limit: `search_rate` requests per rolling second.
+    fn search_limited(st: &mut State) -> bool {
+        let Some(rate) = st.search_rate else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        while st
+            .recent_searches
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+        {
+            st.recent_searches.pop_front();
+        }
+        if st.recent_searches.len() >= rate {
+            return true;
+        }
+        st.recent_searches.push_back(now);
+        false
+    }
+
+    fn search(&self, store: &Store, kind: Kind, b: &Value, cap: usize) -> Result<Reply, Reply> {
         let limit = match &b["limit"] {
             Value::Null => 10,
             v => match v.as_u64() {
@@ -1246,9 +1292,9 @@ impl Crm {
                 .parse::<usize>()
                 .map_err(|_| validation(format!("invalid paging cursor `after`: {a}")))?,
         };
-        if offset >= MAX_SEARCH_RESULTS {
+        if offset >= cap {
             return Err(validation(format!(
-                "after must be less than {MAX_SEARCH_RESULTS}; narrow the search instead"
+                "after must be less than {cap}; narrow the search instead"
             )));
         }
         let groups = b["filterGroups"].as_array().cloned().unwrap_or_default();
@@ -1331,7 +1377,7 @@ impl Crm {
         let results: Vec<Value> = hits.iter().skip(offset).take(limit).map(|c| c.to_json(&sel)).collect();
         let mut body = json!({ "total": hits.len(), "results": results });
         let next = offset + limit;
-        if next < hits.len() && next < MAX_SEARCH_RESULTS && limit > 0 {
+        if next < hits.len() && next < cap && limit > 0 {
             body["paging"] = json!({ "next": { "after": next.to_string() } });
         }
         Ok(Reply::json(200, body))

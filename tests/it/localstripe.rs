@@ -24,6 +24,11 @@
 //!   sent once about 1 s after the change, and never retried (a non-2xx answer is only
 //!   logged). This test registers the engine's `/webhooks/stripe`: billing webhooks are on.
 //! - Events carry `api_version` 2017-08-15 and localstripe's own export of the object.
+//! - `GET /v1/events` exists (`created[gt|gte|lt|lte]`, `type`, `limit`, `starting_after`) but
+//!   lists oldest first (Stripe: newest first), keeps events forever (Stripe: 30 days, so the
+//!   expired-cursor path cannot be shown against it; the simulator's retention covers it) and
+//!   has no `types[]`, `ending_before` or `delivery_success`. The events poller depends on
+//!   neither order nor retention: `the_events_poller_reads_every_localstripe_event_once…`.
 //! - It binds all interfaces (IPv6 `::`) and has no host option, and it pickles its whole
 //!   store to the fixed path `/tmp/localstripe.pickle` on every write (shared by every
 //!   instance on the machine) and reloads it at start unless `--from-scratch`. The test
@@ -322,4 +327,85 @@ async fn localstripe_behind_the_fault_proxy_gets_exactly_one_customer_per_contac
     running.shutdown().await;
     proxy.shutdown().await;
     sims.shutdown().await;
+}
+
+/// The Stripe events poller against localstripe's `/v1/events`, behind the fault proxy
+/// (429s, 5xx bursts). localstripe serves the list with `created[gt|gte|lt|lte]`, `limit` and
+/// `starting_after`, but oldest first (Stripe lists newest first) and with no retention
+/// (events are kept forever): the poller depends on neither the order nor retention, so
+/// every event is made durable once and a second pass only re-reads duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_poller_reads_every_localstripe_event_once_through_429s_and_5xx() {
+    use driftless::connectors::stripe::StripeClient;
+    use driftless::connectors::Offline;
+    use driftless::engine::{Engine, EngineConfig, SystemClock, WebhookSecrets};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ls = LocalStripe::start(dir.path().join("localstripe.log")).await;
+    let proxy = FaultProxy::start(ProxyConfig {
+        upstream: ls.base_url.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        seed: 5,
+        faults: FaultProfile::parse("429=0.4,5xx=0.1,burst=2").expect("profile"),
+    })
+    .await
+    .expect("proxy starts");
+    const CUSTOMERS: usize = 130;
+    let http = reqwest::Client::new();
+    for i in 0..CUSTOMERS {
+        let r = http
+            .post(format!("{}/v1/customers", ls.base_url))
+            .bearer_auth(API_KEY)
+            .form(&[("email", format!("events{i}@example.test"))])
+            .send()
+            .await
+            .expect("localstripe answers");
+        assert!(r.status().is_success());
+    }
+    let events = ls.list("/v1/events").await;
+    assert_eq!(events.len(), CUSTOMERS, "one customer.created per customer");
+
+    let mut contract = contract::default_contract();
+    contract.systems.billing.ingest = contract::IngestMode::Poll;
+    contract.systems.billing.poll_overlap_ms = 300_000;
+    let billing = StripeClient::new(&proxy.base_url(), API_KEY.to_string(), 5_000).expect("client");
+    let engine = Engine::open(EngineConfig {
+        ledger: dir.path().join("ledger.db"),
+        contract,
+        crm: Arc::new(Offline {
+            system: "crm",
+            why: "not needed to poll billing".into(),
+        }),
+        billing: Arc::new(billing),
+        webhook_secrets: WebhookSecrets::default(),
+        workers: 1,
+        clock: Arc::new(SystemClock),
+        demo: false,
+    })
+    .await
+    .expect("engine opens");
+    let r = engine.poll_now(Side::Billing).await.expect("pass");
+    assert_eq!((r.accepted, r.malformed), (CUSTOMERS, 0), "{r:?}");
+    let ids: Vec<String> = events
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect();
+    let missing = engine
+        .ledger()
+        .missing_events(Side::Billing, &ids)
+        .await
+        .expect("ledger");
+    assert!(missing.is_empty(), "{missing:?}");
+    let again = engine.poll_now(Side::Billing).await.expect("pass");
+    assert_eq!((again.accepted, again.duplicates), (0, CUSTOMERS), "{again:?}");
+    // The proxy's faults are seeded and only the poller's requests pass it: deterministic.
+    let faulted = proxy.request_log().iter().filter(|q| q.fault.is_some()).count();
+    assert!(faulted > 0, "the proxy injected no fault into the poller's requests");
+    eprintln!(
+        "localstripe: events poller read {} events in {} pages with {} requests ({} answered 429, {faulted} faulted in both passes)",
+        r.events, r.pages, r.requests, r.rate_limited
+    );
+    engine.shutdown().await;
+    proxy.shutdown().await;
 }

@@ -11,6 +11,7 @@ mod drill;
 mod flow;
 mod localstripe;
 mod ops;
+mod pollers;
 mod prism;
 mod signatures;
 mod support;

@@ -26,6 +26,7 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       paused,
       observe: null,
       held_writes: { crm: 0, billing: 0 },
+      pollers: [],
     },
     charts: [],
     reconciliation: { last_run: null, message: 'no reconciliation run yet' },

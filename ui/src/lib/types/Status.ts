@@ -2,6 +2,7 @@
 import type { DestinationWrites } from "./DestinationWrites";
 import type { LagFigures } from "./LagFigures";
 import type { PauseFlag } from "./PauseFlag";
+import type { PollerStatus } from "./PollerStatus";
 
 /**
  * `status --json`: the ledger's figures plus the contract version in force.
@@ -41,4 +42,8 @@ observe: PauseFlag | null,
  * Planned writes per destination held by observe mode or a pause: what goes out when
  * writes are turned on.
  */
-held_writes: { [key in string]: number }, };
+held_writes: { [key in string]: number }, 
+/**
+ * Poll cursors (Stripe events, HubSpot search per object type): lag and state.
+ */
+pollers: Array<PollerStatus>, };
