@@ -29,6 +29,22 @@ pub struct LedgerStatus {
     pub lag_ms: LagFigures,
     /// Active pauses (scope `global`, `crm` or `billing`).
     pub paused: Vec<PauseFlag>,
+    /// How many records each CRM write call carried (batch updates), over the retained
+    /// metric history.
+    pub crm_write_calls: CrmWriteCalls,
+}
+
+/// CRM writes against the calls that carried them: HubSpot's batch endpoints take up to 100
+/// records a call, so `mean_records` well above 1 means bulk work is being batched.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct CrmWriteCalls {
+    /// Records written.
+    pub records: i64,
+    /// Calls made (a single update or one batch call).
+    pub calls: i64,
+    pub mean_records: f64,
+    pub max_records: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]

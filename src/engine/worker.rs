@@ -744,6 +744,15 @@ pub(super) fn update_op(
     }
 }
 
+/// Writes are paused: the record waits, its write stays open.
+async fn park_paused(ctx: &Ctx<'_>) -> Result<Step, EngineError> {
+    ctx.inner
+        .ledger
+        .park(ctx.key, ctx.owner, ctx.inner.now_ms() + 1_000, "paused")
+        .await?;
+    Ok(Step::Parked)
+}
+
 fn fields_of(op: &OutboxOp) -> Fields {
     op.field_values
         .iter()
@@ -791,26 +800,31 @@ fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &
     out
 }
 
-async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
-    let inner = ctx.inner;
-    let dest = op.destination;
+/// The one gate in front of every outbound call: spend one unit of the destination's rate
+/// budget, then read the pause flags from the ledger, so a pause set by another process stops
+/// the very next write. `false`: paused, send nothing. A CRM batch call passes it once.
+pub(super) async fn write_gate(inner: &Inner, dest: Side) -> Result<bool, EngineError> {
     let waited = inner.budget(dest).acquire().await;
     inner
         .metrics
         .add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
-    // The pause is read from the ledger right before the write, so a pause set by another
-    // process stops the very next write.
     let pauses = inner.ledger.pauses().await?;
-    if pauses.iter().any(|p| p.scope == "global" || p.scope == dest.as_str()) {
-        inner
-            .ledger
-            .park(ctx.key, ctx.owner, inner.now_ms() + 1_000, "paused")
-            .await?;
-        return Ok(Step::Parked);
-    }
+    Ok(!pauses.iter().any(|p| p.scope == "global" || p.scope == dest.as_str()))
+}
+
+async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
+    let inner = ctx.inner;
+    let dest = op.destination;
     let fields = fields_of(op);
     let target = op.target_id.as_deref().unwrap_or_default();
+    let batched = matches!(op.op.as_str(), "update_contact" | "update_company");
+    let open = if batched {
+        None
+    } else {
+        Some(write_gate(inner, dest).await?)
+    };
     let result = match op.op.as_str() {
+        _ if open == Some(false) => return park_paused(ctx).await,
         "create_customer" => {
             let crm_id = ctx.crm_id.unwrap_or_default();
             let email = fields.get("email").and_then(|v| v.as_deref());
@@ -827,7 +841,18 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 .await
         }
         "change_plan" => inner.billing.change_plan(target, &op.idempotency_key, &fields).await,
-        "update_contact" | "update_company" => inner.crm.update_record(ctx.mapping.crm, target, &fields).await,
+        "update_contact" | "update_company" => {
+            // Coalesced with other records' updates into one batch call, gated there.
+            match super::crm_batch::update(inner, ctx.mapping.crm, target, fields.clone()).await? {
+                super::crm_batch::Sent::Paused => return park_paused(ctx).await,
+                super::crm_batch::Sent::GateFailed(why) => {
+                    let reason = format!("error: write gate: {why}");
+                    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + 2_000, &reason).await?;
+                    return Ok(Step::Parked);
+                }
+                super::crm_batch::Sent::Done(r) => r,
+            }
+        }
         other => Err(ConnectorError::Rejected {
             system: "engine",
             status: 0,
