@@ -1,15 +1,20 @@
 //! CRM write batching: record updates of one object type that are ready at the same time go to
 //! HubSpot as one `batch/update` call (at most 100 records), like the ledger's group commit.
 //!
-//! Workers still dispatch one record at a time and settle each write on their own (outbox
-//! state, shadow, audit, echo bookkeeping, dead letter): they hand the update to their object
-//! type's lane and wait for that record's outcome. A lane takes whatever is waiting; a lone
-//! update is sent at once (as a single `PATCH`), and only when more than one is waiting does it
-//! linger a few milliseconds for more. Each call passes the write gate once (one unit of the
-//! CRM's rate budget, then the pause check), so while the budget makes a call wait the next
-//! batch fills up. A call HubSpot refuses as a whole (one invalid property fails the batch) is
-//! retried record by record, so only the bad record dead-letters; every other failure is each
-//! record's own, handled by the worker as today (retry with backoff, 429 wait, dead letter).
+//! Workers still dispatch one record at a time and each write settles on its own (outbox
+//! state, shadow, audit, echo bookkeeping, dead letter — `worker::settle`): a worker hands the
+//! update to its object type's lane and waits for that record's outcome. A lane takes
+//! whatever is waiting; a lone update is sent at once (as a single `PATCH`), and only when more
+//! than one is waiting does it linger a few milliseconds for more. Each call passes the write
+//! gate once (one unit of the CRM's rate budget, then the pause check), so while the budget
+//! makes a call wait the next batch fills up. Once through the gate, a call with room left is
+//! topped up from the backlog: records whose next write is this kind of update, claimed
+//! (leased, so still one in flight per record) straight from the ledger and settled by the
+//! lane — so a backlog (a lifted pause, a replay, a burst) drains in full calls of 100
+//! whatever the number of workers. A call HubSpot refuses as a whole (one invalid property fails the batch) is
+//! split in halves and sent again, down to single records, so only the bad record
+//! dead-letters; every other failure is each record's own, handled by the worker as today
+//! (retry with backoff, 429 wait, dead letter).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +22,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{worker, EngineError, Inner};
+use super::worker::{self, Ctx, Step};
+use super::{EngineError, Inner};
 use crate::connectors::{BatchItemError, BatchUpdate, ConnResult, ConnectorError, Fields, RemoteRecord, CRM_BATCH_MAX};
 use crate::contract::{CrmObject, Side};
+use crate::ledger::{Claim, OutboxOp};
 
 /// How long a lane waits for the next update once more than one is waiting.
 const LINGER: Duration = Duration::from_millis(5);
@@ -36,8 +43,7 @@ pub(super) enum Sent {
 }
 
 struct Job {
-    id: String,
-    fields: Fields,
+    item: BatchUpdate,
     reply: oneshot::Sender<Sent>,
 }
 
@@ -60,7 +66,9 @@ impl CrmWrites {
                 rx: std::sync::Mutex::new(Some(rx)),
             }
         };
-        CrmWrites { lanes: [lane(), lane()] }
+        CrmWrites {
+            lanes: [lane(), lane()],
+        }
     }
 
     fn lane(&self, kind: CrmObject) -> &Lane {
@@ -79,8 +87,10 @@ pub(super) async fn update(inner: &Inner, kind: CrmObject, id: &str, fields: Fie
         .lane(kind)
         .tx
         .send(Job {
-            id: id.to_string(),
-            fields,
+            item: BatchUpdate {
+                id: id.to_string(),
+                fields,
+            },
             reply,
         })
         .map_err(|_| EngineError::Stopped)?;
@@ -112,7 +122,7 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
         let mut jobs = vec![first];
         take_waiting(&mut rx, &mut jobs);
         if jobs.len() > 1 {
-            linger(&mut rx, &mut jobs).await;
+            linger(&mut rx, &mut jobs, CRM_BATCH_MAX).await;
         }
         flush(&inner, kind, jobs, &mut rx).await;
     }
@@ -129,14 +139,19 @@ fn take_waiting(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>) {
 }
 
 /// More than one update is waiting: give the rest of a burst a few milliseconds to arrive.
-async fn linger(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>) {
+async fn linger(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap: usize) {
     let deadline = Instant::now() + LINGER_MAX;
-    while jobs.len() < CRM_BATCH_MAX {
+    while jobs.len() < cap {
         let gap = LINGER.min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(gap, rx.recv()).await {
             Ok(Some(j)) => {
                 jobs.push(j);
-                take_waiting(rx, jobs);
+                while jobs.len() < cap {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
             }
             _ => break,
         }
@@ -163,9 +178,95 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
         }
     }
     take_waiting(rx, &mut jobs);
-    let outcomes = call(inner, kind, &jobs).await;
-    for (j, out) in jobs.into_iter().zip(outcomes) {
-        let _ = j.reply.send(out);
+    let owner = format!("{}-crm-{}", std::process::id(), kind.as_str());
+    let backlog = backlog(inner, kind, &owner, CRM_BATCH_MAX.saturating_sub(jobs.len())).await;
+    if !backlog.is_empty() {
+        // Draining a backlog: workers that claimed its other records a moment ago are about
+        // to hand them over; a few milliseconds keeps them in this call.
+        linger(rx, &mut jobs, CRM_BATCH_MAX - backlog.len()).await;
+    }
+    let items: Vec<BatchUpdate> = jobs
+        .iter()
+        .map(|j| j.item.clone())
+        .chain(backlog.iter().map(|(_, op)| BatchUpdate {
+            id: op.target_id.clone().unwrap_or_default(),
+            fields: worker::fields_of(op),
+        }))
+        .collect();
+    let mut outcomes = call(inner, kind, &items).await.into_iter();
+    for j in jobs {
+        let _ = j
+            .reply
+            .send(outcomes.next().unwrap_or(Sent::GateFailed("no outcome".into())));
+    }
+    let settles = backlog.into_iter().map(|(claim, op)| {
+        let sent = outcomes.next().unwrap_or(Sent::GateFailed("no outcome".into()));
+        let owner = owner.as_str();
+        async move { settle_backlog(inner, owner, claim, op, sent).await }
+    });
+    futures_util::future::join_all(settles).await;
+}
+
+/// Claim up to `room` records whose next write is this lane's update.
+async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Vec<(Claim, OutboxOp)> {
+    if room == 0 {
+        return Vec::new();
+    }
+    let op_name = worker::crm_update_op(kind);
+    let claims = match inner
+        .ledger
+        .claim_first_op(owner, op_name, room as i64, inner.now_ms(), worker::LEASE_MS)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not claim the CRM backlog; the workers will send it");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let first = match inner.ledger.open_ops(&claim.entity_key).await {
+            Ok(ops) => ops.into_iter().next(),
+            Err(e) => {
+                tracing::warn!(error = %e, record = %claim.entity_key, "could not read a claimed record's writes");
+                None
+            }
+        };
+        match first {
+            Some(op) if op.op == op_name && op.target_id.is_some() => out.push((claim, op)),
+            _ => {
+                if let Err(e) = inner.ledger.release(&claim, owner).await {
+                    tracing::warn!(error = %e, record = %claim.entity_key, "release failed; the lease will expire");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Settle a backlog record's write as its worker would, then hand the record back.
+async fn settle_backlog(inner: &Inner, owner: &str, claim: Claim, op: OutboxOp, sent: Sent) {
+    let key = claim.entity_key.as_str();
+    let step = match Ctx::for_claimed(inner, owner, key) {
+        None => Ok(Step::Done),
+        Some(ctx) => match sent {
+            Sent::Done(result) => worker::settle(&ctx, &op, result).await,
+            Sent::Paused => worker::park_paused(&ctx).await,
+            Sent::GateFailed(why) => worker::park_gate_failed(&ctx, &why).await,
+        },
+    };
+    let handed_back = match step {
+        Ok(Step::Parked) => Ok(()),
+        Ok(Step::Done | Step::DeadLettered) => inner.ledger.release(&claim, owner).await,
+        Err(e) => {
+            tracing::warn!(error = %e, record = %key, "settling a batched write failed; parked for a retry");
+            let reason = format!("error: {e}");
+            inner.ledger.park(key, owner, inner.now_ms() + 2_000, &reason).await
+        }
+    };
+    if let Err(e) = handed_back {
+        tracing::warn!(error = %e, record = %key, "could not hand a record back; its lease will expire");
     }
 }
 
@@ -177,51 +278,47 @@ fn note_call(inner: &Inner, kind: CrmObject, records: usize) {
     inner.metrics.max("crm_write_call_max", label, records as f64);
 }
 
-/// One call for the whole batch (a lone record as a single update); a batch refused as a
-/// whole for its content is retried record by record.
-async fn call(inner: &Inner, kind: CrmObject, jobs: &[Job]) -> Vec<Sent> {
-    if let [one] = jobs {
-        note_call(inner, kind, 1);
-        return vec![Sent::Done(inner.crm.update_record(kind, &one.id, &one.fields).await)];
-    }
-    let inputs: Vec<BatchUpdate> = jobs
-        .iter()
-        .map(|j| BatchUpdate {
-            id: j.id.clone(),
-            fields: j.fields.clone(),
-        })
-        .collect();
-    note_call(inner, kind, inputs.len());
-    let items = inner.crm.batch_update(kind, &inputs).await;
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut paused = false;
-    for (j, item) in jobs.iter().zip(items) {
-        match item {
-            Ok(rec) => out.push(Sent::Done(Ok(rec))),
-            Err(BatchItemError {
-                error: ConnectorError::Rejected { .. },
-                whole_call: true,
-            }) => {
-                // One bad record fails HubSpot's whole batch: find it by sending each alone,
-                // each through the gate like any write.
-                if !paused {
-                    match worker::write_gate(inner, Side::Crm).await {
-                        Ok(true) => {
-                            note_call(inner, kind, 1);
-                            out.push(Sent::Done(inner.crm.update_record(kind, &j.id, &j.fields).await));
-                            continue;
-                        }
-                        Ok(false) => paused = true,
-                        Err(e) => {
-                            out.push(Sent::GateFailed(e.to_string()));
-                            continue;
-                        }
-                    }
-                }
-                out.push(Sent::Paused);
-            }
-            Err(e) => out.push(Sent::Done(Err(e.error))),
+/// One call for the whole batch (a lone record as a single update). A batch HubSpot refuses
+/// as a whole for its content (one invalid value fails every record) is split in halves and
+/// each half sent again, down to single records, so only the bad record fails: about
+/// 2·log2(n) extra calls for one bad record in n, instead of n.
+fn call<'a>(
+    inner: &'a Inner,
+    kind: CrmObject,
+    jobs: &'a [BatchUpdate],
+) -> futures_util::future::BoxFuture<'a, Vec<Sent>> {
+    Box::pin(async move {
+        if let [one] = jobs {
+            note_call(inner, kind, 1);
+            return vec![Sent::Done(inner.crm.update_record(kind, &one.id, &one.fields).await)];
         }
-    }
-    out
+        note_call(inner, kind, jobs.len());
+        let items = inner.crm.batch_update(kind, jobs).await;
+        let refused_whole = items.iter().all(|i| {
+            matches!(
+                i,
+                Err(BatchItemError {
+                    error: ConnectorError::Rejected { .. },
+                    whole_call: true,
+                })
+            )
+        });
+        if !refused_whole || items.len() != jobs.len() {
+            return items
+                .into_iter()
+                .map(|item| Sent::Done(item.map_err(|e| e.error)))
+                .collect();
+        }
+        inner.metrics.add("crm_batch_splits", kind.as_str(), 1.0);
+        let (left, right) = jobs.split_at(jobs.len() / 2);
+        let mut out = Vec::with_capacity(jobs.len());
+        for half in [left, right] {
+            match worker::write_gate(inner, Side::Crm).await {
+                Ok(true) => out.extend(call(inner, kind, half).await),
+                Ok(false) => out.extend(half.iter().map(|_| Sent::Paused)),
+                Err(e) => out.extend(half.iter().map(|_| Sent::GateFailed(e.to_string()))),
+            }
+        }
+        out
+    })
 }

@@ -18,7 +18,7 @@ use crate::ledger::{
 };
 use crate::plan::{self, Sequencing, Shadow};
 
-const LEASE_MS: i64 = 120_000;
+pub(super) const LEASE_MS: i64 = 120_000;
 /// Rounds of (dispatch, plan) per claim before the record goes back in line.
 const MAX_ROUNDS: usize = 4;
 
@@ -66,19 +66,36 @@ enum Turn {
     Parked,
 }
 
-enum Step {
+pub(super) enum Step {
     Done,
     Parked,
     DeadLettered,
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     inner: &'a Inner,
     owner: &'a str,
     key: &'a str,
     mapping: &'a ObjectMapping,
     crm_id: Option<&'a str>,
     side_id: (Side, &'a str),
+}
+
+impl<'a> Ctx<'a> {
+    /// A record claimed by `owner` outside the worker loop (the CRM batcher's backlog), when it
+    /// is one the worker syncs.
+    pub(super) fn for_claimed(inner: &'a Inner, owner: &'a str, key: &'a str) -> Option<Ctx<'a>> {
+        let (object, side, id) = parse_entity_key(key)?;
+        let mapping = inner.contract.object(object).filter(|m| syncs_customers(m))?;
+        Some(Ctx {
+            inner,
+            owner,
+            key,
+            mapping,
+            crm_id: (side == Side::Crm).then_some(id),
+            side_id: (side, id),
+        })
+    }
 }
 
 async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, EngineError> {
@@ -745,7 +762,7 @@ pub(super) fn update_op(
 }
 
 /// Writes are paused: the record waits, its write stays open.
-async fn park_paused(ctx: &Ctx<'_>) -> Result<Step, EngineError> {
+pub(super) async fn park_paused(ctx: &Ctx<'_>) -> Result<Step, EngineError> {
     ctx.inner
         .ledger
         .park(ctx.key, ctx.owner, ctx.inner.now_ms() + 1_000, "paused")
@@ -753,7 +770,17 @@ async fn park_paused(ctx: &Ctx<'_>) -> Result<Step, EngineError> {
     Ok(Step::Parked)
 }
 
-fn fields_of(op: &OutboxOp) -> Fields {
+/// The write gate could not read the pause flags: the record waits and tries again.
+pub(super) async fn park_gate_failed(ctx: &Ctx<'_>, why: &str) -> Result<Step, EngineError> {
+    let reason = format!("error: write gate: {why}");
+    ctx.inner
+        .ledger
+        .park(ctx.key, ctx.owner, ctx.inner.now_ms() + 2_000, &reason)
+        .await?;
+    Ok(Step::Parked)
+}
+
+pub(super) fn fields_of(op: &OutboxOp) -> Fields {
     op.field_values
         .iter()
         .map(|(k, v)| {
@@ -845,11 +872,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             // Coalesced with other records' updates into one batch call, gated there.
             match super::crm_batch::update(inner, ctx.mapping.crm, target, fields.clone()).await? {
                 super::crm_batch::Sent::Paused => return park_paused(ctx).await,
-                super::crm_batch::Sent::GateFailed(why) => {
-                    let reason = format!("error: write gate: {why}");
-                    inner.ledger.park(ctx.key, ctx.owner, inner.now_ms() + 2_000, &reason).await?;
-                    return Ok(Step::Parked);
-                }
+                super::crm_batch::Sent::GateFailed(why) => return park_gate_failed(ctx, &why).await,
                 super::crm_batch::Sent::Done(r) => r,
             }
         }
@@ -861,6 +884,18 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             body: String::new(),
         }),
     };
+    settle(ctx, op, result).await
+}
+
+/// Record what became of a write that was sent: done (shadow, identity, audit, the cause
+/// settled), rate limited (wait, same key), retry with backoff, or dead letter.
+pub(super) async fn settle(
+    ctx: &Ctx<'_>,
+    op: &OutboxOp,
+    result: Result<RemoteRecord, ConnectorError>,
+) -> Result<Step, EngineError> {
+    let inner = ctx.inner;
+    let dest = op.destination;
     inner.note_outcome(dest, result.as_ref().err());
     let now = inner.now_ms();
     let mut cs = ChangeSet {

@@ -1142,6 +1142,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
     }
 }
 
+mod crm_batch;
 mod ops;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod cli;
 mod companies;
 mod console;
 mod crash;
+mod crm_batch;
 mod drill;
 mod flow;
 mod localstripe;
