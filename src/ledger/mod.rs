@@ -896,9 +896,9 @@ impl Ledger {
         lags.sort_unstable();
         st.lag_ms = lag_figures(&lags);
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(CASE WHEN name = 'crm_write_records' THEN value END), 0), \
-                    COALESCE(SUM(CASE WHEN name = 'crm_write_calls' THEN value END), 0), \
-                    COALESCE(MAX(CASE WHEN name = 'crm_write_call_max' THEN value END), 0) \
+            "SELECT CAST(COALESCE(SUM(CASE WHEN name = 'crm_write_records' THEN value END), 0) AS REAL), \
+                    CAST(COALESCE(SUM(CASE WHEN name = 'crm_write_calls' THEN value END), 0) AS REAL), \
+                    CAST(COALESCE(MAX(CASE WHEN name = 'crm_write_call_max' THEN value END), 0) AS REAL) \
              FROM metric_samples WHERE name IN ('crm_write_records', 'crm_write_calls', 'crm_write_call_max')",
         )
         .fetch_one(&self.reader)
