@@ -7,13 +7,13 @@
 //! whatever is waiting; a lone update is sent at once (as a single `PATCH`), and only when more
 //! than one is waiting does it linger a few milliseconds for more. Each call passes the write
 //! gate once (one unit of the CRM's rate budget, then the pause check), so while the budget
-//! makes a call wait the next batch fills up. Once through the gate, a call with room left is
-//! topped up from the backlog: records whose next write is this kind of update, claimed
-//! (leased, so still one in flight per record) straight from the ledger and settled by the
-//! lane — so a backlog (a lifted pause, a replay, a burst) drains in full calls of 100
-//! whatever the number of workers. A call HubSpot refuses as a whole (one invalid property fails the batch) is
-//! split in halves and sent again, down to single records, so only the bad record
-//! dead-letters; every other failure is each record's own, handled by the worker as today
+//! makes a call wait the next batch fills up. A call with room left is first topped up from
+//! the backlog: records whose next write is this kind of update, claimed (leased, so still one
+//! in flight per record) straight from the ledger and settled by the lane with the worker's
+//! own code — so a backlog (a lifted pause, a replay, a burst) drains in full calls of 100
+//! whatever the number of workers. A call HubSpot refuses as a whole (one invalid property
+//! fails the batch) is split in halves and sent again, down to single records, so only the
+//! bad record dead-letters; every other failure is each record's own, handled as today
 //! (retry with backoff, 429 wait, dead letter).
 
 use std::sync::Arc;
@@ -130,7 +130,11 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
 
 /// Everything already waiting, up to a full call.
 fn take_waiting(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>) {
-    while jobs.len() < CRM_BATCH_MAX {
+    take_upto(rx, jobs, CRM_BATCH_MAX);
+}
+
+fn take_upto(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap: usize) {
+    while jobs.len() < cap {
         match rx.try_recv() {
             Ok(j) => jobs.push(j),
             Err(_) => break,
@@ -146,45 +150,27 @@ async fn linger(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap:
         match tokio::time::timeout(gap, rx.recv()).await {
             Ok(Some(j)) => {
                 jobs.push(j);
-                while jobs.len() < cap {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
-                }
+                take_upto(rx, jobs, cap);
             }
             _ => break,
         }
     }
 }
 
-/// Pass the write gate once, then send the batch (topped up with what arrived meanwhile).
+/// Top the call up from the backlog, pass the write gate once (budget, then pause) right
+/// before sending, and hand each record its outcome.
 async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc::UnboundedReceiver<Job>) {
-    match worker::write_gate(inner, Side::Crm).await {
-        Ok(true) => {}
-        Ok(false) => {
-            take_waiting(rx, &mut jobs);
-            for j in jobs {
-                let _ = j.reply.send(Sent::Paused);
-            }
-            return;
-        }
-        Err(e) => {
-            let why = e.to_string();
-            for j in jobs {
-                let _ = j.reply.send(Sent::GateFailed(why.clone()));
-            }
-            return;
-        }
-    }
-    take_waiting(rx, &mut jobs);
     let owner = format!("{}-crm-{}", std::process::id(), kind.as_str());
     let backlog = backlog(inner, kind, &owner, CRM_BATCH_MAX.saturating_sub(jobs.len())).await;
+    let room = CRM_BATCH_MAX.saturating_sub(backlog.len());
     if !backlog.is_empty() {
         // Draining a backlog: workers that claimed its other records a moment ago are about
         // to hand them over; a few milliseconds keeps them in this call.
-        linger(rx, &mut jobs, CRM_BATCH_MAX - backlog.len()).await;
+        linger(rx, &mut jobs, room).await;
     }
+    let gate = worker::write_gate(inner, Side::Crm).await;
+    // Updates handed over while the budget made us wait ride along.
+    take_upto(rx, &mut jobs, room);
     let items: Vec<BatchUpdate> = jobs
         .iter()
         .map(|j| j.item.clone())
@@ -193,7 +179,15 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
             fields: worker::fields_of(op),
         }))
         .collect();
-    let mut outcomes = call(inner, kind, &items).await.into_iter();
+    let outcomes: Vec<Sent> = match gate {
+        Ok(true) => call(inner, kind, &items).await,
+        Ok(false) => items.iter().map(|_| Sent::Paused).collect(),
+        Err(e) => {
+            let why = e.to_string();
+            items.iter().map(|_| Sent::GateFailed(why.clone())).collect()
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
     for j in jobs {
         let _ = j
             .reply
