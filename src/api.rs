@@ -38,6 +38,9 @@ pub struct LedgerStatus {
     /// Poll cursors (Stripe events, HubSpot search per object type): lag and state.
     #[serde(default)]
     pub pollers: Vec<PollerStatus>,
+    /// How many records each CRM write call carried (batch updates), over the retained
+    /// metric history.
+    pub crm_write_calls: CrmWriteCalls,
 }
 
 /// One poll cursor: how far behind it is and whether history was lost.
@@ -74,6 +77,19 @@ pub struct ReconciliationGap {
     pub reason: String,
     pub recorded_at_ms: i64,
     pub resolved_at_ms: Option<i64>,
+}
+
+/// CRM writes against the calls that carried them: HubSpot's batch endpoints take up to 100
+/// records a call, so `mean_records` well above 1 means bulk work is being batched.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct CrmWriteCalls {
+    /// Records written.
+    pub records: i64,
+    /// Calls made (a single update or one batch call).
+    pub calls: i64,
+    pub mean_records: f64,
+    pub max_records: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]

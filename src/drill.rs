@@ -613,7 +613,11 @@ async fn check(
                 *faults_injected.entry(format!("{side}:{f}")).or_default() += 1;
             }
             if r.mutating && r.applied && !r.path.contains("/properties/") {
-                w.applied += 1;
+                // A CRM batch call writes several records: count each (by its correlation id).
+                w.applied += match &r.correlation_id {
+                    Some(ids) if r.path.contains("/batch/") => ids.split(',').count(),
+                    _ => 1,
+                };
             }
             if r.replayed {
                 w.replayed += 1;

@@ -456,6 +456,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 println!("events: {:?}", st.events);
                 println!("writes: {:?}", st.writes);
+                let c = &st.crm_write_calls;
+                println!(
+                    "crm writes {} in {} calls (mean {:.1}, max {} records per call)",
+                    c.records, c.calls, c.mean_records, c.max_records
+                );
                 println!(
                     "queue depth {}, dead letters {}, review {}",
                     st.queue_depth, st.dead_letter_depth, st.review_depth

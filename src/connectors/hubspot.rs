@@ -1,5 +1,8 @@
 //! HubSpot CRM v3 connector: contacts read/update, custom properties, HubSpot's error JSON
-//! (`category`, `correlationId`, `message`) and 429s with `policyName`.
+//! (`category`, `correlationId`, `message`) and 429s with `policyName`; the batch endpoints
+//! (`batch/read`, `batch/update`, `batch/upsert`, at most 100 inputs a call) with one outcome
+//! per record: 200 all done, 207 with per-record `errors` (tied to inputs by
+//! `objectWriteTraceId` or `context.ids`), or a whole-call failure given to every record.
 
 use std::time::Duration;
 
@@ -8,8 +11,8 @@ use serde_json::{json, Value};
 use crate::contract::CrmObject;
 
 use super::{
-    clip, retry_after_ms, transport_error, BoxFuture, ConnResult, ConnectorError, CrmApi, Fields, ModifiedSearch,
-    PropertyDef, RemoteRecord, SearchPage,
+    clip, retry_after_ms, transport_error, BatchItem, BatchItemError, BatchUpdate, BatchUpsert, BoxFuture, ConnResult,
+    ConnectorError, CrmApi, Fields, ModifiedSearch, PropertyDef, RemoteRecord, SearchPage, CRM_BATCH_MAX,
 };
 
 const SYSTEM: &str = "crm";
@@ -119,6 +122,171 @@ impl HubspotClient {
     }
 }
 
+/// A 200/207 answer of a batch endpoint: its results and its per-record errors.
+#[derive(Debug, Default)]
+pub struct BatchAnswer {
+    pub results: Vec<Value>,
+    pub errors: Vec<ItemError>,
+}
+
+/// One entry of a batch answer's `errors`, with the inputs it names.
+#[derive(Debug)]
+pub struct ItemError {
+    /// `context.ids`: the inputs' ids (record ids, or the unique property's values).
+    pub ids: Vec<String>,
+    /// `context.objectWriteTraceId` (or the error's own `objectWriteTraceId`).
+    pub trace_ids: Vec<String>,
+    pub error: ConnectorError,
+}
+
+/// Parse a 2xx batch answer (`BatchResponseSimplePublicObject[WithErrors]`).
+pub fn batch_answer(status: u16, v: &Value) -> ConnResult<BatchAnswer> {
+    let Some(results) = v.get("results").and_then(Value::as_array) else {
+        return Err(ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: "batch answer without `results`".into(),
+            body: clip(&v.to_string()),
+        });
+    };
+    let strings = |x: Option<&Value>| -> Vec<String> {
+        match x {
+            Some(Value::Array(a)) => a.iter().filter_map(scalar).collect(),
+            Some(other) => scalar(other).into_iter().collect(),
+            None => Vec::new(),
+        }
+    };
+    let errors = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .map(|errs| {
+            errs.iter()
+                .map(|e| {
+                    let context = e.get("context");
+                    let mut trace_ids = strings(context.and_then(|c| c.get("objectWriteTraceId")));
+                    trace_ids.extend(strings(e.get("objectWriteTraceId")));
+                    let category = e.get("category").and_then(Value::as_str).unwrap_or("UNKNOWN");
+                    let message = e
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no error message")
+                        .to_string();
+                    ItemError {
+                        ids: strings(context.and_then(|c| c.get("ids"))),
+                        trace_ids,
+                        error: item_error(category, message, clip(&e.to_string())),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(BatchAnswer {
+        results: results.clone(),
+        errors,
+    })
+}
+
+/// A per-record error of a 207 answer, classed like a whole answer with that category.
+fn item_error(category: &str, message: String, body: String) -> ConnectorError {
+    match category {
+        "RATE_LIMITS" => ConnectorError::RateLimited {
+            system: SYSTEM,
+            retry_after_ms: Some(1_000),
+            body,
+        },
+        "INTERNAL_ERROR" | "SERVICE_UNAVAILABLE" | "TIMEOUT" => ConnectorError::Server {
+            system: SYSTEM,
+            status: 500,
+            body,
+        },
+        _ => ConnectorError::Rejected {
+            system: SYSTEM,
+            status: match category {
+                "OBJECT_NOT_FOUND" => 404,
+                "CONFLICT" => 409,
+                _ => 400,
+            },
+            code: category.to_string(),
+            message,
+            body,
+        },
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Which input (index in its chunk) an answer entry belongs to: its `objectWriteTraceId`
+/// (we send each input's index), else its id through `by_id`.
+fn input_of(trace: Option<&str>, id: Option<&str>, n: usize, by_id: &dyn Fn(&str) -> Option<usize>) -> Option<usize> {
+    trace
+        .and_then(|t| t.parse::<usize>().ok())
+        .filter(|i| *i < n)
+        .or_else(|| id.and_then(by_id))
+}
+
+/// Share one chunk's answer out to its inputs: `result_key` names a result's input id,
+/// `by_id` finds the input holding an id. Inputs the answer does not mention are `None`.
+fn distribute<T>(
+    answer: BatchAnswer,
+    n: usize,
+    result_key: &dyn Fn(&Value) -> Option<String>,
+    by_id: &dyn Fn(&str) -> Option<usize>,
+    parse: &dyn Fn(&Value) -> ConnResult<T>,
+) -> Vec<Option<BatchItem<T>>> {
+    let mut out: Vec<Option<BatchItem<T>>> = (0..n).map(|_| None).collect();
+    for r in &answer.results {
+        let trace = r.get("objectWriteTraceId").and_then(Value::as_str);
+        let key = result_key(r);
+        if let Some(i) = input_of(trace, key.as_deref(), n, by_id) {
+            out[i] = Some(parse(r).map_err(|error| BatchItemError {
+                error,
+                whole_call: false,
+            }));
+        }
+    }
+    for e in answer.errors {
+        let named: Vec<usize> = e
+            .trace_ids
+            .iter()
+            .filter_map(|t| input_of(Some(t), None, n, by_id))
+            .chain(e.ids.iter().filter_map(|id| by_id(id)))
+            .collect();
+        for i in named {
+            out[i] = Some(Err(BatchItemError {
+                error: e.error.clone(),
+                whole_call: false,
+            }));
+        }
+    }
+    out
+}
+
+/// The answer did not mention this input.
+fn unanswered(what: &str) -> BatchItemError {
+    BatchItemError {
+        error: ConnectorError::Garbage {
+            system: SYSTEM,
+            status: 200,
+            detail: format!("the batch answer has neither a result nor an error for {what}"),
+            body: String::new(),
+        },
+        whole_call: false,
+    }
+}
+
+fn properties_json(fields: &Fields) -> serde_json::Map<String, Value> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone().unwrap_or_default())))
+        .collect()
+}
+
 /// Flatten a HubSpot `SimplePublicObject` into property paths.
 pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
     let garbage = |detail: &str| ConnectorError::Garbage {
@@ -179,7 +347,149 @@ pub fn search_body(q: &ModifiedSearch<'_>) -> Value {
     })
 }
 
+impl HubspotClient {
+    /// One call to `POST /crm/v3/objects/{type}/batch/{op}`.
+    async fn batch_call(&self, kind: CrmObject, op: &str, body: &Value) -> ConnResult<BatchAnswer> {
+        let mut req = self
+            .http
+            .post(self.url(&format!("/crm/v3/objects/{}/batch/{op}", kind.plural())));
+        if op == "read" {
+            req = req.query(&[("archived", "false")]);
+        }
+        let (status, v) = self.send(req.json(body)).await?;
+        batch_answer(status, &v)
+    }
+
+    /// Split `n` inputs into calls of at most 100; `call(range)` makes one call; a call that
+    /// fails as a whole gives its error to each of its inputs.
+    async fn chunked<T, F, Fut>(&self, n: usize, mut call: F) -> Vec<BatchItem<T>>
+    where
+        F: FnMut(std::ops::Range<usize>) -> Fut,
+        Fut: std::future::Future<Output = ConnResult<Vec<BatchItem<T>>>>,
+    {
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        while start < n {
+            let end = (start + CRM_BATCH_MAX).min(n);
+            match call(start..end).await {
+                Ok(items) => out.extend(items),
+                Err(error) => out.extend((start..end).map(|_| {
+                    Err(BatchItemError {
+                        error: error.clone(),
+                        whole_call: true,
+                    })
+                })),
+            }
+            start = end;
+        }
+        out
+    }
+}
+
 impl CrmApi for HubspotClient {
+    fn batch_read<'a>(
+        &'a self,
+        kind: CrmObject,
+        ids: &'a [String],
+        properties: &'a [String],
+    ) -> BoxFuture<'a, Vec<BatchItem<Option<RemoteRecord>>>> {
+        Box::pin(self.chunked(ids.len(), move |range| async move {
+            let chunk = &ids[range];
+            let body = json!({
+                "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                "properties": properties,
+                "propertiesWithHistory": [],
+            });
+            let answer = self.batch_call(kind, "read", &body).await?;
+            let by_id = |id: &str| chunk.iter().position(|x| x == id);
+            let items = distribute(answer, chunk.len(), &|r| r.get("id").and_then(scalar), &by_id, &|r| {
+                contact_record(r).map(Some)
+            });
+            Ok(items
+                .into_iter()
+                .map(|item| match item {
+                    // A record HubSpot cannot find does not exist (or is archived).
+                    Some(Err(BatchItemError {
+                        error: ConnectorError::Rejected { status: 404, .. },
+                        ..
+                    })) => Ok(None),
+                    Some(x) => x,
+                    None => Ok(None),
+                })
+                .collect())
+        }))
+    }
+
+    fn batch_update<'a>(
+        &'a self,
+        kind: CrmObject,
+        inputs: &'a [BatchUpdate],
+    ) -> BoxFuture<'a, Vec<BatchItem<RemoteRecord>>> {
+        Box::pin(self.chunked(inputs.len(), move |range| async move {
+            let chunk = &inputs[range];
+            let body = json!({
+                "inputs": chunk.iter().enumerate().map(|(i, u)| json!({
+                    "id": u.id,
+                    "objectWriteTraceId": i.to_string(),
+                    "properties": properties_json(&u.fields),
+                })).collect::<Vec<_>>(),
+            });
+            let answer = self.batch_call(kind, "update", &body).await?;
+            let by_id = |id: &str| chunk.iter().position(|x| x.id == id);
+            let items = distribute(
+                answer,
+                chunk.len(),
+                &|r| r.get("id").and_then(scalar),
+                &by_id,
+                &contact_record,
+            );
+            Ok(items
+                .into_iter()
+                .zip(chunk)
+                .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("record {}", u.id)))))
+                .collect())
+        }))
+    }
+
+    fn batch_upsert<'a>(
+        &'a self,
+        kind: CrmObject,
+        inputs: &'a [BatchUpsert],
+    ) -> BoxFuture<'a, Vec<BatchItem<(RemoteRecord, bool)>>> {
+        Box::pin(self.chunked(inputs.len(), move |range| async move {
+            let chunk = &inputs[range];
+            let body = json!({
+                "inputs": chunk.iter().enumerate().map(|(i, u)| {
+                    let mut props = properties_json(&u.fields);
+                    // The unique value is also set as a property, so a new record carries it
+                    // and each result names its input.
+                    props.entry(u.id_property.clone()).or_insert_with(|| Value::String(u.id.clone()));
+                    json!({
+                        "id": u.id,
+                        "idProperty": u.id_property,
+                        "objectWriteTraceId": i.to_string(),
+                        "properties": props,
+                    })
+                }).collect::<Vec<_>>(),
+            });
+            let answer = self.batch_call(kind, "upsert", &body).await?;
+            let by_id = |id: &str| chunk.iter().position(|x| x.id.eq_ignore_ascii_case(id));
+            let key = |r: &Value| {
+                let props = r.get("properties")?;
+                chunk.iter().find_map(|u| props.get(&u.id_property).and_then(scalar))
+            };
+            let items = distribute(answer, chunk.len(), &key, &by_id, &|r| {
+                let is_new = r.get("new").and_then(Value::as_bool).unwrap_or(false);
+                contact_record(r).map(|rec| (rec, is_new))
+            });
+            Ok(items
+                .into_iter()
+                .zip(chunk)
+                .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("{} {}", u.id_property, u.id)))))
+                .collect())
+        }))
+    }
+
     fn get_record<'a>(
         &'a self,
         kind: CrmObject,
@@ -206,10 +516,7 @@ impl CrmApi for HubspotClient {
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
-            let props: serde_json::Map<String, Value> = fields
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone().unwrap_or_default())))
-                .collect();
+            let props = properties_json(fields);
             let req = self
                 .http
                 .patch(self.url(&format!("/crm/v3/objects/{}/{id}", kind.plural())))
@@ -310,6 +617,216 @@ mod tests {
         assert_eq!(r.id, "12");
         assert_eq!(r.get("email"), Some("a@b.test"));
         assert_eq!(r.get("lifecyclestage"), None);
+    }
+
+    /// A loopback HubSpot stand-in answering batch calls with canned answers, in order, and
+    /// recording each request (path, body).
+    struct Canned {
+        base: String,
+        seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+        _server: tokio::task::JoinHandle<()>,
+    }
+
+    async fn canned(answers: Vec<(u16, Value)>) -> Canned {
+        use axum::http::{StatusCode, Uri};
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(answers)));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (q, log) = (queue.clone(), seen.clone());
+        let app = axum::Router::new().fallback(move |uri: Uri, body: axum::body::Bytes| {
+            let (q, log) = (q.clone(), log.clone());
+            async move {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push((uri.path().to_string(), body));
+                let (status, answer) = q
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .unwrap_or((500, json!({"message": "no answer left"})));
+                (StatusCode::from_u16(status).unwrap(), axum::Json(answer))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Canned {
+            base,
+            seen,
+            _server: server,
+        }
+    }
+
+    fn client(c: &Canned) -> HubspotClient {
+        HubspotClient::new(&c.base, "pat-test".into(), 5_000).unwrap()
+    }
+
+    fn updates(ids: &[&str]) -> Vec<BatchUpdate> {
+        ids.iter()
+            .map(|id| BatchUpdate {
+                id: id.to_string(),
+                fields: [("lifecyclestage".to_string(), Some("customer".to_string()))].into(),
+            })
+            .collect()
+    }
+
+    fn obj(id: &str) -> Value {
+        json!({"id": id, "properties": {"lifecyclestage": "customer"}, "createdAt": "2026-01-01T00:00:00Z",
+               "updatedAt": "2026-01-01T00:00:00Z", "archived": false})
+    }
+
+    fn ok_body(results: Vec<Value>) -> Value {
+        json!({"status": "COMPLETE", "results": results, "startedAt": "2026-01-01T00:00:00Z", "completedAt": "2026-01-01T00:00:01Z"})
+    }
+
+    #[tokio::test]
+    async fn batch_update_207_gives_each_record_its_own_outcome() {
+        let mut body = ok_body(vec![obj("3"), obj("1")]);
+        body["numErrors"] = 1.into();
+        body["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some CONTACT objects",
+                                 "context": {"ids": ["2"]}, "errors": [], "links": {}}]);
+        let c = canned(vec![(207, body)]).await;
+        let out = client(&c)
+            .batch_update(CrmObject::Contact, &updates(&["1", "2", "3"]))
+            .await;
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].as_ref().unwrap().id, "1");
+        assert_eq!(out[2].as_ref().unwrap().id, "3");
+        let e = out[1].as_ref().unwrap_err();
+        assert!(!e.whole_call);
+        assert_eq!((e.error.class(), e.error.status()), ("validation", Some(404)));
+        let seen = c.seen.lock().unwrap();
+        assert_eq!(seen[0].0, "/crm/v3/objects/contacts/batch/update");
+        assert_eq!(
+            seen[0].1["inputs"][1],
+            json!({"id": "2", "objectWriteTraceId": "1", "properties": {"lifecyclestage": "customer"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn batch_results_are_tied_to_inputs_by_object_write_trace_id() {
+        let mut a = obj("900");
+        a["objectWriteTraceId"] = "1".into();
+        let mut body = ok_body(vec![a]);
+        body["errors"] =
+            json!([{"category": "VALIDATION_ERROR", "message": "bad value", "context": {"objectWriteTraceId": ["0"]}}]);
+        let c = canned(vec![(207, body)]).await;
+        let out = client(&c).batch_update(CrmObject::Company, &updates(&["7", "8"])).await;
+        assert_eq!(out[0].as_ref().unwrap_err().error.status(), Some(400));
+        assert_eq!(out[1].as_ref().unwrap().id, "900");
+    }
+
+    #[tokio::test]
+    async fn whole_call_failures_reach_every_record_and_keep_their_class() {
+        let refused = json!({"status": "error", "category": "VALIDATION_ERROR", "message": "Property values were not valid",
+                             "correlationId": "c-1"});
+        let c = canned(vec![
+            (400, refused),
+            (429, json!({"status": "error", "message": "You have reached your ten_secondly_rolling limit.", "category": "RATE_LIMITS", "policyName": "TEN_SECONDLY_ROLLING"})),
+            (502, json!({"message": "bad gateway"})),
+        ])
+        .await;
+        let hs = client(&c);
+        for (class, retryable) in [("validation", false), ("rate_limited", true), ("server", true)] {
+            let out = hs.batch_update(CrmObject::Contact, &updates(&["1", "2"])).await;
+            for item in &out {
+                let e = item.as_ref().unwrap_err();
+                assert!(e.whole_call, "{e:?}");
+                assert_eq!((e.error.class(), e.error.retryable()), (class, retryable));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_result_missing_from_the_answer_is_an_error_for_that_record_only() {
+        let c = canned(vec![(200, ok_body(vec![obj("1")]))]).await;
+        let out = client(&c).batch_update(CrmObject::Contact, &updates(&["1", "2"])).await;
+        assert!(out[0].is_ok());
+        let e = out[1].as_ref().unwrap_err();
+        assert!(!e.whole_call && e.error.retryable(), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn more_than_100_inputs_are_split_into_calls_of_at_most_100() {
+        let ids: Vec<String> = (1..=250).map(|i| i.to_string()).collect();
+        let answer = |r: std::ops::RangeInclusive<usize>| (200, ok_body(r.map(|i| obj(&i.to_string())).collect()));
+        let c = canned(vec![
+            answer(1..=100),
+            (503, json!({"message": "unavailable"})),
+            answer(201..=250),
+        ])
+        .await;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let out = client(&c).batch_update(CrmObject::Contact, &updates(&refs)).await;
+        let sizes: Vec<usize> = c
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b["inputs"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        assert_eq!(out.len(), 250);
+        assert!(out[..100].iter().all(Result::is_ok));
+        assert!(out[100..200]
+            .iter()
+            .all(|r| r.as_ref().is_err_and(|e| e.whole_call && e.error.class() == "server")));
+        assert_eq!(out[249].as_ref().unwrap().id, "250");
+    }
+
+    #[tokio::test]
+    async fn batch_read_maps_missing_records_to_none() {
+        let mut body = ok_body(vec![obj("5")]);
+        body["errors"] = json!([{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Could not get some CONTACT objects, they may be deleted or not exist.", "context": {"ids": ["6"]}}]);
+        let c = canned(vec![(207, body)]).await;
+        let ids = vec!["5".to_string(), "6".to_string()];
+        let out = client(&c)
+            .batch_read(CrmObject::Contact, &ids, &["lifecyclestage".to_string()])
+            .await;
+        assert_eq!(
+            out[0].as_ref().unwrap().as_ref().unwrap().get("lifecyclestage"),
+            Some("customer")
+        );
+        assert_eq!(out[1].as_ref().unwrap(), &None);
+        let seen = c.seen.lock().unwrap();
+        assert_eq!(seen[0].0, "/crm/v3/objects/contacts/batch/read");
+        assert_eq!(
+            seen[0].1,
+            json!({"inputs": [{"id": "5"}, {"id": "6"}], "properties": ["lifecyclestage"], "propertiesWithHistory": []})
+        );
+    }
+
+    #[tokio::test]
+    async fn batch_upsert_matches_results_by_unique_value_and_reports_new_records() {
+        let mut a = obj("11");
+        a["properties"]["email"] = "B@Example.test".into();
+        a["new"] = true.into();
+        let mut b = obj("10");
+        b["properties"]["email"] = "a@example.test".into();
+        b["new"] = false.into();
+        let c = canned(vec![(200, ok_body(vec![a, b]))]).await;
+        let inputs: Vec<BatchUpsert> = ["a@example.test", "b@example.test"]
+            .iter()
+            .map(|e| BatchUpsert {
+                id: e.to_string(),
+                id_property: "email".into(),
+                fields: [("lifecyclestage".to_string(), Some("lead".to_string()))].into(),
+            })
+            .collect();
+        let out = client(&c).batch_upsert(CrmObject::Contact, &inputs).await;
+        let (ra, new_a) = out[0].as_ref().unwrap();
+        let (rb, new_b) = out[1].as_ref().unwrap();
+        assert_eq!(
+            (ra.id.as_str(), *new_a, rb.id.as_str(), *new_b),
+            ("10", false, "11", true)
+        );
+        let seen = c.seen.lock().unwrap();
+        assert_eq!(seen[0].0, "/crm/v3/objects/contacts/batch/upsert");
+        assert_eq!(
+            seen[0].1["inputs"][0],
+            json!({"id": "a@example.test", "idProperty": "email", "objectWriteTraceId": "0",
+            "properties": {"email": "a@example.test", "lifecyclestage": "lead"}})
+        );
     }
 
     #[test]

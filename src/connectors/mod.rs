@@ -34,7 +34,7 @@ impl RemoteRecord {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnectorError {
     #[error("{system}: no response within {timeout_ms} ms; the request may or may not have been applied")]
     Timeout { system: &'static str, timeout_ms: u64 },
@@ -252,7 +252,59 @@ pub trait CrmApi: Send + Sync {
     fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>>;
     /// Create the custom properties that do not exist yet; returns the names created.
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;
+    /// Read many records by id (HubSpot `batch/read`, up to 100 per call, larger inputs
+    /// split). One outcome per id, in input order; `Ok(None)` when the record does not exist.
+    fn batch_read<'a>(
+        &'a self,
+        kind: CrmObject,
+        ids: &'a [String],
+        properties: &'a [String],
+    ) -> BoxFuture<'a, Vec<BatchItem<Option<RemoteRecord>>>>;
+    /// Update many records by id (HubSpot `batch/update`). One outcome per input, in order.
+    fn batch_update<'a>(
+        &'a self,
+        kind: CrmObject,
+        inputs: &'a [BatchUpdate],
+    ) -> BoxFuture<'a, Vec<BatchItem<RemoteRecord>>>;
+    /// Create or update many records by a unique property (HubSpot `batch/upsert`, e.g. by
+    /// `email` for contacts). One outcome per input, in order: the record and whether it is new.
+    fn batch_upsert<'a>(
+        &'a self,
+        kind: CrmObject,
+        inputs: &'a [BatchUpsert],
+    ) -> BoxFuture<'a, Vec<BatchItem<(RemoteRecord, bool)>>>;
 }
+
+/// One record of a batch update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchUpdate {
+    pub id: String,
+    pub fields: Fields,
+}
+
+/// One record of a batch upsert: `id` is the value of the unique property `id_property`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchUpsert {
+    pub id: String,
+    pub id_property: String,
+    pub fields: Fields,
+}
+
+/// Why one record of a batch call has no result.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct BatchItemError {
+    pub error: ConnectorError,
+    /// The whole call failed (429, 5xx, transport, or a 4xx refusing the whole batch, e.g.
+    /// one unknown property): this record itself may be fine.
+    pub whole_call: bool,
+}
+
+/// One record's outcome in a batch call.
+pub type BatchItem<T> = Result<T, BatchItemError>;
+
+/// HubSpot's batch endpoints take at most this many inputs per call.
+pub const CRM_BATCH_MAX: usize = 100;
 
 /// Turn a reqwest failure into a connector error.
 pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest::Error) -> ConnectorError {
@@ -304,6 +356,12 @@ impl Offline {
             detail: self.why.clone(),
         }
     }
+    fn whole_call(&self) -> BatchItemError {
+        BatchItemError {
+            error: self.err(),
+            whole_call: true,
+        }
+    }
 }
 
 impl BillingApi for Offline {
@@ -353,5 +411,27 @@ impl CrmApi for Offline {
     }
     fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
         Box::pin(async move { Err(self.err()) })
+    }
+    fn batch_read<'a>(
+        &'a self,
+        _: CrmObject,
+        ids: &'a [String],
+        _: &'a [String],
+    ) -> BoxFuture<'a, Vec<BatchItem<Option<RemoteRecord>>>> {
+        Box::pin(async move { ids.iter().map(|_| Err(self.whole_call())).collect() })
+    }
+    fn batch_update<'a>(
+        &'a self,
+        _: CrmObject,
+        inputs: &'a [BatchUpdate],
+    ) -> BoxFuture<'a, Vec<BatchItem<RemoteRecord>>> {
+        Box::pin(async move { inputs.iter().map(|_| Err(self.whole_call())).collect() })
+    }
+    fn batch_upsert<'a>(
+        &'a self,
+        _: CrmObject,
+        inputs: &'a [BatchUpsert],
+    ) -> BoxFuture<'a, Vec<BatchItem<(RemoteRecord, bool)>>> {
+        Box::pin(async move { inputs.iter().map(|_| Err(self.whole_call())).collect() })
     }
 }

@@ -11,6 +11,8 @@ use super::Inner;
 pub struct Metrics {
     pending: Mutex<HashMap<(String, String), f64>>,
     totals: Mutex<HashMap<(String, String), f64>>,
+    /// Per-minute maxima (e.g. the most records one CRM call carried).
+    maxima: Mutex<HashMap<(String, String), f64>>,
 }
 
 impl Metrics {
@@ -27,6 +29,16 @@ impl Metrics {
             };
             *g.entry(key.clone()).or_insert(0.0) += v;
         }
+    }
+
+    /// Raise gauge `name{labels}` to at least `v` for this minute.
+    pub fn max(&self, name: &str, labels: &str, v: f64) {
+        let mut g = match self.maxima.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let e = g.entry((name.to_string(), labels.to_string())).or_insert(v);
+        *e = e.max(v);
     }
 
     /// Totals since this process started.
@@ -59,6 +71,19 @@ pub(super) async fn flush(inner: &Inner) {
         .collect();
     if let Err(e) = inner.ledger.add_metric_samples(&samples).await {
         tracing::warn!(error = %e, "could not store metric samples; they are lost for this minute");
+    }
+    let maxima: Vec<(String, String, i64, f64)> = {
+        let mut g = match inner.metrics.maxima.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        std::mem::take(&mut *g)
+            .into_iter()
+            .map(|((n, l), v)| (n, l, minute, v))
+            .collect()
+    };
+    if let Err(e) = inner.ledger.max_metric_samples(&maxima).await {
+        tracing::warn!(error = %e, "could not store metric maxima; they are lost for this minute");
     }
     // Gauges: the last sample of each minute stands for the minute.
     match inner.ledger.gauges(minute * 60_000).await {

@@ -1,6 +1,7 @@
 //! The engine: owns the ledger, the checked contract, the connectors and the worker tasks.
 //! Every operation the console, the CLI and the HTTP server offer is one method here.
 
+mod crm_batch;
 mod echo;
 mod metrics;
 mod ops;
@@ -122,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) work: Notify,
     pub(crate) budgets: [Budget; 2],
+    /// CRM record updates coalesced into batch calls (`crm_batch.rs`).
+    pub(crate) crm_writes: crm_batch::CrmWrites,
     ingest_tx: mpsc::Sender<IngestJob>,
     shutdown: watch::Sender<bool>,
     workers: usize,
@@ -238,6 +241,7 @@ impl Engine {
             metrics: Metrics::default(),
             work: Notify::new(),
             budgets,
+            crm_writes: crm_batch::CrmWrites::new(),
             ingest_tx,
             shutdown,
             workers: cfg.workers.max(1),
@@ -256,6 +260,9 @@ impl Engine {
     pub fn start(&self) {
         for i in 0..self.inner.workers {
             let h = tokio::spawn(worker::run(self.inner.clone(), i));
+            self.inner.push_task(h);
+        }
+        for h in crm_batch::spawn(&self.inner) {
             self.inner.push_task(h);
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));

@@ -483,6 +483,28 @@ mod tests {
                 })
             })
         }
+        fn batch_read<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [String],
+            _: &'a [String],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<Option<RemoteRecord>>>> {
+            Box::pin(async { unreachable!("the poller never batch-reads") })
+        }
+        fn batch_update<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [crate::connectors::BatchUpdate],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<RemoteRecord>>> {
+            Box::pin(async { unreachable!("the poller never writes") })
+        }
+        fn batch_upsert<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [crate::connectors::BatchUpsert],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<(RemoteRecord, bool)>>> {
+            Box::pin(async { unreachable!("the poller never writes") })
+        }
         fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
             Box::pin(async { Ok(Vec::new()) })
         }
@@ -535,6 +557,28 @@ mod tests {
                     next_after: (end < ids.len()).then(|| end.to_string()),
                 })
             })
+        }
+        fn batch_read<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [String],
+            _: &'a [String],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<Option<RemoteRecord>>>> {
+            Box::pin(async { unreachable!("the poller never batch-reads") })
+        }
+        fn batch_update<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [crate::connectors::BatchUpdate],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<RemoteRecord>>> {
+            Box::pin(async { unreachable!("the poller never writes") })
+        }
+        fn batch_upsert<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [crate::connectors::BatchUpsert],
+        ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<(RemoteRecord, bool)>>> {
+            Box::pin(async { unreachable!("the poller never writes") })
         }
         fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
             Box::pin(async { Ok(Vec::new()) })

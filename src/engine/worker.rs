@@ -15,10 +15,11 @@ use crate::ingest::parse_entity_key;
 use crate::ingest::stripe::{META_CORRELATION, META_ORIGIN};
 use crate::ledger::{
     ChangeSet, Claim, InboxEvent, NewAudit, NewDeadLetter, NewOp, NewReview, OpOutcome, OutboxOp, ShadowValue,
+    WriteHold,
 };
 use crate::plan::{self, Sequencing, Shadow};
 
-const LEASE_MS: i64 = 120_000;
+pub(super) const LEASE_MS: i64 = 120_000;
 /// Rounds of (dispatch, plan) per claim before the record goes back in line.
 const MAX_ROUNDS: usize = 4;
 
@@ -66,19 +67,36 @@ enum Turn {
     Parked,
 }
 
-enum Step {
+pub(super) enum Step {
     Done,
     Parked,
     DeadLettered,
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     inner: &'a Inner,
     owner: &'a str,
     key: &'a str,
     mapping: &'a ObjectMapping,
     crm_id: Option<&'a str>,
     side_id: (Side, &'a str),
+}
+
+impl<'a> Ctx<'a> {
+    /// A record claimed by `owner` outside the worker loop (the CRM batcher's backlog), when it
+    /// is one the worker syncs.
+    pub(super) fn for_claimed(inner: &'a Inner, owner: &'a str, key: &'a str) -> Option<Ctx<'a>> {
+        let (object, side, id) = parse_entity_key(key)?;
+        let mapping = inner.contract.object(object).filter(|m| syncs_customers(m))?;
+        Some(Ctx {
+            inner,
+            owner,
+            key,
+            mapping,
+            crm_id: (side == Side::Crm).then_some(id),
+            side_id: (side, id),
+        })
+    }
 }
 
 async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, EngineError> {
@@ -756,7 +774,26 @@ pub(super) fn update_op(
     }
 }
 
-fn fields_of(op: &OutboxOp) -> Fields {
+/// Writes are held (paused, or observe mode): the record waits, its write stays open.
+pub(super) async fn park_held(ctx: &Ctx<'_>, hold: WriteHold) -> Result<Step, EngineError> {
+    ctx.inner
+        .ledger
+        .park(ctx.key, ctx.owner, ctx.inner.now_ms() + hold.recheck_ms, hold.reason)
+        .await?;
+    Ok(Step::Parked)
+}
+
+/// The write gate could not read the pause flags: the record waits and tries again.
+pub(super) async fn park_gate_failed(ctx: &Ctx<'_>, why: &str) -> Result<Step, EngineError> {
+    let reason = format!("error: write gate: {why}");
+    ctx.inner
+        .ledger
+        .park(ctx.key, ctx.owner, ctx.inner.now_ms() + 2_000, &reason)
+        .await?;
+    Ok(Step::Parked)
+}
+
+pub(super) fn fields_of(op: &OutboxOp) -> Fields {
     op.field_values
         .iter()
         .map(|(k, v)| {
@@ -803,24 +840,31 @@ fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &
     out
 }
 
-async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
-    let inner = ctx.inner;
-    let dest = op.destination;
+/// The one gate in front of every outbound call: spend one unit of the destination's rate
+/// budget, then read the pause flags from the ledger, so a pause set by another process stops
+/// the very next write. `Some(hold)`: paused or observing, send nothing. A CRM batch call
+/// passes it once.
+pub(super) async fn write_gate(inner: &Inner, dest: Side) -> Result<Option<WriteHold>, EngineError> {
     let waited = inner.budget(dest).acquire().await;
     inner
         .metrics
         .add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
     // Pause and observe mode are read from the ledger right before the write, so a flag set
     // by another process stops the very next write.
-    if let Some(hold) = inner.ledger.write_hold(dest.as_str()).await? {
-        inner
-            .ledger
-            .park(ctx.key, ctx.owner, inner.now_ms() + hold.recheck_ms, hold.reason)
-            .await?;
-        return Ok(Step::Parked);
-    }
+    Ok(inner.ledger.write_hold(dest.as_str()).await?)
+}
+
+async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
+    let inner = ctx.inner;
+    let dest = op.destination;
     let fields = fields_of(op);
     let target = op.target_id.as_deref().unwrap_or_default();
+    let batched = matches!(op.op.as_str(), "update_contact" | "update_company");
+    if !batched {
+        if let Some(hold) = write_gate(inner, dest).await? {
+            return park_held(ctx, hold).await;
+        }
+    }
     let result = match op.op.as_str() {
         "create_customer" => {
             let crm_id = ctx.crm_id.unwrap_or_default();
@@ -838,7 +882,14 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                 .await
         }
         "change_plan" => inner.billing.change_plan(target, &op.idempotency_key, &fields).await,
-        "update_contact" | "update_company" => inner.crm.update_record(ctx.mapping.crm, target, &fields).await,
+        "update_contact" | "update_company" => {
+            // Coalesced with other records' updates into one batch call, gated there.
+            match super::crm_batch::update(inner, ctx.mapping.crm, target, fields.clone()).await? {
+                super::crm_batch::Sent::Held(hold) => return park_held(ctx, hold).await,
+                super::crm_batch::Sent::GateFailed(why) => return park_gate_failed(ctx, &why).await,
+                super::crm_batch::Sent::Done(r) => r,
+            }
+        }
         other => Err(ConnectorError::Rejected {
             system: "engine",
             status: 0,
@@ -847,6 +898,18 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
             body: String::new(),
         }),
     };
+    settle(ctx, op, result).await
+}
+
+/// Record what became of a write that was sent: done (shadow, identity, audit, the cause
+/// settled), rate limited (wait, same key), retry with backoff, or dead letter.
+pub(super) async fn settle(
+    ctx: &Ctx<'_>,
+    op: &OutboxOp,
+    result: Result<RemoteRecord, ConnectorError>,
+) -> Result<Step, EngineError> {
+    let inner = ctx.inner;
+    let dest = op.destination;
     inner.note_outcome(dest, result.as_ref().err());
     let now = inner.now_ms();
     let mut cs = ChangeSet {

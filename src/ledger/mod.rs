@@ -14,7 +14,9 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-pub use crate::api::{DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap};
+pub use crate::api::{
+    CrmWriteCalls, DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap,
+};
 use crate::contract::Side;
 
 /// Embedded migrations, run at open.
@@ -895,6 +897,21 @@ impl Ledger {
         .await?;
         lags.sort_unstable();
         st.lag_ms = lag_figures(&lags);
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN name = 'crm_write_records' THEN value END), 0) AS REAL), \
+                    CAST(COALESCE(SUM(CASE WHEN name = 'crm_write_calls' THEN value END), 0) AS REAL), \
+                    CAST(COALESCE(MAX(CASE WHEN name = 'crm_write_call_max' THEN value END), 0) AS REAL) \
+             FROM metric_samples WHERE name IN ('crm_write_records', 'crm_write_calls', 'crm_write_call_max')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        let (records, calls, max): (f64, f64, f64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        st.crm_write_calls = CrmWriteCalls {
+            records: records as i64,
+            calls: calls as i64,
+            mean_records: if calls > 0.0 { records / calls } else { 0.0 },
+            max_records: max as i64,
+        };
         let rows = sqlx::query(
             "SELECT key, reason, set_by, set_at_ms FROM control_flags WHERE key LIKE 'pause:%' AND value = 'on' ORDER BY key",
         )
@@ -917,6 +934,11 @@ impl Ledger {
     /// Add per-minute metric deltas (summed into the existing sample for that minute).
     pub async fn add_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
         self.write_metric_samples(samples, "value + excluded.value").await
+    }
+
+    /// Raise per-minute maxima (the larger of the stored and the new value wins).
+    pub async fn max_metric_samples(&self, samples: &[(String, String, i64, f64)]) -> Result<()> {
+        self.write_metric_samples(samples, "MAX(value, excluded.value)").await
     }
 
     /// Set gauge samples for a minute (the last sample of the minute wins).
@@ -1124,6 +1146,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
     }
 }
 
+mod crm_batch;
 mod gate;
 mod ops;
 mod watermarks;

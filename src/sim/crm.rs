@@ -263,6 +263,14 @@ fn prop_def(name: &str, label: &str, typ: &str, field: &str, options: Value, hub
     })
 }
 
+/// A batch result carries its input's `objectWriteTraceId`, as HubSpot's do.
+fn with_trace(mut result: Value, trace: Option<Value>) -> Value {
+    if let Some(t) = trace.filter(Value::is_string) {
+        result["objectWriteTraceId"] = t;
+    }
+    result
+}
+
 fn standard_props(kind: Kind) -> BTreeMap<String, Value> {
     let text = |n: &str, l: &str| prop_def(n, l, "string", "text", json!([]), true, false);
     let number = |n: &str, l: &str| prop_def(n, l, "number", "number", json!([]), true, false);
@@ -1173,17 +1181,21 @@ impl Crm {
                         return Err(validation(format!("Duplicate IDs found in batch input: [{id}]")));
                     }
                     match Self::resolve(st.store(kind), kind, &id, i["idProperty"].as_str()) {
-                        Some(n) => plan.push((n, self.validate(st, kind, &i["properties"], Some(n))?)),
+                        Some(n) => plan.push((
+                            n,
+                            self.validate(st, kind, &i["properties"], Some(n))?,
+                            i.get("objectWriteTraceId").cloned(),
+                        )),
                         None => missing.push(id),
                     }
                 }
                 let mut applied = false;
                 let results: Vec<Value> = plan
                     .into_iter()
-                    .filter_map(|(n, ch)| self.update(st, kind, n, ch, Source::Api))
-                    .map(|(c, changed)| {
+                    .filter_map(|(n, ch, trace)| Some((self.update(st, kind, n, ch, Source::Api)?, trace)))
+                    .map(|((c, changed), trace)| {
                         applied |= changed;
-                        c.to_json(&Sel::All)
+                        with_trace(c.to_json(&Sel::All), trace)
                     })
                     .collect();
                 let errors = if missing.is_empty() {
@@ -1221,11 +1233,11 @@ impl Crm {
                     if existing.is_none() && !changes.iter().any(|(k, _)| k == id_prop) {
                         changes.push((id_prop.to_string(), Some(key)));
                     }
-                    plan.push((existing, changes));
+                    plan.push((existing, changes, i.get("objectWriteTraceId").cloned()));
                 }
                 let mut applied = false;
                 let mut results = Vec::new();
-                for (existing, changes) in plan {
+                for (existing, changes, trace) in plan {
                     let (c, is_new) = match existing {
                         Some(n) => match self.update(st, kind, n, changes, Source::Api) {
                             Some((c, changed)) => {
@@ -1239,7 +1251,7 @@ impl Crm {
                             (self.create(st, kind, changes, Source::Api), true)
                         }
                     };
-                    let mut j = c.to_json(&Sel::All);
+                    let mut j = with_trace(c.to_json(&Sel::All), trace);
                     j["new"] = is_new.into();
                     results.push(j);
                 }

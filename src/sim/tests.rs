@@ -1894,3 +1894,86 @@ async fn hubspot_property_types_are_validated() {
     assert_eq!(st, 400);
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn hubspot_batch_update_answers_per_record_like_hubspot() {
+    let sims = start(FaultProfile::none()).await;
+    let h = Hub::new(&sims);
+    let c = "/crm/v3/objects/contacts";
+    let a = sims.crm.create_contact(&[("email", "a@example.test")]);
+    let b = sims.crm.create_contact(&[("email", "b@example.test")]);
+
+    // A missing id: 207, the others applied, the error names the id; results carry the
+    // inputs' objectWriteTraceId.
+    let (st, r) = h
+        .post(
+            &format!("{c}/batch/update"),
+            json!({"inputs": [
+                {"id": a, "objectWriteTraceId": "0", "properties": {"firstname": "Ann"}},
+                {"id": "424242", "objectWriteTraceId": "1", "properties": {"firstname": "Nobody"}},
+                {"id": b, "objectWriteTraceId": "2", "properties": {"firstname": "Bo"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(st, 207, "{r}");
+    assert_eq!(
+        (r["numErrors"].as_u64(), r["errors"][0]["category"].as_str()),
+        (Some(1), Some("OBJECT_NOT_FOUND"))
+    );
+    assert_eq!(r["errors"][0]["context"]["ids"], json!(["424242"]));
+    let traces: Vec<(&str, &str)> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["id"].as_str().unwrap(), x["objectWriteTraceId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(traces, [(a.as_str(), "0"), (b.as_str(), "2")]);
+
+    // One invalid value (not a lifecycle stage) fails the whole batch: nothing applied.
+    let (st, r) = h
+        .post(
+            &format!("{c}/batch/update"),
+            json!({"inputs": [
+                {"id": a, "properties": {"firstname": "Changed"}},
+                {"id": b, "properties": {"lifecyclestage": "platinum"}},
+            ]}),
+        )
+        .await;
+    assert_eq!((st, r["category"].as_str()), (400, Some("VALIDATION_ERROR")), "{r}");
+    let first = |id: &str| {
+        sims.crm
+            .contacts()
+            .into_iter()
+            .find(|x| x["id"] == id)
+            .and_then(|x| x["properties"]["firstname"].as_str().map(str::to_string))
+    };
+    assert_eq!(
+        first(&a).as_deref(),
+        Some("Ann"),
+        "nothing of the refused batch applied"
+    );
+
+    // An unknown property: the whole batch is refused.
+    let (st, r) = h
+        .post(
+            &format!("{c}/batch/update"),
+            json!({"inputs": [{"id": a, "properties": {"no_such_property": "x"}}, {"id": b, "properties": {"firstname": "Y"}}]}),
+        )
+        .await;
+    assert_eq!((st, r["category"].as_str()), (400, Some("VALIDATION_ERROR")), "{r}");
+    assert_eq!(first(&b).as_deref(), Some("Bo"));
+
+    // The same id twice: refused.
+    let (st, r) = h
+        .post(
+            &format!("{c}/batch/update"),
+            json!({"inputs": [{"id": a, "properties": {"firstname": "1"}}, {"id": a, "properties": {"firstname": "2"}}]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{r}");
+    assert!(
+        r["message"].as_str().unwrap_or_default().contains("Duplicate IDs"),
+        "{r}"
+    );
+    sims.shutdown().await;
+}

@@ -7,6 +7,7 @@ mod companies;
 mod connect;
 mod console;
 mod crash;
+mod crm_batch;
 mod drill;
 mod flow;
 mod localstripe;

@@ -14,8 +14,13 @@
 //!   `POST /crm/v3/properties/{objectType}` (the proxy answers the GET with HubSpot's 404
 //!   once Prism has validated it, so the connector goes on to the create).
 //!
-//! Not yet sent by the connector, so not checked here: batch upsert
-//! (`POST /crm/v3/objects/{type}/batch/upsert`) and search (`POST …/search`).
+//! - `batch_read`, `batch_update`, `batch_upsert` contact and company
+//!   (`every_batch_request…`): `POST /crm/v3/objects/{contacts|companies}/batch/{read|update|upsert}`.
+//! - `search_modified` contact and company (`the_pollers_search_request…`):
+//!   `POST /crm/v3/objects/{contacts|companies}/search`, first page and `after`.
+//!
+//! Not sent by the connector, so not checked here: `batch/create` and single creates (the
+//! engine never creates CRM records).
 //!
 //! Derived spec copies (made in a temp dir by this test, never committed), as
 //! `/work/shared/specs/SOURCES.md` explains: `example: null` fields dropped (else Prism answers
@@ -35,9 +40,27 @@
 //!   from the schema). A spec defect, not ours.
 //! - The object operations declare only `oauth2` security (not `private_apps`); Prism checks
 //!   for an `Authorization` header, which is what a private app token is sent in too.
-//! - Stricter than the live API but not on our path: `SimplePublicObjectInputForCreate`
-//!   requires `associations` and `PublicObjectSearchRequest` requires every field; matters
-//!   once the connector creates or searches.
+//! - Stricter than the live API: `SimplePublicObjectInputForCreate` requires `associations`
+//!   (not on our path), and `PublicObjectSearchRequest` requires every field (`after`,
+//!   `filterGroups`, `limit`, `properties`, `sorts` with string items), so the pollers' search
+//!   sends all of them (`after = "0"` on a first page). The search operation has no example
+//!   answer, so its mocks run `--dynamic`.
+//! - Batch endpoints (what the spec demands, each checked by a control request Prism refuses):
+//!   `BatchReadInputSimplePublicObjectId` requires `properties` **and** `propertiesWithHistory`
+//!   (the connector sends `[]`; without it Prism answers 422), and each
+//!   `SimplePublicObjectBatchInput` (update) and `SimplePublicObjectBatchInputUpsert` requires
+//!   `id` and `properties` (an update input without `properties` is refused). The optional
+//!   `objectWriteTraceId` is accepted: the connector sends each input's index in its call and
+//!   ties results and 207 `errors` back by it (else by `id` / `context.ids`). `batch/read` takes
+//!   `archived` as a query parameter. The spec declares 200 and 207 answers
+//!   (`BatchResponseSimplePublicObject[WithErrors]`: `status`, `results`, `startedAt`,
+//!   `completedAt` required; `errors[]` are `StandardError` with `context` of string arrays),
+//!   and no per-call input limit: the 100-input cap is HubSpot's documentation, not the spec.
+//! - Prism answers every batch call with the spec's one example object (`id` 512) whatever the
+//!   inputs, and upsert results without the unique property: inputs the answer does not name
+//!   get an error of their own ("neither a result nor an error"), never a whole-call failure.
+//!   So Prism proves the request shapes; the per-record mapping of 200/207/4xx answers is
+//!   proven by the connector's unit tests and the CRM simulator (`crm_batch::…`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -505,5 +528,196 @@ async fn the_pollers_search_request_passes_prism_validation_against_hubspots_spe
         "hs_lastmodifieddate"
     );
     eprintln!("prism: {} search requests accepted by Prism", seen.len());
+    server.abort();
+}
+
+/// The batch requests (`batch/read`, `batch/update`, `batch/upsert`, contacts and companies)
+/// against the contacts and companies Prisms: each must pass validation, and each answer must
+/// read as a batch answer (no whole-call failure). Control requests show the spec is strict
+/// about what the connector sends: `batch/read` without `propertiesWithHistory`, and a
+/// `batch/update` input without `properties`, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_batch_request_the_crm_connector_sends_passes_prism_validation() {
+    use driftless::connectors::{BatchUpdate, BatchUpsert};
+
+    let started = Instant::now();
+    let bin = prism_bin();
+    assert!(
+        bin.exists(),
+        "Prism ({}) is missing: run `scripts/setup.sh test`, or point DRIFTLESS_PRISM at a prism 5.16.0 launcher",
+        bin.display()
+    );
+    let specs = specs_dir().join("hubspot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prisms: Vec<(&str, Prism)> = ["contacts", "companies"]
+        .into_iter()
+        .map(|name| {
+            let derived = dir.path().join(format!("{name}.prism.json"));
+            derive_spec(&specs.join(format!("{name}.json")), &derived);
+            let log = dir.path().join(format!("prism-{name}.log"));
+            (name, Prism::spawn(&bin, &derived, log, false))
+        })
+        .collect();
+    for (_, p) in &prisms {
+        p.wait_ready(45).await;
+    }
+    let router = Router {
+        http: reqwest::Client::new(),
+        upstreams: Arc::new(
+            prisms
+                .iter()
+                .map(|(name, p)| (format!("/crm/v3/objects/{name}/"), p.base_url.clone()))
+                .collect(),
+        ),
+        seen: Arc::new(Mutex::new(Vec::new())),
+    };
+    let seen = router.seen.clone();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind router");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().fallback(route).with_state(router);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The spec's strictness, on requests the connector does not send.
+    let raw = reqwest::Client::new();
+    for (path, body, missing) in [
+        (
+            "/crm/v3/objects/contacts/batch/read",
+            json!({"inputs": [{"id": "1"}], "properties": ["email"]}),
+            "propertiesWithHistory",
+        ),
+        (
+            "/crm/v3/objects/contacts/batch/update",
+            json!({"inputs": [{"id": "1"}]}),
+            "properties",
+        ),
+    ] {
+        let r = raw
+            .post(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("router answers");
+        assert_eq!(r.status().as_u16(), 422, "Prism refuses {path} without `{missing}`");
+        let control = seen.lock().expect("log").pop().expect("control request seen");
+        assert!(
+            control.violations.as_deref().is_some_and(|v| v.contains(missing)),
+            "Prism names `{missing}`: {control:?}"
+        );
+    }
+
+    let crm = HubspotClient::new(&base, TOKEN.to_string(), 10_000).expect("client");
+    let props: Vec<String> = ["email", "lifecyclestage", "billing_customer_id"]
+        .map(String::from)
+        .to_vec();
+    let ids: Vec<String> = ["512", "513"].map(String::from).to_vec();
+    let mut fields = Fields::new();
+    fields.insert("billing_customer_id".into(), Some("cus_Prism123".into()));
+    fields.insert("driftless_sync_state".into(), None);
+    let updates: Vec<BatchUpdate> = ids
+        .iter()
+        .map(|id| BatchUpdate {
+            id: id.clone(),
+            fields: fields.clone(),
+        })
+        .collect();
+    let mut failures: Vec<String> = Vec::new();
+    for kind in [CrmObject::Contact, CrmObject::Company] {
+        let (id_property, values) = match kind {
+            CrmObject::Contact => ("email", ["a@example.test", "b@example.test"]),
+            CrmObject::Company => ("domain", ["a.example.test", "b.example.test"]),
+        };
+        let upserts: Vec<BatchUpsert> = values
+            .iter()
+            .map(|v| BatchUpsert {
+                id: v.to_string(),
+                id_property: id_property.into(),
+                fields: fields.clone(),
+            })
+            .collect();
+        let whole = |what: &str, errs: Vec<String>| {
+            errs.into_iter()
+                .map(|e| format!("{what} {}: {e}", kind.as_str()))
+                .collect::<Vec<_>>()
+        };
+        let read = crm.batch_read(kind, &ids, &props).await;
+        failures.extend(whole(
+            "batch_read",
+            read.iter()
+                .filter_map(|r| r.as_ref().err().filter(|e| e.whole_call).map(|e| e.to_string()))
+                .collect(),
+        ));
+        let update = crm.batch_update(kind, &updates).await;
+        failures.extend(whole(
+            "batch_update",
+            update
+                .iter()
+                .filter_map(|r| r.as_ref().err().filter(|e| e.whole_call).map(|e| e.to_string()))
+                .collect(),
+        ));
+        let upsert = crm.batch_upsert(kind, &upserts).await;
+        failures.extend(whole(
+            "batch_upsert",
+            upsert
+                .iter()
+                .filter_map(|r| r.as_ref().err().filter(|e| e.whole_call).map(|e| e.to_string()))
+                .collect(),
+        ));
+        assert_eq!(
+            (read.len(), update.len(), upsert.len()),
+            (2, 2, 2),
+            "one outcome per input"
+        );
+        let ok = |n: usize| format!("{n}/2 matched");
+        eprintln!(
+            "prism: {} batch answers: read {}, update {}, upsert {}",
+            kind.as_str(),
+            ok(read.iter().filter(|r| matches!(r, Ok(Some(_)))).count()),
+            ok(update.iter().filter(|r| r.is_ok()).count()),
+            ok(upsert.iter().filter(|r| r.is_ok()).count())
+        );
+    }
+
+    let seen = seen.lock().expect("log").clone();
+    let refused: Vec<String> = seen
+        .iter()
+        .filter(|s| !(200..300).contains(&s.prism_status) || s.violations.is_some())
+        .map(|s| {
+            format!(
+                "{} {} {}\n  -> Prism {} violations {}\n  {}",
+                s.method,
+                s.path,
+                s.body,
+                s.prism_status,
+                s.violations.as_deref().unwrap_or("(none)"),
+                s.prism_body
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty() && refused.is_empty(),
+        "Prism refused batch requests the connector sent:\n{}\nconnector errors: {failures:#?}",
+        refused.join("\n")
+    );
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path.split('?').next().unwrap_or_default()))
+        .collect();
+    for object in ["contacts", "companies"] {
+        for op in ["read", "update", "upsert"] {
+            let expected = format!("POST /crm/v3/objects/{object}/batch/{op}");
+            assert!(
+                kinds.contains(&expected),
+                "request kind not exercised: {expected}; seen {kinds:#?}"
+            );
+        }
+    }
+    eprintln!(
+        "prism: {} batch requests accepted by Prism in {:.1}s",
+        seen.len(),
+        started.elapsed().as_secs_f64()
+    );
     server.abort();
 }

@@ -1,0 +1,318 @@
+//! CRM write batching: record updates of one object type that are ready at the same time go to
+//! HubSpot as one `batch/update` call (at most 100 records), like the ledger's group commit.
+//!
+//! Workers still dispatch one record at a time and each write settles on its own (outbox
+//! state, shadow, audit, echo bookkeeping, dead letter — `worker::settle`): a worker hands the
+//! update to its object type's lane and waits for that record's outcome. A lane takes
+//! whatever is waiting; a lone update is sent at once (as a single `PATCH`), and only when more
+//! than one is waiting does it linger a few milliseconds for more. Each call passes the write
+//! gate once (one unit of the CRM's rate budget, then the pause check), so while the budget
+//! makes a call wait the next batch fills up. A call with room left is first topped up from
+//! the backlog: records whose next write is this kind of update, claimed (leased, so still one
+//! in flight per record) straight from the ledger and settled by the lane with the worker's
+//! own code — so a backlog (a lifted pause, a replay, a burst) drains in full calls of 100
+//! whatever the number of workers. A call HubSpot refuses as a whole (one invalid property
+//! fails the batch) is split in halves and sent again, down to single records, so only the
+//! bad record dead-letters; every other failure is each record's own, handled as today
+//! (retry with backoff, 429 wait, dead letter).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::worker::{self, Ctx, Step};
+use super::{EngineError, Inner};
+use crate::connectors::{BatchItemError, BatchUpdate, ConnResult, ConnectorError, Fields, RemoteRecord, CRM_BATCH_MAX};
+use crate::contract::{CrmObject, Side};
+use crate::ledger::{Claim, OutboxOp, WriteHold};
+
+/// How long a lane waits for the next update once more than one is waiting.
+const LINGER: Duration = Duration::from_millis(5);
+/// The longest a lane lingers before sending what it has.
+const LINGER_MAX: Duration = Duration::from_millis(25);
+
+/// What became of one record's update.
+pub(super) enum Sent {
+    /// Outbound CRM writes are held (paused, or observe mode): nothing was sent.
+    Held(WriteHold),
+    /// The write gate could not read the pause flags (a ledger error): nothing was sent.
+    GateFailed(String),
+    Done(ConnResult<RemoteRecord>),
+}
+
+struct Job {
+    item: BatchUpdate,
+    reply: oneshot::Sender<Sent>,
+}
+
+struct Lane {
+    tx: mpsc::UnboundedSender<Job>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+}
+
+/// One lane per CRM object type.
+pub(crate) struct CrmWrites {
+    lanes: [Lane; 2],
+}
+
+impl CrmWrites {
+    pub(crate) fn new() -> CrmWrites {
+        let lane = || {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Lane {
+                tx,
+                rx: std::sync::Mutex::new(Some(rx)),
+            }
+        };
+        CrmWrites {
+            lanes: [lane(), lane()],
+        }
+    }
+
+    fn lane(&self, kind: CrmObject) -> &Lane {
+        match kind {
+            CrmObject::Contact => &self.lanes[0],
+            CrmObject::Company => &self.lanes[1],
+        }
+    }
+}
+
+/// Update one CRM record through its object type's lane; waits for this record's outcome.
+pub(super) async fn update(inner: &Inner, kind: CrmObject, id: &str, fields: Fields) -> Result<Sent, EngineError> {
+    let (reply, rx) = oneshot::channel();
+    inner
+        .crm_writes
+        .lane(kind)
+        .tx
+        .send(Job {
+            item: BatchUpdate {
+                id: id.to_string(),
+                fields,
+            },
+            reply,
+        })
+        .map_err(|_| EngineError::Stopped)?;
+    rx.await.map_err(|_| EngineError::Stopped)
+}
+
+/// The lanes' tasks, started with the workers.
+pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<tokio::task::JoinHandle<()>> {
+    [CrmObject::Contact, CrmObject::Company]
+        .into_iter()
+        .filter_map(|kind| {
+            let rx = match inner.crm_writes.lane(kind).rx.lock() {
+                Ok(mut g) => g.take(),
+                Err(p) => p.into_inner().take(),
+            }?;
+            Some(tokio::spawn(run(inner.clone(), kind, rx)))
+        })
+        .collect()
+}
+
+async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut stop = inner.shutdown_rx();
+    loop {
+        let first = tokio::select! {
+            j = rx.recv() => j,
+            _ = stop.changed() => None,
+        };
+        let Some(first) = first else { break };
+        let mut jobs = vec![first];
+        take_waiting(&mut rx, &mut jobs);
+        if jobs.len() > 1 {
+            linger(&mut rx, &mut jobs, CRM_BATCH_MAX).await;
+        }
+        flush(&inner, kind, jobs, &mut rx).await;
+    }
+}
+
+/// Everything already waiting, up to a full call.
+fn take_waiting(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>) {
+    take_upto(rx, jobs, CRM_BATCH_MAX);
+}
+
+fn take_upto(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap: usize) {
+    while jobs.len() < cap {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
+}
+
+/// More than one update is waiting: give the rest of a burst a few milliseconds to arrive.
+async fn linger(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap: usize) {
+    let deadline = Instant::now() + LINGER_MAX;
+    while jobs.len() < cap {
+        let gap = LINGER.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(gap, rx.recv()).await {
+            Ok(Some(j)) => {
+                jobs.push(j);
+                take_upto(rx, jobs, cap);
+            }
+            _ => break,
+        }
+    }
+}
+
+/// Top the call up from the backlog, pass the write gate once (budget, then pause) right
+/// before sending, and hand each record its outcome.
+async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc::UnboundedReceiver<Job>) {
+    let owner = format!("{}-crm-{}", std::process::id(), kind.as_str());
+    let backlog = backlog(inner, kind, &owner, CRM_BATCH_MAX.saturating_sub(jobs.len())).await;
+    let room = CRM_BATCH_MAX.saturating_sub(backlog.len());
+    if !backlog.is_empty() {
+        // Draining a backlog: workers that claimed its other records a moment ago are about
+        // to hand them over; a few milliseconds keeps them in this call.
+        linger(rx, &mut jobs, room).await;
+    }
+    let gate = worker::write_gate(inner, Side::Crm).await;
+    // Updates handed over while the budget made us wait ride along.
+    take_upto(rx, &mut jobs, room);
+    let items: Vec<BatchUpdate> = jobs
+        .iter()
+        .map(|j| j.item.clone())
+        .chain(backlog.iter().map(|(_, op)| BatchUpdate {
+            id: op.target_id.clone().unwrap_or_default(),
+            fields: worker::fields_of(op),
+        }))
+        .collect();
+    let outcomes: Vec<Sent> = match gate {
+        Ok(None) => call(inner, kind, &items).await,
+        Ok(Some(hold)) => items.iter().map(|_| Sent::Held(hold)).collect(),
+        Err(e) => {
+            let why = e.to_string();
+            items.iter().map(|_| Sent::GateFailed(why.clone())).collect()
+        }
+    };
+    let mut outcomes = outcomes.into_iter();
+    for j in jobs {
+        let _ = j
+            .reply
+            .send(outcomes.next().unwrap_or(Sent::GateFailed("no outcome".into())));
+    }
+    let settles = backlog.into_iter().map(|(claim, op)| {
+        let sent = outcomes.next().unwrap_or(Sent::GateFailed("no outcome".into()));
+        let owner = owner.as_str();
+        async move { settle_backlog(inner, owner, claim, op, sent).await }
+    });
+    futures_util::future::join_all(settles).await;
+}
+
+/// Claim up to `room` records whose next write is this lane's update.
+async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Vec<(Claim, OutboxOp)> {
+    if room == 0 {
+        return Vec::new();
+    }
+    let op_name = worker::crm_update_op(kind);
+    let claims = match inner
+        .ledger
+        .claim_first_op(owner, op_name, room as i64, inner.now_ms(), worker::LEASE_MS)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not claim the CRM backlog; the workers will send it");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let first = match inner.ledger.open_ops(&claim.entity_key).await {
+            Ok(ops) => ops.into_iter().next(),
+            Err(e) => {
+                tracing::warn!(error = %e, record = %claim.entity_key, "could not read a claimed record's writes");
+                None
+            }
+        };
+        match first {
+            Some(op) if op.op == op_name && op.target_id.is_some() => out.push((claim, op)),
+            _ => {
+                if let Err(e) = inner.ledger.release(&claim, owner).await {
+                    tracing::warn!(error = %e, record = %claim.entity_key, "release failed; the lease will expire");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Settle a backlog record's write as its worker would, then hand the record back.
+async fn settle_backlog(inner: &Inner, owner: &str, claim: Claim, op: OutboxOp, sent: Sent) {
+    let key = claim.entity_key.as_str();
+    let step = match Ctx::for_claimed(inner, owner, key) {
+        None => Ok(Step::Done),
+        Some(ctx) => match sent {
+            Sent::Done(result) => worker::settle(&ctx, &op, result).await,
+            Sent::Held(hold) => worker::park_held(&ctx, hold).await,
+            Sent::GateFailed(why) => worker::park_gate_failed(&ctx, &why).await,
+        },
+    };
+    let handed_back = match step {
+        Ok(Step::Parked) => Ok(()),
+        Ok(Step::Done | Step::DeadLettered) => inner.ledger.release(&claim, owner).await,
+        Err(e) => {
+            tracing::warn!(error = %e, record = %key, "settling a batched write failed; parked for a retry");
+            let reason = format!("error: {e}");
+            inner.ledger.park(key, owner, inner.now_ms() + 2_000, &reason).await
+        }
+    };
+    if let Err(e) = handed_back {
+        tracing::warn!(error = %e, record = %key, "could not hand a record back; its lease will expire");
+    }
+}
+
+/// Count one CRM write call carrying `records` records.
+fn note_call(inner: &Inner, kind: CrmObject, records: usize) {
+    let label = kind.as_str();
+    inner.metrics.add("crm_write_calls", label, 1.0);
+    inner.metrics.add("crm_write_records", label, records as f64);
+    inner.metrics.max("crm_write_call_max", label, records as f64);
+}
+
+/// One call for the whole batch (a lone record as a single update). A batch HubSpot refuses
+/// as a whole for its content (one invalid value fails every record) is split in halves and
+/// each half sent again, down to single records, so only the bad record fails: about
+/// 2·log2(n) extra calls for one bad record in n, instead of n.
+fn call<'a>(
+    inner: &'a Inner,
+    kind: CrmObject,
+    jobs: &'a [BatchUpdate],
+) -> futures_util::future::BoxFuture<'a, Vec<Sent>> {
+    Box::pin(async move {
+        if let [one] = jobs {
+            note_call(inner, kind, 1);
+            return vec![Sent::Done(inner.crm.update_record(kind, &one.id, &one.fields).await)];
+        }
+        note_call(inner, kind, jobs.len());
+        let items = inner.crm.batch_update(kind, jobs).await;
+        let refused_whole = items.iter().all(|i| {
+            matches!(
+                i,
+                Err(BatchItemError {
+                    error: ConnectorError::Rejected { .. },
+                    whole_call: true,
+                })
+            )
+        });
+        if !refused_whole || items.len() != jobs.len() {
+            return items
+                .into_iter()
+                .map(|item| Sent::Done(item.map_err(|e| e.error)))
+                .collect();
+        }
+        inner.metrics.add("crm_batch_splits", kind.as_str(), 1.0);
+        let (left, right) = jobs.split_at(jobs.len() / 2);
+        let mut out = Vec::with_capacity(jobs.len());
+        for half in [left, right] {
+            match worker::write_gate(inner, Side::Crm).await {
+                Ok(None) => out.extend(call(inner, kind, half).await),
+                Ok(Some(hold)) => out.extend(half.iter().map(|_| Sent::Held(hold))),
+                Err(e) => out.extend(half.iter().map(|_| Sent::GateFailed(e.to_string()))),
+            }
+        }
+        out
+    })
+}
