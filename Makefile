@@ -38,7 +38,7 @@ types-fresh:
 # Browser end-to-end against `driftless serve --demo` in headless Chromium.
 e2e:
 	$(CARGO) build --locked --bin driftless
-	cd ui && npm test && DRIFTLESS_BIN=$(TARGET_DIR)/debug/driftless npm run e2e
+	cd ui && npm run check && npm test && DRIFTLESS_BIN=$(TARGET_DIR)/debug/driftless npm run e2e
 
 # The desktop window under Xvfb, driven through tauri-driver + WebKitWebDriver.
 desktop-smoke:
