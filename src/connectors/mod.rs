@@ -185,6 +185,8 @@ pub trait BillingApi: Send + Sync {
         idempotency_key: &'a str,
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
 }
 
 /// A custom CRM property the contract needs.
@@ -213,6 +215,8 @@ pub trait CrmApi: Send + Sync {
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     /// Create the custom properties that do not exist yet; returns the names created.
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>>;
+    /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
 }
 
 /// Turn a reqwest failure into a connector error.
@@ -227,13 +231,9 @@ pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest:
     }
 }
 
-/// Parse `Retry-After` (seconds) into milliseconds.
+/// Parse `Retry-After` (delta-seconds or an HTTP date) into milliseconds from now.
 pub(crate) fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .map(|s| (s * 1000.0).max(0.0) as u64)
+    crate::budget::headers::retry_after_ms(headers, chrono::Utc::now().timestamp_millis())
 }
 
 /// Keep error bodies short in the ledger and logs.
