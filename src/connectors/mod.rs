@@ -3,6 +3,8 @@
 //! (the simulators are an independent oracle).
 
 pub mod hubspot;
+#[cfg(test)]
+mod rate_tests;
 pub mod stripe;
 
 use std::collections::BTreeMap;

@@ -11,5 +11,6 @@ mod flow;
 mod localstripe;
 mod ops;
 mod prism;
+mod rates;
 mod signatures;
 mod support;
