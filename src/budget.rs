@@ -5,8 +5,10 @@
 //!   halves it, every quiet second wins back 5 % of the configured rate;
 //! - holds a provider's `Retry-After` for every caller, not only the one that was told;
 //! - listens to HubSpot's `X-HubSpot-RateLimit-*` headers on every response: the interval
-//!   quota caps the rate, a low `Remaining` slows down before the wall, `Remaining: 0` waits
-//!   a slot, `Daily-Remaining: 0` waits for the daily reset;
+//!   quota (`Max` / interval) caps the rate, and the bucket never holds more than the window's
+//!   `Remaining` — so the budget slows to what is left before hitting the wall (a rolling
+//!   window at full use always shows a small `Remaining`; halving there would waste half the
+//!   quota), `Remaining: 0` waits one slot, `Daily-Remaining: 0` waits for the daily reset;
 //! - enforces the contract's daily cap (reset at 00:00 UTC): once reached, callers wait —
 //!   nothing is dropped — and the state says so;
 //! - serves two priority lanes: [`Lane::Live`] (webhook/poll-driven work) before
@@ -62,8 +64,6 @@ const DECREASE_EVERY: Duration = Duration::from_secs(1);
 const RECOVERY_PER_SEC: f64 = 0.05;
 /// The adaptive rate never drops below this share of the configured rate.
 const MIN_SHARE: f64 = 0.05;
-/// HubSpot `Remaining` below this share of `Max`: halve the pace until the window refills.
-const LOW_REMAINING: f64 = 0.1;
 /// A deferred waiter re-checks at least this often (it is also woken on every grant).
 const DEFER_CHECK: Duration = Duration::from_millis(50);
 /// Waits for the daily reset are taken in slices this long, so a changed clock or a new
@@ -90,8 +90,6 @@ struct State {
     rate: f64,
     /// The provider's own interval quota (HubSpot `Max` / interval), when it told us.
     provider_rate: Option<f64>,
-    /// Slow down (half pace) until then: the provider's `Remaining` ran low.
-    pace_until: Option<Instant>,
     blocked: Option<Block>,
     waiting: [u64; 2],
     /// Consecutive live grants while bulk was waiting.
@@ -171,7 +169,6 @@ impl Budget {
                 last: Instant::now(),
                 rate: configured,
                 provider_rate: None,
-                pace_until: None,
                 blocked: None,
                 waiting: [0, 0],
                 live_streak: 0,
@@ -220,14 +217,12 @@ impl Budget {
         }
     }
 
-    /// The effective rate now: the AIMD rate under the provider's quota, halved while the
-    /// provider says little is left in its window.
-    fn effective(&self, s: &State, now: Instant) -> f64 {
-        let mut r = s.rate.min(s.provider_rate.unwrap_or(f64::INFINITY));
-        if s.pace_until.is_some_and(|u| u > now) {
-            r *= 0.5;
-        }
-        r.max(self.configured * MIN_SHARE).max(0.001)
+    /// The effective rate now: the AIMD rate under the provider's interval quota.
+    fn effective(&self, s: &State) -> f64 {
+        s.rate
+            .min(s.provider_rate.unwrap_or(f64::INFINITY))
+            .max(self.configured * MIN_SHARE)
+            .max(0.001)
     }
 
     fn refill(&self, s: &mut State, now: Instant) {
@@ -239,7 +234,7 @@ impl Budget {
         if quiet && s.rate < self.configured {
             s.rate = (s.rate + self.configured * RECOVERY_PER_SEC * elapsed).min(self.configured);
         }
-        let eff = self.effective(s, now);
+        let eff = self.effective(s);
         s.tokens = (s.tokens + elapsed * eff).min(self.burst);
         s.last = now;
     }
@@ -282,7 +277,7 @@ impl Budget {
             Lane::Live => bulk_turn,
         };
         if s.tokens < 1.0 {
-            let eff = self.effective(&s, now);
+            let eff = self.effective(&s);
             return Try::Wait(Duration::from_secs_f64(((1.0 - s.tokens) / eff).max(0.0005)));
         }
         if defer {
@@ -389,7 +384,7 @@ impl Budget {
             source: self.source.clone(),
             configured_per_sec: self.configured,
             burst: self.burst as i64,
-            current_per_sec: self.effective(&s, now),
+            current_per_sec: self.effective(&s),
             live_waiting: s.waiting[Lane::Live.idx()] as i64,
             bulk_waiting: s.waiting[Lane::Bulk.idx()] as i64,
             blocked_until_ms,
@@ -419,15 +414,14 @@ impl RateObserver for Budget {
                 s.provider_rate = Some(max as f64 / iv.as_secs_f64());
             }
         }
-        if let (Some(max), Some(rem)) = (h.max, h.remaining) {
-            let iv = interval.unwrap_or(Duration::from_secs(10));
-            if rem == 0 && max > 0 {
+        if let Some(rem) = h.remaining {
+            // Never hold more than the provider says is left in its window: the bucket then
+            // refills at the provider's own pace.
+            s.tokens = s.tokens.min(rem as f64);
+            if let (0, Some(max)) = (rem, h.max.filter(|m| *m > 0)) {
                 // The window is full: the next slot frees about one slot-time from now.
-                let slot = iv.div_f64(max as f64);
+                let slot = interval.unwrap_or(Duration::from_secs(10)).div_f64(max as f64);
                 self.block(&mut s, now + slot, "X-HubSpot-RateLimit-Remaining is 0".into());
-            }
-            if (rem as f64) < (max as f64) * LOW_REMAINING {
-                s.pace_until = Some(now + iv / 2);
             }
         }
         if let Some(daily) = h.daily {
