@@ -3,7 +3,7 @@
 //! server-side quota and no other fault. One run per destination: that destination's
 //! simulator has quota Q and its budget is configured at Q; the other side gets 10 Q (so it
 //! is not the bottleneck). A stream of CRM edits (each a CRM read and a billing update) and
-//! new contacts (a billing create and a CRM update) keeps the measured destination busier
+//! new contacts (a billing create and a CRM update), up to 80 changes/s, keeps the measured destination busier
 //! than Q allows, for a bounded time and a bounded number of changes.
 //! Prints, per destination: the quota, the achieved rate of accepted requests, achieved/Q,
 //! requests sent, 429s and their share; writes the same as JSON to
@@ -138,22 +138,24 @@ async fn phase(measured: &'static str, k: &Knobs) -> Result<Phase, String> {
     let mut changes = 0usize;
     let mut tick = 0usize;
     let (mut samples, mut waiting) = (0usize, 0usize);
-    // Every 100 ms: three edits and one new contact, about 40 changes/s: more work than Q
+    // Every 100 ms: six edits and two new contacts, up to 80 changes/s: more work than Q
     // allows on the measured side.
     while start.elapsed() < Duration::from_secs(k.secs) && changes < k.max_changes {
-        for j in 0..3 {
-            let id = &ids[(tick * 3 + j) % ids.len()];
+        for j in 0..6 {
+            let id = &ids[(tick * 6 + j) % ids.len()];
             let stage = stages[(tick + j) % stages.len()];
             if sims.crm.edit_contact(id, &[("lifecyclestage", stage)]).is_ok() {
                 changes += 1;
             }
         }
-        let email = format!("new{tick}@example.test");
-        ids.push(
-            sims.crm
-                .create_contact(&[("email", &email), ("lifecyclestage", "lead")]),
-        );
-        changes += 1;
+        for j in 0..2 {
+            let email = format!("new{tick}-{j}@example.test");
+            ids.push(
+                sims.crm
+                    .create_contact(&[("email", &email), ("lifecyclestage", "lead")]),
+            );
+            changes += 1;
+        }
         tick += 1;
         if let Ok(st) = running.engine.status().await {
             samples += 1;

@@ -81,6 +81,7 @@ pub struct BudgetStatus {
     /// How the figures were chosen (provider preset, contract overrides).
     pub source: String,
     pub configured_per_sec: f64,
+    /// Bucket capacity in force: the contract's burst, lowered under a provider's rolling window.
     pub burst: i64,
     /// The adaptive rate in force now (lowered by 429s and low provider quota, recovering).
     pub current_per_sec: f64,

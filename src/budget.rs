@@ -64,6 +64,10 @@ const DECREASE_EVERY: Duration = Duration::from_secs(1);
 const RECOVERY_PER_SEC: f64 = 0.05;
 /// The adaptive rate never drops below this share of the configured rate.
 const MIN_SHARE: f64 = 0.05;
+/// Aim this far under a provider's announced interval quota: responses (and so `Remaining`)
+/// trail the requests in flight, and a rolling window used at exactly its quota turns every
+/// burst into 429s.
+const PROVIDER_HEADROOM: f64 = 0.03;
 /// A deferred waiter re-checks at least this often (it is also woken on every grant).
 const DEFER_CHECK: Duration = Duration::from_millis(50);
 /// Waits for the daily reset are taken in slices this long, so a changed clock or a new
@@ -90,6 +94,9 @@ struct State {
     rate: f64,
     /// The provider's own interval quota (HubSpot `Max` / interval), when it told us.
     provider_rate: Option<f64>,
+    /// The bucket's capacity under a provider's rolling window: a burst plus the paced rate
+    /// over one interval must stay within `Max`, so at most the headroom.
+    provider_burst: Option<f64>,
     blocked: Option<Block>,
     waiting: [u64; 2],
     /// Consecutive live grants while bulk was waiting.
@@ -169,6 +176,7 @@ impl Budget {
                 last: Instant::now(),
                 rate: configured,
                 provider_rate: None,
+                provider_burst: None,
                 blocked: None,
                 waiting: [0, 0],
                 live_streak: 0,
@@ -225,6 +233,10 @@ impl Budget {
             .max(0.001)
     }
 
+    fn capacity(&self, s: &State) -> f64 {
+        self.burst.min(s.provider_burst.unwrap_or(f64::INFINITY)).max(1.0)
+    }
+
     fn refill(&self, s: &mut State, now: Instant) {
         let elapsed = now.duration_since(s.last).as_secs_f64();
         let quiet = s
@@ -235,7 +247,7 @@ impl Budget {
             s.rate = (s.rate + self.configured * RECOVERY_PER_SEC * elapsed).min(self.configured);
         }
         let eff = self.effective(s);
-        s.tokens = (s.tokens + elapsed * eff).min(self.burst);
+        s.tokens = (s.tokens + elapsed * eff).min(self.capacity(s));
         s.last = now;
     }
 
@@ -383,7 +395,7 @@ impl Budget {
             destination: self.destination.to_string(),
             source: self.source.clone(),
             configured_per_sec: self.configured,
-            burst: self.burst as i64,
+            burst: self.capacity(&s) as i64,
             current_per_sec: self.effective(&s),
             live_waiting: s.waiting[Lane::Live.idx()] as i64,
             bulk_waiting: s.waiting[Lane::Bulk.idx()] as i64,
@@ -411,7 +423,9 @@ impl RateObserver for Budget {
         let interval = h.interval_ms.map(Duration::from_millis);
         if let (Some(max), Some(iv)) = (h.max, interval) {
             if max > 0 {
-                s.provider_rate = Some(max as f64 / iv.as_secs_f64());
+                s.provider_rate = Some(max as f64 * (1.0 - PROVIDER_HEADROOM) / iv.as_secs_f64());
+                s.provider_burst = Some(max as f64 * PROVIDER_HEADROOM);
+                s.tokens = s.tokens.min(self.capacity(&s));
             }
         }
         if let Some(rem) = h.remaining {

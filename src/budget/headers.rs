@@ -25,6 +25,15 @@ impl RateHeaders {
         *self == RateHeaders::default()
     }
 
+    /// With the interval's quota used up (`Remaining: 0`), how long until a slot frees in a
+    /// rolling window used evenly: interval / max.
+    pub fn slot_ms(&self) -> Option<u64> {
+        match (self.remaining, self.max, self.interval_ms) {
+            (Some(0), Some(max), Some(iv)) if max > 0 => Some((iv / max).max(1)),
+            _ => None,
+        }
+    }
+
     /// Read HubSpot's headers; a header that is absent or not a whole number is ignored.
     pub fn from_hubspot(h: &HeaderMap) -> RateHeaders {
         let num = |name: &str| {
@@ -136,6 +145,12 @@ mod tests {
             }
         );
         assert!(RateHeaders::from_hubspot(&headers(&[])).is_empty());
+        assert_eq!(RateHeaders::from_hubspot(&h).slot_ms(), None, "12 remaining: no wait");
+        let full = RateHeaders {
+            remaining: Some(0),
+            ..RateHeaders::from_hubspot(&h)
+        };
+        assert_eq!(full.slot_ms(), Some(52), "10 000 ms / 190");
         let zero = headers(&[("X-HubSpot-RateLimit-Interval-Milliseconds", "0")]);
         assert_eq!(RateHeaders::from_hubspot(&zero).interval_ms, None);
     }

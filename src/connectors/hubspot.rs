@@ -96,11 +96,12 @@ impl HubspotClient {
         };
         let body_c = clip(&body);
         Err(match status {
-            // HubSpot sends no Retry-After as a rule; the budget paces from the
-            // X-HubSpot-RateLimit-* headers observed above, or halves its rate.
+            // HubSpot sends no Retry-After as a rule. Its rate-limit headers are the guidance:
+            // with the window full, the next slot frees about interval / max from now. With
+            // neither, the budget halves its rate (AIMD).
             429 => ConnectorError::RateLimited {
                 system: SYSTEM,
-                retry_after_ms: retry_after_ms(&headers),
+                retry_after_ms: retry_after_ms(&headers).or_else(|| rates.slot_ms()),
                 body: body_c,
             },
             401 | 403 => ConnectorError::Auth {

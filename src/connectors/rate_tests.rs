@@ -122,10 +122,14 @@ async fn hubspot_rate_headers_reach_the_budget_on_every_response() {
 }
 
 #[tokio::test]
-async fn hubspot_429_carries_no_invented_wait_and_a_daily_429_empties_the_day() {
+async fn hubspot_429_waits_a_slot_by_its_headers_and_a_daily_429_empties_the_day() {
     let url = canned(
         429,
-        HS_HEADERS,
+        &[
+            ("x-hubspot-ratelimit-max", "100"),
+            ("x-hubspot-ratelimit-remaining", "0"),
+            ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+        ],
         r#"{"status":"error","message":"You have reached your ten_secondly_rolling limit.","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#,
     )
     .await;
@@ -133,11 +137,12 @@ async fn hubspot_429_carries_no_invented_wait_and_a_daily_429_empties_the_day() 
     let seen = Arc::new(Seen::default());
     c.observe_rates(seen.clone());
     let e = c.get_record(CrmObject::Contact, "1", &[]).await.expect_err("429");
+    // The window is full: one slot (10 000 ms / 100) is the guidance.
     assert!(
         matches!(
             e,
             ConnectorError::RateLimited {
-                retry_after_ms: None,
+                retry_after_ms: Some(100),
                 ..
             }
         ),
@@ -155,7 +160,18 @@ async fn hubspot_429_carries_no_invented_wait_and_a_daily_429_empties_the_day() 
     let seen = Arc::new(Seen::default());
     c.observe_rates(seen.clone());
     let e = c.get_record(CrmObject::Contact, "1", &[]).await.expect_err("429");
-    assert!(e.retryable(), "{e:?}");
+    // No rate header, no Retry-After: no invented wait (the budget's AIMD decides), and the
+    // DAILY policy tells the budget nothing is left today.
+    assert!(
+        matches!(
+            e,
+            ConnectorError::RateLimited {
+                retry_after_ms: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let got = seen.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].daily_remaining, Some(0));

@@ -103,8 +103,9 @@ async fn a_tight_quota_costs_waiting_not_writes() {
     assert_eq!(crm.configured_per_sec, 40.0);
     assert!(crm.source.contains("hubspot free_starter tier"), "{}", crm.source);
     assert!(billing.source.contains("stripe test mode"), "{}", billing.source);
-    // HubSpot's headers told the CRM budget the real quota (6/s over its 10 s window).
-    assert!(crm.current_per_sec <= 6.0 + 1e-9, "{crm:?}");
+    // HubSpot's headers told the CRM budget the real quota (6/s over its 10 s window); it
+    // aims a little under it.
+    assert!(crm.current_per_sec < 6.0, "{crm:?}");
     assert_eq!(crm.daily_cap, Some(250_000));
     // Today's count: at least what this budget let through (the headers may say more).
     assert!(crm.daily_used >= crm.requests && crm.requests > 0, "{crm:?}");
