@@ -28,13 +28,18 @@ const BULK_CLAIM_EVERY: u64 = 10;
 
 tokio::task_local! {
     /// The budget lane of the record being processed: every request it makes (reads and
-    /// writes) waits in this lane. Outside a scope (e.g. the console's replay preview sets
-    /// its own), requests are live.
-    pub(super) static LANE: Lane;
+    /// writes) waits in this lane. A bulk record turns live when a live event for it is
+    /// pending. Outside a scope (the console's replay preview sets its own), requests are live.
+    pub(super) static LANE: std::cell::Cell<Lane>;
 }
 
 fn lane() -> Lane {
-    LANE.try_with(|l| *l).unwrap_or(Lane::Live)
+    LANE.try_with(|l| l.get()).unwrap_or(Lane::Live)
+}
+
+/// The record has live events to plan: its work is live from here on.
+fn make_live() {
+    let _ = LANE.try_with(|l| l.set(Lane::Live));
 }
 
 pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
@@ -67,7 +72,10 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
         };
         let key = claim.entity_key.clone();
         let lane = if claim.bulk { Lane::Bulk } else { Lane::Live };
-        match LANE.scope(lane, process(&inner, &owner, &claim)).await {
+        match LANE
+            .scope(std::cell::Cell::new(lane), process(&inner, &owner, &claim))
+            .await
+        {
             Ok(Turn::Done) => {
                 if let Err(e) = inner.ledger.release(&claim, &owner).await {
                     tracing::warn!(error = %e, record = %key, "release failed; the lease will expire");
@@ -145,6 +153,9 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
             }
         }
         let events = inner.ledger.unplanned_events(key).await?;
+        if !events.is_empty() {
+            make_live();
+        }
         if events.is_empty() && !replan {
             return Ok(Turn::Done);
         }

@@ -126,7 +126,7 @@ async fn live_work_is_not_stuck_behind_a_bulk_replay() {
     sims.set_faults(quota(8));
     let ids = contacts(&sims, "lane", 16, 120).await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(60)).await, "quiescent");
-    let live = ids[0].clone();
+    let live = ids.last().cloned().expect("contacts");
     let live_customer = sims
         .crm
         .contacts()

@@ -12,7 +12,11 @@ destination: string,
 /**
  * How the figures were chosen (provider preset, contract overrides).
  */
-source: string, configured_per_sec: number, burst: number, 
+source: string, configured_per_sec: number, 
+/**
+ * Bucket capacity in force: the contract's burst, lowered under a provider's rolling window.
+ */
+burst: number, 
 /**
  * The adaptive rate in force now (lowered by 429s and low provider quota, recovering).
  */
