@@ -24,6 +24,7 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       review_depth: 1,
       lag_ms: { samples: 120, p50: 210, p95: 1480, max: 5022 },
       paused,
+      budgets: [],
     },
     charts: [],
     reconciliation: { last_run: null, message: 'no reconciliation run yet' },
