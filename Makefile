@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as .ci/run sets it).
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 
-.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill clean
+.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill bench clean
 
 run: setup-run ui
 	@bash scripts/run.sh
@@ -50,6 +50,11 @@ test: setup-test ui lint unit types-fresh e2e desktop-smoke
 # A bigger drill, for the closing numbers (not part of `make test`).
 drill:
 	$(CARGO) run --release --locked --bin driftless -- drill --seed 1 --records 500 --edits 5000 --json
+
+# The rate-budget benchmark: achieved rate / quota and 429 share per destination against the
+# simulators' quota (prints a table, writes $(TARGET_DIR)/bench/rates.json; not part of `make test`).
+bench:
+	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench rates
 
 clean:
 	$(CARGO) clean

@@ -126,6 +126,41 @@ pub struct Status {
     #[serde(flatten)]
     #[schema(inline)]
     pub ledger: LedgerStatus,
+    /// Each destination's rate budget as the running engine holds it (empty when read from
+    /// the ledger file alone, e.g. `driftless status` with no engine).
+    #[serde(default)]
+    pub budgets: Vec<BudgetStatus>,
+}
+
+/// One destination's rate budget: how it was sized, how fast it lets requests through now,
+/// who waits, and why it is holding requests back.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BudgetStatus {
+    /// `crm` or `billing`.
+    pub destination: String,
+    /// How the figures were chosen (provider preset, contract overrides).
+    pub source: String,
+    pub configured_per_sec: f64,
+    /// Bucket capacity in force: the contract's burst, lowered under a provider's rolling window.
+    pub burst: i64,
+    /// The adaptive rate in force now (lowered by 429s and low provider quota, recovering).
+    pub current_per_sec: f64,
+    /// Requests waiting for budget in the live lane (events) and the bulk lane (replay, backfill).
+    pub live_waiting: i64,
+    pub bulk_waiting: i64,
+    /// Requests are held until then (Unix ms), for `blocked_reason`.
+    pub blocked_until_ms: Option<i64>,
+    pub blocked_reason: Option<String>,
+    /// Requests sent today (UTC) and the daily cap (the contract's, else the provider's).
+    pub daily_used: i64,
+    pub daily_cap: Option<i64>,
+    /// The daily cap is reached: requests wait for 00:00 UTC (nothing is dropped).
+    pub daily_exhausted: bool,
+    pub rate_limited_last_minute: i64,
+    /// Since the engine started: requests let through, and 429s answered.
+    pub requests: i64,
+    pub rate_limited: i64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, TS, ToSchema)]

@@ -419,6 +419,8 @@ fn engine_contract_text(contract: &Contract, crm_url: &str, billing_url: &str) -
         let t = table(doc.as_table_mut(), &["rate_limits", side])?;
         t.insert("requests_per_second", value(rl.requests_per_second.max(1_000.0)));
         t.insert("burst", value(i64::from(rl.burst.max(100))));
+        // The drill measures sync, not the provider's daily quota.
+        t.insert("daily_cap", value(i64::MAX));
     }
     Ok(doc.to_string())
 }

@@ -451,6 +451,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 let status = driftless::api::Status {
                     contract_version: l.contract_version().await?.unwrap_or_else(|| "unknown".into()),
                     ledger: st,
+                    budgets: Vec::new(),
                 };
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {

@@ -23,6 +23,8 @@ pub struct HubspotClient {
     base_url: String,
     token: String,
     timeout_ms: u64,
+    /// Where the `X-HubSpot-RateLimit-*` headers of every response go (the CRM budget).
+    rates: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<dyn crate::budget::RateObserver>>>>,
 }
 
 impl std::fmt::Debug for HubspotClient {
@@ -48,6 +50,7 @@ impl HubspotClient {
             base_url: base_url.trim_end_matches('/').to_string(),
             token,
             timeout_ms,
+            rates: Default::default(),
         })
     }
 
@@ -63,10 +66,16 @@ impl HubspotClient {
             .map_err(|e| transport_error(SYSTEM, self.timeout_ms, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
+        let mut rates = crate::budget::RateHeaders::from_hubspot(&headers);
         let body = resp
             .text()
             .await
             .map_err(|e| transport_error(SYSTEM, self.timeout_ms, e))?;
+        if status == 429 && field_of(&body, "policyName").as_deref() == Some("DAILY") {
+            // The daily limit is spent: nothing more until the reset.
+            rates.daily_remaining = Some(0);
+        }
+        self.observe(&rates);
         if (200..300).contains(&status) {
             if body.trim().is_empty() {
                 return Ok((status, Value::Null));
@@ -90,9 +99,12 @@ impl HubspotClient {
         };
         let body_c = clip(&body);
         Err(match status {
+            // HubSpot sends no Retry-After as a rule. Its rate-limit headers are the guidance:
+            // with the window full, the next slot frees about interval / max from now. With
+            // neither, the budget halves its rate (AIMD).
             429 => ConnectorError::RateLimited {
                 system: SYSTEM,
-                retry_after_ms: retry_after_ms(&headers).or(Some(1_000)),
+                retry_after_ms: retry_after_ms(&headers).or_else(|| rates.slot_ms()),
                 body: body_c,
             },
             401 | 403 => ConnectorError::Auth {
@@ -285,6 +297,24 @@ fn properties_json(fields: &Fields) -> serde_json::Map<String, Value> {
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone().unwrap_or_default())))
         .collect()
+}
+
+/// A top-level string of a JSON error body.
+fn field_of(body: &str, key: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+impl HubspotClient {
+    fn observe(&self, h: &crate::budget::RateHeaders) {
+        if h.is_empty() {
+            return;
+        }
+        let observer = self.rates.read().ok().and_then(|g| g.clone());
+        if let Some(o) = observer {
+            o.observe(h);
+        }
+    }
 }
 
 /// Flatten a HubSpot `SimplePublicObject` into property paths.
@@ -488,6 +518,12 @@ impl CrmApi for HubspotClient {
                 .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("{} {}", u.id_property, u.id)))))
                 .collect())
         }))
+    }
+
+    fn observe_rates(&self, observer: std::sync::Arc<dyn crate::budget::RateObserver>) {
+        if let Ok(mut g) = self.rates.write() {
+            *g = Some(observer);
+        }
     }
 
     fn get_record<'a>(

@@ -3,6 +3,8 @@
 //! (the simulators are an independent oracle).
 
 pub mod hubspot;
+#[cfg(test)]
+mod rate_tests;
 pub mod stripe;
 
 use std::collections::BTreeMap;
@@ -222,6 +224,8 @@ pub trait BillingApi: Send + Sync {
         idempotency_key: &'a str,
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
 }
 
 /// A custom CRM property the contract needs.
@@ -273,6 +277,8 @@ pub trait CrmApi: Send + Sync {
         kind: CrmObject,
         inputs: &'a [BatchUpsert],
     ) -> BoxFuture<'a, Vec<BatchItem<(RemoteRecord, bool)>>>;
+    /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
 }
 
 /// One record of a batch update.
@@ -318,13 +324,9 @@ pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest:
     }
 }
 
-/// Parse `Retry-After` (seconds) into milliseconds.
+/// Parse `Retry-After` (delta-seconds or an HTTP date) into milliseconds from now.
 pub(crate) fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .map(|s| (s * 1000.0).max(0.0) as u64)
+    crate::budget::headers::retry_after_ms(headers, chrono::Utc::now().timestamp_millis())
 }
 
 /// Keep error bodies short in the ledger and logs.

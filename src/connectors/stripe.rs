@@ -74,10 +74,7 @@ impl StripeClient {
             .text()
             .await
             .map_err(|e| transport_error(SYSTEM, self.timeout_ms, e))?;
-        let should_retry = headers
-            .get("stripe-should-retry")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v == "true");
+        let should_retry = crate::budget::headers::stripe_should_retry(&headers);
         if (200..300).contains(&status) {
             return serde_json::from_str::<Value>(&body).map_err(|e| ConnectorError::Garbage {
                 system: SYSTEM,
@@ -100,6 +97,15 @@ impl StripeClient {
             .to_string();
         let body = clip(&body);
         Err(match status {
+            // Stripe-Should-Retry: false overrides the status: this request must not be sent
+            // again (it becomes a dead letter with this reason), whatever the 429 says.
+            429 if should_retry == Some(false) => ConnectorError::Rejected {
+                system: SYSTEM,
+                status,
+                code: "should_not_retry".into(),
+                message: format!("429 {code} with Stripe-Should-Retry: false (Stripe says not to retry): {message}"),
+                body,
+            },
             429 => ConnectorError::RateLimited {
                 system: SYSTEM,
                 retry_after_ms: retry_after_ms(&headers),

@@ -187,7 +187,19 @@ const FIELD_KEYS: &[&str] = &["name", "crm", "billing", "owner", "on_non_owner_e
 const DEDUPE_KEYS: &[&str] = &["retention_days"];
 const RECONCILIATION_KEYS: &[&str] = &["schedule", "window_days"];
 const RETRY_KEYS: &[&str] = &["max_attempts", "base_backoff_ms", "max_backoff_ms"];
-const RATE_LIMIT_KEYS: &[&str] = &["requests_per_second", "burst", "daily_cap"];
+const CRM_RATE_KEYS: &[&str] = &["tier", "requests_per_second", "burst", "daily_cap"];
+const BILLING_RATE_KEYS: &[&str] = &["mode", "requests_per_second", "burst", "daily_cap"];
+
+/// A HubSpot tier's limits: (requests per 10 s, requests per day).
+type TierLimits = (u32, u64);
+/// HubSpot's published limits per private app by account tier.
+const HUBSPOT_TIERS: &[(&str, TierLimits)] = &[
+    ("free_starter", (100, 250_000)),
+    ("professional", (190, 625_000)),
+    ("enterprise", (190, 1_000_000)),
+];
+/// Stripe's basic rate limiter: requests per second by mode.
+const STRIPE_MODES: &[(&str, u32)] = &[("test", 25), ("live", 100)];
 const ALERT_KEYS: &[&str] = &[
     "lag_p95_ms",
     "dead_letters",
@@ -1081,8 +1093,39 @@ impl<'t> Walker<'t> {
 
     fn rate_limits(&mut self, root: &Tbl<'_>) -> Option<RateLimits> {
         let t = self.section(root, "rate_limits", SIDE_KEYS);
-        let crm = self.rate_limit(t.as_ref(), "crm", 10.0, 10, Some(250_000));
-        let billing = self.rate_limit(t.as_ref(), "billing", 25.0, 25, None);
+        // HubSpot: a tier gives the 10-second quota (paced evenly, a 10th of it as burst) and
+        // the daily cap. Stripe: the mode gives the per-second limit (a second's worth of
+        // burst). Explicit keys override either.
+        let crm_t = t.as_ref().and_then(|p| self.section(p, "crm", CRM_RATE_KEYS));
+        let tier = self.defaulted(crm_t.as_ref(), "tier", ("free_starter", (100, 250_000)), |w, e| {
+            let options: Vec<(&str, (&str, TierLimits))> = HUBSPOT_TIERS.iter().map(|(n, v)| (*n, (*n, *v))).collect();
+            w.choice(e, &options)
+        });
+        let crm = tier.and_then(|(name, (per_10s, daily))| {
+            let per_sec = f64::from(per_10s) / 10.0;
+            let burst = (per_10s / 10).max(1);
+            self.rate_limit(
+                crm_t.as_ref(),
+                per_sec,
+                burst,
+                Some(daily),
+                format!("hubspot {name} tier"),
+            )
+        });
+        let billing_t = t.as_ref().and_then(|p| self.section(p, "billing", BILLING_RATE_KEYS));
+        let mode = self.defaulted(billing_t.as_ref(), "mode", ("test", 25), |w, e| {
+            let options: Vec<(&str, (&str, u32))> = STRIPE_MODES.iter().map(|(n, v)| (*n, (*n, *v))).collect();
+            w.choice(e, &options)
+        });
+        let billing = mode.and_then(|(name, per_sec)| {
+            self.rate_limit(
+                billing_t.as_ref(),
+                f64::from(per_sec),
+                per_sec,
+                None,
+                format!("stripe {name} mode"),
+            )
+        });
         Some(RateLimits {
             crm: crm?,
             billing: billing?,
@@ -1091,21 +1134,29 @@ impl<'t> Walker<'t> {
 
     fn rate_limit(
         &mut self,
-        parent: Option<&Tbl<'_>>,
-        key: &str,
+        t: Option<&Tbl<'_>>,
         rps: f64,
         burst: u32,
         daily_cap: Option<u64>,
+        preset: String,
     ) -> Option<RateLimit> {
-        let t = parent.and_then(|p| self.section(p, key, RATE_LIMIT_KEYS));
-        let t = t.as_ref();
+        let overridden: Vec<&str> = ["requests_per_second", "burst", "daily_cap"]
+            .into_iter()
+            .filter(|k| t.is_some_and(|t| t.t.contains_key(k)))
+            .collect();
         let requests_per_second = self.defaulted(t, "requests_per_second", rps, |w, e| w.number(e, |v| v > 0.0, "> 0"));
         let burst = self.defaulted(t, "burst", burst, |w, e| w.int(e, 1..=i64::from(u32::MAX)));
         let daily_cap = self.defaulted(t, "daily_cap", daily_cap, |w, e| w.int(e, 1..=NO_MAX).map(Some));
+        let source = if overridden.is_empty() {
+            format!("{preset} default")
+        } else {
+            format!("{preset}; {} from the contract", overridden.join(", "))
+        };
         Some(RateLimit {
             requests_per_second: requests_per_second?,
             burst: burst?,
             daily_cap: daily_cap?,
+            source,
         })
     }
 

@@ -282,8 +282,11 @@ pub struct RateLimit {
     pub requests_per_second: f64,
     /// Burst size (token bucket capacity).
     pub burst: u32,
-    /// Optional daily cap on requests.
+    /// Optional daily cap on requests (reset at 00:00 UTC).
     pub daily_cap: Option<u64>,
+    /// How the figures were chosen, for `status` (e.g. `stripe test mode default`,
+    /// `hubspot free_starter tier, requests_per_second from the contract`).
+    pub source: String,
 }
 
 #[derive(Debug, Clone)]

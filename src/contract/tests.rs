@@ -378,7 +378,7 @@ fn numbers_out_of_range_are_reported() {
     let text = DEFAULT_CONTRACT
         .replacen("max_attempts = 8 ", "max_attempts = 101", 1)
         .replacen("window_days = 7 ", "window_days = 91", 1)
-        .replacen("requests_per_second = 25.0", "requests_per_second = 0.0", 1)
+        .replacen("mode = \"test\"", "mode = \"test\"\nrequests_per_second = 0.0", 1)
         .replacen("max_backoff_ms = 30000", "max_backoff_ms = 100", 1)
         .replacen("request_timeout_ms = 10000", "request_timeout_ms = 99", 1)
         .replacen("error_rate = 0.05", "error_rate = 1.5", 1);
@@ -565,4 +565,60 @@ fn ingest_mode_and_poll_settings_are_validated_at_their_location() {
         render_problems(&got)
     );
     assert!(got[0].expected.contains("webhooks, poll, both"), "{}", got[0].expected);
+}
+
+#[test]
+fn rate_limits_come_from_provider_presets_and_explicit_keys_override() {
+    let c = compile("c.toml", DEFAULT_CONTRACT).expect("default compiles");
+    assert_eq!(c.rate_limits.crm.source, "hubspot free_starter tier default");
+    assert_eq!(c.rate_limits.billing.source, "stripe test mode default");
+
+    let text = default_with("tier = \"free_starter\"", "tier = \"enterprise\"").replacen(
+        "mode = \"test\"",
+        "mode = \"live\"",
+        1,
+    );
+    let c = compile("c.toml", &text).expect("compiles");
+    // HubSpot Professional/Enterprise: 190 requests per 10 s; Enterprise 1M a day.
+    assert_eq!(c.rate_limits.crm.requests_per_second, 19.0);
+    assert_eq!(c.rate_limits.crm.burst, 19);
+    assert_eq!(c.rate_limits.crm.daily_cap, Some(1_000_000));
+    // Stripe live mode: 100 requests per second.
+    assert_eq!(c.rate_limits.billing.requests_per_second, 100.0);
+    assert_eq!(c.rate_limits.billing.burst, 100);
+
+    let text = default_with(
+        "tier = \"free_starter\"",
+        "tier = \"professional\"\nrequests_per_second = 5\ndaily_cap = 1000",
+    );
+    let c = compile("c.toml", &text).expect("compiles");
+    assert_eq!(c.rate_limits.crm.requests_per_second, 5.0);
+    assert_eq!(c.rate_limits.crm.burst, 19);
+    assert_eq!(c.rate_limits.crm.daily_cap, Some(1_000));
+    assert_eq!(
+        c.rate_limits.crm.source,
+        "hubspot professional tier; requests_per_second, daily_cap from the contract"
+    );
+}
+
+#[test]
+fn unknown_tier_and_mode_are_reported_with_their_place() {
+    let text =
+        default_with("tier = \"free_starter\"", "tier = \"gold\"").replacen("mode = \"test\"", "mode = \"prod\"", 1);
+    let got = problems("c.toml", &text);
+    let fields: Vec<&str> = got.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["rate_limits.crm.tier", "rate_limits.billing.mode"],
+        "{}",
+        render_problems(&got)
+    );
+    assert_eq!((got[0].line, got[0].column), pos(&text, "\"gold\""));
+    assert!(
+        got[0].expected.contains("free_starter, professional, enterprise"),
+        "{}",
+        got[0].expected
+    );
+    assert_eq!((got[1].line, got[1].column), pos(&text, "\"prod\""));
+    assert!(got[1].expected.contains("test, live"), "{}", got[1].expected);
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 pub use metrics::Metrics;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, Lane};
 use crate::connectors::{BillingApi, CrmApi, PropertyDef};
 use crate::contract::{Contract, Side};
 use crate::ingest::{self, IngestError};
@@ -122,7 +122,7 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) metrics: Metrics,
     pub(crate) work: Notify,
-    pub(crate) budgets: [Budget; 2],
+    pub(crate) budgets: [Arc<Budget>; 2],
     /// CRM record updates coalesced into batch calls (`crm_batch.rs`).
     pub(crate) crm_writes: crm_batch::CrmWrites,
     ingest_tx: mpsc::Sender<IngestJob>,
@@ -147,6 +147,21 @@ impl Inner {
     }
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Take one request's budget for `side` in `lane`, counting the wait.
+    pub(crate) async fn acquire(&self, side: Side, lane: Lane) {
+        let waited = self.budget(side).acquire(lane).await;
+        self.metrics
+            .add("rate_wait_ms", side.as_str(), waited.as_millis() as f64);
+    }
+
+    /// A 429 the provider wants retried: the one place that tells the budget (which holds
+    /// every caller and adapts its rate) and counts it for the overview's 429 chart. Returns
+    /// how long callers are held.
+    pub(crate) fn note_rate_limited(&self, side: Side, retry_after: Option<Duration>) -> Duration {
+        self.metrics.add("rate_limited", side.as_str(), 1.0);
+        self.budget(side).on_rate_limited(retry_after)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, [Option<(i64, String)>; 2]> {
@@ -229,7 +244,13 @@ impl Engine {
         let (ingest_tx, ingest_rx) = mpsc::channel::<IngestJob>(1024);
         let (shutdown, _) = watch::channel(false);
         let rl = &cfg.contract.rate_limits;
-        let budgets = [Budget::new(&rl.crm), Budget::new(&rl.billing)];
+        let budgets = [
+            Arc::new(Budget::new("crm", &rl.crm, cfg.clock.clone())),
+            Arc::new(Budget::new("billing", &rl.billing, cfg.clock.clone())),
+        ];
+        // Providers' rate-limit headers on every response feed the budgets.
+        cfg.crm.observe_rates(budgets[0].clone());
+        cfg.billing.observe_rates(budgets[1].clone());
         let routes = ingest::Routes::from_contract(&cfg.contract);
         let inner = Arc::new(Inner {
             ledger,
@@ -303,6 +324,12 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// A destination's rate budget: pollers, backfill and reconciliation take
+    /// `budget(side).acquire(Lane::…)` before each request.
+    pub fn budget(&self, side: Side) -> &Budget {
+        self.inner.budget(side)
+    }
+
     /// Create the CRM custom properties the contract needs (demo and first connection).
     pub async fn ensure_crm_properties(&self) -> Result<Vec<String>, EngineError> {
         let defs = required_crm_properties(&self.inner.contract);
@@ -316,6 +343,7 @@ impl Engine {
         Ok(Status {
             contract_version: self.inner.contract.version.clone(),
             ledger,
+            budgets: self.inner.budgets.iter().map(|b| b.snapshot()).collect(),
         })
     }
 

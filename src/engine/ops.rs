@@ -155,7 +155,12 @@ impl Engine {
         };
         let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
         for key in &keys {
-            let (plan, ops) = match worker::preview(&self.inner, key).await {
+            // The preview's reads are bulk work: live events go first.
+            let preview = worker::LANE.scope(
+                std::cell::Cell::new(crate::budget::Lane::Bulk),
+                worker::preview(&self.inner, key),
+            );
+            let (plan, ops) = match preview.await {
                 Ok(Some(x)) => x,
                 Ok(None) => continue,
                 Err(_) => {

@@ -197,6 +197,16 @@ impl Engine {
                 ));
             }
         }
+        // Rate pressure, from the budgets themselves: a daily cap reached holds every write.
+        for b in &status.budgets {
+            if b.daily_exhausted {
+                reasons.push(format!(
+                    "{}: {}",
+                    b.destination,
+                    b.blocked_reason.as_deref().unwrap_or("daily cap reached")
+                ));
+            }
+        }
         let l = &status.ledger;
         if l.lag_ms.samples > 0 && l.lag_ms.p95 as u64 > alerts.lag_p95_ms {
             reasons.push(format!(

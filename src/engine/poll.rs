@@ -201,8 +201,17 @@ where
                 let wait = match &e {
                     ConnectorError::RateLimited { .. } => {
                         report.rate_limited += 1;
-                        inner.metrics.add("rate_limited", side.as_str(), 1.0);
-                        e.retry_after().unwrap_or(Duration::from_secs(1))
+                        match side {
+                            // Stripe's limit is the account's: the billing budget holds every
+                            // caller (and counts it for the 429 chart).
+                            Side::Billing => inner.note_rate_limited(side, e.retry_after()),
+                            // HubSpot's search limit (4/s) is its own, paced by the poller's
+                            // limiter; the general CRM budget is not slowed by it.
+                            Side::Crm => {
+                                inner.metrics.add("rate_limited", side.as_str(), 1.0);
+                                e.retry_after().unwrap_or(Duration::from_secs(1))
+                            }
+                        }
                     }
                     _ => Duration::from_millis((100u64 << attempt.min(6)).min(5_000)),
                 };
@@ -266,7 +275,7 @@ async fn poll_billing(engine: &Engine, report: &mut PollReport) -> Result<(), En
         for _ in 0..MAX_PAGES_PER_WINDOW {
             let after_id = after.as_deref();
             let page = with_retries(inner, Side::Billing, report, || async move {
-                inner.budget(Side::Billing).acquire().await;
+                inner.acquire(Side::Billing, crate::budget::Lane::Live).await;
                 inner.billing.list_events(gte, lte, after_id).await
             })
             .await?;

@@ -9,6 +9,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::{echo, EngineError, Inner};
+use crate::budget::Lane;
 use crate::connectors::{ConnectorError, Fields, RemoteRecord};
 use crate::contract::{ObjectMapping, Owner, Side};
 use crate::ingest::parse_entity_key;
@@ -22,13 +23,39 @@ use crate::plan::{self, Sequencing, Shadow};
 pub(super) const LEASE_MS: i64 = 120_000;
 /// Rounds of (dispatch, plan) per claim before the record goes back in line.
 const MAX_ROUNDS: usize = 4;
+/// Every this many claims a worker takes bulk work (replay) ahead of live work, so bulk
+/// progresses under a steady stream of events; otherwise live work is claimed first.
+const BULK_CLAIM_EVERY: u64 = 10;
+
+tokio::task_local! {
+    /// The budget lane of the record being processed: every request it makes (reads and
+    /// writes) waits in this lane. A bulk record turns live when a live event for it is
+    /// pending. Outside a scope (the console's replay preview sets its own), requests are live.
+    pub(super) static LANE: std::cell::Cell<Lane>;
+}
+
+fn lane() -> Lane {
+    LANE.try_with(|l| l.get()).unwrap_or(Lane::Live)
+}
+
+/// The record has live events to plan: its work is live from here on.
+fn make_live() {
+    let _ = LANE.try_with(|l| l.set(Lane::Live));
+}
 
 pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
     let owner = format!("{}-w{idx}", std::process::id());
     let mut stop = inner.shutdown_rx();
+    let mut claims: u64 = 0;
     while !inner.stopping() {
         let notified = inner.work.notified();
-        let claim = match inner.ledger.claim(&owner, 1, inner.now_ms(), LEASE_MS).await {
+        claims += 1;
+        let bulk_first = claims % BULK_CLAIM_EVERY == 0;
+        let claim = match inner
+            .ledger
+            .claim_lane(&owner, 1, inner.now_ms(), LEASE_MS, bulk_first)
+            .await
+        {
             Ok(mut c) => c.pop(),
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
@@ -45,7 +72,11 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
             continue;
         };
         let key = claim.entity_key.clone();
-        match process(&inner, &owner, &claim).await {
+        let lane = if claim.bulk { Lane::Bulk } else { Lane::Live };
+        match LANE
+            .scope(std::cell::Cell::new(lane), process(&inner, &owner, &claim))
+            .await
+        {
             Ok(Turn::Done) => {
                 if let Err(e) = inner.ledger.release(&claim, &owner).await {
                     tracing::warn!(error = %e, record = %key, "release failed; the lease will expire");
@@ -140,6 +171,9 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
             }
         }
         let events = inner.ledger.unplanned_events(key).await?;
+        if !events.is_empty() {
+            make_live();
+        }
         if events.is_empty() && !replan {
             return Ok(Turn::Done);
         }
@@ -188,12 +222,13 @@ async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>,
     let inner = ctx.inner;
     inner.metrics.add("read_errors", e.class(), 1.0);
     let side = Side::parse(e.system()).unwrap_or(Side::Crm);
-    if matches!(e, ConnectorError::RateLimited { .. }) {
-        inner.metrics.add("rate_limited", side.as_str(), 1.0);
-        let after = e.retry_after().unwrap_or(Duration::from_secs(1));
-        inner.budget(side).block_for(after).await;
-    }
-    let wait = if e.retryable() { backoff_ms(inner, 2) } else { 30_000 };
+    let wait = if matches!(e, ConnectorError::RateLimited { .. }) {
+        inner.note_rate_limited(side, e.retry_after()).as_millis() as i64
+    } else if e.retryable() {
+        backoff_ms(inner, 2)
+    } else {
+        30_000
+    };
     let reason = format!("read failed: {e}");
     inner
         .ledger
@@ -202,16 +237,13 @@ async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>,
     Ok(Some(Turn::Parked))
 }
 
-/// Reads spend the destination's rate budget too.
+/// Reads spend the destination's rate budget too, in the record's lane.
 async fn read<T>(
     inner: &Inner,
     side: Side,
     f: impl std::future::Future<Output = Result<T, ConnectorError>>,
 ) -> Result<T, ConnectorError> {
-    let waited = inner.budget(side).acquire().await;
-    inner
-        .metrics
-        .add("rate_wait_ms", side.as_str(), waited.as_millis() as f64);
+    inner.acquire(side, lane()).await;
     f.await
 }
 
@@ -841,14 +873,13 @@ fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &
 }
 
 /// The one gate in front of every outbound call: spend one unit of the destination's rate
-/// budget, then read the pause flags from the ledger, so a pause set by another process stops
+/// budget in the record's lane, then read the pause flags from the ledger, so a pause set by another process stops
 /// the very next write. `Some(hold)`: paused or observing, send nothing. A CRM batch call
 /// passes it once.
 pub(super) async fn write_gate(inner: &Inner, dest: Side) -> Result<Option<WriteHold>, EngineError> {
-    let waited = inner.budget(dest).acquire().await;
-    inner
-        .metrics
-        .add("rate_wait_ms", dest.as_str(), waited.as_millis() as f64);
+    // In the lane of the record being processed (a CRM batch call runs in the lane of the
+    // task that sends it).
+    inner.acquire(dest, lane()).await;
     // Pause and observe mode are read from the ledger right before the write, so a flag set
     // by another process stops the very next write.
     Ok(inner.ledger.write_hold(dest.as_str()).await?)
@@ -869,7 +900,14 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
         "create_customer" => {
             let crm_id = ctx.crm_id.unwrap_or_default();
             let email = fields.get("email").and_then(|v| v.as_deref());
-            match find_by_origin(inner, ctx.mapping.crm, crm_id, email).await {
+            // The lookup is a request of its own: it spends budget too.
+            match read(
+                inner,
+                Side::Billing,
+                find_by_origin(inner, ctx.mapping.crm, crm_id, email),
+            )
+            .await
+            {
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
                 Err(e) => Err(e),
@@ -949,12 +987,12 @@ pub(super) async fn settle(
             Ok(Step::Done)
         }
         Err(ConnectorError::RateLimited { retry_after_ms, .. }) => {
-            // Rate pressure, not a failure: honour the provider's wait for every worker and
-            // try again with the same key, without spending one of the op's attempts. It shows
-            // in the 429 chart and in lag; an operator can pause.
-            inner.metrics.add("rate_limited", dest.as_str(), 1.0);
-            let wait = Duration::from_millis(retry_after_ms.unwrap_or(1_000));
-            inner.budget(dest).block_for(wait).await;
+            // Rate pressure, not a failure: the provider asks for a retry (a 429 it says not
+            // to retry arrives as a rejection and dead-letters below). The budget holds every
+            // worker (Retry-After, or a lower adaptive rate) and the write is tried again with
+            // the same key, without spending one of the op's attempts. It shows in the 429
+            // chart, the budget's status and lag; an operator can pause.
+            let wait = inner.note_rate_limited(dest, retry_after_ms.map(Duration::from_millis));
             let reason = format!("rate limited by {}: waiting {} ms", dest.as_str(), wait.as_millis());
             inner
                 .ledger

@@ -23,13 +23,14 @@ impl Ledger {
                WHERE w.lease_until_ms <= ?3 AND w.not_before_ms <= ?3 AND o.state = 'pending' AND o.op = ?4 \
                  AND o.id = (SELECT MIN(o2.id) FROM outbox o2 WHERE o2.entity_key = w.entity_key AND o2.state = 'pending') \
                ORDER BY w.ready_seq LIMIT ?5) \
-             RETURNING entity_key, last_seq, replan",
+             RETURNING entity_key, last_seq, replan, ready_seq >= ?6",
         )
         .bind(owner)
         .bind(now_ms + lease_ms)
         .bind(now_ms)
         .bind(op)
         .bind(n)
+        .bind(super::BULK_SEQ_BASE)
         .fetch_all(&self.writer)
         .await?;
         rows.into_iter()
@@ -38,6 +39,7 @@ impl Ledger {
                     entity_key: r.try_get(0)?,
                     last_seq: r.try_get(1)?,
                     replan: r.try_get::<i64, _>(2)? != 0,
+                    bulk: r.try_get::<i64, _>(3)? != 0,
                 })
             })
             .collect()

@@ -208,7 +208,14 @@ pub struct Claim {
     pub last_seq: i64,
     /// A write completed for this record since its last plan: plan again.
     pub replan: bool,
+    /// Queued as bulk work (replay) with no live event since: its requests take the bulk lane.
+    pub bulk: bool,
 }
+
+/// Bulk work (replay) is queued with `ready_seq` at or above this, so live work (ordered by
+/// inbox id, far below) is claimed first; a live event on a bulk-queued record brings it back
+/// to its live position.
+pub const BULK_SEQ_BASE: i64 = 1 << 50;
 
 #[derive(Clone)]
 pub struct Ledger {
@@ -340,7 +347,8 @@ impl Ledger {
                 Some((id, entity)) if seen_new.insert(*id) => {
                     sqlx::query(
                         "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2, ?2) \
-                         ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                         ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+                         ready_seq = min(ready_seq, excluded.ready_seq)",
                     )
                     .bind(entity)
                     .bind(id)
@@ -381,24 +389,45 @@ impl Ledger {
 
     /// Claim up to `n` records whose turn it is, oldest first, for `lease_ms`.
     pub async fn claim(&self, owner: &str, n: i64, now_ms: i64, lease_ms: i64) -> Result<Vec<Claim>> {
-        let rows = sqlx::query(
+        self.claim_lane(owner, n, now_ms, lease_ms, false).await
+    }
+
+    /// [`Ledger::claim`], live work first; with `bulk_first`, bulk work first (a share of
+    /// claims takes it, so bulk progresses under a steady stream of live events).
+    pub async fn claim_lane(
+        &self,
+        owner: &str,
+        n: i64,
+        now_ms: i64,
+        lease_ms: i64,
+        bulk_first: bool,
+    ) -> Result<Vec<Claim>> {
+        let order = if bulk_first {
+            "ORDER BY ready_seq < ?5, ready_seq"
+        } else {
+            "ORDER BY ready_seq"
+        };
+        let sql = format!(
             "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2 WHERE entity_key IN ( \
                SELECT entity_key FROM work_queue \
-               WHERE lease_until_ms <= ?3 AND not_before_ms <= ?3 ORDER BY ready_seq LIMIT ?4) \
-             RETURNING entity_key, last_seq, replan",
-        )
-        .bind(owner)
-        .bind(now_ms + lease_ms)
-        .bind(now_ms)
-        .bind(n)
-        .fetch_all(&self.writer)
-        .await?;
+               WHERE lease_until_ms <= ?3 AND not_before_ms <= ?3 {order} LIMIT ?4) \
+             RETURNING entity_key, last_seq, replan, ready_seq >= ?5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(n)
+            .bind(BULK_SEQ_BASE)
+            .fetch_all(&self.writer)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(Claim {
                     entity_key: r.try_get(0)?,
                     last_seq: r.try_get(1)?,
                     replan: r.try_get::<i64, _>(2)? != 0,
+                    bulk: r.try_get::<i64, _>(3)? != 0,
                 })
             })
             .collect()

@@ -205,25 +205,34 @@ impl Ledger {
 
     /// Put a record in the queue with its "plan again" mark (replay, retry, review resolution).
     pub(super) async fn enqueue_replan(tx: &mut sqlx::Transaction<'static, Sqlite>, key: &str) -> Result<()> {
+        Self::enqueue_replan_lane(tx, key, false).await
+    }
+
+    /// Queue a record to be planned again; `bulk` work queues behind all live work (a record
+    /// already queued keeps its place).
+    async fn enqueue_replan_lane(tx: &mut sqlx::Transaction<'static, Sqlite>, key: &str, bulk: bool) -> Result<()> {
         let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM inbox")
             .fetch_one(&mut **tx)
             .await?;
+        let ready = if bulk { seq + super::BULK_SEQ_BASE } else { seq };
         sqlx::query(
-            "INSERT INTO work_queue (entity_key, ready_seq, last_seq, replan) VALUES (?1, ?2, ?2, 1) \
+            "INSERT INTO work_queue (entity_key, ready_seq, last_seq, replan) VALUES (?1, ?3, ?2, 1) \
              ON CONFLICT (entity_key) DO UPDATE SET replan = 1, not_before_ms = 0",
         )
         .bind(key)
         .bind(seq)
+        .bind(ready)
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
-    /// Mark records to be planned again (replay). Returns how many were queued.
+    /// Mark records to be planned again (replay), as bulk work: live events go first.
+    /// Returns how many were queued.
     pub async fn replan_records(&self, keys: &[String], by: &str, reason: &str, now_ms: i64) -> Result<usize> {
         let mut tx = self.begin().await?;
         for key in keys {
-            Self::enqueue_replan(&mut tx, key).await?;
+            Self::enqueue_replan_lane(&mut tx, key, true).await?;
             Self::audit_operator(
                 &mut tx,
                 now_ms,

@@ -937,6 +937,20 @@ impl Api for Billing {
         .with_header("Request-Id", rand_id("req_", 14))
     }
 
+    /// Stripe's rate limiter: the same error object, without `Retry-After` (clients back
+    /// off on their own).
+    fn over_quota(&self, _q: &super::faults::QuotaAnswer) -> Reply {
+        err(
+            429,
+            "invalid_request_error",
+            Some("rate_limit"),
+            "Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits."
+                .into(),
+            None,
+        )
+        .with_header("Request-Id", rand_id("req_", 14))
+    }
+
     fn server_error(&self, status: u16) -> Reply {
         err(
             status,

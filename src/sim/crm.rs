@@ -1437,6 +1437,33 @@ impl Api for Crm {
         .with_header("X-HubSpot-RateLimit-Secondly-Remaining", "0")
     }
 
+    fn quota_shape(&self) -> super::faults::QuotaShape {
+        super::faults::QuotaShape::Rolling { window_ms: 10_000 }
+    }
+
+    /// HubSpot's 429 for the ten-second rolling limit (no `Retry-After`: clients pace from
+    /// the `X-HubSpot-RateLimit-*` headers).
+    fn over_quota(&self, _q: &super::faults::QuotaAnswer) -> Reply {
+        Reply::json(
+            429,
+            json!({
+                "status": "error", "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT", "correlationId": uuid::Uuid::new_v4().to_string(),
+                "policyName": "TEN_SECONDLY_ROLLING", "groupName": "publicapi:private-app:ten_secondly_rolling",
+            }),
+        )
+    }
+
+    fn quota_headers(&self, q: &super::faults::QuotaAnswer) -> Vec<(&'static str, String)> {
+        vec![
+            ("X-HubSpot-RateLimit-Max", q.max.to_string()),
+            ("X-HubSpot-RateLimit-Remaining", q.remaining.to_string()),
+            ("X-HubSpot-RateLimit-Interval-Milliseconds", q.interval_ms.to_string()),
+            ("X-HubSpot-RateLimit-Daily", q.daily.to_string()),
+            ("X-HubSpot-RateLimit-Daily-Remaining", q.daily_remaining.to_string()),
+        ]
+    }
+
     fn server_error(&self, status: u16) -> Reply {
         hs_err(status, "INTERNAL_ERROR", "Internal error (simulated)")
     }

@@ -1,5 +1,6 @@
 //! Fault profiles and the seeded per-request fault decisions.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, RwLock};
 
 use rand::{Rng, SeedableRng};
@@ -29,6 +30,9 @@ pub struct FaultProfile {
     pub slow_ms: u64,
     /// Probability per actor tick of a webhook storm (harmless re-deliveries).
     pub storm: f64,
+    /// A real server-side quota, requests per second (0: none). Over it, the simulator
+    /// answers 429 the way its provider does (see [`FaultEngine::take_quota`]).
+    pub quota_per_sec: f64,
 }
 
 impl FaultProfile {
@@ -45,6 +49,7 @@ impl FaultProfile {
             slow: 0.0,
             slow_ms: 0,
             storm: 0.0,
+            quota_per_sec: 0.0,
         }
     }
 
@@ -62,6 +67,7 @@ impl FaultProfile {
             slow: 0.03,
             slow_ms: 150,
             storm: 0.02,
+            quota_per_sec: 0.0,
         }
     }
 
@@ -79,6 +85,7 @@ impl FaultProfile {
             slow: 0.1,
             slow_ms: 300,
             storm: 0.1,
+            quota_per_sec: 0.0,
         }
     }
 
@@ -126,10 +133,16 @@ impl FaultProfile {
                 "slow" => p.slow = prob()?,
                 "slow_ms" => p.slow_ms = int()?,
                 "storm" => p.storm = prob()?,
+                "quota" | "quota_per_sec" => {
+                    p.quota_per_sec = match val.parse::<f64>() {
+                        Ok(v) if v.is_finite() && v >= 0.0 => v,
+                        _ => return Err(bad(format!("`{key}`: expected requests per second >= 0, got `{val}`"))),
+                    }
+                }
                 _ => {
                     return Err(bad(format!(
                         "unknown key `{key}` (known: dup, reorder, delay_ms, 429, 5xx, burst, \
-                         timeout, hang_ms, slow, slow_ms, storm)"
+                         timeout, hang_ms, slow, slow_ms, storm, quota)"
                     )))
                 }
             }
@@ -152,11 +165,45 @@ pub struct Decision {
     pub hang_ms: Option<u64>,
 }
 
+/// How a simulator's quota counts, as its provider does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum QuotaShape {
+    /// Stripe: a token bucket holding one second's worth.
+    PerSecondBucket,
+    /// HubSpot: at most `quota × window` requests in any rolling window (10 s).
+    Rolling { window_ms: u64 },
+}
+
+/// One request's standing against the quota (for the provider's headers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuotaAnswer {
+    pub allowed: bool,
+    /// Requests allowed per interval, left in it, and the interval.
+    pub max: u64,
+    pub remaining: u64,
+    pub interval_ms: u64,
+    /// Requests today: the simulators' daily limit and what is left of it.
+    pub daily: u64,
+    pub daily_remaining: u64,
+}
+
+/// The simulators' daily limit shown in headers (HubSpot's Free/Starter figure).
+pub const SIM_DAILY_LIMIT: u64 = 250_000;
+
+#[derive(Default)]
+struct QuotaState {
+    tokens: f64,
+    last: Option<tokio::time::Instant>,
+    log: VecDeque<tokio::time::Instant>,
+    day_used: u64,
+}
+
 /// Seeded decision maker. Every request draws the same number of values, so the same seed
 /// and the same request sequence give the same decisions whatever the profile.
 pub struct FaultEngine {
     profile: RwLock<FaultProfile>,
     state: Mutex<(ChaCha8Rng, u32)>,
+    quota: Mutex<QuotaState>,
 }
 
 impl FaultEngine {
@@ -164,7 +211,53 @@ impl FaultEngine {
         FaultEngine {
             profile: RwLock::new(profile),
             state: Mutex::new((ChaCha8Rng::seed_from_u64(seed), 0)),
+            quota: Mutex::new(QuotaState::default()),
         }
+    }
+
+    /// Count one request against the profile's quota (`None` when there is none). A refused
+    /// request still counts toward the day (as HubSpot counts it) but not the interval.
+    pub fn take_quota(&self, shape: QuotaShape) -> Option<QuotaAnswer> {
+        let per_sec = self.profile().quota_per_sec;
+        if per_sec <= 0.0 {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let mut q = self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        q.day_used += 1;
+        let (allowed, max, remaining, interval_ms) = match shape {
+            QuotaShape::PerSecondBucket => {
+                let cap = per_sec.max(1.0);
+                let elapsed = q.last.map_or(cap / per_sec, |l| now.duration_since(l).as_secs_f64());
+                q.tokens = (q.tokens + elapsed * per_sec).min(cap);
+                q.last = Some(now);
+                let allowed = q.tokens >= 1.0;
+                if allowed {
+                    q.tokens -= 1.0;
+                }
+                (allowed, cap as u64, q.tokens.max(0.0) as u64, 1_000)
+            }
+            QuotaShape::Rolling { window_ms } => {
+                let window = std::time::Duration::from_millis(window_ms);
+                while q.log.front().is_some_and(|t| now.duration_since(*t) >= window) {
+                    q.log.pop_front();
+                }
+                let max = ((per_sec * window_ms as f64 / 1000.0).round() as u64).max(1);
+                let allowed = (q.log.len() as u64) < max;
+                if allowed {
+                    q.log.push_back(now);
+                }
+                (allowed, max, max - q.log.len() as u64, window_ms)
+            }
+        };
+        Some(QuotaAnswer {
+            allowed,
+            max,
+            remaining,
+            interval_ms,
+            daily: SIM_DAILY_LIMIT,
+            daily_remaining: SIM_DAILY_LIMIT.saturating_sub(q.day_used),
+        })
     }
 
     pub fn profile(&self) -> FaultProfile {
@@ -262,6 +355,39 @@ mod tests {
         assert!(da.iter().any(|d| d.server_error.is_some()));
         let none = FaultEngine::new(7, FaultProfile::none());
         assert!((0..100).all(|_| none.decide(true) == Decision::default()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quotas_refuse_over_the_limit_and_refill() {
+        let e = FaultEngine::new(1, FaultProfile::parse("quota=5").expect("valid"));
+        let bucket = |e: &FaultEngine| e.take_quota(QuotaShape::PerSecondBucket).expect("quota on");
+        let got: Vec<bool> = (0..7).map(|_| bucket(&e).allowed).collect();
+        assert_eq!(got, [true, true, true, true, true, false, false]);
+        tokio::time::advance(std::time::Duration::from_millis(400)).await;
+        assert!(bucket(&e).allowed);
+        assert!(bucket(&e).allowed);
+        assert!(!bucket(&e).allowed);
+
+        let e = FaultEngine::new(1, FaultProfile::parse("quota=2").expect("valid"));
+        let rolling = |e: &FaultEngine| {
+            e.take_quota(QuotaShape::Rolling { window_ms: 10_000 })
+                .expect("quota on")
+        };
+        let first = rolling(&e);
+        assert_eq!((first.max, first.remaining, first.interval_ms), (20, 19, 10_000));
+        for _ in 0..19 {
+            assert!(rolling(&e).allowed);
+        }
+        let over = rolling(&e);
+        assert!(!over.allowed);
+        assert_eq!(over.remaining, 0);
+        assert_eq!(over.daily_remaining, SIM_DAILY_LIMIT - 21);
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        assert!(rolling(&e).allowed);
+        assert!(FaultEngine::new(1, FaultProfile::none())
+            .take_quota(QuotaShape::PerSecondBucket)
+            .is_none());
+        assert!(FaultProfile::parse("quota=-1").is_err());
     }
 
     #[test]

@@ -297,6 +297,11 @@ impl Reply {
         self
     }
 
+    pub fn with_headers(mut self, headers: &[(&'static str, String)]) -> Reply {
+        self.headers.extend(headers.iter().cloned());
+        self
+    }
+
     fn into_response(self) -> Response {
         let mut resp = Response::new(Body::from(self.body.to_string()));
         *resp.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -339,6 +344,18 @@ pub(crate) trait Api: Send + Sync + Sized + 'static {
     fn unauthorized(&self) -> Reply;
     fn is_mutating(&self, req: &Req) -> bool;
     fn rate_limited(&self) -> Reply;
+    /// How this provider counts its quota (profile option `quota`).
+    fn quota_shape(&self) -> faults::QuotaShape {
+        faults::QuotaShape::PerSecondBucket
+    }
+    /// Over the quota: the provider's own 429.
+    fn over_quota(&self, _q: &faults::QuotaAnswer) -> Reply {
+        self.rate_limited()
+    }
+    /// Headers telling the client where it stands (HubSpot sends them on every response).
+    fn quota_headers(&self, _q: &faults::QuotaAnswer) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     fn server_error(&self, status: u16) -> Reply;
     /// Handle an API request. Synchronous: state changes are atomic.
     fn handle(&self, req: &Req) -> Outcome;
@@ -388,6 +405,15 @@ async fn entry<A: Api>(
         core.record(log);
         return r.into_response();
     }
+    let quota = core.faults.take_quota(api.quota_shape());
+    let quota_headers = quota.map(|q| api.quota_headers(&q)).unwrap_or_default();
+    if let Some(q) = quota.filter(|q| !q.allowed) {
+        let r = api.over_quota(&q).with_headers(&quota_headers);
+        log.status = r.status;
+        log.fault = Some("quota".into());
+        core.record(log);
+        return r.into_response();
+    }
     let d = core.faults.decide(log.mutating);
     let fault_reply = if d.rate_limit {
         Some(("rate_limit", api.rate_limited()))
@@ -398,7 +424,7 @@ async fn entry<A: Api>(
         log.status = r.status;
         log.fault = Some(fault.into());
         core.record(log);
-        return r.into_response();
+        return r.with_headers(&quota_headers).into_response();
     }
     let out = api.handle(&req);
     log.status = out.reply.status;
@@ -410,14 +436,14 @@ async fn entry<A: Api>(
         log.fault = Some("timeout_after_commit".into());
         core.record(log);
         core.pause(ms).await;
-        return api.server_error(500).into_response();
+        return api.server_error(500).with_headers(&quota_headers).into_response();
     }
     if let Some(ms) = d.slow_ms {
         log.fault = Some("slow".into());
         core.pause(ms).await;
     }
     core.record(log);
-    out.reply.into_response()
+    out.reply.with_headers(&quota_headers).into_response()
 }
 
 fn admin<A: Api>(api: &A, req: &Req) -> Reply {

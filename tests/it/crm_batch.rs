@@ -27,10 +27,10 @@ fn bulk_contract() -> contract::Contract {
             "billing = \"metadata.lifecycle_stage\"\nowner = \"crm\"",
             "billing = \"metadata.lifecycle_stage\"\nowner = \"billing\"",
         ),
-        ("requests_per_second = 10.0 ", "requests_per_second = 1000.0 "),
-        ("burst = 10 ", "burst = 200 "),
-        ("requests_per_second = 25.0 ", "requests_per_second = 1000.0 "),
-        ("burst = 25\n", "burst = 200\n"),
+        ("# requests_per_second = 10.0 ", "requests_per_second = 1000.0 "),
+        ("# burst = 10 ", "burst = 200 "),
+        ("# requests_per_second = 25.0 ", "requests_per_second = 1000.0 "),
+        ("# burst = 25 ", "burst = 200 "),
     ] {
         assert!(text.contains(from), "default contract changed: {from:?} not found");
         text = text.replacen(from, to, 1);

@@ -14,5 +14,6 @@ mod localstripe;
 mod ops;
 mod pollers;
 mod prism;
+mod rates;
 mod signatures;
 mod support;
