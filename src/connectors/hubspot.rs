@@ -12,7 +12,7 @@ use crate::contract::CrmObject;
 
 use super::{
     clip, retry_after_ms, transport_error, BatchItem, BatchItemError, BatchUpdate, BatchUpsert, BoxFuture, ConnResult,
-    ConnectorError, CrmApi, Fields, ModifiedSearch, PropertyDef, RemoteRecord, SearchPage, CRM_BATCH_MAX,
+    ConnectorError, CrmApi, Fields, ListPage, ModifiedSearch, PropertyDef, RemoteRecord, SearchPage, CRM_BATCH_MAX,
 };
 
 const SYSTEM: &str = "crm";
@@ -542,6 +542,40 @@ impl CrmApi for HubspotClient {
                 Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
                 Err(e) => Err(e),
             }
+        })
+    }
+
+    fn list_records<'a>(
+        &'a self,
+        kind: CrmObject,
+        properties: &'a [String],
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, ConnResult<ListPage>> {
+        Box::pin(async move {
+            let mut q: Vec<(&str, String)> = vec![
+                ("limit", "100".into()),
+                ("properties", properties.join(",")),
+                ("archived", "false".into()),
+            ];
+            if let Some(a) = after {
+                q.push(("after", a.to_string()));
+            }
+            let req = self
+                .http
+                .get(self.url(&format!("/crm/v3/objects/{}", kind.plural())))
+                .query(&q);
+            let (status, v) = self.send(req).await?;
+            let Some(results) = v.get("results").and_then(Value::as_array) else {
+                return Err(ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status,
+                    detail: "list answer without `results`".into(),
+                    body: clip(&v.to_string()),
+                });
+            };
+            let records = results.iter().map(contact_record).collect::<ConnResult<Vec<_>>>()?;
+            let next = v.pointer("/paging/next/after").and_then(scalar);
+            Ok(ListPage { records, next })
         })
     }
 

@@ -177,6 +177,14 @@ pub struct SearchPage {
     pub next_after: Option<String>,
 }
 
+/// One page of a full listing (cursor pagination): the records and the cursor of the next
+/// page (`None`: this was the last page). Reconciliation and backfill page with it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListPage {
+    pub records: Vec<RemoteRecord>,
+    pub next: Option<String>,
+}
+
 /// The billing side (Stripe today).
 pub trait BillingApi: Send + Sync {
     fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>>;
@@ -208,6 +216,9 @@ pub trait BillingApi: Send + Sync {
         created_lte: i64,
         starting_after: Option<&'a str>,
     ) -> BoxFuture<'a, ConnResult<EventPage>>;
+    /// One page (100) of every customer, newest first (`GET /v1/customers`), continuing after
+    /// the customer id `starting_after`.
+    fn list_customers<'a>(&'a self, starting_after: Option<&'a str>) -> BoxFuture<'a, ConnResult<ListPage>>;
     /// The customer's current subscription, flattened to `status`, `plan`, `mrr`,
     /// `next_invoice_date`, `cancel_at_period_end`; an empty record when it has none.
     fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
@@ -252,6 +263,14 @@ pub trait CrmApi: Send + Sync {
         id: &'a str,
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
+    /// One page (100) of every record of `kind` (`GET /crm/v3/objects/{type}`), with these
+    /// properties, continuing at the paging cursor `after`.
+    fn list_records<'a>(
+        &'a self,
+        kind: CrmObject,
+        properties: &'a [String],
+        after: Option<&'a str>,
+    ) -> BoxFuture<'a, ConnResult<ListPage>>;
     /// One page of records modified in a window (search on the last-modified property).
     fn search_modified<'a>(&'a self, q: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>>;
     /// Create the custom properties that do not exist yet; returns the names created.
@@ -379,6 +398,9 @@ impl BillingApi for Offline {
     fn customers_by_email<'a>(&'a self, _: &'a str) -> BoxFuture<'a, ConnResult<Vec<RemoteRecord>>> {
         Box::pin(async move { Err(self.err()) })
     }
+    fn list_customers<'a>(&'a self, _: Option<&'a str>) -> BoxFuture<'a, ConnResult<ListPage>> {
+        Box::pin(async move { Err(self.err()) })
+    }
     fn list_events<'a>(&'a self, _: i64, _: i64, _: Option<&'a str>) -> BoxFuture<'a, ConnResult<EventPage>> {
         Box::pin(async move { Err(self.err()) })
     }
@@ -406,6 +428,14 @@ impl CrmApi for Offline {
         Box::pin(async move { Err(self.err()) })
     }
     fn update_record<'a>(&'a self, _: CrmObject, _: &'a str, _: &'a Fields) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
+        Box::pin(async move { Err(self.err()) })
+    }
+    fn list_records<'a>(
+        &'a self,
+        _: CrmObject,
+        _: &'a [String],
+        _: Option<&'a str>,
+    ) -> BoxFuture<'a, ConnResult<ListPage>> {
         Box::pin(async move { Err(self.err()) })
     }
     fn search_modified<'a>(&'a self, _: ModifiedSearch<'a>) -> BoxFuture<'a, ConnResult<SearchPage>> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{
     clip, retry_after_ms, transport_error, BillingApi, BoxFuture, ConnResult, ConnectorError, EventPage, Fields,
-    RemoteRecord,
+    ListPage, RemoteRecord,
 };
 
 const SYSTEM: &str = "billing";
@@ -538,6 +538,23 @@ impl BillingApi for StripeClient {
                 events,
                 has_more: v.get("has_more").and_then(Value::as_bool) == Some(true),
             })
+        })
+    }
+
+    fn list_customers<'a>(&'a self, starting_after: Option<&'a str>) -> BoxFuture<'a, ConnResult<ListPage>> {
+        Box::pin(async move {
+            let mut q: Vec<(&str, &str)> = vec![("limit", "100")];
+            if let Some(a) = starting_after {
+                q.push(("starting_after", a));
+            }
+            let v = self.send(self.http.get(self.url("/v1/customers")).query(&q)).await?;
+            let records = data_of(&v)?
+                .iter()
+                .map(customer_record)
+                .collect::<ConnResult<Vec<_>>>()?;
+            let has_more = v.get("has_more").and_then(Value::as_bool) == Some(true);
+            let next = records.last().filter(|_| has_more).map(|r| r.id.clone());
+            Ok(ListPage { records, next })
         })
     }
 

@@ -514,6 +514,14 @@ mod tests {
         ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<(RemoteRecord, bool)>>> {
             Box::pin(async { unreachable!("the poller never writes") })
         }
+        fn list_records<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [String],
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, ConnResult<crate::connectors::ListPage>> {
+            Box::pin(async { unreachable!("the poller never lists") })
+        }
         fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
             Box::pin(async { Ok(Vec::new()) })
         }
@@ -588,6 +596,14 @@ mod tests {
             _: &'a [crate::connectors::BatchUpsert],
         ) -> BoxFuture<'a, Vec<crate::connectors::BatchItem<(RemoteRecord, bool)>>> {
             Box::pin(async { unreachable!("the poller never writes") })
+        }
+        fn list_records<'a>(
+            &'a self,
+            _: CrmObject,
+            _: &'a [String],
+            _: Option<&'a str>,
+        ) -> BoxFuture<'a, ConnResult<crate::connectors::ListPage>> {
+            Box::pin(async { unreachable!("the poller never lists") })
         }
         fn ensure_properties<'a>(&'a self, _: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
             Box::pin(async { Ok(Vec::new()) })

@@ -12,6 +12,7 @@ mod drill;
 mod flow;
 mod localstripe;
 mod ops;
+mod paging;
 mod pollers;
 mod prism;
 mod rates;
