@@ -289,9 +289,11 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
         const cli = JSON.parse(await run(BIN, ['status', '--json', '--ledger', S.ledger]));
         const afterS = await status();
         if (JSON.stringify(before) !== JSON.stringify(afterS)) continue;
-        // The CLI prints the ledger's figures; the API adds the contract version in force.
-        const { contract_version: version, ...figures } = before;
-        const { contract_version: cliVersion, ...cliFigures } = cli;
+        // The CLI prints the ledger's figures; the API adds the contract version in force and
+        // the running engine's rate budgets (in-memory state another process cannot see).
+        const { contract_version: version, budgets, ...figures } = before;
+        const { contract_version: cliVersion, budgets: _cliBudgets, ...cliFigures } = cli;
+        assert.deepEqual(budgets.map((b) => b.destination).sort(), ['billing', 'crm'], 'the API shows both budgets');
         assert.deepEqual(cliFigures, figures, 'driftless status --json differs from /api/status');
         if (cliVersion !== undefined) assert.equal(cliVersion, version);
         cliMatched = true;
