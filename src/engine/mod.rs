@@ -7,7 +7,7 @@ mod metrics;
 mod ops;
 mod overview;
 pub mod poll;
-mod worker;
+pub(crate) mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -344,6 +344,7 @@ impl Engine {
             contract_version: self.inner.contract.version.clone(),
             ledger,
             budgets: self.inner.budgets.iter().map(|b| b.snapshot()).collect(),
+            reconciliation: self.inner.ledger.recon_last_finished().await?.map(|r| r.summary()),
         })
     }
 

