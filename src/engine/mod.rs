@@ -288,6 +288,8 @@ impl Engine {
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));
         self.inner.push_task(h);
+        let h = tokio::spawn(crate::reconcile::scheduled(self.clone()));
+        self.inner.push_task(h);
         let systems = &self.inner.contract.systems;
         for (side, sys) in [(Side::Crm, &systems.crm), (Side::Billing, &systems.billing)] {
             if sys.ingest.polls() {

@@ -129,6 +129,76 @@ pub fn schedule_period_ms(schedule: &str) -> Result<Option<i64>, String> {
     }
 }
 
+/// One run at a time in this process (the scheduler and an operator's run would otherwise
+/// continue the same checkpoint twice).
+static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The contract's schedule, as a background task of the engine: an unfinished run a crash
+/// left is resumed at start; then a run whenever the last finished one is a period old (the
+/// first a period after start when there is none). `manual` runs nothing; a cron expression
+/// is logged as not supported yet.
+pub async fn scheduled(engine: Engine) {
+    let inner = engine.inner.clone();
+    let period = match schedule_period_ms(&inner.contract.reconciliation.schedule) {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(why) => {
+            tracing::warn!(%why, "scheduled reconciliation not running");
+            return;
+        }
+    };
+    let started = inner.now_ms();
+    let mut stop = inner.shutdown_rx();
+    let mut resume = matches!(inner.ledger.recon_unfinished().await, Ok(Some(_)));
+    while !inner.stopping() {
+        let now = inner.now_ms();
+        let due = if resume {
+            now
+        } else {
+            match inner.ledger.recon_last_finished().await {
+                Ok(Some(r)) => r.finished_at_ms.unwrap_or(r.started_at_ms) + period,
+                Ok(None) => started + period,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation schedule cannot read the ledger");
+                    now + 60_000
+                }
+            }
+        };
+        if due > now {
+            let wait = std::time::Duration::from_millis((due - now).min(60_000) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => continue,
+                _ = stop.changed() => break,
+            }
+        }
+        resume = false;
+        let req = ReconcileRequest {
+            trigger: "schedule".into(),
+            ..Default::default()
+        };
+        let r = tokio::select! {
+            r = engine.reconcile(&req, "schedule") => r,
+            _ = stop.changed() => break,
+        };
+        match r {
+            Ok(r) => tracing::info!(
+                run = r.run.id,
+                compared = r.compared,
+                mismatched = r.mismatched_records,
+                "scheduled reconciliation"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled reconciliation failed; it resumes from its checkpoint");
+                resume = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+}
+
 fn norm(v: Option<&str>) -> Option<String> {
     v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -168,6 +238,7 @@ impl Engine {
     /// One reconciliation: resume the unfinished run or start one, compare, record, then
     /// preview / queue repairs and send records to review as asked.
     pub async fn reconcile(&self, req: &ReconcileRequest, by: &str) -> Result<ReconcileReport, EngineError> {
+        let _one = ONE_RUN.lock().await;
         let inner = &self.inner;
         let ledger = &inner.ledger;
         let window_days = i64::from(req.window_days.unwrap_or(inner.contract.reconciliation.window_days));
@@ -679,5 +750,44 @@ fn seen_customer(mappings: &[&ObjectMapping], r: &RemoteRecord) -> SeenCustomer 
         origin_key: origin.as_ref().map(|o| o.0.clone()),
         origin_value: origin.map(|o| o.1),
         fields: serde_json::Value::Object(fields),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_nightly_hourly_manual_and_cron_is_reported_unsupported() {
+        assert_eq!(schedule_period_ms("nightly"), Ok(Some(DAY_MS)));
+        assert_eq!(schedule_period_ms("hourly"), Ok(Some(3_600_000)));
+        assert_eq!(schedule_period_ms("manual"), Ok(None));
+        let e = schedule_period_ms("0 3 * * *").unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn windows_parse_in_days_within_range() {
+        assert_eq!(parse_window("7d").ok(), Some(7));
+        assert_eq!(parse_window("30").ok(), Some(30));
+        for bad in ["0d", "91d", "7h", "", "-1d"] {
+            assert!(parse_window(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn values_compare_as_money_when_both_are_numbers() {
+        let s = |v: &str| Some(v.to_string());
+        assert!(same(&s("50"), &s("50.00")));
+        assert!(!same(&s("50.00"), &s("50.01")));
+        assert!(!same(&s("a"), &None));
+        assert!(same(&None, &None));
+        assert!(zero(&None) && zero(&s("0.00")) && !zero(&s("12.50")));
+        assert_eq!(Repair::from_args(&[]), Repair::None);
+        assert_eq!(Repair::from_args(&["all".into()]), Repair::All);
+        assert_eq!(
+            Repair::from_args(&["1".into(), "2".into()]),
+            Repair::Records(vec!["1".into(), "2".into()])
+        );
     }
 }
