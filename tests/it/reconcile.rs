@@ -323,3 +323,46 @@ async fn a_cancelled_or_crashed_run_resumes_from_its_checkpoint_without_rereadin
     assert_eq!(last.by_rule.get(rules::MISSING_COUNTERPART), Some(&230));
     d.running.shutdown().await;
 }
+
+/// `driftless reconcile --window 7d --dry-run --json` against the simulators: JSON report,
+/// exit code 3 over the alert threshold, nothing written; a bad window is an error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reports_json_and_exits_3_over_the_threshold() {
+    let sims = Simulators::start(driftless::sim::SimConfig::default())
+        .await
+        .expect("simulators");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let contract = dir.path().join("driftless.toml");
+    let text = driftless::contract::DEFAULT_CONTRACT
+        .replace("https://api.hubapi.com", &sims.crm.base_url())
+        .replace("https://api.stripe.com", &sims.billing.base_url());
+    std::fs::write(&contract, text).expect("contract");
+    let ledger = dir.path().join("ledger.db");
+    sims.crm.create_contact(&[("email", "cli@example.test")]);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .arg("reconcile")
+            .args(args)
+            .arg("--contract")
+            .arg(&contract)
+            .arg("--ledger")
+            .arg(&ledger)
+            .env("DRIFTLESS_CRM_TOKEN", sims.crm.token())
+            .env("DRIFTLESS_BILLING_KEY", sims.billing.api_key())
+            .output()
+            .expect("driftless runs")
+    };
+    let out = tokio::task::block_in_place(|| run(&["--window", "7d", "--dry-run", "--json"]));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["compared"], 1);
+    assert_eq!(v["by_rule"][rules::MISSING_COUNTERPART], 1);
+    assert_eq!(v["run"]["window_days"], 7);
+    assert_eq!(v["repair"]["creates"], 1);
+    assert_eq!(v["repair"]["queued"], false);
+    assert_eq!(mutating(&sims), 0, "the dry run wrote nothing");
+    let bad = tokio::task::block_in_place(|| run(&["--window", "7h"]));
+    assert_eq!(bad.status.code(), Some(2), "errors exit 2");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("7d"));
+    sims.shutdown().await;
+}
