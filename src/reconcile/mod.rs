@@ -199,6 +199,37 @@ pub async fn scheduled(engine: Engine) {
     }
 }
 
+/// Attempts per read before a run stops (it resumes from its checkpoint next time).
+const READ_ATTEMPTS: u32 = 8;
+
+/// One read in the bulk lane of `side`'s budget. A 429 tells the budget (which holds every
+/// caller for the provider's Retry-After) and the read is tried again; a timeout or 5xx backs
+/// off and retries; after `READ_ATTEMPTS` the error ends the run, resumable at its checkpoint.
+async fn read<T, F, Fut>(inner: &crate::engine::Inner, side: Side, mut f: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::connectors::ConnResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        inner.acquire(side, Lane::Bulk).await;
+        let r = f().await;
+        inner.note_outcome(side, r.as_ref().err());
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retryable() && attempt < READ_ATTEMPTS => {
+                if e.status() == Some(429) {
+                    inner.note_rate_limited(side, e.retry_after());
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn norm(v: Option<&str>) -> Option<String> {
     v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -283,10 +314,7 @@ impl Engine {
                 break;
             }
             if phase == "billing" {
-                inner.acquire(Side::Billing, Lane::Bulk).await;
-                let page = inner.billing.list_customers(cursor.as_deref()).await;
-                inner.note_outcome(Side::Billing, page.as_ref().err());
-                let page = page?;
+                let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
                 let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
                 let next_phase = if page.next.is_some() {
                     phase.clone()
@@ -314,10 +342,10 @@ impl Engine {
                 props.push(last_modified_prop(m.crm).to_string());
                 props.sort();
                 props.dedup();
-                inner.acquire(Side::Crm, Lane::Bulk).await;
-                let page = inner.crm.list_records(m.crm, &props, cursor.as_deref()).await;
-                inner.note_outcome(Side::Crm, page.as_ref().err());
-                let page = page?;
+                let page = read(inner, Side::Crm, || {
+                    inner.crm.list_records(m.crm, &props, cursor.as_deref())
+                })
+                .await?;
                 let mut found = Vec::new();
                 for r in &page.records {
                     self.compare_record(run_id, m, r, window_start, &mut found).await?;
@@ -448,10 +476,9 @@ impl Engine {
             let modified = last_modified_prop(m.crm);
             let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
             props.push(modified.to_string());
-            inner.acquire(Side::Crm, Lane::Bulk).await;
-            let r = inner.crm.get_record(m.crm, id, &props).await;
-            inner.note_outcome(Side::Crm, r.as_ref().err());
-            let Some(record) = r? else { continue };
+            let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
+                continue;
+            };
             match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
                 Ok(mut ev) => {
                     ev.via = "reconcile";
@@ -618,13 +645,13 @@ impl Engine {
         for o in billing_object_mappings(&inner.contract, m) {
             let kind = o.billing.as_str();
             if !summaries.contains_key(kind) {
-                inner.acquire(Side::Billing, Lane::Bulk).await;
                 let s = match o.billing {
-                    BillingObject::Subscription => inner.billing.subscription_summary(&bid).await,
-                    _ => inner.billing.invoice_summary(&bid).await,
+                    BillingObject::Subscription => {
+                        read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
+                    }
+                    _ => read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
                 };
-                inner.note_outcome(Side::Billing, s.as_ref().err());
-                summaries.insert(kind, s?);
+                summaries.insert(kind, s);
             }
             let Some(s) = summaries.get(kind) else { continue };
             for f in o.fields.iter().filter(|f| f.owner == Owner::Billing) {
