@@ -308,65 +308,74 @@ impl Engine {
             let i = phases.iter().position(|x| x == p).unwrap_or(phases.len() - 1);
             phases.get(i + 1).cloned().unwrap_or_else(|| "done".into())
         };
-        while phase != "rules" && phase != "done" {
-            if req.max_pages.is_some_and(|m| pages >= m) {
-                complete = false;
-                break;
-            }
-            if phase == "billing" {
-                let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
-                let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
-                let next_phase = if page.next.is_some() {
-                    phase.clone()
-                } else {
-                    step(&phase)
-                };
-                let p = ReconPage {
-                    phase: &next_phase,
-                    next_cursor: page.next.as_deref(),
-                    compared: 0,
-                    seen: &seen,
-                    mismatches: &[],
-                };
-                ledger.recon_page(run_id, &p, inner.now_ms()).await?;
-                phase = next_phase;
-                cursor = page.next;
-            } else {
-                let name = phase.trim_start_matches("crm:").to_string();
-                let Some(m) = mappings.iter().find(|m| m.name == name).copied() else {
-                    phase = step(&phase);
-                    cursor = None;
-                    continue;
-                };
-                let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
-                props.push(last_modified_prop(m.crm).to_string());
-                props.sort();
-                props.dedup();
-                let page = read(inner, Side::Crm, || {
-                    inner.crm.list_records(m.crm, &props, cursor.as_deref())
-                })
-                .await?;
-                let mut found = Vec::new();
-                for r in &page.records {
-                    self.compare_record(run_id, m, r, window_start, &mut found).await?;
+        let paged: Result<(), EngineError> = async {
+            while phase != "rules" && phase != "done" {
+                if req.max_pages.is_some_and(|m| pages >= m) {
+                    complete = false;
+                    break;
                 }
-                let next_phase = if page.next.is_some() {
-                    phase.clone()
+                if phase == "billing" {
+                    let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
+                    let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
+                    let next_phase = if page.next.is_some() {
+                        phase.clone()
+                    } else {
+                        step(&phase)
+                    };
+                    let p = ReconPage {
+                        phase: &next_phase,
+                        next_cursor: page.next.as_deref(),
+                        compared: 0,
+                        seen: &seen,
+                        mismatches: &[],
+                    };
+                    ledger.recon_page(run_id, &p, inner.now_ms()).await?;
+                    phase = next_phase;
+                    cursor = page.next;
                 } else {
-                    step(&phase)
-                };
-                let p = ReconPage {
-                    phase: &next_phase,
-                    next_cursor: page.next.as_deref(),
-                    compared: page.records.len() as i64,
-                    seen: &[],
-                    mismatches: &found,
-                };
-                ledger.recon_page(run_id, &p, inner.now_ms()).await?;
-                phase = next_phase;
-                cursor = page.next;
+                    let name = phase.trim_start_matches("crm:").to_string();
+                    let Some(m) = mappings.iter().find(|m| m.name == name).copied() else {
+                        phase = step(&phase);
+                        cursor = None;
+                        continue;
+                    };
+                    let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+                    props.push(last_modified_prop(m.crm).to_string());
+                    props.sort();
+                    props.dedup();
+                    let page = read(inner, Side::Crm, || {
+                        inner.crm.list_records(m.crm, &props, cursor.as_deref())
+                    })
+                    .await?;
+                    let mut found = Vec::new();
+                    for r in &page.records {
+                        self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                    }
+                    let next_phase = if page.next.is_some() {
+                        phase.clone()
+                    } else {
+                        step(&phase)
+                    };
+                    let p = ReconPage {
+                        phase: &next_phase,
+                        next_cursor: page.next.as_deref(),
+                        compared: page.records.len() as i64,
+                        seen: &[],
+                        mismatches: &found,
+                    };
+                    ledger.recon_page(run_id, &p, inner.now_ms()).await?;
+                    phase = next_phase;
+                    cursor = page.next;
+                }
+                pages += 1;
             }
-            pages += 1;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = paged {
+            let note = format!("stopped in phase {phase} after {pages} pages: {e}; the next run resumes here");
+            ledger.recon_note(run_id, &note).await?;
+            return Err(e);
         }
         let mut gaps_resolved = Vec::new();
         if complete {

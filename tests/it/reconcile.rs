@@ -366,3 +366,64 @@ async fn the_cli_reports_json_and_exits_3_over_the_threshold() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("7d"));
     sims.shutdown().await;
 }
+
+/// Under a provider quota far below the budget, pages answered 429 are read again after the
+/// budget holds (no run stops, no page skipped); the gaps the pollers recorded before the run
+/// are resolved by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_under_a_tight_quota_retries_429s_and_resolves_recorded_gaps() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    sims.crm.suppress_webhooks(true);
+    sims.billing.suppress_webhooks(true);
+    let http = reqwest::Client::new();
+    for i in 0..250 {
+        let r = http
+            .post(format!("{}/v1/customers", sims.billing.base_url()))
+            .bearer_auth(sims.billing.api_key())
+            .form(&[("email", format!("q{i}@example.test"))])
+            .send()
+            .await
+            .expect("billing answers");
+        assert!(r.status().is_success());
+    }
+    for i in 0..120 {
+        sims.crm.create_contact(&[("email", &format!("q{i}@example.test"))]);
+    }
+    e.ledger()
+        .record_gap(
+            "poll:crm:contacts",
+            driftless::contract::Side::Crm,
+            1_000,
+            2_000,
+            "test gap",
+            3_000,
+        )
+        .await
+        .expect("gap");
+    assert_eq!(e.ledger().reconciliation_gaps(true).await.expect("gaps").len(), 1);
+    sims.billing
+        .set_faults(FaultProfile::parse("quota=1").expect("profile"));
+    let r = e.reconcile(&req(), "test").await.expect("the run completes");
+    assert!(r.complete);
+    assert_eq!((r.compared, r.run.pages_read), (120, 5), "3 billing pages, 2 CRM pages");
+    let log = sims.billing.request_log();
+    let lists: Vec<_> = log
+        .iter()
+        .filter(|x| x.method == "GET" && x.path == "/v1/customers")
+        .collect();
+    assert!(
+        lists.iter().any(|x| x.status == 429),
+        "the quota answered 429 at least once"
+    );
+    assert_eq!(
+        lists.iter().filter(|x| x.status == 200).count(),
+        3,
+        "each page read once"
+    );
+    assert_eq!(r.gaps_resolved.len(), 1);
+    assert!(e.ledger().reconciliation_gaps(true).await.expect("gaps").is_empty());
+    assert!(r.run.log.iter().any(|l| l.contains("resolved reconciliation gaps")));
+    d.running.shutdown().await;
+}
