@@ -321,6 +321,17 @@ impl Ledger {
             .collect()
     }
 
+    /// Inbound events from `source` about this record ever recorded (any state).
+    pub async fn deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE entity_key = ?1 AND source = ?2")
+                .bind(entity_key)
+                .bind(source)
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+
     /// Inbound events from `source` about this record still waiting for a decision.
     pub async fn pending_deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
         Ok(

@@ -599,6 +599,24 @@ impl Engine {
             owner: None,
             detail: Some(detail),
         };
+        // Cursor-gap detector, whole records: changed in the window, never delivered at all.
+        let modified = r.get(last_modified_prop(m.crm)).and_then(parse_time_ms);
+        if modified.is_some_and(|t| t >= window_start) && inner.ledger.deliveries(&key, "crm").await? == 0 {
+            out.push(NewMismatch {
+                entity_key: key.clone(),
+                kind: "missed_event".into(),
+                name: "record".into(),
+                crm_value: r.get(last_modified_prop(m.crm)).map(str::to_string),
+                billing_value: None,
+                owner: None,
+                detail: Some(format!(
+                    "{} {} changed in the window and no webhook or poll event ever delivered it: missed by {}",
+                    m.crm.as_str(),
+                    r.id,
+                    missed_by(inner.contract.system(Side::Crm).ingest, Side::Crm, m.crm)
+                )),
+            });
+        }
         let Some(bid) = billing_id else {
             if m.create_in == Some(Side::Billing) {
                 let found = inner.ledger.recon_by_origin(run_id, m.crm.origin_key(), &r.id).await?;
@@ -636,7 +654,6 @@ impl Engine {
             .into_iter()
             .map(|s| ((s.side, s.field), s.value))
             .collect();
-        let modified = r.get(last_modified_prop(m.crm)).and_then(parse_time_ms);
         let mut diffs: Vec<(&crate::contract::FieldMapping, Option<String>, Option<String>)> = Vec::new();
         for f in &m.fields {
             let b = if f.billing == "id" {

@@ -137,6 +137,30 @@ async fn reconciler_finds_each_kind_of_drift_previews_and_repairs_it() {
     assert!(k
         .get("missed_event:subscription_status")
         .is_some_and(|v| v == &vec![key(&sub_id)]));
+    // A whole record no event ever delivered.
+    assert_eq!(k.get("missed_event:record"), Some(&vec![key(&unseen)]));
+    let detail = dry
+        .mismatches
+        .iter()
+        .find(|m| m.m.name == "record")
+        .and_then(|m| m.m.detail.clone());
+    assert!(
+        detail.is_some_and(|d| d.contains("crm webhooks")),
+        "names what should have delivered it"
+    );
+    let missed: Vec<&String> = k.keys().filter(|n| n.starts_with("missed_event:")).collect();
+    assert_eq!(
+        missed,
+        vec![
+            "missed_event:lifecycle_stage",
+            "missed_event:mrr",
+            "missed_event:next_invoice_date",
+            "missed_event:record",
+            "missed_event:subscription_status",
+        ],
+        "the cancellation changed three billing-owned fields"
+    );
+    assert_eq!(dry.missed_events, 5);
     assert_eq!(dry.mismatched_records, 6);
     assert!((dry.mismatch_rate - 6.0 / 7.0).abs() < 1e-9, "{}", dry.mismatch_rate);
     assert!(dry.over_threshold);
