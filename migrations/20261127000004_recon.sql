@@ -16,7 +16,11 @@ CREATE TABLE recon_runs (
     compared        INTEGER NOT NULL DEFAULT 0,
     duration_ms     INTEGER,
     log             TEXT    NOT NULL DEFAULT '[]', -- JSON array of notes (e.g. schedule not supported)
-    error           TEXT
+    error           TEXT,
+    -- the process continuing the run, until when (renewed every page): two processes (the
+    -- server's schedule and a CLI run) never continue one checkpoint at once
+    lease_owner     TEXT,
+    lease_until_ms  INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX recon_runs_by_state ON recon_runs (state, id);
 

@@ -137,6 +137,33 @@ impl Ledger {
         r.as_ref().map(run_of).transpose()
     }
 
+    /// Take (or renew) the lease on a run for `owner` until `until_ms`. `false` when another
+    /// owner holds an unexpired lease.
+    pub async fn recon_lease(&self, run_id: i64, owner: &str, now_ms: i64, until_ms: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE recon_runs SET lease_owner = ?2, lease_until_ms = ?4 \
+             WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until_ms <= ?3)",
+        )
+        .bind(run_id)
+        .bind(owner)
+        .bind(now_ms)
+        .bind(until_ms)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Give up `owner`'s lease on a run (it stopped resumably: cancelled or failed).
+    pub async fn recon_release(&self, run_id: i64, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE recon_runs SET lease_owner = NULL, lease_until_ms = 0 WHERE id = ?1 AND lease_owner = ?2")
+            .bind(run_id)
+            .bind(owner)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Record one compared page: what was seen, the mismatches and the cursor past the page,
     /// in one transaction.
     pub async fn recon_page(&self, run_id: i64, page: &ReconPage<'_>, now_ms: i64) -> Result<()> {
@@ -232,7 +259,8 @@ impl Ledger {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE recon_runs SET state = ?2, error = ?3, duration_ms = ?4, finished_at_ms = ?5 WHERE id = ?1",
+            "UPDATE recon_runs SET state = ?2, error = ?3, duration_ms = ?4, finished_at_ms = ?5, \
+             lease_owner = NULL, lease_until_ms = 0 WHERE id = ?1",
         )
         .bind(run_id)
         .bind(state)

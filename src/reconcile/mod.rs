@@ -133,6 +133,16 @@ pub fn schedule_period_ms(schedule: &str) -> Result<Option<i64>, String> {
 /// continue the same checkpoint twice).
 static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// How long a run's lease lasts without a page being checkpointed (renewed before every
+/// page); a crashed process's run can be continued by another after it.
+const LEASE_MS: i64 = 120_000;
+
+/// This process's name on run leases.
+fn lease_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| format!("pid{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()))
+}
+
 /// The contract's schedule, as a background task of the engine: an unfinished run a crash
 /// left is resumed at start; then a run whenever the last finished one is a period old (the
 /// first a period after start when there is none). `manual` runs nothing; a cron expression
@@ -295,6 +305,13 @@ impl Engine {
             }
         };
         let run_id = run.id;
+        let lease = |now: i64| ledger.recon_lease(run_id, lease_owner(), now, now + LEASE_MS);
+        if !lease(inner.now_ms()).await? {
+            return Err(EngineError::BadRequest(format!(
+                "reconciliation run {run_id} is being continued by another process; try again when it \
+                 finishes (or two minutes after that process stopped)"
+            )));
+        }
         let window_start = run.started_at_ms - run.window_days * DAY_MS;
         let mappings: Vec<&ObjectMapping> = inner.contract.objects.iter().filter(|m| syncs_customers(m)).collect();
         let mut phases: Vec<String> = vec!["billing".into()];
@@ -313,6 +330,11 @@ impl Engine {
                 if req.max_pages.is_some_and(|m| pages >= m) {
                     complete = false;
                     break;
+                }
+                if !lease(inner.now_ms()).await? {
+                    return Err(EngineError::BadRequest(format!(
+                        "reconciliation run {run_id} was taken over by another process"
+                    )));
                 }
                 if phase == "billing" {
                     let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
@@ -372,6 +394,9 @@ impl Engine {
             Ok(())
         }
         .await;
+        if paged.is_err() || !complete {
+            ledger.recon_release(run_id, lease_owner()).await?;
+        }
         if let Err(e) = paged {
             let note = format!("stopped in phase {phase} after {pages} pages: {e}; the next run resumes here");
             ledger.recon_note(run_id, &note).await?;

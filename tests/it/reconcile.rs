@@ -451,3 +451,47 @@ async fn a_run_under_a_tight_quota_retries_429s_and_resolves_recorded_gaps() {
     assert!(r.run.log.iter().any(|l| l.contains("resolved reconciliation gaps")));
     d.running.shutdown().await;
 }
+
+/// Two processes never continue one checkpoint: a run leased by another (live) process is
+/// refused with a clear error; a cancelled run's lease is given back at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_held_by_another_process_is_refused_and_a_cancelled_one_is_free() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    sims.crm.suppress_webhooks(true);
+    for i in 0..150 {
+        sims.crm.create_contact(&[("email", &format!("l{i}@example.test"))]);
+    }
+    let cut = e
+        .reconcile(
+            &ReconcileRequest {
+                max_pages: Some(1),
+                ..req()
+            },
+            "test",
+        )
+        .await
+        .expect("first page");
+    assert!(!cut.complete);
+    let now = chrono::Utc::now().timestamp_millis();
+    // Free after the cancel: another process could take it.
+    assert!(e
+        .ledger()
+        .recon_lease(cut.run.id, "other-process", now, now + 60_000)
+        .await
+        .expect("lease"));
+    let err = e.reconcile(&req(), "test").await.expect_err("held elsewhere");
+    assert!(err.to_string().contains("another process"), "{err}");
+    assert_eq!(err.code(), "bad_request");
+    // The other process gave up (its lease expired): this one continues to the end.
+    assert!(e
+        .ledger()
+        .recon_lease(cut.run.id, "other-process", now, 0)
+        .await
+        .expect("expire"));
+    let done = e.reconcile(&req(), "test").await.expect("continued");
+    assert!(done.resumed && done.complete);
+    assert_eq!(done.compared, 150);
+    d.running.shutdown().await;
+}
