@@ -279,7 +279,7 @@ fn pages_read(sims: &Simulators) -> (usize, usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_or_crashed_run_resumes_from_its_checkpoint_without_rereading_pages() {
+async fn a_cancelled_or_killed_run_resumes_from_its_checkpoint_without_rereading_pages() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
     let e = d.running.engine.clone();
