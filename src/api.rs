@@ -130,6 +130,9 @@ pub struct Status {
     /// the ledger file alone, e.g. `driftless status` with no engine).
     #[serde(default)]
     pub budgets: Vec<BudgetStatus>,
+    /// The last finished reconciliation run, if any.
+    #[serde(default)]
+    pub reconciliation: Option<ReconciliationRun>,
 }
 
 /// One destination's rate budget: how it was sized, how fast it lets requests through now,

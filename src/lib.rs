@@ -21,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod ledger;
 pub mod plan;
+pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
 pub mod sim;

@@ -106,6 +106,29 @@ enum Cmd {
         #[command(flatten)]
         ctx: OpsArgs,
     },
+    /// Compare both systems (owned fields through the contract, rules across objects, missed
+    /// events) and record the run; resumes a run a crash or cancel left behind. --dry-run
+    /// previews the repair writes; --repair all|RECORD,… queues repairs through the pipeline.
+    Reconcile {
+        /// How far back the missed-event detector looks, e.g. `7d` (default: the contract's).
+        #[arg(long)]
+        window: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        /// `all`, or record keys / CRM ids separated by commas.
+        #[arg(long, value_delimiter = ',')]
+        repair: Vec<String>,
+        /// Record keys / CRM ids to send to the review queue.
+        #[arg(long, value_delimiter = ',')]
+        review: Vec<String>,
+        /// Stop (resumably) after this many pages.
+        #[arg(long)]
+        max_pages: Option<u64>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -452,6 +475,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     contract_version: l.contract_version().await?.unwrap_or_else(|| "unknown".into()),
                     ledger: st,
                     budgets: Vec::new(),
+                    reconciliation: l.recon_last_finished().await?.map(|r| r.summary()),
                 };
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -572,6 +596,74 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("event {event} requeued; record {key} will be planned again by the running engine");
             e.shutdown().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Reconcile {
+            window,
+            dry_run,
+            repair,
+            review,
+            max_pages,
+            json,
+            ctx,
+        } => {
+            let req = driftless::reconcile::ReconcileRequest {
+                window_days: window.as_deref().map(driftless::reconcile::parse_window).transpose()?,
+                dry_run,
+                repair: driftless::reconcile::Repair::from_args(&repair),
+                review,
+                max_pages,
+                trigger: "cli".into(),
+            };
+            let e = ops_engine(&ctx).await?;
+            let r = e.reconcile(&req, "cli").await;
+            e.shutdown().await;
+            let r = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "run {} ({}): {} compared, {} mismatched ({:.2}%, threshold {:.2}%), {} missed events, {} pages",
+                    r.run.id,
+                    if r.complete {
+                        "finished"
+                    } else {
+                        "stopped; run again to resume"
+                    },
+                    r.compared,
+                    r.mismatched_records,
+                    100.0 * r.mismatch_rate,
+                    100.0 * r.alert_threshold,
+                    r.missed_events,
+                    r.run.pages_read
+                );
+                for m in &r.mismatches {
+                    println!(
+                        "  {:<12} {:<34} {:<28} crm={} billing={} since {}",
+                        m.m.kind,
+                        m.m.entity_key,
+                        m.m.name,
+                        m.m.crm_value.as_deref().unwrap_or("-"),
+                        m.m.billing_value.as_deref().unwrap_or("-"),
+                        m.first_seen_ms
+                    );
+                }
+                if let Some(p) = &r.repair {
+                    println!(
+                        "repair{}: {} records: {} create, {} update, {} no-op, {} conflict",
+                        if p.queued { " queued" } else { " preview (dry run)" },
+                        p.records,
+                        p.creates,
+                        p.updates,
+                        p.noops,
+                        p.conflicts
+                    );
+                }
+            }
+            Ok(if r.over_threshold {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Replay {
             from,

@@ -7,7 +7,7 @@ mod metrics;
 mod ops;
 mod overview;
 pub mod poll;
-mod worker;
+pub(crate) mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -288,6 +288,8 @@ impl Engine {
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));
         self.inner.push_task(h);
+        let h = tokio::spawn(crate::reconcile::scheduled(self.clone()));
+        self.inner.push_task(h);
         let systems = &self.inner.contract.systems;
         for (side, sys) in [(Side::Crm, &systems.crm), (Side::Billing, &systems.billing)] {
             if sys.ingest.polls() {
@@ -344,6 +346,7 @@ impl Engine {
             contract_version: self.inner.contract.version.clone(),
             ledger,
             budgets: self.inner.budgets.iter().map(|b| b.snapshot()).collect(),
+            reconciliation: self.inner.ledger.recon_last_finished().await?.map(|r| r.summary()),
         })
     }
 

@@ -149,12 +149,24 @@ impl Engine {
     /// the records, so pause, budgets and idempotency keys apply as for live events.
     pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
         let keys = self.replay_records(sel).await?;
+        self.replay_keys(&keys, dry_run, by, "replay").await
+    }
+
+    /// Replay these record keys (replay's selection resolved, or the reconciler's repairs):
+    /// the dry run previews their planned writes, the run queues them as bulk work.
+    pub(crate) async fn replay_keys(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+        by: &str,
+        reason: &str,
+    ) -> Result<ReplayPreview, EngineError> {
         let mut p = ReplayPreview {
             records: keys.len() as i64,
             ..Default::default()
         };
         let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
-        for key in &keys {
+        for key in keys {
             // The preview's reads are bulk work: live events go first.
             let preview = worker::LANE.scope(
                 std::cell::Cell::new(crate::budget::Lane::Bulk),
@@ -236,7 +248,7 @@ impl Engine {
             }
             self.inner
                 .ledger
-                .replan_records(&keys, by, "replay", self.inner.now_ms())
+                .replan_records(keys, by, reason, self.inner.now_ms())
                 .await?;
             self.inner.work.notify_waiters();
             p.queued = true;

@@ -112,18 +112,60 @@ impl Engine {
             crm: self.system_info(Side::Crm, now),
             billing: self.system_info(Side::Billing, now),
         };
-        let health = self.health(&status, &systems, &errors, &writes, now);
+        let mut health = self.health(&status, &systems, &errors, &writes, now);
+        let reconciliation = self.reconciliation_summary().await?;
+        if let Some(reason) = reconciliation.1 {
+            health.reasons.push(reason);
+            if health.state == HealthState::Running {
+                health.state = HealthState::Degraded;
+            }
+        }
         Ok(Overview {
             generated_at_ms: now,
             health,
             status,
             charts,
-            reconciliation: ReconciliationSummary {
-                last_run: None,
-                message: "no reconciliation run yet".into(),
-            },
+            reconciliation: reconciliation.0,
             systems,
         })
+    }
+
+    /// The last finished reconciliation, and a health reason when its mismatch rate is over
+    /// the contract's `alerts.mismatch_rate`.
+    async fn reconciliation_summary(&self) -> Result<(ReconciliationSummary, Option<String>), EngineError> {
+        let Some(r) = self.last_reconciliation().await? else {
+            return Ok((
+                ReconciliationSummary {
+                    last_run: None,
+                    message: "no reconciliation run yet".into(),
+                },
+                None,
+            ));
+        };
+        let message = format!(
+            "run {}: {} records compared, {} mismatched ({:.2}%, threshold {:.2}%), {} missed events",
+            r.run.id,
+            r.compared,
+            r.mismatched_records,
+            100.0 * r.mismatch_rate,
+            100.0 * r.alert_threshold,
+            r.missed_events
+        );
+        let reason = r.over_threshold.then(|| {
+            format!(
+                "reconciliation mismatch rate {:.2}% is over the {:.2}% threshold (run {}; `driftless reconcile --dry-run` previews the repairs)",
+                100.0 * r.mismatch_rate,
+                100.0 * r.alert_threshold,
+                r.run.id
+            )
+        });
+        Ok((
+            ReconciliationSummary {
+                last_run: Some(r.run.summary()),
+                message,
+            },
+            reason,
+        ))
     }
 
     async fn series(

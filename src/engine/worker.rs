@@ -252,7 +252,7 @@ fn shadow_map(rows: Vec<ShadowValue>) -> Shadow {
 }
 
 /// The CRM property that carries the billing id (the field whose billing path is `id`).
-fn billing_id_property(m: &ObjectMapping) -> Option<&str> {
+pub(crate) fn billing_id_property(m: &ObjectMapping) -> Option<&str> {
     m.fields.iter().find(|f| f.billing == "id").map(|f| f.crm.as_str())
 }
 
@@ -437,7 +437,7 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
 
 /// Contract objects other than the customer pair `m` that mirror that customer's billing
 /// objects (subscriptions, invoices) onto the same CRM record.
-fn billing_object_mappings<'a>(
+pub(crate) fn billing_object_mappings<'a>(
     c: &'a crate::contract::Contract,
     m: &'a ObjectMapping,
 ) -> impl Iterator<Item = &'a ObjectMapping> {
@@ -479,7 +479,7 @@ fn touches_billing_objects(
 
 /// Every field mapped onto a contact for the customer pair `m`: its own and those of the
 /// billing objects mirrored onto the same contact.
-pub(super) fn contact_fields<'a>(
+pub(crate) fn contact_fields<'a>(
     c: &'a crate::contract::Contract,
     m: &'a ObjectMapping,
 ) -> impl Iterator<Item = &'a crate::contract::FieldMapping> {
@@ -662,7 +662,7 @@ async fn load(
 
 /// The object pairs the worker syncs record by record: a CRM contact or company with a billing
 /// customer (subscriptions and invoices ride along with their customer).
-fn syncs_customers(m: &ObjectMapping) -> bool {
+pub(crate) fn syncs_customers(m: &ObjectMapping) -> bool {
     m.billing == crate::contract::BillingObject::Customer
 }
 

@@ -1178,6 +1178,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
 mod crm_batch;
 mod gate;
 mod ops;
+pub mod reconcile;
 mod watermarks;
 
 pub use gate::WriteHold;

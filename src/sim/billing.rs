@@ -521,6 +521,20 @@ impl BillingSim {
             .collect()
     }
 
+    /// Remove a customer outright with no event and no webhook: drift made behind the
+    /// engine's back (reconciliation tests).
+    pub fn remove_customer_silently(&self, id: &str) -> Result<(), SimError> {
+        let mut st = self.inner.lock();
+        if st.customers.remove(id).is_none() {
+            return Err(SimError::UnknownRecord {
+                kind: "customer",
+                id: id.into(),
+            });
+        }
+        st.order.retain(|x| x != id);
+        Ok(())
+    }
+
     /// All customers, full Stripe objects, oldest first.
     pub fn customers(&self) -> Vec<Value> {
         let st = self.inner.lock();

@@ -16,5 +16,6 @@ mod paging;
 mod pollers;
 mod prism;
 mod rates;
+mod reconcile;
 mod signatures;
 mod support;

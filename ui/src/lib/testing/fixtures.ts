@@ -29,6 +29,7 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       pollers: [],
       crm_write_calls: { records: 0, calls: 0, mean_records: 0, max_records: 0 },
       budgets: [],
+      reconciliation: null,
     },
     charts: [],
     reconciliation: { last_run: null, message: 'no reconciliation run yet' },

@@ -5,6 +5,7 @@ import type { DestinationWrites } from "./DestinationWrites";
 import type { LagFigures } from "./LagFigures";
 import type { PauseFlag } from "./PauseFlag";
 import type { PollerStatus } from "./PollerStatus";
+import type { ReconciliationRun } from "./ReconciliationRun";
 
 /**
  * `status --json`: the ledger's figures plus the contract version in force.
@@ -15,6 +16,10 @@ export type Status = { contract_version: string,
  * the ledger file alone, e.g. `driftless status` with no engine).
  */
 budgets: Array<BudgetStatus>, 
+/**
+ * The last finished reconciliation run, if any.
+ */
+reconciliation: ReconciliationRun | null, 
 /**
  * Inbound events by state: pending, applied, duplicate, echo, superseded, conflicted,
  * dead_lettered. Duplicates are deliveries of an event already held.

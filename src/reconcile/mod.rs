@@ -1,0 +1,871 @@
+//! The reconciler (issue 6): the backstop for everything webhooks and pollers miss.
+//!
+//! A run pages through every billing customer, then every CRM record of each object pair the
+//! engine syncs record by record, with cursor pagination in the **bulk** lane of each
+//! destination's budget. After each page its findings and the cursor past it are written to
+//! the ledger in one transaction (`ledger/reconcile.rs`), so a crashed or cancelled run resumes
+//! at the next unread page. Billing customers are remembered per run (ids, origin markers,
+//! fields) so the CRM pages and the rules across objects need no second read of them.
+//!
+//! Compared, for each linked pair (identity map, else the CRM record's billing id property):
+//! the customer mapping's fields, and the subscription and invoice summaries' billing-owned
+//! fields. Rules across objects: a CRM record whose billing id does not exist in billing;
+//! invoice balance zero in billing while the CRM shows one; CRM lifecycle `customer` while the
+//! customer has no live subscription; two billing customers carrying one origin marker; a CRM
+//! record without a billing counterpart where the contract creates one.
+//!
+//! A field mismatch whose owner's value differs from the ledger's last synced value, with no
+//! event from the owner waiting in the inbox, is a change no webhook or poll delivered: it is
+//! reported as a missed event naming the cursor (or webhooks) that should have carried it.
+//!
+//! Repairs go through replay (`Engine::replay_keys`): the dry run previews the records' planned
+//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::api::ReplayPreview;
+use crate::budget::Lane;
+use crate::connectors::RemoteRecord;
+use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner, Side};
+use crate::engine::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
+use crate::engine::{Engine, EngineError};
+use crate::ingest::entity_key;
+use crate::ledger::reconcile::{MismatchRow, NewMismatch, ReconPage, ReconRunRow, SeenCustomer};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Rule names (stable: scripts and the console branch on them).
+pub mod rules {
+    pub const BILLING_ID_MISSING: &str = "billing_id_missing";
+    pub const INVOICE_PAID_CRM_BALANCE: &str = "invoice_paid_crm_shows_balance";
+    pub const CUSTOMER_WITHOUT_SUBSCRIPTION: &str = "crm_customer_all_subscriptions_canceled";
+    pub const DUPLICATE_ORIGIN: &str = "duplicate_origin_marker";
+    pub const MISSING_COUNTERPART: &str = "missing_billing_counterpart";
+    pub const UNLINKED_COUNTERPART: &str = "unlinked_billing_counterpart";
+}
+
+/// What to do with the mismatched records after the comparison.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Repair {
+    #[default]
+    None,
+    All,
+    /// Record keys (`customer:crm:123`) or CRM ids.
+    Records(Vec<String>),
+}
+
+impl Repair {
+    /// From `--repair`: nothing, `all`, or record keys / CRM ids.
+    pub fn from_args(args: &[String]) -> Repair {
+        match args {
+            [] => Repair::None,
+            [a] if a == "all" => Repair::All,
+            rs => Repair::Records(rs.to_vec()),
+        }
+    }
+}
+
+/// `7d` or `7`: a window in days (1 to 90).
+pub fn parse_window(s: &str) -> Result<u32, EngineError> {
+    let digits = s.trim().strip_suffix('d').unwrap_or(s.trim());
+    match digits.parse::<u32>() {
+        Ok(n) if (1..=90).contains(&n) => Ok(n),
+        _ => Err(EngineError::BadRequest(format!(
+            "window {s:?}: expected days such as 7d (1d to 90d)"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileRequest {
+    /// Days back the cursor-gap detector looks (the contract's `window_days` when `None`).
+    pub window_days: Option<u32>,
+    /// Preview the repair writes (of `repair`, or of every mismatched record) without queueing.
+    pub dry_run: bool,
+    pub repair: Repair,
+    /// Records (keys or CRM ids) to put in the review queue instead of repairing.
+    pub review: Vec<String>,
+    /// Stop (resumably) after reading this many pages: a cancel at a page boundary.
+    pub max_pages: Option<u64>,
+    /// `cli`, `console` or `schedule`.
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReconcileReport {
+    pub run: ReconRunRow,
+    /// Whether this call continued a run a crash or cancel left behind.
+    pub resumed: bool,
+    /// `false` when the run stopped at `max_pages` and resumes on the next call.
+    pub complete: bool,
+    pub compared: i64,
+    pub mismatched_records: i64,
+    pub mismatch_rate: f64,
+    pub alert_threshold: f64,
+    pub over_threshold: bool,
+    pub by_field: BTreeMap<String, i64>,
+    pub by_rule: BTreeMap<String, i64>,
+    pub missed_events: i64,
+    pub mismatches: Vec<MismatchRow>,
+    pub gaps_resolved: Vec<i64>,
+    /// The repair preview (dry run) or what was queued.
+    pub repair: Option<ReplayPreview>,
+    pub sent_to_review: usize,
+}
+
+/// How the contract's schedule is run: `Some(period)` for `nightly`/`hourly`, `None` for
+/// `manual`; a cron expression is not supported yet (reported in the run log).
+pub fn schedule_period_ms(schedule: &str) -> Result<Option<i64>, String> {
+    match schedule {
+        "nightly" => Ok(Some(DAY_MS)),
+        "hourly" => Ok(Some(3_600_000)),
+        "manual" => Ok(None),
+        other => Err(format!(
+            "schedule {other:?}: cron schedules are not supported yet; run `driftless reconcile` from the system's cron"
+        )),
+    }
+}
+
+/// One run at a time in this process (the scheduler and an operator's run would otherwise
+/// continue the same checkpoint twice).
+static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How long a run's lease lasts without a page being checkpointed (renewed before every
+/// page); a crashed process's run can be continued by another after it.
+const LEASE_MS: i64 = 120_000;
+
+/// This process's name on run leases.
+fn lease_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| format!("pid{}:{}", std::process::id(), uuid::Uuid::new_v4().simple()))
+}
+
+/// The contract's schedule, as a background task of the engine: an unfinished run a crash
+/// left is resumed at start; then a run whenever the last finished one is a period old (the
+/// first a period after start when there is none). `manual` runs nothing; a cron expression
+/// is logged as not supported yet.
+pub async fn scheduled(engine: Engine) {
+    let inner = engine.inner.clone();
+    let period = match schedule_period_ms(&inner.contract.reconciliation.schedule) {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(why) => {
+            tracing::warn!(%why, "scheduled reconciliation not running");
+            return;
+        }
+    };
+    let started = inner.now_ms();
+    let mut stop = inner.shutdown_rx();
+    let mut resume = matches!(inner.ledger.recon_unfinished().await, Ok(Some(_)));
+    while !inner.stopping() {
+        let now = inner.now_ms();
+        let due = if resume {
+            now
+        } else {
+            match inner.ledger.recon_last_finished().await {
+                Ok(Some(r)) => r.finished_at_ms.unwrap_or(r.started_at_ms) + period,
+                Ok(None) => started + period,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation schedule cannot read the ledger");
+                    now + 60_000
+                }
+            }
+        };
+        if due > now {
+            let wait = std::time::Duration::from_millis((due - now).min(60_000) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => continue,
+                _ = stop.changed() => break,
+            }
+        }
+        resume = false;
+        let req = ReconcileRequest {
+            trigger: "schedule".into(),
+            ..Default::default()
+        };
+        let r = tokio::select! {
+            r = engine.reconcile(&req, "schedule") => r,
+            _ = stop.changed() => break,
+        };
+        match r {
+            Ok(r) => tracing::info!(
+                run = r.run.id,
+                compared = r.compared,
+                mismatched = r.mismatched_records,
+                "scheduled reconciliation"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled reconciliation failed; it resumes from its checkpoint");
+                resume = true;
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+}
+
+/// Attempts per read before a run stops (it resumes from its checkpoint next time).
+const READ_ATTEMPTS: u32 = 8;
+
+/// One read in the bulk lane of `side`'s budget. A 429 tells the budget (which holds every
+/// caller for the provider's Retry-After) and the read is tried again; a timeout or 5xx backs
+/// off and retries; after `READ_ATTEMPTS` the error ends the run, resumable at its checkpoint.
+async fn read<T, F, Fut>(inner: &crate::engine::Inner, side: Side, mut f: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::connectors::ConnResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        inner.acquire(side, Lane::Bulk).await;
+        let r = f().await;
+        inner.note_outcome(side, r.as_ref().err());
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retryable() && attempt < READ_ATTEMPTS => {
+                if e.status() == Some(429) {
+                    inner.note_rate_limited(side, e.retry_after());
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn norm(v: Option<&str>) -> Option<String> {
+    v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// Money strings compare as numbers ("50" == "50.00").
+fn same(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            x == y || matches!((x.parse::<f64>(), y.parse::<f64>()), (Ok(p), Ok(q)) if (p - q).abs() < 0.005)
+        }
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn zero(v: &Option<String>) -> bool {
+    v.as_deref()
+        .map_or(true, |s| s.parse::<f64>().is_ok_and(|x| x.abs() < 0.005))
+}
+
+fn parse_time_ms(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis())
+    })
+}
+
+fn last_modified_prop(kind: CrmObject) -> &'static str {
+    match kind {
+        CrmObject::Contact => "lastmodifieddate",
+        CrmObject::Company => "hs_lastmodifieddate",
+    }
+}
+
+impl Engine {
+    /// One reconciliation: resume the unfinished run or start one, compare, record, then
+    /// preview / queue repairs and send records to review as asked.
+    pub async fn reconcile(&self, req: &ReconcileRequest, by: &str) -> Result<ReconcileReport, EngineError> {
+        let _one = ONE_RUN.lock().await;
+        let inner = &self.inner;
+        let ledger = &inner.ledger;
+        let window_days = i64::from(req.window_days.unwrap_or(inner.contract.reconciliation.window_days));
+        if !(1..=90).contains(&window_days) {
+            return Err(EngineError::BadRequest(format!(
+                "window must be 1 to 90 days, not {window_days}"
+            )));
+        }
+        let clock = Instant::now();
+        let (run, resumed) = match ledger.recon_unfinished().await? {
+            Some(r) => (r, true),
+            None => {
+                let trigger = if req.trigger.is_empty() {
+                    "cli"
+                } else {
+                    req.trigger.as_str()
+                };
+                let r = ledger.recon_start(window_days, trigger, inner.now_ms()).await?;
+                if let Err(note) = schedule_period_ms(&inner.contract.reconciliation.schedule) {
+                    ledger.recon_note(r.id, &note).await?;
+                }
+                (r, false)
+            }
+        };
+        let run_id = run.id;
+        let lease = |now: i64| ledger.recon_lease(run_id, lease_owner(), now, now + LEASE_MS);
+        if !lease(inner.now_ms()).await? {
+            return Err(EngineError::BadRequest(format!(
+                "reconciliation run {run_id} is being continued by another process; try again when it \
+                 finishes (or two minutes after that process stopped)"
+            )));
+        }
+        let window_start = run.started_at_ms - run.window_days * DAY_MS;
+        let mappings: Vec<&ObjectMapping> = inner.contract.objects.iter().filter(|m| syncs_customers(m)).collect();
+        let mut phases: Vec<String> = vec!["billing".into()];
+        phases.extend(mappings.iter().map(|m| format!("crm:{}", m.name)));
+        phases.push("rules".into());
+        let mut phase = run.phase.clone();
+        let mut cursor = run.cursor.clone();
+        let mut pages = 0u64;
+        let mut complete = true;
+        let step = |p: &str| -> String {
+            let i = phases.iter().position(|x| x == p).unwrap_or(phases.len() - 1);
+            phases.get(i + 1).cloned().unwrap_or_else(|| "done".into())
+        };
+        let paged: Result<(), EngineError> = async {
+            while phase != "rules" && phase != "done" {
+                if req.max_pages.is_some_and(|m| pages >= m) {
+                    complete = false;
+                    break;
+                }
+                if !lease(inner.now_ms()).await? {
+                    return Err(EngineError::BadRequest(format!(
+                        "reconciliation run {run_id} was taken over by another process"
+                    )));
+                }
+                if phase == "billing" {
+                    let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
+                    let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
+                    let next_phase = if page.next.is_some() {
+                        phase.clone()
+                    } else {
+                        step(&phase)
+                    };
+                    let p = ReconPage {
+                        phase: &next_phase,
+                        next_cursor: page.next.as_deref(),
+                        compared: 0,
+                        seen: &seen,
+                        mismatches: &[],
+                    };
+                    ledger.recon_page(run_id, &p, inner.now_ms()).await?;
+                    phase = next_phase;
+                    cursor = page.next;
+                } else {
+                    let name = phase.trim_start_matches("crm:").to_string();
+                    let Some(m) = mappings.iter().find(|m| m.name == name).copied() else {
+                        phase = step(&phase);
+                        cursor = None;
+                        continue;
+                    };
+                    let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+                    props.push(last_modified_prop(m.crm).to_string());
+                    props.sort();
+                    props.dedup();
+                    let page = read(inner, Side::Crm, || {
+                        inner.crm.list_records(m.crm, &props, cursor.as_deref())
+                    })
+                    .await?;
+                    let mut found = Vec::new();
+                    for r in &page.records {
+                        self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                    }
+                    let next_phase = if page.next.is_some() {
+                        phase.clone()
+                    } else {
+                        step(&phase)
+                    };
+                    let p = ReconPage {
+                        phase: &next_phase,
+                        next_cursor: page.next.as_deref(),
+                        compared: page.records.len() as i64,
+                        seen: &[],
+                        mismatches: &found,
+                    };
+                    ledger.recon_page(run_id, &p, inner.now_ms()).await?;
+                    phase = next_phase;
+                    cursor = page.next;
+                }
+                pages += 1;
+            }
+            Ok(())
+        }
+        .await;
+        if paged.is_err() || !complete {
+            ledger.recon_release(run_id, lease_owner()).await?;
+        }
+        if let Err(e) = paged {
+            let note = format!("stopped in phase {phase} after {pages} pages: {e}; the next run resumes here");
+            ledger.recon_note(run_id, &note).await?;
+            return Err(e);
+        }
+        let mut gaps_resolved = Vec::new();
+        if complete {
+            // Rules over everything seen: one origin marker on two billing customers.
+            let mut found = Vec::new();
+            for (key, value, ids) in ledger.recon_duplicate_origins(run_id).await? {
+                let object = mappings
+                    .iter()
+                    .find(|m| m.crm.origin_key() == key)
+                    .map_or("customer", |m| m.name.as_str());
+                found.push(NewMismatch {
+                    entity_key: entity_key(object, Side::Crm, &value),
+                    kind: "rule".into(),
+                    name: rules::DUPLICATE_ORIGIN.into(),
+                    crm_value: Some(value.clone()),
+                    billing_value: Some(ids.join(",")),
+                    owner: None,
+                    detail: Some(format!("{} billing customers carry {key}={value}", ids.len())),
+                });
+            }
+            ledger.recon_phase(run_id, "done", &found, inner.now_ms()).await?;
+            // The run compared the current state of every record, which covers whatever a
+            // poll window lost before the run started.
+            for g in ledger.reconciliation_gaps(true).await? {
+                if g.to_ms <= run.started_at_ms && ledger.resolve_gap(g.id, inner.now_ms()).await? {
+                    gaps_resolved.push(g.id);
+                }
+            }
+            if !gaps_resolved.is_empty() {
+                ledger
+                    .recon_note(run_id, &format!("resolved reconciliation gaps {gaps_resolved:?}"))
+                    .await?;
+            }
+            let dur = run.duration_ms.unwrap_or(0) + clock.elapsed().as_millis() as i64;
+            ledger
+                .recon_finish(run_id, "finished", None, dur, inner.now_ms())
+                .await?;
+        }
+        let run = ledger
+            .recon_run(run_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("run {run_id}")))?;
+        let mut report = self.report(run, resumed, complete, gaps_resolved).await?;
+
+        if complete {
+            let mismatched: BTreeSet<String> = report
+                .mismatches
+                .iter()
+                .filter(|m| m.m.kind != "missed_event")
+                .map(|m| m.m.entity_key.clone())
+                .collect();
+            let selected = match &req.repair {
+                Repair::None if req.dry_run => Some(mismatched.iter().cloned().collect::<Vec<_>>()),
+                Repair::None => None,
+                Repair::All => Some(mismatched.iter().cloned().collect()),
+                Repair::Records(rs) => Some(self.resolve_keys(rs, &mismatched)?),
+            };
+            if let Some(keys) = selected {
+                if !req.dry_run {
+                    self.deliver_unseen(&keys).await?;
+                }
+                report.repair = Some(self.replay_keys(&keys, req.dry_run, by, "reconcile repair").await?);
+            }
+            if !req.review.is_empty() && !req.dry_run {
+                let keys = self.resolve_keys(&req.review, &mismatched)?;
+                let items: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        let found: Vec<_> = report.mismatches.iter().filter(|m| &m.m.entity_key == k).collect();
+                        let reason = format!(
+                            "reconciliation run {run_id}: {}",
+                            found.iter().map(|m| m.m.name.as_str()).collect::<Vec<_>>().join(", ")
+                        );
+                        let fields = serde_json::Value::Array(
+                            found
+                                .iter()
+                                .filter(|m| m.m.kind == "field")
+                                .map(|m| serde_json::json!({"field": m.m.name, "crm": m.m.crm_value, "billing": m.m.billing_value, "owner": m.m.owner}))
+                                .collect(),
+                        );
+                        (k.clone(), reason, fields)
+                    })
+                    .collect();
+                report.sent_to_review = ledger.send_to_review(&items, by, inner.now_ms()).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// A record the ledger never heard of (no event, no write: its changes were all missed)
+    /// has no cause a replay could plan from. Its current CRM version is delivered to the
+    /// inbox as the snapshot event a poller would have made (same id, so a later poll of the
+    /// same version dedupes), marked `via = reconcile`.
+    async fn deliver_unseen(&self, keys: &[String]) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let mut events = Vec::new();
+        for key in keys {
+            let Some((object, Side::Crm, id)) = crate::ingest::parse_entity_key(key) else {
+                continue;
+            };
+            let Some(m) = inner.contract.object(object) else {
+                continue;
+            };
+            if inner.ledger.last_cause(key).await?.is_some() {
+                continue;
+            }
+            let modified = last_modified_prop(m.crm);
+            let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+            props.push(modified.to_string());
+            let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
+                continue;
+            };
+            match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
+                Ok(mut ev) => {
+                    ev.via = "reconcile";
+                    events.push(ev);
+                }
+                Err(why) => tracing::warn!(%why, record = %key, "reconciler could not deliver the record"),
+            }
+        }
+        if !events.is_empty() {
+            self.ingest(events).await?;
+        }
+        Ok(())
+    }
+
+    /// Operator selections to record keys: a key as is, or a CRM id of a mismatched record.
+    fn resolve_keys(&self, sel: &[String], mismatched: &BTreeSet<String>) -> Result<Vec<String>, EngineError> {
+        let mut out = Vec::new();
+        for s in sel {
+            let key = mismatched
+                .iter()
+                .find(|k| *k == s || k.rsplit(':').next() == Some(s.as_str()))
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::BadRequest(format!("{s:?} is not a record this reconciliation found mismatched"))
+                })?;
+            out.push(key);
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The latest finished run's report (for `status`, the console and the overview).
+    pub async fn last_reconciliation(&self) -> Result<Option<ReconcileReport>, EngineError> {
+        match self.inner.ledger.recon_last_finished().await? {
+            Some(run) => Ok(Some(self.report(run, false, true, Vec::new()).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn report(
+        &self,
+        run: ReconRunRow,
+        resumed: bool,
+        complete: bool,
+        gaps_resolved: Vec<i64>,
+    ) -> Result<ReconcileReport, EngineError> {
+        let mismatches = self.inner.ledger.recon_mismatches(run.id).await?;
+        let mut by_field = BTreeMap::new();
+        let mut by_rule = BTreeMap::new();
+        let mut missed = 0;
+        let mut keys = BTreeSet::new();
+        for m in &mismatches {
+            match m.m.kind.as_str() {
+                "field" => *by_field.entry(m.m.name.clone()).or_insert(0) += 1,
+                "rule" => *by_rule.entry(m.m.name.clone()).or_insert(0) += 1,
+                _ => missed += 1,
+            }
+            if m.m.kind != "missed_event" {
+                keys.insert(m.m.entity_key.clone());
+            }
+        }
+        let compared = run.compared;
+        let rate = if compared > 0 {
+            keys.len() as f64 / compared as f64
+        } else {
+            0.0
+        };
+        let threshold = self.inner.contract.alerts.mismatch_rate;
+        Ok(ReconcileReport {
+            resumed,
+            complete,
+            compared,
+            mismatched_records: keys.len() as i64,
+            mismatch_rate: rate,
+            alert_threshold: threshold,
+            over_threshold: rate > threshold,
+            by_field,
+            by_rule,
+            missed_events: missed,
+            mismatches,
+            gaps_resolved,
+            repair: None,
+            sent_to_review: 0,
+            run,
+        })
+    }
+
+    /// Compare one CRM record with its billing counterpart; push what disagrees.
+    async fn compare_record(
+        &self,
+        run_id: i64,
+        m: &ObjectMapping,
+        r: &RemoteRecord,
+        window_start: i64,
+        out: &mut Vec<NewMismatch>,
+    ) -> Result<(), EngineError> {
+        let inner = &self.inner;
+        let key = entity_key(&m.name, Side::Crm, &r.id);
+        let id_prop = billing_id_property(m);
+        let linked = inner.ledger.billing_id_for(&m.name, &r.id).await?;
+        let billing_id = linked.clone().or_else(|| id_prop.and_then(|p| norm(r.get(p))));
+        let rule = |name: &str, crm: Option<String>, billing: Option<String>, detail: String| NewMismatch {
+            entity_key: key.clone(),
+            kind: "rule".into(),
+            name: name.into(),
+            crm_value: crm,
+            billing_value: billing,
+            owner: None,
+            detail: Some(detail),
+        };
+        // Cursor-gap detector, whole records: changed in the window, never delivered at all.
+        let modified = r.get(last_modified_prop(m.crm)).and_then(parse_time_ms);
+        if modified.is_some_and(|t| t >= window_start) && inner.ledger.deliveries(&key, "crm").await? == 0 {
+            out.push(NewMismatch {
+                entity_key: key.clone(),
+                kind: "missed_event".into(),
+                name: "record".into(),
+                crm_value: r.get(last_modified_prop(m.crm)).map(str::to_string),
+                billing_value: None,
+                owner: None,
+                detail: Some(format!(
+                    "{} {} changed in the window and no webhook or poll event ever delivered it: missed by {}",
+                    m.crm.as_str(),
+                    r.id,
+                    missed_by(inner.contract.system(Side::Crm).ingest, Side::Crm, m.crm)
+                )),
+            });
+        }
+        let Some(bid) = billing_id else {
+            if m.create_in == Some(Side::Billing) {
+                let found = inner.ledger.recon_by_origin(run_id, m.crm.origin_key(), &r.id).await?;
+                if found.is_empty() {
+                    out.push(rule(
+                        rules::MISSING_COUNTERPART,
+                        Some(r.id.clone()),
+                        None,
+                        "the contract creates a billing customer for this record and none exists".into(),
+                    ));
+                } else {
+                    out.push(rule(
+                        rules::UNLINKED_COUNTERPART,
+                        Some(r.id.clone()),
+                        Some(found.join(",")),
+                        "billing customers carry this record's origin marker but are not linked to it".into(),
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        let Some(fields) = inner.ledger.recon_seen(run_id, &bid).await? else {
+            out.push(rule(
+                rules::BILLING_ID_MISSING,
+                Some(bid.clone()),
+                None,
+                format!("billing customer {bid} does not exist in billing"),
+            ));
+            return Ok(());
+        };
+        let shadow: BTreeMap<(Side, String), Option<String>> = inner
+            .ledger
+            .shadow(&key)
+            .await?
+            .into_iter()
+            .map(|s| ((s.side, s.field), s.value))
+            .collect();
+        let mut diffs: Vec<(&crate::contract::FieldMapping, Option<String>, Option<String>)> = Vec::new();
+        for f in &m.fields {
+            let b = if f.billing == "id" {
+                Some(bid.clone())
+            } else {
+                norm(fields.get(&f.billing).and_then(|v| v.as_str()))
+            };
+            let c = norm(r.get(&f.crm));
+            if !same(&c, &b) {
+                diffs.push((f, c, b));
+            }
+        }
+        // The billing objects mirrored onto the record, read once per kind (bulk lane).
+        let mut summaries: BTreeMap<&'static str, RemoteRecord> = BTreeMap::new();
+        for o in billing_object_mappings(&inner.contract, m) {
+            let kind = o.billing.as_str();
+            if !summaries.contains_key(kind) {
+                let s = match o.billing {
+                    BillingObject::Subscription => {
+                        read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
+                    }
+                    _ => read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
+                };
+                summaries.insert(kind, s);
+            }
+            let Some(s) = summaries.get(kind) else { continue };
+            for f in o.fields.iter().filter(|f| f.owner == Owner::Billing) {
+                // Delinquency lives on the customer record itself.
+                let b = if f.billing == "delinquent" {
+                    norm(fields.get("delinquent").and_then(|v| v.as_str())).or(Some("false".into()))
+                } else {
+                    norm(s.get(&f.billing))
+                };
+                let c = norm(r.get(&f.crm));
+                if !same(&c, &b) {
+                    diffs.push((f, c, b));
+                }
+            }
+        }
+        if let Some(inv) = summaries.get("invoice") {
+            let b = norm(inv.get("amount_remaining"));
+            let crm_prop = contact_fields(&inner.contract, m).find(|f| f.billing == "amount_remaining");
+            if let Some(f) = crm_prop {
+                let c = norm(r.get(&f.crm));
+                if zero(&b) && !zero(&c) {
+                    out.push(rule(
+                        rules::INVOICE_PAID_CRM_BALANCE,
+                        c,
+                        b.or(Some("0.00".into())),
+                        "no open balance in billing while the CRM shows one".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(sub) = summaries.get("subscription") {
+            let lifecycle = contact_fields(&inner.contract, m).find(|f| f.name == "lifecycle_stage");
+            if let Some(f) = lifecycle {
+                let status = norm(sub.get("status"));
+                let live = status
+                    .as_deref()
+                    .is_some_and(|s| s != "canceled" && s != "incomplete_expired");
+                if norm(r.get(&f.crm)).as_deref() == Some("customer") && !live {
+                    out.push(rule(
+                        rules::CUSTOMER_WITHOUT_SUBSCRIPTION,
+                        Some("customer".into()),
+                        Some(status.unwrap_or_else(|| "no subscription".into())),
+                        "CRM lifecycle is customer while every subscription is canceled".into(),
+                    ));
+                }
+            }
+        }
+        for (f, c, b) in diffs {
+            out.push(NewMismatch {
+                entity_key: key.clone(),
+                kind: "field".into(),
+                name: f.name.clone(),
+                crm_value: c.clone(),
+                billing_value: b.clone(),
+                owner: Some(f.owner.label().into()),
+                detail: None,
+            });
+            // Cursor-gap detector: the owner changed the field since the last sync and no
+            // event from the owner is waiting: no webhook or poll delivered the change.
+            let Some(owner) = f.owner.side() else { continue };
+            let current = if owner == Side::Crm { &c } else { &b };
+            let Some(synced) = shadow.get(&(owner, f.name.clone())) else {
+                continue;
+            };
+            if same(current, synced) {
+                continue;
+            }
+            if owner == Side::Crm && modified.is_some_and(|t| t < window_start) {
+                continue;
+            }
+            if inner.ledger.pending_deliveries(&key, owner.as_str()).await? > 0 {
+                continue;
+            }
+            out.push(NewMismatch {
+                entity_key: key.clone(),
+                kind: "missed_event".into(),
+                name: f.name.clone(),
+                crm_value: c,
+                billing_value: b,
+                owner: Some(f.owner.label().into()),
+                detail: Some(format!(
+                    "changed in {} since the last sync (last synced {:?}) and never delivered: missed by {}",
+                    owner.as_str(),
+                    synced,
+                    missed_by(inner.contract.system(owner).ingest, owner, m.crm)
+                )),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The cursor or watermark that should have carried a change from `side`.
+fn missed_by(mode: IngestMode, side: Side, kind: CrmObject) -> String {
+    let cursor = match side {
+        Side::Crm => crate::engine::poll::crm_cursor(kind),
+        Side::Billing => crate::engine::poll::BILLING_CURSOR.to_string(),
+    };
+    match mode {
+        IngestMode::Webhooks => format!("{} webhooks (no poll cursor: ingest = \"webhooks\")", side.as_str()),
+        IngestMode::Poll => format!("poll cursor {cursor}"),
+        IngestMode::Both => format!("{} webhooks and poll cursor {cursor}", side.as_str()),
+    }
+}
+
+fn seen_customer(mappings: &[&ObjectMapping], r: &RemoteRecord) -> SeenCustomer {
+    let origin = mappings.iter().find_map(|m| {
+        let k = m.crm.origin_key();
+        norm(r.get(&format!("metadata.{k}"))).map(|v| (k.to_string(), v))
+    });
+    let fields: serde_json::Map<String, serde_json::Value> = r
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.clone().map_or(serde_json::Value::Null, serde_json::Value::String),
+            )
+        })
+        .collect();
+    SeenCustomer {
+        billing_id: r.id.clone(),
+        origin_key: origin.as_ref().map(|o| o.0.clone()),
+        origin_value: origin.map(|o| o.1),
+        fields: serde_json::Value::Object(fields),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_nightly_hourly_manual_and_cron_is_reported_unsupported() {
+        assert_eq!(schedule_period_ms("nightly"), Ok(Some(DAY_MS)));
+        assert_eq!(schedule_period_ms("hourly"), Ok(Some(3_600_000)));
+        assert_eq!(schedule_period_ms("manual"), Ok(None));
+        let e = schedule_period_ms("0 3 * * *").unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn windows_parse_in_days_within_range() {
+        assert_eq!(parse_window("7d").ok(), Some(7));
+        assert_eq!(parse_window("30").ok(), Some(30));
+        for bad in ["0d", "91d", "7h", "", "-1d"] {
+            assert!(parse_window(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn values_compare_as_money_when_both_are_numbers() {
+        let s = |v: &str| Some(v.to_string());
+        assert!(same(&s("50"), &s("50.00")));
+        assert!(!same(&s("50.00"), &s("50.01")));
+        assert!(!same(&s("a"), &None));
+        assert!(same(&None, &None));
+        assert!(zero(&None) && zero(&s("0.00")) && !zero(&s("12.50")));
+        assert_eq!(Repair::from_args(&[]), Repair::None);
+        assert_eq!(Repair::from_args(&["all".into()]), Repair::All);
+        assert_eq!(
+            Repair::from_args(&["1".into(), "2".into()]),
+            Repair::Records(vec!["1".into(), "2".into()])
+        );
+    }
+}
