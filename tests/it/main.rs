@@ -1,6 +1,7 @@
 //! Integration tests: one binary, calling the engine API (and the CLI binary) against the
 //! simulators over real HTTP on 127.0.0.1.
 
+mod backfill;
 mod billing_objects;
 mod cli;
 mod companies;
