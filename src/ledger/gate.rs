@@ -187,4 +187,51 @@ mod tests {
         assert_eq!(l.write_hold("crm", None).await.unwrap(), Some(PAUSED));
         assert!(l.status().await.unwrap().observe.is_none());
     }
+
+    #[tokio::test]
+    async fn a_migration_freezes_writes_into_its_authority_for_its_object_in_the_same_gate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        let other = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        other
+            .migration_start("billing", Some("customer"), "provider switch", "cli", 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(MIGRATION_FREEZE)
+        );
+        assert_eq!(
+            l.write_hold("billing", None).await.unwrap(),
+            Some(MIGRATION_FREEZE),
+            "unknown object: frozen"
+        );
+        assert_eq!(
+            l.write_hold("billing", Some("account")).await.unwrap(),
+            None,
+            "another object"
+        );
+        assert_eq!(
+            l.write_hold("crm", Some("customer")).await.unwrap(),
+            None,
+            "towards CRM flows"
+        );
+        l.set_observe(None, "cli", 2).await.unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(MIGRATION_FREEZE)
+        );
+        assert_eq!(l.write_hold("crm", Some("customer")).await.unwrap(), Some(OBSERVING));
+        l.set_pause("billing", None, "cli", 3).await.unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(PAUSED),
+            "a pause wins"
+        );
+        assert!(other.migration_finish("cli", None, 4).await.unwrap().is_some());
+        assert!(other.migration_finish("cli", None, 5).await.unwrap().is_none());
+        l.clear_observe(None, "cli", 6).await.unwrap();
+        assert_eq!(l.write_hold("crm", Some("customer")).await.unwrap(), None);
+        assert!(l.status().await.unwrap().migration.is_none());
+    }
 }

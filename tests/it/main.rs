@@ -12,6 +12,7 @@ mod crm_batch;
 mod drill;
 mod flow;
 mod localstripe;
+mod migration;
 mod ops;
 mod paging;
 mod pollers;
