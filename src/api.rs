@@ -540,8 +540,11 @@ pub struct BackfillProgress {
     pub run: Option<BackfillRun>,
     /// Pages still to read, when the total is known.
     pub pages_left: Option<i64>,
-    /// Estimated finish (Unix ms) from the pages left and the bulk lane's current rate.
+    /// Estimated finish (Unix ms) from the pages left and the budget's current rate.
     pub eta_ms: Option<i64>,
+    /// What the estimate covers (Stripe lists report no total: a billing listing still to
+    /// read is not in it).
+    pub eta_covers: Option<String>,
 }
 
 /// Migration mode: one system authoritative until `migration finish`.

@@ -414,16 +414,26 @@ impl Engine {
         let Some(run) = run else {
             return Ok(p);
         };
-        // Only CRM listings report a total: an estimate needs every unfinished stream counted.
-        let billing_open = run.systems != "crm" && !run.streams_done.iter().any(|s| s == "billing:customers");
-        if let (Some(total), "running" | "cancelled", false) = (run.total_known, run.state.as_str(), billing_open) {
-            let crm_read = run.records;
-            let left = (total - crm_read).max(0);
+        // Only CRM listings report a total, and they are read first: while one is open, every
+        // record counted so far is a CRM record.
+        let open: Vec<Stream> = streams(&self.inner, Systems::parse(&run.systems)?)
+            .into_iter()
+            .filter(|s| !run.streams_done.contains(&s.name()))
+            .collect();
+        let crm_open = open.iter().any(|s| matches!(s, Stream::Crm(_)));
+        let billing_open = open.contains(&Stream::BillingCustomers);
+        if let (Some(total), "running" | "cancelled") = (run.total_known, run.state.as_str()) {
+            let left = if crm_open { (total - run.records).max(0) } else { 0 };
             let pages_left = (left + PAGE_SIZE - 1) / PAGE_SIZE;
             p.pages_left = Some(pages_left);
             let rate = self.inner.budget(Side::Crm).snapshot().current_per_sec;
             if rate > 0.0 {
                 p.eta_ms = Some(self.inner.now_ms() + (pages_left as f64 / rate * 1000.0) as i64);
+                p.eta_covers = Some(if billing_open {
+                    "the CRM listings; the billing customers' listing (Stripe reports no total) comes after".into()
+                } else {
+                    "every listing left".into()
+                });
             }
         }
         Ok(p)

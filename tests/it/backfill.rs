@@ -294,6 +294,8 @@ async fn a_crashed_backfill_resumes_at_its_cursor_without_reading_a_finished_pag
     );
 
     // 3. Restart: the same run resumes at its cursor and finishes.
+    let progress = after_kill.backfill_progress().await.expect("progress");
+    let resumed_at = chrono::Utc::now().timestamp_millis();
     let run2 = after_kill
         .backfill("crm", "test", BackfillOptions::default())
         .await
@@ -304,6 +306,14 @@ async fn a_crashed_backfill_resumes_at_its_cursor_without_reading_a_finished_pag
         ("done", 5, N as i64),
         "{run2:?}"
     );
+    let finished_at = chrono::Utc::now().timestamp_millis();
+    if let (Some(left), Some(eta)) = (progress.pages_left, progress.eta_ms) {
+        println!(
+            "backfill ETA: {left} pages left at 4 requests/s, estimated {} ms, took {} ms",
+            eta - resumed_at,
+            finished_at - resumed_at
+        );
+    }
     let listed = list_requests(&sims).0 as i64;
     assert!(
         listed == 5 || (listed == 6 && read_so_far == mid.pages + 1),
