@@ -511,7 +511,7 @@ pub struct BackfillRun {
     pub id: i64,
     /// `crm`, `billing` or `both`.
     pub systems: String,
-    /// `running`, `cancelled` (start again resumes it), `done` or `failed`.
+    /// `running`, `cancelled` or `failed` (start again resumes either at its cursor), `done`.
     pub state: String,
     /// Streams read to the end (`crm:contacts`, `billing:customers`, ...).
     pub streams_done: Vec<String>,

@@ -69,7 +69,8 @@ pub struct BackfillStart {
 
 impl Ledger {
     /// Start a backfill of `systems`, or resume the unfinished one (a run left `running` by
-    /// a process that died, or `cancelled`): one unfinished run at a time. Audited.
+    /// a process that died, `cancelled`, or `failed` on a provider error) at its cursors: one
+    /// unfinished run at a time. Audited.
     pub async fn backfill_start(
         &self,
         systems: &str,
@@ -79,7 +80,8 @@ impl Ledger {
     ) -> Result<BackfillStart> {
         let mut tx = self.begin().await?;
         let open: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, systems FROM backfill_runs WHERE state IN ('running', 'cancelled') ORDER BY id DESC LIMIT 1",
+            "SELECT id, systems FROM backfill_runs WHERE state IN ('running', 'cancelled', 'failed') \
+             ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&mut *tx)
         .await?;
@@ -91,11 +93,13 @@ impl Ledger {
                          or let it finish first"
                     )));
                 }
-                sqlx::query("UPDATE backfill_runs SET state = 'running', updated_at_ms = ?2 WHERE id = ?1")
-                    .bind(id)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE backfill_runs SET state = 'running', error = NULL, updated_at_ms = ?2 WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
                 (id, true)
             }
             None => {
