@@ -364,11 +364,13 @@ impl Engine {
                         now,
                     )
                     .await?;
-                let Some((accepted, _)) = durable else {
+                let Some((accepted, duplicates)) = durable else {
                     // Cancelled (from any process) while the page was read: nothing of it kept.
                     return self.backfill_run(run_id).await;
                 };
                 inner.metrics.add("backfill_pages", stream.side().as_str(), 1.0);
+                inner.metrics.add("events_received", "", (accepted + duplicates) as f64);
+                inner.metrics.add("dedupe_drops", "", duplicates as f64);
                 inner
                     .metrics
                     .add("backfill_records", stream.side().as_str(), page.records.len() as f64);
@@ -640,5 +642,74 @@ mod tests {
         assert!(matches!(owners_under(m, Some(&other)), Cow::Borrowed(_)));
         assert!(matches!(owners_under(m, None), Cow::Borrowed(_)));
         assert!(Systems::parse("everything").is_err());
+    }
+
+    #[tokio::test]
+    async fn listed_records_become_events_keyed_by_record_and_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(crate::engine::EngineConfig {
+            ledger: dir.path().join("l.db"),
+            contract: crate::contract::default_contract(),
+            crm: std::sync::Arc::new(crate::connectors::Offline {
+                system: "crm",
+                why: "not read here".into(),
+            }),
+            billing: std::sync::Arc::new(crate::connectors::Offline {
+                system: "billing",
+                why: "not read here".into(),
+            }),
+            webhook_secrets: crate::engine::WebhookSecrets::default(),
+            workers: 1,
+            clock: std::sync::Arc::new(crate::engine::SystemClock),
+            demo: false,
+        })
+        .await
+        .expect("engine");
+        let inner = &engine.inner;
+        let mut fields = crate::connectors::Fields::new();
+        fields.insert("email".into(), Some("a@b.test".into()));
+        fields.insert("metadata.driftless_crm_contact_id".into(), Some("7".into()));
+        let cus = RemoteRecord {
+            id: "cus_1".into(),
+            fields: fields.clone(),
+        };
+        let a = customer_event(inner, &cus, 1).expect("event");
+        let b = customer_event(inner, &cus, 2).expect("event");
+        assert_eq!(a.event_id, b.event_id, "the same customer, the same event");
+        assert!(is_backfill_event(&a.event_id) && a.event_id.starts_with("backfill:customer:cus_1:"));
+        assert_eq!(
+            (a.entity_key.as_str(), a.via),
+            ("customer:crm:7", "backfill"),
+            "routed by its CRM id"
+        );
+        fields.insert("email".into(), Some("c@d.test".into()));
+        let changed = customer_event(
+            inner,
+            &RemoteRecord {
+                id: "cus_1".into(),
+                fields,
+            },
+            3,
+        )
+        .expect("event");
+        assert_ne!(changed.event_id, a.event_id, "a changed customer is a new event");
+
+        let mut props = crate::connectors::Fields::new();
+        props.insert("lastmodifieddate".into(), Some("2026-11-27T10:00:00.000Z".into()));
+        let contact = RemoteRecord {
+            id: "7".into(),
+            fields: props,
+        };
+        let e = crm_event(inner, CrmObject::Contact, &contact, 1).expect("event");
+        assert_eq!(e.event_id, "backfill:contact:7:2026-11-27T10:00:00.000Z");
+        assert!(ingest::poll::is_snapshot(
+            &serde_json::from_str(&e.payload).expect("json")
+        ));
+        let unversioned = RemoteRecord {
+            id: "8".into(),
+            fields: Default::default(),
+        };
+        assert!(crm_event(inner, CrmObject::Contact, &unversioned, 1).is_err());
+        engine.shutdown().await;
     }
 }

@@ -10,6 +10,11 @@ export type BackfillProgress = { run: BackfillRun | null,
  */
 pages_left: number | null, 
 /**
- * Estimated finish (Unix ms) from the pages left and the bulk lane's current rate.
+ * Estimated finish (Unix ms) from the pages left and the budget's current rate.
  */
-eta_ms: number | null, };
+eta_ms: number | null, 
+/**
+ * What the estimate covers (Stripe lists report no total: a billing listing still to
+ * read is not in it).
+ */
+eta_covers: string | null, };

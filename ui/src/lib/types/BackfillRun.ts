@@ -10,7 +10,7 @@ export type BackfillRun = { id: number,
  */
 systems: string, 
 /**
- * `running`, `cancelled` (start again resumes it), `done` or `failed`.
+ * `running`, `cancelled` or `failed` (start again resumes either at its cursor), `done`.
  */
 state: string, 
 /**
