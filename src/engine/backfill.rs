@@ -317,7 +317,10 @@ impl Engine {
             };
             if let (Stream::Crm(kind), None) = (stream, &cursor) {
                 if let Some(total) = crm_total(inner, kind).await {
-                    inner.ledger.backfill_add_total(run_id, total).await?;
+                    inner
+                        .ledger
+                        .backfill_add_total(run_id, &name, total, inner.now_ms())
+                        .await?;
                 }
             }
             for _ in 0..MAX_PAGES_PER_STREAM {

@@ -217,13 +217,27 @@ impl Ledger {
         Ok(Some((accepted, duplicates)))
     }
 
-    /// Add a provider-reported total to the run (once per stream, at its first page).
-    pub async fn backfill_add_total(&self, run_id: i64, total: i64) -> Result<()> {
-        sqlx::query("UPDATE backfill_runs SET total_known = COALESCE(total_known, 0) + ?2 WHERE id = ?1")
-            .bind(run_id)
-            .bind(total)
-            .execute(&self.writer)
-            .await?;
+    /// Add a provider-reported total of `stream` to the run, once per stream and run (a
+    /// stream restarted before its first page was durable does not count twice).
+    pub async fn backfill_add_total(&self, run_id: i64, stream: &str, total: i64, now_ms: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let first = sqlx::query(
+            "INSERT INTO watermarks (name, cursor, updated_at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(format!("{BACKFILL_PREFIX}{stream}#total"))
+        .bind(total.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if first > 0 {
+            sqlx::query("UPDATE backfill_runs SET total_known = COALESCE(total_known, 0) + ?2 WHERE id = ?1")
+                .bind(run_id)
+                .bind(total)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
