@@ -41,6 +41,12 @@ pub struct LedgerStatus {
     /// How many records each CRM write call carried (batch updates), over the retained
     /// metric history.
     pub crm_write_calls: CrmWriteCalls,
+    /// The latest backfill run.
+    #[serde(default)]
+    pub backfill: Option<BackfillRun>,
+    /// Migration mode, while active.
+    #[serde(default)]
+    pub migration: Option<MigrationMode>,
 }
 
 /// One poll cursor: how far behind it is and whether history was lost.
@@ -499,4 +505,98 @@ pub struct FieldChoice {
 pub struct ReviewResolution {
     pub choices: Vec<FieldChoice>,
     pub reason: String,
+}
+
+/// One backfill run (initial load / catch-up): what `driftless backfill status` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BackfillRun {
+    pub id: i64,
+    /// `crm`, `billing` or `both`.
+    pub systems: String,
+    /// `running`, `cancelled` or `failed` (start again resumes either at its cursor), `done`.
+    pub state: String,
+    /// Streams read to the end (`crm:contacts`, `billing:customers`, ...).
+    pub streams_done: Vec<String>,
+    /// Pages made durable, records read, inbox events accepted and already-held duplicates.
+    pub pages: i64,
+    pub records: i64,
+    pub accepted: i64,
+    pub duplicates: i64,
+    /// Records the providers report (HubSpot search totals; Stripe lists report none).
+    pub total_known: Option<i64>,
+    pub error: Option<String>,
+    pub started_by: String,
+    pub started_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    /// The migration this run is a phase of.
+    pub migration_id: Option<i64>,
+    /// The phase's validation report (migration phases).
+    pub validation: Option<ValidationReport>,
+}
+
+/// A backfill's progress with its estimated finish.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BackfillProgress {
+    pub run: Option<BackfillRun>,
+    /// Pages still to read, when the total is known.
+    pub pages_left: Option<i64>,
+    /// Estimated finish (Unix ms) from the pages left and the budget's current rate.
+    pub eta_ms: Option<i64>,
+    /// What the estimate covers (Stripe lists report no total: a billing listing still to
+    /// read is not in it).
+    pub eta_covers: Option<String>,
+}
+
+/// Migration mode: one system authoritative until `migration finish`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct MigrationMode {
+    pub id: i64,
+    /// `crm` or `billing`: its values win, writes into it are frozen.
+    pub authority: String,
+    /// The contract object the mode covers; none = every object.
+    pub object: Option<String>,
+    pub reason: String,
+    pub started_by: String,
+    pub started_at_ms: i64,
+    pub finished_by: Option<String>,
+    pub finished_at_ms: Option<i64>,
+    /// Backfill runs made as phases of this migration, oldest first.
+    #[serde(default)]
+    pub phases: Vec<BackfillRun>,
+}
+
+/// A migration phase's validation: counts on each side, links through the identity map and
+/// owned-field mismatches on a sample of linked pairs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ValidationReport {
+    pub object: String,
+    pub crm_records: i64,
+    pub billing_records: i64,
+    /// CRM records with a billing counterpart in the identity map.
+    pub linked: i64,
+    pub unlinked_crm: i64,
+    pub unlinked_billing: i64,
+    /// Linked pairs compared field by field.
+    pub sampled: i64,
+    /// Owned fields that differ in the sample, with up to 20 examples.
+    pub mismatched_fields: i64,
+    pub mismatches: Vec<FieldMismatch>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct FieldMismatch {
+    pub crm_id: String,
+    pub billing_id: String,
+    pub field: String,
+    pub crm: Option<String>,
+    pub billing: Option<String>,
+    /// The side whose value should win (the authority during a migration).
+    pub owner: String,
 }

@@ -129,6 +129,110 @@ enum Cmd {
         #[command(flatten)]
         ctx: OpsArgs,
     },
+    /// Backfill: initial load and catch-up of every record, resumable, idempotent.
+    Backfill {
+        #[command(subcommand)]
+        cmd: BackfillCmd,
+    },
+    /// Migration mode: one system authoritative, phased backfills with validation reports.
+    Migration {
+        #[command(subcommand)]
+        cmd: MigrationCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackfillCmd {
+    /// Page through every CRM record and billing customer into the pipeline (bulk lane), or
+    /// resume the unfinished run at its cursor. The records are planned and written by the
+    /// engine (a running `serve` on the same ledger, or this process until the run ends).
+    Start {
+        #[arg(long, value_enum, default_value_t = BackfillSystem::Both)]
+        system: BackfillSystem,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// The latest run: state, pages, records, known total and estimated finish.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Cancel the running backfill before its next page (start again resumes it).
+    Cancel {
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackfillSystem {
+    Crm,
+    Billing,
+    Both,
+}
+
+impl BackfillSystem {
+    fn as_str(self) -> &'static str {
+        match self {
+            BackfillSystem::Crm => "crm",
+            BackfillSystem::Billing => "billing",
+            BackfillSystem::Both => "both",
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum MigrationCmd {
+    /// Declare one system authoritative (for one contract object, or all): its values win
+    /// and writes into it are frozen until `migration finish`. Audited.
+    Start {
+        #[arg(long, value_enum)]
+        authority: BackfillSystemSide,
+        #[arg(long)]
+        object: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Run one phase: a backfill of the given system(s) recorded on the migration, then its
+    /// validation report (counts, links, owned-field mismatches on a sample).
+    Phase {
+        #[arg(long, value_enum, default_value_t = BackfillSystem::Both)]
+        system: BackfillSystem,
+        /// Wait up to this long for the running engine to work off the queued records before
+        /// validating.
+        #[arg(long, default_value_t = 300)]
+        settle_secs: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// The active migration and its phases' validation reports.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+    /// Leave migration mode: normal ownership again, frozen writes are planned again.
+    Finish {
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        ctx: OpsArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackfillSystemSide {
+    Crm,
+    Billing,
 }
 
 #[derive(Subcommand)]
@@ -494,6 +598,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "lag ms p50 {} p95 {} max {}",
                     st.lag_ms.p50, st.lag_ms.p95, st.lag_ms.max
                 );
+                if let Some(m) = &st.migration {
+                    println!(
+                        "MIGRATION {} active: {} authoritative for {} ({}); writes into {} frozen",
+                        m.id,
+                        m.authority,
+                        m.object.as_deref().unwrap_or("every object"),
+                        m.reason,
+                        m.authority
+                    );
+                }
+                if let Some(r) = &st.backfill {
+                    print_run(r);
+                }
                 if let Some(o) = &st.observe {
                     println!(
                         "OBSERVING (writes off) since {} by {}: {} held writes {:?}; `driftless writes on` sends them",
@@ -559,6 +676,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Drill(a) => drill(a).await,
         Cmd::DeadLetters { cmd } => dead_letters(cmd).await,
         Cmd::Review { cmd } => review(cmd).await,
+        Cmd::Backfill { cmd } => backfill(cmd).await,
+        Cmd::Migration { cmd } => migration(cmd).await,
         Cmd::Timeline { query, json, ctx } => {
             let e = ops_engine(&ctx).await?;
             let t = e.record_timeline(&query).await?;
@@ -807,6 +926,189 @@ fn parse_time(s: &str) -> Result<i64> {
 async fn ops_engine(ctx: &OpsArgs) -> Result<driftless::engine::Engine> {
     let contract = load_contract(ctx.contract.as_deref())?;
     Ok(runtime::engine_for_cli(contract, ctx.ledger.ledger.clone()).await?)
+}
+
+fn print_run(r: &driftless::api::BackfillRun) {
+    println!(
+        "backfill run {} ({}): {}; {} pages, {} records ({} new events, {} already held){}; streams done: {}",
+        r.id,
+        r.systems,
+        r.state,
+        r.pages,
+        r.records,
+        r.accepted,
+        r.duplicates,
+        r.total_known.map(|t| format!(" of {t} known")).unwrap_or_default(),
+        if r.streams_done.is_empty() {
+            "none".to_string()
+        } else {
+            r.streams_done.join(", ")
+        }
+    );
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+    if let Some(v) = &r.validation {
+        println!(
+            "  validation ({}): crm {} billing {} linked {} unlinked crm {} unlinked billing {}; {} of {} sampled pairs' fields differ",
+            v.object, v.crm_records, v.billing_records, v.linked, v.unlinked_crm, v.unlinked_billing,
+            v.mismatched_fields, v.sampled
+        );
+        for m in &v.mismatches {
+            println!(
+                "    {} / {} {}: crm {:?} billing {:?} (owner {})",
+                m.crm_id, m.billing_id, m.field, m.crm, m.billing, m.owner
+            );
+        }
+    }
+}
+
+async fn backfill(cmd: BackfillCmd) -> Result<ExitCode> {
+    match cmd {
+        BackfillCmd::Start { system, json, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let r = e
+                .backfill(
+                    system.as_str(),
+                    "cli",
+                    driftless::engine::backfill::BackfillOptions::default(),
+                )
+                .await;
+            e.shutdown().await;
+            let r = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_run(&r);
+            }
+            Ok(if r.state == "done" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        BackfillCmd::Status { json, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let p = e.backfill_progress().await?;
+            e.shutdown().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                match &p.run {
+                    Some(r) => print_run(r),
+                    None => println!("no backfill has run on this ledger"),
+                }
+                if let (Some(left), Some(eta)) = (p.pages_left, p.eta_ms) {
+                    println!("  {left} pages left, estimated finish {}", fmt_ms(eta));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BackfillCmd::Cancel { ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let r = e.backfill_cancel("cli").await;
+            e.shutdown().await;
+            match r? {
+                Some(id) => println!("backfill run {id} cancelled; `driftless backfill start` resumes it"),
+                None => println!("no backfill is running"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
+    match cmd {
+        MigrationCmd::Start {
+            authority,
+            object,
+            reason,
+            ctx,
+        } => {
+            let e = ops_engine(&ctx).await?;
+            let side = match authority {
+                BackfillSystemSide::Crm => "crm",
+                BackfillSystemSide::Billing => "billing",
+            };
+            let m = e.migration_start(side, object.as_deref(), &reason, "cli").await;
+            e.shutdown().await;
+            let m = m?;
+            println!(
+                "migration {} active: {} authoritative for {}; writes into {} frozen until `driftless migration finish`",
+                m.id,
+                m.authority,
+                m.object.as_deref().unwrap_or("every object"),
+                m.authority
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationCmd::Phase {
+            system,
+            settle_secs,
+            json,
+            ctx,
+        } => {
+            let e = ops_engine(&ctx).await?;
+            let r = e
+                .migration_phase(system.as_str(), "cli", Duration::from_secs(settle_secs))
+                .await;
+            e.shutdown().await;
+            let r = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_run(&r);
+            }
+            Ok(if r.state == "done" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        MigrationCmd::Status { json, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let m = e.migration_status().await;
+            e.shutdown().await;
+            let m = m?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                match &m {
+                    None => println!("no migration is active"),
+                    Some(m) => {
+                        println!(
+                            "migration {} since {} by {}: {} authoritative for {} ({}); {} phase(s)",
+                            m.id,
+                            fmt_ms(m.started_at_ms),
+                            m.started_by,
+                            m.authority,
+                            m.object.as_deref().unwrap_or("every object"),
+                            m.reason,
+                            m.phases.len()
+                        );
+                        for r in &m.phases {
+                            print_run(r);
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MigrationCmd::Finish { reason, ctx } => {
+            let e = ops_engine(&ctx).await?;
+            let m = e.migration_finish("cli", reason.as_deref()).await;
+            e.shutdown().await;
+            let m = m?;
+            println!("migration {} finished: normal ownership restored", m.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn dead_letters(cmd: DeadLetterCmd) -> Result<ExitCode> {

@@ -168,7 +168,7 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
         // to hand them over; a few milliseconds keeps them in this call.
         linger(rx, &mut jobs, room).await;
     }
-    let gate = worker::write_gate(inner, Side::Crm).await;
+    let gate = worker::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await;
     // Updates handed over while the budget made us wait ride along.
     take_upto(rx, &mut jobs, room);
     let items: Vec<BatchUpdate> = jobs
@@ -307,7 +307,7 @@ fn call<'a>(
         let (left, right) = jobs.split_at(jobs.len() / 2);
         let mut out = Vec::with_capacity(jobs.len());
         for half in [left, right] {
-            match worker::write_gate(inner, Side::Crm).await {
+            match worker::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await {
                 Ok(None) => out.extend(call(inner, kind, half).await),
                 Ok(Some(hold)) => out.extend(half.iter().map(|_| Sent::Held(hold))),
                 Err(e) => out.extend(half.iter().map(|_| Sent::GateFailed(e.to_string()))),

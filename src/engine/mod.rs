@@ -1,6 +1,7 @@
 //! The engine: owns the ledger, the checked contract, the connectors and the worker tasks.
 //! Every operation the console, the CLI and the HTTP server offer is one method here.
 
+pub mod backfill;
 mod crm_batch;
 mod echo;
 mod metrics;
@@ -65,6 +66,7 @@ impl EngineError {
     pub fn code(&self) -> &'static str {
         match self {
             EngineError::Ledger(LedgerError::Locked(_)) => "ledger_locked",
+            EngineError::Ledger(LedgerError::Conflict(_)) => "conflict",
             EngineError::Ledger(_) => "ledger_error",
             EngineError::Ingest(e) => e.code(),
             EngineError::Connector(_) => "system_unreachable",

@@ -292,6 +292,21 @@ impl Engine {
         } else {
             HealthState::Degraded
         };
+        // Migration mode is deliberate, not a fault: shown first, without changing the state.
+        if let Some(m) = &l.migration {
+            reasons.insert(
+                0,
+                format!(
+                    "migration mode (started by {}: {}): {} authoritative for {}; writes into {} frozen \
+                     until `driftless migration finish`",
+                    m.started_by,
+                    m.reason,
+                    m.authority,
+                    m.object.as_deref().unwrap_or("every object"),
+                    m.authority
+                ),
+            );
+        }
         Health { state, reasons }
     }
 }

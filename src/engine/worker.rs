@@ -171,7 +171,8 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
             }
         }
         let events = inner.ledger.unplanned_events(key).await?;
-        if !events.is_empty() {
+        // Backfilled records stay bulk work; a live event makes the record live.
+        if events.iter().any(|e| !super::backfill::is_backfill_event(&e.event_id)) {
             make_live();
         }
         if events.is_empty() && !replan {
@@ -363,7 +364,19 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         billing_seq: real.iter().filter(|e| e.source == Side::Billing).map(|e| e.id).max(),
     };
     let extras = touches_billing_objects(&inner.contract, m, &real, replan);
-    let p = match plan_record(inner, m, crm.as_ref(), billing.as_ref(), &shadow, seq, extras).await {
+    let migration = inner.ledger.migration_authority().await?;
+    let p = match plan_record(
+        inner,
+        m,
+        crm.as_ref(),
+        billing.as_ref(),
+        &shadow,
+        seq,
+        extras,
+        migration.as_ref(),
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return park_for_read(ctx, e).await,
     };
@@ -464,6 +477,7 @@ fn touches_billing_objects(
                 || ev.event_type.starts_with("invoice.")
                 || ev.event_type.starts_with("credit_note.")
                 || ev.event_type == "customer.updated"
+                || ev.event_type == super::backfill::CUSTOMER_BACKFILLED
         }
         Side::Crm => {
             let payload: serde_json::Value = serde_json::from_str(&ev.payload).unwrap_or_default();
@@ -491,6 +505,7 @@ pub(crate) fn contact_fields<'a>(
 /// Plan a contact/customer pair: the customer mapping, then (when `extras`) each billing
 /// object mirrored onto the contact, read once per object kind. A connector failure comes back
 /// inside `Ok(Err(..))` so callers can park.
+#[allow(clippy::too_many_arguments)]
 async fn plan_record(
     inner: &Inner,
     m: &ObjectMapping,
@@ -499,9 +514,11 @@ async fn plan_record(
     shadow: &Shadow,
     seq: Sequencing,
     extras: bool,
+    migration: Option<&super::backfill::Authority>,
 ) -> Result<plan::Plan, ConnectorError> {
     use crate::contract::BillingObject;
-    let mut p = plan::plan(m, crm, billing, shadow, seq);
+    // Migration mode: the authority owns the pair's fields (the one place it applies).
+    let mut p = plan::plan(&super::backfill::owners_under(m, migration), crm, billing, shadow, seq);
     let (Some(c), Some(b), true) = (crm, billing, extras) else {
         return Ok(p);
     };
@@ -678,6 +695,7 @@ pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<(plan::Pl
     let crm_id = (side == Side::Crm).then_some(id);
     let (crm, billing, _) = load(inner, m, crm_id, (side, id)).await??;
     let shadow = shadow_map(inner.ledger.shadow(key).await?);
+    let migration = inner.ledger.migration_authority().await?;
     let p = plan_record(
         inner,
         m,
@@ -686,6 +704,7 @@ pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<(plan::Pl
         &shadow,
         Sequencing::default(),
         true,
+        migration.as_ref(),
     )
     .await?;
     // A replay plans without a new event: its writes hang off the record's last cause, as
@@ -874,15 +893,19 @@ fn settled_shadow(contract: &crate::contract::Contract, m: &ObjectMapping, op: &
 
 /// The one gate in front of every outbound call: spend one unit of the destination's rate
 /// budget in the record's lane, then read the pause flags from the ledger, so a pause set by another process stops
-/// the very next write. `Some(hold)`: paused or observing, send nothing. A CRM batch call
-/// passes it once.
-pub(super) async fn write_gate(inner: &Inner, dest: Side) -> Result<Option<WriteHold>, EngineError> {
+/// the very next write. `Some(hold)`: paused, frozen by migration mode or observing, send
+/// nothing. A CRM batch call passes it once. `object`: the contract object written.
+pub(super) async fn write_gate(
+    inner: &Inner,
+    dest: Side,
+    object: Option<&str>,
+) -> Result<Option<WriteHold>, EngineError> {
     // In the lane of the record being processed (a CRM batch call runs in the lane of the
     // task that sends it).
     inner.acquire(dest, lane()).await;
     // Pause and observe mode are read from the ledger right before the write, so a flag set
     // by another process stops the very next write.
-    Ok(inner.ledger.write_hold(dest.as_str()).await?)
+    Ok(inner.ledger.write_hold(dest.as_str(), object).await?)
 }
 
 async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
@@ -892,7 +915,7 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
     let target = op.target_id.as_deref().unwrap_or_default();
     let batched = matches!(op.op.as_str(), "update_contact" | "update_company");
     if !batched {
-        if let Some(hold) = write_gate(inner, dest).await? {
+        if let Some(hold) = write_gate(inner, dest, Some(&ctx.mapping.name)).await? {
             return park_held(ctx, hold).await;
         }
     }

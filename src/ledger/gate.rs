@@ -28,12 +28,20 @@ pub const OBSERVING: WriteHold = WriteHold {
     reason: "observing",
     recheck_ms: 60_000,
 };
+/// Migration mode freezes writes into the authoritative system (`migration finish` unparks).
+pub const MIGRATION_FREEZE: WriteHold = WriteHold {
+    reason: "migration_freeze",
+    recheck_ms: 60_000,
+};
 
 impl Ledger {
-    /// Whether writes to `destination` (`crm` or `billing`) are held, read on the writer
-    /// connection right before the write so a flag set a moment ago by another process (the
-    /// CLI) stops the very next write. A pause wins over observe mode.
-    pub async fn write_hold(&self, destination: &str) -> Result<Option<WriteHold>> {
+    /// Whether writes to `destination` (`crm` or `billing`) of a record of contract object
+    /// `object` are held, read on the writer connection right before the write so a flag set
+    /// a moment ago by another process (the CLI) stops the very next write. A pause wins over
+    /// a migration freeze (writes into the authoritative system of an active migration; an
+    /// unknown `object`, e.g. a CRM batch call, is frozen by any migration of the
+    /// destination), which wins over observe mode.
+    pub async fn write_hold(&self, destination: &str, object: Option<&str>) -> Result<Option<WriteHold>> {
         let keys: Vec<String> =
             sqlx::query_scalar("SELECT key FROM control_flags WHERE value = 'on' AND key IN (?1, ?2, ?3)")
                 .bind(format!("{PAUSE_PREFIX}global"))
@@ -41,8 +49,19 @@ impl Ledger {
                 .bind(OBSERVE_KEY)
                 .fetch_all(&self.writer)
                 .await?;
-        Ok(if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
-            Some(PAUSED)
+        if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
+            return Ok(Some(PAUSED));
+        }
+        let frozen: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM migrations_mode WHERE finished_at_ms IS NULL AND authority = ?1 \
+             AND (object IS NULL OR ?2 IS NULL OR object = ?2) LIMIT 1",
+        )
+        .bind(destination)
+        .bind(object)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(if frozen.is_some() {
+            Some(MIGRATION_FREEZE)
         } else if keys.iter().any(|k| k == OBSERVE_KEY) {
             Some(OBSERVING)
         } else {
@@ -128,10 +147,11 @@ impl Ledger {
         let mut out: BTreeMap<String, i64> = ["crm", "billing"].iter().map(|d| (d.to_string(), 0)).collect();
         let rows = sqlx::query(
             "SELECT o.destination, COUNT(*) FROM outbox o JOIN work_queue w ON w.entity_key = o.entity_key \
-             WHERE o.state = 'pending' AND w.parked_reason IN (?1, ?2) GROUP BY o.destination",
+             WHERE o.state = 'pending' AND w.parked_reason IN (?1, ?2, ?3) GROUP BY o.destination",
         )
         .bind(OBSERVING.reason)
         .bind(PAUSED.reason)
+        .bind(MIGRATION_FREEZE.reason)
         .fetch_all(&self.reader)
         .await?;
         for r in rows {
@@ -151,20 +171,67 @@ mod tests {
         let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
         let other = Ledger::open(&dir.path().join("l.db")).await.expect("open");
         for d in ["crm", "billing"] {
-            assert_eq!(l.write_hold(d).await.unwrap(), None, "a fresh ledger writes");
+            assert_eq!(l.write_hold(d, None).await.unwrap(), None, "a fresh ledger writes");
         }
         other.set_observe(Some("new account"), "connect", 1).await.unwrap();
-        assert_eq!(l.write_hold("billing").await.unwrap(), Some(OBSERVING));
+        assert_eq!(l.write_hold("billing", None).await.unwrap(), Some(OBSERVING));
         l.set_pause("crm", None, "cli", 2).await.unwrap();
-        assert_eq!(l.write_hold("crm").await.unwrap(), Some(PAUSED));
-        assert_eq!(l.write_hold("billing").await.unwrap(), Some(OBSERVING));
+        assert_eq!(l.write_hold("crm", None).await.unwrap(), Some(PAUSED));
+        assert_eq!(l.write_hold("billing", None).await.unwrap(), Some(OBSERVING));
         let st = l.status().await.unwrap();
         assert_eq!(st.observe.as_ref().map(|o| o.set_by.as_str()), Some("connect"));
         assert_eq!(st.held_writes.get("billing"), Some(&0));
         assert!(other.clear_observe(None, "cli", 3).await.unwrap());
         assert!(!other.clear_observe(None, "cli", 4).await.unwrap());
-        assert_eq!(l.write_hold("billing").await.unwrap(), None);
-        assert_eq!(l.write_hold("crm").await.unwrap(), Some(PAUSED));
+        assert_eq!(l.write_hold("billing", None).await.unwrap(), None);
+        assert_eq!(l.write_hold("crm", None).await.unwrap(), Some(PAUSED));
         assert!(l.status().await.unwrap().observe.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_migration_freezes_writes_into_its_authority_for_its_object_in_the_same_gate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        let other = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        other
+            .migration_start("billing", Some("customer"), "provider switch", "cli", 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(MIGRATION_FREEZE)
+        );
+        assert_eq!(
+            l.write_hold("billing", None).await.unwrap(),
+            Some(MIGRATION_FREEZE),
+            "unknown object: frozen"
+        );
+        assert_eq!(
+            l.write_hold("billing", Some("account")).await.unwrap(),
+            None,
+            "another object"
+        );
+        assert_eq!(
+            l.write_hold("crm", Some("customer")).await.unwrap(),
+            None,
+            "towards CRM flows"
+        );
+        l.set_observe(None, "cli", 2).await.unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(MIGRATION_FREEZE)
+        );
+        assert_eq!(l.write_hold("crm", Some("customer")).await.unwrap(), Some(OBSERVING));
+        l.set_pause("billing", None, "cli", 3).await.unwrap();
+        assert_eq!(
+            l.write_hold("billing", Some("customer")).await.unwrap(),
+            Some(PAUSED),
+            "a pause wins"
+        );
+        assert!(other.migration_finish("cli", None, 4).await.unwrap().is_some());
+        assert!(other.migration_finish("cli", None, 5).await.unwrap().is_none());
+        l.clear_observe(None, "cli", 6).await.unwrap();
+        assert_eq!(l.write_hold("crm", Some("customer")).await.unwrap(), None);
+        assert!(l.status().await.unwrap().migration.is_none());
     }
 }

@@ -44,6 +44,9 @@ pub enum LedgerError {
     WriteFailed(String),
     #[error("ledger holds unreadable data in {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The request conflicts with the ledger's state (an unfinished run, an active mode).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for LedgerError {
@@ -307,6 +310,19 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
+        let out = Self::ingest_in(&mut tx, events, false).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// [`Ledger::ingest`] inside a transaction; `bulk` queues new records behind live work
+    /// (backfill), a record already queued keeps its place.
+    pub(super) async fn ingest_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        events: &[NewEvent],
+        bulk: bool,
+    ) -> Result<Vec<IngestOutcome>> {
+        let bulk_base = if bulk { BULK_SEQ_BASE } else { 0 };
         let mut inserted: HashMap<(String, String), (i64, String)> = HashMap::new();
         for chunk in events.chunks(200) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -333,7 +349,7 @@ impl Ledger {
                     .push_bind(e.received_at_ms);
             });
             qb.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id, entity_key");
-            let rows = qb.build().fetch_all(&mut *tx).await?;
+            let rows = qb.build().fetch_all(&mut **tx).await?;
             for r in rows {
                 let key = (r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
                 inserted.insert(key, (r.try_get(0)?, r.try_get(3)?));
@@ -346,13 +362,14 @@ impl Ledger {
             match inserted.get(&key) {
                 Some((id, entity)) if seen_new.insert(*id) => {
                     sqlx::query(
-                        "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2, ?2) \
+                        "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2 + ?3, ?2) \
                          ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
                          ready_seq = min(ready_seq, excluded.ready_seq)",
                     )
                     .bind(entity)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .bind(bulk_base)
+                    .execute(&mut **tx)
                     .await?;
                     out.push(IngestOutcome::Inserted(*id));
                 }
@@ -360,19 +377,18 @@ impl Ledger {
                     let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE source = ?1 AND event_id = ?2")
                         .bind(e.source.as_str())
                         .bind(&e.event_id)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut **tx)
                         .await?;
                     sqlx::query("INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES (?1, ?2, ?3)")
                         .bind(id)
                         .bind(e.via)
                         .bind(e.received_at_ms)
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                     out.push(IngestOutcome::Duplicate(id));
                 }
             }
         }
-        tx.commit().await?;
         Ok(out)
     }
 
@@ -956,6 +972,7 @@ impl Ledger {
             });
         }
         self.gate_status(&mut st).await?;
+        self.backfill_status(&mut st).await?;
         st.pollers = self.poller_status(chrono::Utc::now().timestamp_millis()).await?;
         Ok(st)
     }
@@ -1175,12 +1192,14 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
     }
 }
 
+mod backfill;
 mod crm_batch;
 mod gate;
 mod ops;
 pub mod reconcile;
 mod watermarks;
 
+pub use backfill::{BackfillStart, BACKFILL_PREFIX};
 pub use gate::WriteHold;
 
 #[cfg(test)]

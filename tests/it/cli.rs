@@ -163,3 +163,82 @@ async fn the_api_refuses_requests_without_the_token_and_matches_status() {
     assert_eq!(d.running.engine.status().await.unwrap().ledger.events_total, 0);
     d.running.shutdown().await;
 }
+
+#[test]
+fn backfill_and_migration_commands_speak_json_and_fail_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("l.db");
+    let l = ledger.to_str().expect("utf8 path");
+    let out = bin()
+        .args(["backfill", "status", "--json", "--ledger", l])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(v["run"].is_null());
+    // No credentials in this process: the run fails with the reason and can be resumed.
+    let out = bin()
+        .args(["backfill", "start", "--system", "crm", "--ledger", l])
+        .env_remove("DRIFTLESS_CRM_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crm"));
+    let out = bin()
+        .args(["backfill", "status", "--json", "--ledger", l])
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["run"]["state"], "failed");
+    assert!(v["run"]["error"].as_str().is_some_and(|e| e.contains("crm:contacts")));
+
+    let out = bin()
+        .args([
+            "migration",
+            "start",
+            "--authority",
+            "billing",
+            "--reason",
+            "provider switch",
+            "--ledger",
+            l,
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["migration", "status", "--json", "--ledger", l])
+        .output()
+        .expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        (v["authority"].as_str(), v["object"].is_null()),
+        (Some("billing"), true)
+    );
+    let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    assert_eq!(v["migration"]["reason"], "provider switch");
+    let out = bin()
+        .args([
+            "migration",
+            "start",
+            "--authority",
+            "crm",
+            "--reason",
+            "again",
+            "--ledger",
+            l,
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "one mode at a time");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("finish it first"));
+    let ok = bin()
+        .args(["migration", "finish", "--ledger", l])
+        .status()
+        .expect("run");
+    assert!(ok.success());
+    let out = bin().args(["status", "--json", "--ledger", l]).output().expect("run");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    assert!(v["migration"].is_null());
+}

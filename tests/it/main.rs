@@ -1,6 +1,7 @@
 //! Integration tests: one binary, calling the engine API (and the CLI binary) against the
 //! simulators over real HTTP on 127.0.0.1.
 
+mod backfill;
 mod billing_objects;
 mod cli;
 mod companies;
@@ -11,6 +12,7 @@ mod crm_batch;
 mod drill;
 mod flow;
 mod localstripe;
+mod migration;
 mod ops;
 mod paging;
 mod pollers;

@@ -28,6 +28,8 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       held_writes: { crm: 0, billing: 0 },
       pollers: [],
       crm_write_calls: { records: 0, calls: 0, mean_records: 0, max_records: 0 },
+      backfill: null,
+      migration: null,
       budgets: [],
       reconciliation: null,
     },
