@@ -928,6 +928,20 @@ async fn ops_engine(ctx: &OpsArgs) -> Result<driftless::engine::Engine> {
     Ok(runtime::engine_for_cli(contract, ctx.ledger.ledger.clone()).await?)
 }
 
+/// Print a backfill run (or a migration phase, which is one) and exit 0 only when it is done.
+fn finish_run(r: driftless::api::BackfillRun, json: bool) -> Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_run(&r);
+    }
+    Ok(if r.state == "done" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn print_run(r: &driftless::api::BackfillRun) {
     println!(
         "backfill run {} ({}): {}; {} pages, {} records ({} new events, {} already held){}; streams done: {}",
@@ -975,17 +989,7 @@ async fn backfill(cmd: BackfillCmd) -> Result<ExitCode> {
                 )
                 .await;
             e.shutdown().await;
-            let r = r?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print_run(&r);
-            }
-            Ok(if r.state == "done" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            finish_run(r?, json)
         }
         BackfillCmd::Status { json, ctx } => {
             let e = ops_engine(&ctx).await?;
@@ -1053,17 +1057,7 @@ async fn migration(cmd: MigrationCmd) -> Result<ExitCode> {
                 .migration_phase(system.as_str(), "cli", Duration::from_secs(settle_secs))
                 .await;
             e.shutdown().await;
-            let r = r?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
-            } else {
-                print_run(&r);
-            }
-            Ok(if r.state == "done" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            finish_run(r?, json)
         }
         MigrationCmd::Status { json, ctx } => {
             let e = ops_engine(&ctx).await?;

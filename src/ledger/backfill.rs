@@ -413,17 +413,7 @@ impl Ledger {
     /// The active migration mode with its phases (read on the writer, so a mode started a
     /// moment ago by another process is seen).
     pub async fn migration_active(&self) -> Result<Option<MigrationMode>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MODE_COLUMNS} FROM migrations_mode WHERE finished_at_ms IS NULL LIMIT 1"
-        ))
-        .fetch_optional(&self.writer)
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let mut mode = mode_of(&row)?;
-        mode.phases = self.migration_phases(mode.id).await?;
-        Ok(Some(mode))
+        self.migration_one("WHERE finished_at_ms IS NULL LIMIT 1").await
     }
 
     /// The active migration's authority and object, for the planner.
@@ -445,11 +435,15 @@ impl Ledger {
 
     /// The latest migration (active or finished) with its phases.
     pub async fn migration_latest(&self) -> Result<Option<MigrationMode>> {
-        let row = sqlx::query(&format!(
-            "SELECT {MODE_COLUMNS} FROM migrations_mode ORDER BY id DESC LIMIT 1"
-        ))
-        .fetch_optional(&self.writer)
-        .await?;
+        self.migration_one("ORDER BY id DESC LIMIT 1").await
+    }
+
+    /// One migration mode (chosen by `tail`, a fixed SQL suffix) with its phases, read on the
+    /// writer.
+    async fn migration_one(&self, tail: &'static str) -> Result<Option<MigrationMode>> {
+        let row = sqlx::query(&format!("SELECT {MODE_COLUMNS} FROM migrations_mode {tail}"))
+            .fetch_optional(&self.writer)
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };

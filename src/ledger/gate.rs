@@ -71,30 +71,15 @@ impl Ledger {
 
     /// Observe mode on: ingest and plan, write nothing. Audited.
     pub async fn set_observe(&self, reason: Option<&str>, by: &str, now_ms: i64) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO control_flags (key, value, reason, set_by, set_at_ms) VALUES (?1, 'on', ?2, ?3, ?4) \
-             ON CONFLICT (key) DO UPDATE SET value = 'on', reason = excluded.reason, set_by = excluded.set_by, \
-             set_at_ms = excluded.set_at_ms",
-        )
-        .bind(OBSERVE_KEY)
-        .bind(reason)
-        .bind(by)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        Self::audit_operator(
-            &mut tx,
-            now_ms,
-            None,
-            None,
+        self.flag_on(
+            OBSERVE_KEY,
+            reason,
             by,
+            now_ms,
             "writes_off",
             serde_json::json!({ "reason": reason }),
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Observe mode off: held records become claimable at once. `false`: it was not on.

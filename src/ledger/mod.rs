@@ -769,28 +769,41 @@ impl Ledger {
 
     /// Pause outbound writes for `scope` (`global`, `crm` or `billing`), audited.
     pub async fn set_pause(&self, scope: &str, reason: Option<&str>, by: &str, now_ms: i64) -> Result<()> {
+        self.flag_on(
+            &format!("{PAUSE_PREFIX}{scope}"),
+            reason,
+            by,
+            now_ms,
+            "pause_outbound",
+            serde_json::json!({"scope": scope, "reason": reason}),
+        )
+        .await
+    }
+
+    /// Turn a control flag on (pause scope, observe mode) and audit it as `action`, in one
+    /// transaction.
+    pub(crate) async fn flag_on(
+        &self,
+        key: &str,
+        reason: Option<&str>,
+        by: &str,
+        now_ms: i64,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO control_flags (key, value, reason, set_by, set_at_ms) VALUES (?1, 'on', ?2, ?3, ?4) \
              ON CONFLICT (key) DO UPDATE SET value = 'on', reason = excluded.reason, set_by = excluded.set_by, \
              set_at_ms = excluded.set_at_ms",
         )
-        .bind(format!("{PAUSE_PREFIX}{scope}"))
+        .bind(key)
         .bind(reason)
         .bind(by)
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        Self::audit_operator(
-            &mut tx,
-            now_ms,
-            None,
-            None,
-            by,
-            "pause_outbound",
-            serde_json::json!({"scope": scope, "reason": reason}),
-        )
-        .await?;
+        Self::audit_operator(&mut tx, now_ms, None, None, by, action, detail).await?;
         tx.commit().await?;
         Ok(())
     }
