@@ -579,9 +579,9 @@ impl Engine {
                 continue;
             };
             for f in m.fields.iter().filter(|f| f.billing != "id") {
-                let cv = cr.get(&f.crm).filter(|s| !s.is_empty());
-                let bv = br.get(&f.billing).filter(|s| !s.is_empty());
-                if cv != bv {
+                let cv = cr.get(&f.crm).filter(|s| !s.trim().is_empty());
+                let bv = br.get(&f.billing).filter(|s| !s.trim().is_empty());
+                if !crate::reconcile::values_agree(cv, bv) {
                     report.mismatched_fields += 1;
                     if report.mismatches.len() < MISMATCH_EXAMPLES {
                         report.mismatches.push(FieldMismatch {

@@ -255,6 +255,13 @@ fn same(a: &Option<String>, b: &Option<String>) -> bool {
     }
 }
 
+/// Whether a CRM value and a billing value of one mapped field agree: trimmed, blank is
+/// absent, money strings compare as numbers. The one rule reconciliation and the migration
+/// validation report compare with.
+pub(crate) fn values_agree(crm: Option<&str>, billing: Option<&str>) -> bool {
+    same(&norm(crm), &norm(billing))
+}
+
 fn zero(v: &Option<String>) -> bool {
     v.as_deref()
         .map_or(true, |s| s.parse::<f64>().is_ok_and(|x| x.abs() < 0.005))
