@@ -54,7 +54,7 @@ drill:
 # The rate-budget benchmark: achieved rate / quota and 429 share per destination against the
 # simulators' quota (prints a table, writes $(TARGET_DIR)/bench/rates.json; not part of `make test`).
 bench:
-	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench rates
+	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench rates --bench reconcile
 
 clean:
 	$(CARGO) clean
