@@ -5,6 +5,7 @@
 //! so an operator fixes a broken contract in one pass.
 
 pub mod model;
+pub mod schedule;
 pub use model::*;
 
 use std::fmt;
@@ -1248,35 +1249,9 @@ fn parse_template(raw: &str) -> Result<Vec<KeyPart>, Vec<(usize, String)>> {
     }
 }
 
-/// `nightly`, `hourly`, `manual`, or a 5-field cron expression
-/// (minute hour day-of-month month day-of-week; `*`, lists, ranges and steps; numbers only).
+/// `nightly`, `hourly`, `manual`, or a 5-field cron expression (the scheduler's own parser).
 fn is_schedule(s: &str) -> bool {
-    if matches!(s, "nightly" | "hourly" | "manual") {
-        return true;
-    }
-    const BOUNDS: [(u32, u32); 5] = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5
-        && fields
-            .iter()
-            .zip(BOUNDS)
-            .all(|(f, (lo, hi))| f.split(',').all(|item| is_cron_item(item, lo, hi)))
-}
-
-fn is_cron_item(item: &str, lo: u32, hi: u32) -> bool {
-    let (range, step) = match item.split_once('/') {
-        Some((r, s)) => match s.parse::<u32>() {
-            Ok(step) if step >= 1 => (r, Some(step)),
-            _ => return false,
-        },
-        None => (item, None),
-    };
-    let num = |s: &str| s.parse::<u32>().ok().filter(|n| (lo..=hi).contains(n));
-    match range.split_once('-') {
-        _ if range == "*" => true,
-        Some((a, b)) => matches!((num(a), num(b)), (Some(a), Some(b)) if a <= b),
-        None => num(range).is_some() && step.is_none(),
-    }
+    schedule::Schedule::parse(s).is_ok()
 }
 
 // ---------------------------------------------------------------------------

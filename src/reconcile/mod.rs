@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::api::ReplayPreview;
 use crate::budget::Lane;
 use crate::connectors::RemoteRecord;
+use crate::contract::schedule::Schedule;
 use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner, Side};
 use crate::engine::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
 use crate::engine::{Engine, EngineError};
@@ -116,19 +117,6 @@ pub struct ReconcileReport {
     pub sent_to_review: usize,
 }
 
-/// How the contract's schedule is run: `Some(period)` for `nightly`/`hourly`, `None` for
-/// `manual`; a cron expression is not supported yet (reported in the run log).
-pub fn schedule_period_ms(schedule: &str) -> Result<Option<i64>, String> {
-    match schedule {
-        "nightly" => Ok(Some(DAY_MS)),
-        "hourly" => Ok(Some(3_600_000)),
-        "manual" => Ok(None),
-        other => Err(format!(
-            "schedule {other:?}: cron schedules are not supported yet; run `driftless reconcile` from the system's cron"
-        )),
-    }
-}
-
 /// One run at a time in this process (the scheduler and an operator's run would otherwise
 /// continue the same checkpoint twice).
 static ONE_RUN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -144,15 +132,16 @@ fn lease_owner() -> &'static str {
 }
 
 /// The contract's schedule, as a background task of the engine: an unfinished run a crash
-/// left is resumed at start; then a run whenever the last finished one is a period old (the
-/// first a period after start when there is none). `manual` runs nothing; a cron expression
-/// is logged as not supported yet.
+/// left is resumed at start; then a run whenever the schedule says the next one is due after
+/// the last finished run (or after start when there is none): `nightly`/`hourly` a period
+/// later, a cron expression at its next minute (UTC). `manual` runs nothing.
 pub async fn scheduled(engine: Engine) {
     let inner = engine.inner.clone();
-    let period = match schedule_period_ms(&inner.contract.reconciliation.schedule) {
-        Ok(Some(p)) => p,
-        Ok(None) => return,
+    let schedule = match Schedule::parse(&inner.contract.reconciliation.schedule) {
+        Ok(Schedule::Manual) => return,
+        Ok(s) => s,
         Err(why) => {
+            // The contract compiler accepts only what this parser accepts.
             tracing::warn!(%why, "scheduled reconciliation not running");
             return;
         }
@@ -165,9 +154,11 @@ pub async fn scheduled(engine: Engine) {
         let due = if resume {
             now
         } else {
-            match inner.ledger.recon_last_finished().await {
-                Ok(Some(r)) => r.finished_at_ms.unwrap_or(r.started_at_ms) + period,
-                Ok(None) => started + period,
+            let last = inner.ledger.recon_last_finished().await;
+            match last.map(|r| r.map_or(started, |r| r.finished_at_ms.unwrap_or(r.started_at_ms))) {
+                // `None` only for manual (returned above) or a cron expression that never
+                // fires (e.g. 31 February): check again in a minute.
+                Ok(after) => schedule.next_due(after).unwrap_or(now + 60_000),
                 Err(e) => {
                     tracing::warn!(error = %e, "reconciliation schedule cannot read the ledger");
                     now + 60_000
@@ -305,9 +296,6 @@ impl Engine {
                     req.trigger.as_str()
                 };
                 let r = ledger.recon_start(window_days, trigger, inner.now_ms()).await?;
-                if let Err(note) = schedule_period_ms(&inner.contract.reconciliation.schedule) {
-                    ledger.recon_note(r.id, &note).await?;
-                }
                 (r, false)
             }
         };
@@ -841,15 +829,6 @@ fn seen_customer(mappings: &[&ObjectMapping], r: &RemoteRecord) -> SeenCustomer 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedules_nightly_hourly_manual_and_cron_is_reported_unsupported() {
-        assert_eq!(schedule_period_ms("nightly"), Ok(Some(DAY_MS)));
-        assert_eq!(schedule_period_ms("hourly"), Ok(Some(3_600_000)));
-        assert_eq!(schedule_period_ms("manual"), Ok(None));
-        let e = schedule_period_ms("0 3 * * *").unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
-    }
 
     #[test]
     fn windows_parse_in_days_within_range() {
