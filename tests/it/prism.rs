@@ -279,53 +279,77 @@ async fn route(State(r): State<Router>, method: Method, uri: Uri, headers: Heade
     out
 }
 
+/// Prisms on HubSpot's specs (each `(spec, dynamic)`) behind the recording router on loopback.
+/// Stops the router when dropped (each `Prism` stops its process).
+struct Mocks {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _prisms: Vec<Prism>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mocks {
+    async fn start(specs: &[(&str, bool)]) -> Mocks {
+        let bin = prism_bin();
+        assert!(
+            bin.exists(),
+            "Prism ({}) is missing: run `scripts/setup.sh test` (it installs tests/peers/package-lock.json \
+             with npm ci), or point DRIFTLESS_PRISM at a prism 5.16.0 launcher",
+            bin.display()
+        );
+        let spec_dir = specs_dir().join("hubspot");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut prisms = Vec::new();
+        let mut upstreams = Vec::new();
+        for (name, dynamic) in specs {
+            let derived = dir.path().join(format!("{name}.prism.json"));
+            derive_spec(&spec_dir.join(format!("{name}.json")), &derived);
+            let log = dir.path().join(format!("prism-{name}.log"));
+            let prism = Prism::spawn(&bin, &derived, log, *dynamic);
+            let prefix = match *name {
+                "properties" => "/crm/v3/properties/".to_string(),
+                object => format!("/crm/v3/objects/{object}/"),
+            };
+            upstreams.push((prefix, prism.base_url.clone()));
+            prisms.push(prism);
+        }
+        for p in &prisms {
+            p.wait_ready(45).await;
+        }
+        let router = Router {
+            http: reqwest::Client::new(),
+            upstreams: Arc::new(upstreams),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let seen = router.seen.clone();
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind router");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let app = axum::Router::new().fallback(route).with_state(router);
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Mocks {
+            base,
+            seen,
+            server,
+            _prisms: prisms,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mocks {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_the_crm_connector_sends_passes_prism_validation_against_hubspots_spec() {
     let started = Instant::now();
-    let bin = prism_bin();
-    assert!(
-        bin.exists(),
-        "Prism ({}) is missing: run `scripts/setup.sh test` (it installs tests/peers/package-lock.json \
-         with npm ci), or point DRIFTLESS_PRISM at a prism 5.16.0 launcher",
-        bin.display()
-    );
-    let specs = specs_dir().join("hubspot");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prisms: Vec<(&str, Prism)> = SPECS
-        .iter()
-        .map(|name| {
-            let derived = dir.path().join(format!("{name}.prism.json"));
-            derive_spec(&specs.join(format!("{name}.json")), &derived);
-            let log = dir.path().join(format!("prism-{name}.log"));
-            (*name, Prism::spawn(&bin, &derived, log, *name == "properties"))
-        })
-        .collect();
-    for (_, p) in &prisms {
-        p.wait_ready(45).await;
-    }
-    let up = |name: &str| {
-        prisms
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, p)| p.base_url.clone())
-            .expect("prism")
-    };
-    let router = Router {
-        http: reqwest::Client::new(),
-        upstreams: Arc::new(vec![
-            ("/crm/v3/objects/contacts/".into(), up("contacts")),
-            ("/crm/v3/objects/companies/".into(), up("companies")),
-            ("/crm/v3/properties/".into(), up("properties")),
-        ]),
-        seen: Arc::new(Mutex::new(Vec::new())),
-    };
-    let seen = router.seen.clone();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind router");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = axum::Router::new().fallback(route).with_state(router);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mocks = Mocks::start(&[("contacts", false), ("companies", false), ("properties", true)]).await;
+    let (base, seen) = (mocks.base.clone(), mocks.seen.clone());
     eprintln!("prism: 3 mocks ready in {:.1}s", started.elapsed().as_secs_f64());
 
     // Validation is on: a body HubSpot's spec refuses is refused with its violation.
@@ -418,7 +442,6 @@ async fn every_request_the_crm_connector_sends_passes_prism_validation_against_h
         seen.len(),
         started.elapsed().as_secs_f64()
     );
-    server.abort();
 }
 
 /// The pollers' request: `POST /crm/v3/objects/{contacts|companies}/search` with the
@@ -431,43 +454,8 @@ async fn every_request_the_crm_connector_sends_passes_prism_validation_against_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pollers_search_request_passes_prism_validation_against_hubspots_spec() {
     use driftless::connectors::ModifiedSearch;
-    let bin = prism_bin();
-    assert!(
-        bin.exists(),
-        "Prism ({}) is missing: run `scripts/setup.sh test`",
-        bin.display()
-    );
-    let specs = specs_dir().join("hubspot");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prisms: Vec<(&str, Prism)> = ["contacts", "companies"]
-        .iter()
-        .map(|name| {
-            let derived = dir.path().join(format!("{name}.prism.json"));
-            derive_spec(&specs.join(format!("{name}.json")), &derived);
-            let log = dir.path().join(format!("prism-{name}.log"));
-            (*name, Prism::spawn(&bin, &derived, log, true))
-        })
-        .collect();
-    for (_, p) in &prisms {
-        p.wait_ready(45).await;
-    }
-    let router = Router {
-        http: reqwest::Client::new(),
-        upstreams: Arc::new(
-            prisms
-                .iter()
-                .map(|(n, p)| (format!("/crm/v3/objects/{n}/"), p.base_url.clone()))
-                .collect(),
-        ),
-        seen: Arc::new(Mutex::new(Vec::new())),
-    };
-    let seen = router.seen.clone();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind router");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = axum::Router::new().fallback(route).with_state(router);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mocks = Mocks::start(&[("contacts", true), ("companies", true)]).await;
+    let (base, seen) = (mocks.base.clone(), mocks.seen.clone());
 
     // Validation is on for search too: a body without the required fields is refused.
     let bad = reqwest::Client::new()
@@ -528,7 +516,6 @@ async fn the_pollers_search_request_passes_prism_validation_against_hubspots_spe
         "hs_lastmodifieddate"
     );
     eprintln!("prism: {} search requests accepted by Prism", seen.len());
-    server.abort();
 }
 
 /// The batch requests (`batch/read`, `batch/update`, `batch/upsert`, contacts and companies)
@@ -541,43 +528,8 @@ async fn every_batch_request_the_crm_connector_sends_passes_prism_validation() {
     use driftless::connectors::{BatchUpdate, BatchUpsert};
 
     let started = Instant::now();
-    let bin = prism_bin();
-    assert!(
-        bin.exists(),
-        "Prism ({}) is missing: run `scripts/setup.sh test`, or point DRIFTLESS_PRISM at a prism 5.16.0 launcher",
-        bin.display()
-    );
-    let specs = specs_dir().join("hubspot");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let prisms: Vec<(&str, Prism)> = ["contacts", "companies"]
-        .into_iter()
-        .map(|name| {
-            let derived = dir.path().join(format!("{name}.prism.json"));
-            derive_spec(&specs.join(format!("{name}.json")), &derived);
-            let log = dir.path().join(format!("prism-{name}.log"));
-            (name, Prism::spawn(&bin, &derived, log, false))
-        })
-        .collect();
-    for (_, p) in &prisms {
-        p.wait_ready(45).await;
-    }
-    let router = Router {
-        http: reqwest::Client::new(),
-        upstreams: Arc::new(
-            prisms
-                .iter()
-                .map(|(name, p)| (format!("/crm/v3/objects/{name}/"), p.base_url.clone()))
-                .collect(),
-        ),
-        seen: Arc::new(Mutex::new(Vec::new())),
-    };
-    let seen = router.seen.clone();
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("bind router");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let app = axum::Router::new().fallback(route).with_state(router);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mocks = Mocks::start(&[("contacts", false), ("companies", false)]).await;
+    let (base, seen) = (mocks.base.clone(), mocks.seen.clone());
 
     // The spec's strictness, on requests the connector does not send.
     let raw = reqwest::Client::new();
@@ -719,5 +671,4 @@ async fn every_batch_request_the_crm_connector_sends_passes_prism_validation() {
         seen.len(),
         started.elapsed().as_secs_f64()
     );
-    server.abort();
 }
