@@ -341,9 +341,8 @@ impl Engine {
     }
 
     pub async fn status(&self) -> Result<Status, EngineError> {
-        let mut ledger = self.inner.ledger.status().await?;
         // Poll lag by the engine's clock.
-        ledger.pollers = self.inner.ledger.poller_status(self.inner.now_ms()).await?;
+        let ledger = self.inner.ledger.status_at(self.inner.now_ms()).await?;
         Ok(Status {
             contract_version: self.inner.contract.version.clone(),
             ledger,

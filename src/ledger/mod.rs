@@ -902,7 +902,13 @@ impl Ledger {
 
     // ----------------------------------------------------------------------------- status
 
+    /// The ledger's figures, with poll lag measured by the wall clock (the CLI's view).
     pub async fn status(&self) -> Result<LedgerStatus> {
+        self.status_at(chrono::Utc::now().timestamp_millis()).await
+    }
+
+    /// The ledger's figures, with poll lag measured at `now_ms` (the engine's clock).
+    pub async fn status_at(&self, now_ms: i64) -> Result<LedgerStatus> {
         let mut st = LedgerStatus::default();
         for s in EVENT_STATES {
             st.events.insert(s.to_string(), 0);
@@ -986,7 +992,7 @@ impl Ledger {
         }
         self.gate_status(&mut st).await?;
         self.backfill_status(&mut st).await?;
-        st.pollers = self.poller_status(chrono::Utc::now().timestamp_millis()).await?;
+        st.pollers = self.poller_status(now_ms).await?;
         Ok(st)
     }
 

@@ -16,7 +16,7 @@ use driftless::engine::backfill::BackfillOptions;
 use driftless::engine::{Engine, EngineConfig, SystemClock, WebhookSecrets};
 use driftless::sim::{SimConfig, Simulators};
 
-use crate::support::{eventually, meta, prop};
+use crate::support::{applied_writes, eventually, meta, prop};
 
 pub async fn engine_on(ledger: &Path, contract: Contract, sims: &Simulators) -> Engine {
     use driftless::connectors::CrmApi;
@@ -49,23 +49,6 @@ pub fn create_contacts(sims: &Simulators, prefix: &str, n: usize) -> Vec<String>
             ])
         })
         .collect()
-}
-
-/// Mutating requests the simulators applied (CRM property definitions excluded).
-pub fn writes(sims: &Simulators) -> (usize, usize) {
-    let crm = sims
-        .crm
-        .request_log()
-        .iter()
-        .filter(|r| r.mutating && r.applied && !r.path.contains("/properties/"))
-        .count();
-    let billing = sims
-        .billing
-        .request_log()
-        .iter()
-        .filter(|r| r.mutating && r.applied)
-        .count();
-    (crm, billing)
 }
 
 /// Full-listing requests (`GET /crm/v3/objects/contacts`, `GET /v1/customers`).
@@ -192,7 +175,7 @@ async fn backfill_of_preexisting_contacts_converges_and_a_second_run_changes_not
 
     // A second run reads the records as they are now (the customers it created, the contacts
     // carrying their billing id): new versions, planned, nothing to write.
-    let before = writes(&sims);
+    let before = applied_writes(&sims);
     let second = engine
         .backfill("both", "test", BackfillOptions::default())
         .await
@@ -204,7 +187,7 @@ async fn backfill_of_preexisting_contacts_converges_and_a_second_run_changes_not
     );
     quiet(&engine).await;
     assert_eq!(
-        writes(&sims),
+        applied_writes(&sims),
         before,
         "a second backfill writes nothing to either system"
     );
@@ -215,7 +198,7 @@ async fn backfill_of_preexisting_contacts_converges_and_a_second_run_changes_not
         .expect("third backfill");
     assert_eq!((third.accepted, third.duplicates), (0, 2 * N as i64), "{third:?}");
     quiet(&engine).await;
-    assert_eq!(writes(&sims), before, "nor does a third");
+    assert_eq!(applied_writes(&sims), before, "nor does a third");
     assert!(converged(&sims, N));
     engine.shutdown().await;
     sims.shutdown().await;

@@ -23,7 +23,7 @@ use driftless::engine::poll::{crm_cursor, BILLING_CURSOR};
 use driftless::engine::{Clock, Engine, EngineConfig, WebhookSecrets};
 use driftless::sim::{FaultProfile, SimClock, SimConfig, Simulators};
 
-use crate::support::{demo_with, eventually, meta, prop};
+use crate::support::{applied_writes, demo_with, eventually, meta, prop};
 
 /// The default contract with the given systems polled only (200 ms passes, 3 s overlap).
 fn polled(crm: bool, billing: bool) -> Contract {
@@ -101,22 +101,6 @@ fn contact_versions(sims: &Simulators) -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn writes(sims: &Simulators) -> (usize, usize) {
-    let billing = sims
-        .billing
-        .request_log()
-        .iter()
-        .filter(|r| r.mutating && r.applied)
-        .count();
-    let crm = sims
-        .crm
-        .request_log()
-        .iter()
-        .filter(|r| r.mutating && r.applied && !r.path.contains("/properties/"))
-        .count();
-    (billing, crm)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +262,7 @@ async fn polled_echoes_of_our_own_writes_cause_no_further_writes() {
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
     assert_eq!(
-        writes(&sims),
+        applied_writes(&sims),
         (1, 1),
         "one create in billing, one write-back in the CRM"
     );
@@ -286,7 +270,7 @@ async fn polled_echoes_of_our_own_writes_cause_no_further_writes() {
     // Many more passes over the same windows: nothing new is written anywhere.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
-    assert_eq!(writes(&sims), (1, 1), "a polled echo caused a write");
+    assert_eq!(applied_writes(&sims), (1, 1), "a polled echo caused a write");
     let after = engine.status().await.expect("status").ledger;
     assert_eq!(after.writes, before.writes);
     // Our create (`customer.created`) and our write-back (the contact's new version) came
@@ -686,7 +670,7 @@ async fn with_webhooks_and_polling_both_on_a_stripe_event_is_held_once_and_appli
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
     // The non-owner edit was reverted once (lifecycle stage is CRM-owned): one revert write.
-    let (billing_writes, crm_writes) = writes(&sims);
+    let (billing_writes, crm_writes) = applied_writes(&sims);
     assert_eq!(
         (billing_writes, crm_writes),
         (2, 1),

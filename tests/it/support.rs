@@ -83,3 +83,21 @@ pub async fn synced_contact(d: &Demo, email: &str) -> (String, String) {
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
     (id, cus)
 }
+
+/// Mutating requests the simulators applied, as (billing, CRM); CRM property definitions
+/// excluded.
+pub fn applied_writes(sims: &driftless::sim::Simulators) -> (usize, usize) {
+    let billing = sims
+        .billing
+        .request_log()
+        .iter()
+        .filter(|r| r.mutating && r.applied)
+        .count();
+    let crm = sims
+        .crm
+        .request_log()
+        .iter()
+        .filter(|r| r.mutating && r.applied && !r.path.contains("/properties/"))
+        .count();
+    (billing, crm)
+}
