@@ -548,6 +548,12 @@ pub struct BackfillProgress {
     /// What the estimate covers (Stripe lists report no total: a billing listing still to
     /// read is not in it).
     pub eta_covers: Option<String>,
+    /// A backfill started from the console is running in this engine.
+    #[serde(default)]
+    pub job_running: bool,
+    /// The error the last backfill started from the console ended in.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Migration mode: one system authoritative until `migration finish`.
@@ -599,4 +605,122 @@ pub struct FieldMismatch {
     pub billing: Option<String>,
     /// The side whose value should win (the authority during a migration).
     pub owner: String,
+}
+
+// ---- Reconciliation (issue 6): a run, its findings, and what the console asks for. ----
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconRunRow {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub window_days: i64,
+    pub trigger: String,
+    pub state: String,
+    pub phase: String,
+    pub cursor: Option<String>,
+    pub pages_read: i64,
+    pub compared: i64,
+    pub duration_ms: Option<i64>,
+    /// Distinct records with a field or rule mismatch.
+    pub mismatched_records: i64,
+    pub log: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// A mismatch to record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct NewMismatch {
+    pub entity_key: String,
+    /// `field`, `rule` or `missed_event`.
+    pub kind: String,
+    pub name: String,
+    pub crm_value: Option<String>,
+    pub billing_value: Option<String>,
+    pub owner: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A recorded mismatch, with the time it was first seen (carried over from the previous
+/// finished run while the mismatch persists).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct MismatchRow {
+    #[serde(flatten)]
+    pub m: NewMismatch,
+    pub first_seen_ms: i64,
+}
+
+/// One reconciliation as `driftless reconcile --json` and the console show it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconcileReport {
+    pub run: ReconRunRow,
+    /// Whether this call continued a run a crash or cancel left behind.
+    pub resumed: bool,
+    /// `false` when the run stopped at `max_pages` and resumes on the next call.
+    pub complete: bool,
+    pub compared: i64,
+    pub mismatched_records: i64,
+    pub mismatch_rate: f64,
+    pub alert_threshold: f64,
+    pub over_threshold: bool,
+    pub by_field: BTreeMap<String, i64>,
+    pub by_rule: BTreeMap<String, i64>,
+    pub missed_events: i64,
+    pub mismatches: Vec<MismatchRow>,
+    pub gaps_resolved: Vec<i64>,
+    /// The repair preview (dry run) or what was queued.
+    pub repair: Option<ReplayPreview>,
+    pub sent_to_review: usize,
+}
+
+/// What an operator asks of a reconciliation: the CLI's flags, the console's form.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconcileAsk {
+    /// Days back the missed-event detector looks (1 to 90; the contract's window when absent).
+    #[serde(default)]
+    pub window_days: Option<u32>,
+    /// Preview the repair writes without queueing them.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Records to repair once compared: `["all"]`, record keys or CRM ids; empty for none.
+    #[serde(default)]
+    pub repair: Vec<String>,
+    /// Records (keys or CRM ids) to send to the review queue instead.
+    #[serde(default)]
+    pub review: Vec<String>,
+    /// Stop, resumably, after reading this many pages.
+    #[serde(default)]
+    pub max_pages: Option<u64>,
+}
+
+/// The console's reconciliation panel: the run going on, the last finished one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconciliationState {
+    /// A run started from the console is going on in this engine.
+    pub running: bool,
+    /// A cancel was asked; the run stops at its next page.
+    pub cancelling: bool,
+    /// The unfinished run (going on, or left by a crash or cancel: the next run resumes it).
+    pub current: Option<ReconRunRow>,
+    /// The last finished run.
+    pub last: Option<ReconcileReport>,
+    /// The error the last run started from the console ended in.
+    pub last_error: Option<String>,
+    /// The contract's schedule (`nightly`, `hourly`, a cron expression or `manual`).
+    pub schedule: String,
+}
+
+/// Start a backfill from the console.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct BackfillAsk {
+    /// `crm`, `billing` or `both`.
+    pub systems: String,
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,7 +18,10 @@ use futures_util::stream::Stream;
 use include_dir::{include_dir, Dir};
 use utoipa::OpenApi;
 
-use crate::api::{ApiError, Overview, PauseRequest, PauseResult, Status};
+use crate::api::{
+    ApiError, BackfillAsk, BackfillProgress, MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk,
+    ReconcileReport, ReconciliationState, Status, ValidationReport,
+};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
 
@@ -54,7 +57,7 @@ impl IntoResponse for HttpError {
             | EngineError::BadRequest(_)
             | EngineError::ReasonRequired => StatusCode::BAD_REQUEST,
             EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::Paused(_) => StatusCode::CONFLICT,
+            EngineError::Paused(_) | EngineError::Busy(_) => StatusCode::CONFLICT,
             EngineError::Stopped | EngineError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Connector(_) => StatusCode::BAD_GATEWAY,
         };
@@ -82,8 +85,36 @@ pub fn new_token() -> String {
         title = "driftless console API",
         description = "Every route needs the launch token: `Authorization: Bearer <token>` or `?token=<token>`."
     ),
-    paths(status, overview, pause_outbound, resume_outbound, stream, metrics),
-    components(schemas(Status, Overview, PauseRequest, PauseResult, ApiError))
+    paths(
+        status,
+        overview,
+        pause_outbound,
+        resume_outbound,
+        stream,
+        metrics,
+        reconciliation_state,
+        start_reconcile,
+        cancel_reconcile,
+        backfill_state,
+        start_backfill,
+        cancel_backfill,
+        migration_status,
+        validation_report
+    ),
+    components(schemas(
+        Status,
+        Overview,
+        PauseRequest,
+        PauseResult,
+        ApiError,
+        ReconciliationState,
+        ReconcileAsk,
+        ReconcileReport,
+        BackfillProgress,
+        BackfillAsk,
+        MigrationMode,
+        ValidationReport
+    ))
 )]
 pub struct ApiDoc;
 
@@ -99,6 +130,14 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/pause_outbound", post(pause_outbound))
         .route("/api/resume_outbound", post(resume_outbound))
         .route("/api/stream", get(stream))
+        .route("/api/reconciliation_state", get(reconciliation_state))
+        .route("/api/start_reconcile", post(start_reconcile))
+        .route("/api/cancel_reconcile", post(cancel_reconcile))
+        .route("/api/backfill_state", get(backfill_state))
+        .route("/api/start_backfill", post(start_backfill))
+        .route("/api/cancel_backfill", post(cancel_backfill))
+        .route("/api/migration_status", get(migration_status))
+        .route("/api/validation_report", get(validation_report))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -223,7 +262,7 @@ async fn pause_outbound(
     body: Option<Json<PauseRequest>>,
 ) -> Result<Json<PauseResult>, HttpError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    Ok(Json(st.engine.pause_outbound(&b, "operator:console").await?))
+    Ok(Json(st.engine.pause_outbound(&b, BY).await?))
 }
 
 /// Resume outbound writes; the backlog drains in per-record order.
@@ -233,7 +272,73 @@ async fn resume_outbound(
     body: Option<Json<PauseRequest>>,
 ) -> Result<Json<PauseResult>, HttpError> {
     let b = body.map(|Json(b)| b).unwrap_or_default();
-    Ok(Json(st.engine.resume_outbound(&b, "operator:console").await?))
+    Ok(Json(st.engine.resume_outbound(&b, BY).await?))
+}
+
+/// Who the audit log names for actions taken in the browser console.
+const BY: &str = "operator:console";
+
+/// The reconciliation going on (if any) and the last finished run's report.
+#[utoipa::path(get, path = "/api/reconciliation_state", responses((status = 200, body = ReconciliationState), (status = 401, body = ApiError)))]
+async fn reconciliation_state(State(st): State<AppState>) -> Result<Json<ReconciliationState>, HttpError> {
+    Ok(Json(st.engine.reconciliation_state().await?))
+}
+
+/// Start a reconciliation in the background (resumes an unfinished one); 409 `busy` while one runs.
+#[utoipa::path(post, path = "/api/start_reconcile", request_body = ReconcileAsk, responses((status = 200, body = ReconciliationState), (status = 409, body = ApiError)))]
+async fn start_reconcile(
+    State(st): State<AppState>,
+    body: Option<Json<ReconcileAsk>>,
+) -> Result<Json<ReconciliationState>, HttpError> {
+    let b = body.map(|Json(b)| b).unwrap_or_default();
+    Ok(Json(st.engine.start_reconcile(&b, BY).await?))
+}
+
+/// Stop the running reconciliation at its next page; it stays resumable.
+#[utoipa::path(post, path = "/api/cancel_reconcile", responses((status = 200, body = ReconciliationState)))]
+async fn cancel_reconcile(State(st): State<AppState>) -> Result<Json<ReconciliationState>, HttpError> {
+    Ok(Json(st.engine.cancel_reconcile(BY).await?))
+}
+
+/// The latest backfill with its estimated finish.
+#[utoipa::path(get, path = "/api/backfill_state", responses((status = 200, body = BackfillProgress)))]
+async fn backfill_state(State(st): State<AppState>) -> Result<Json<BackfillProgress>, HttpError> {
+    Ok(Json(st.engine.backfill_state().await?))
+}
+
+/// Start (or resume) a backfill in the background; 409 `busy` while one runs.
+#[utoipa::path(post, path = "/api/start_backfill", request_body = BackfillAsk, responses((status = 200, body = BackfillProgress), (status = 409, body = ApiError)))]
+async fn start_backfill(
+    State(st): State<AppState>,
+    Json(b): Json<BackfillAsk>,
+) -> Result<Json<BackfillProgress>, HttpError> {
+    Ok(Json(st.engine.start_backfill(&b.systems, BY).await?))
+}
+
+/// Cancel the running backfill before its next page; it stays resumable.
+#[utoipa::path(post, path = "/api/cancel_backfill", responses((status = 200, body = BackfillProgress)))]
+async fn cancel_backfill(State(st): State<AppState>) -> Result<Json<BackfillProgress>, HttpError> {
+    Ok(Json(st.engine.cancel_backfill(BY).await?))
+}
+
+/// Migration mode while active (`null` otherwise), with its phases.
+#[utoipa::path(get, path = "/api/migration_status", responses((status = 200, body = Option<MigrationMode>)))]
+async fn migration_status(State(st): State<AppState>) -> Result<Json<Option<MigrationMode>>, HttpError> {
+    Ok(Json(st.engine.migration_status().await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ObjectQuery {
+    object: String,
+}
+
+/// A validation report for one customer-pair object (counts, links, sampled mismatches).
+#[utoipa::path(get, path = "/api/validation_report", params(("object" = String, Query, description = "a contract object, e.g. customer")), responses((status = 200, body = ValidationReport), (status = 400, body = ApiError)))]
+async fn validation_report(
+    State(st): State<AppState>,
+    Query(q): Query<ObjectQuery>,
+) -> Result<Json<ValidationReport>, HttpError> {
+    Ok(Json(st.engine.validation_report(&q.object).await?))
 }
 
 /// Server-sent events: `overview` (an `Overview`) once a second; `error` (an `ApiError`) when
@@ -313,6 +418,14 @@ mod tests {
             "/api/resume_outbound",
             "/api/stream",
             "/metrics",
+            "/api/reconciliation_state",
+            "/api/start_reconcile",
+            "/api/cancel_reconcile",
+            "/api/backfill_state",
+            "/api/start_backfill",
+            "/api/cancel_backfill",
+            "/api/migration_status",
+            "/api/validation_report",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

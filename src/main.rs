@@ -725,14 +725,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
             ctx,
         } => {
-            let req = driftless::reconcile::ReconcileRequest {
+            let ask = driftless::api::ReconcileAsk {
                 window_days: window.as_deref().map(driftless::reconcile::parse_window).transpose()?,
                 dry_run,
-                repair: driftless::reconcile::Repair::from_args(&repair),
+                repair,
                 review,
                 max_pages,
-                trigger: "cli".into(),
             };
+            let req = driftless::reconcile::ReconcileRequest::from_ask(&ask, "cli");
             let e = ops_engine(&ctx).await?;
             let r = e.reconcile(&req, "cli").await;
             e.shutdown().await;

@@ -2,7 +2,10 @@
 //! HTTP routes `/api/<name>` and the UI's backend methods). Each takes the engine from state,
 //! awaits one call and converts the error with `ApiError::from` — nothing else lives here.
 
-use driftless::api::{ApiError, Overview, PauseRequest, PauseResult, Status};
+use driftless::api::{
+    ApiError, BackfillAsk, BackfillProgress, MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk,
+    ReconciliationState, Status, ValidationReport,
+};
 use driftless::engine::Engine;
 use tauri::State;
 
@@ -27,4 +30,44 @@ pub async fn pause_outbound(engine: State<'_, Engine>, req: PauseRequest) -> Res
 #[tauri::command]
 pub async fn resume_outbound(engine: State<'_, Engine>, req: PauseRequest) -> Result<PauseResult, ApiError> {
     engine.resume_outbound(&req, BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn reconciliation_state(engine: State<'_, Engine>) -> Result<ReconciliationState, ApiError> {
+    engine.reconciliation_state().await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn start_reconcile(engine: State<'_, Engine>, req: ReconcileAsk) -> Result<ReconciliationState, ApiError> {
+    engine.start_reconcile(&req, BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn cancel_reconcile(engine: State<'_, Engine>) -> Result<ReconciliationState, ApiError> {
+    engine.cancel_reconcile(BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn backfill_state(engine: State<'_, Engine>) -> Result<BackfillProgress, ApiError> {
+    engine.backfill_state().await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn start_backfill(engine: State<'_, Engine>, req: BackfillAsk) -> Result<BackfillProgress, ApiError> {
+    engine.start_backfill(&req.systems, BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn cancel_backfill(engine: State<'_, Engine>) -> Result<BackfillProgress, ApiError> {
+    engine.cancel_backfill(BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn migration_status(engine: State<'_, Engine>) -> Result<Option<MigrationMode>, ApiError> {
+    engine.migration_status().await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn validation_report(engine: State<'_, Engine>, object: String) -> Result<ValidationReport, ApiError> {
+    engine.validation_report(&object).await.map_err(ApiError::from)
 }

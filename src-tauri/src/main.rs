@@ -87,6 +87,14 @@ fn main() -> ExitCode {
             commands::status,
             commands::pause_outbound,
             commands::resume_outbound,
+            commands::reconciliation_state,
+            commands::start_reconcile,
+            commands::cancel_reconcile,
+            commands::backfill_state,
+            commands::start_backfill,
+            commands::cancel_backfill,
+            commands::migration_status,
+            commands::validation_report,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

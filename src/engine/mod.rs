@@ -4,6 +4,7 @@
 pub mod backfill;
 mod crm_batch;
 mod echo;
+pub(crate) mod jobs;
 mod metrics;
 mod ops;
 mod overview;
@@ -59,6 +60,9 @@ pub enum EngineError {
     ReasonRequired,
     #[error("outbound writes are paused ({0}); resume first, then replay")]
     Paused(String),
+    /// One of a kind at a time (a reconciliation or backfill already running).
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl EngineError {
@@ -74,6 +78,7 @@ impl EngineError {
             EngineError::BadScope(_) | EngineError::BadRequest(_) | EngineError::ReasonRequired => "bad_request",
             EngineError::NotFound(_) => "not_found",
             EngineError::Paused(_) => "paused",
+            EngineError::Busy(_) => "busy",
         }
     }
 }
@@ -138,6 +143,8 @@ pub(crate) struct Inner {
     pub(crate) routes: ingest::Routes,
     /// The pollers' search limiter and cap.
     pub(crate) poll: poll::PollState,
+    /// Reconciliations and backfills started from the console, running in the background.
+    pub(crate) jobs: jobs::Jobs,
 }
 
 impl Inner {
@@ -273,6 +280,7 @@ impl Engine {
             failures: std::sync::Mutex::new([None, None]),
             routes,
             poll: poll::PollState::default(),
+            jobs: jobs::Jobs::default(),
         });
         let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
         inner.push_task(batcher);

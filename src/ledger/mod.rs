@@ -832,6 +832,15 @@ impl Ledger {
         Ok(r.rows_affected() > 0)
     }
 
+    /// An operator action with no other ledger change (e.g. starting or cancelling a
+    /// background reconciliation): one audit row.
+    pub async fn audit_action(&self, by: &str, action: &str, detail: serde_json::Value, now_ms: i64) -> Result<()> {
+        let mut tx = self.begin().await?;
+        Self::audit_operator(&mut tx, now_ms, None, None, by, action, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// An operator action in the audit log (rule `operator`), inside a write transaction.
     pub(super) async fn audit_operator(
         tx: &mut Transaction<'static, Sqlite>,

@@ -6,26 +6,7 @@
 use sqlx::Row;
 
 use super::{Ledger, LedgerError, Result};
-
-/// A run as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ReconRunRow {
-    pub id: i64,
-    pub started_at_ms: i64,
-    pub finished_at_ms: Option<i64>,
-    pub window_days: i64,
-    pub trigger: String,
-    pub state: String,
-    pub phase: String,
-    pub cursor: Option<String>,
-    pub pages_read: i64,
-    pub compared: i64,
-    pub duration_ms: Option<i64>,
-    /// Distinct records with a field or rule mismatch.
-    pub mismatched_records: i64,
-    pub log: Vec<String>,
-    pub error: Option<String>,
-}
+pub use crate::api::{MismatchRow, NewMismatch, ReconRunRow};
 
 /// A billing customer a run paged through.
 #[derive(Debug, Clone)]
@@ -34,28 +15,6 @@ pub struct SeenCustomer {
     pub origin_key: Option<String>,
     pub origin_value: Option<String>,
     pub fields: serde_json::Value,
-}
-
-/// A mismatch to record.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct NewMismatch {
-    pub entity_key: String,
-    /// `field`, `rule` or `missed_event`.
-    pub kind: String,
-    pub name: String,
-    pub crm_value: Option<String>,
-    pub billing_value: Option<String>,
-    pub owner: Option<String>,
-    pub detail: Option<String>,
-}
-
-/// A recorded mismatch, with the time it was first seen (carried over from the previous
-/// finished run while the mismatch persists).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct MismatchRow {
-    #[serde(flatten)]
-    pub m: NewMismatch,
-    pub first_seen_ms: i64,
 }
 
 /// One page's worth of progress.

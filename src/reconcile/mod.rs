@@ -24,9 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use serde::Serialize;
-
-use crate::api::ReplayPreview;
+pub use crate::api::ReconcileReport;
 use crate::budget::Lane;
 use crate::connectors::RemoteRecord;
 use crate::contract::schedule::Schedule;
@@ -34,7 +32,7 @@ use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner
 use crate::engine::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::entity_key;
-use crate::ledger::reconcile::{MismatchRow, NewMismatch, ReconPage, ReconRunRow, SeenCustomer};
+use crate::ledger::reconcile::{NewMismatch, ReconPage, ReconRunRow, SeenCustomer};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -93,28 +91,6 @@ pub struct ReconcileRequest {
     pub max_pages: Option<u64>,
     /// `cli`, `console` or `schedule`.
     pub trigger: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ReconcileReport {
-    pub run: ReconRunRow,
-    /// Whether this call continued a run a crash or cancel left behind.
-    pub resumed: bool,
-    /// `false` when the run stopped at `max_pages` and resumes on the next call.
-    pub complete: bool,
-    pub compared: i64,
-    pub mismatched_records: i64,
-    pub mismatch_rate: f64,
-    pub alert_threshold: f64,
-    pub over_threshold: bool,
-    pub by_field: BTreeMap<String, i64>,
-    pub by_rule: BTreeMap<String, i64>,
-    pub missed_events: i64,
-    pub mismatches: Vec<MismatchRow>,
-    pub gaps_resolved: Vec<i64>,
-    /// The repair preview (dry run) or what was queued.
-    pub repair: Option<ReplayPreview>,
-    pub sent_to_review: usize,
 }
 
 /// One run at a time in this process (the scheduler and an operator's run would otherwise
@@ -322,7 +298,7 @@ impl Engine {
         };
         let paged: Result<(), EngineError> = async {
             while phase != "rules" && phase != "done" {
-                if req.max_pages.is_some_and(|m| pages >= m) {
+                if req.max_pages.is_some_and(|m| pages >= m) || inner.jobs.reconcile_cancelled() {
                     complete = false;
                     break;
                 }

@@ -178,3 +178,134 @@ async fn overview_stream_metrics_openapi_and_ui_are_served_behind_the_token() {
     assert_eq!(nf.status().as_u16(), 404);
     d.running.shutdown().await;
 }
+
+/// The console starts, follows and cancels a reconciliation and a backfill over the wire:
+/// one of each at a time (`busy`), a cancel leaves the run resumable, the next start finishes
+/// it and its report names the drift injected behind the engine's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_and_backfill_run_in_the_background_from_the_console() {
+    let d = demo(FaultProfile::none()).await;
+    let base = format!("http://{}", d.running.addr);
+    let tok = d.running.token.clone();
+    let http = reqwest::Client::new();
+    let sims = d.running.sims.clone().expect("sims");
+    let mut pairs = Vec::new();
+    for i in 0..4 {
+        pairs.push(crate::support::synced_contact(&d, &format!("bg{i}@example.test")).await);
+    }
+    assert!(driftless::drill::wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    sims.crm.suppress_webhooks(true);
+    sims.crm
+        .edit_contact(&pairs[0].0, &[("lifecyclestage", "opportunity")])
+        .expect("edit");
+    // Slow answers so the run is still going when the second start and the cancel arrive.
+    let slow = FaultProfile::parse("slow=1,slow_ms=300").expect("profile");
+    sims.crm.set_faults(slow.clone());
+    sims.billing.set_faults(slow);
+
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}/api/{path}"))
+            .bearer_auth(&tok)
+            .json(&body)
+            .send()
+    };
+    let get = |path: &str| http.get(format!("{base}/api/{path}")).bearer_auth(&tok).send();
+
+    let r = post("start_reconcile", serde_json::json!({})).await.expect("send");
+    assert_eq!(r.status(), 200);
+    let st: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(st["schedule"], "nightly");
+    let r = post("start_reconcile", serde_json::json!({})).await.expect("send");
+    assert_eq!(r.status(), 409, "a second run while one is going is refused");
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(err["code"], "busy", "{err}");
+
+    let st: serde_json::Value = post("cancel_reconcile", serde_json::json!({}))
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(st["cancelling"], true, "{st}");
+    let stopped: serde_json::Value = eventually(30, "the cancelled run stopped", || {
+        let r = get("reconciliation_state");
+        async move {
+            let v: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            (v["running"] == false).then_some(v)
+        }
+    })
+    .await;
+    assert!(stopped["last"].is_null(), "a cancelled run is not finished: {stopped}");
+    let current = &stopped["current"];
+    assert_eq!(current["state"], "running", "left resumable: {stopped}");
+    assert!(
+        current["log"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x.as_str().is_some_and(|s| s.contains("cancel asked")))),
+        "{current}"
+    );
+    let pages_at_cancel = current["pages_read"].as_i64().expect("pages");
+
+    sims.crm.set_faults(FaultProfile::none());
+    sims.billing.set_faults(FaultProfile::none());
+    let r = post("start_reconcile", serde_json::json!({"window_days": 7}))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let done: serde_json::Value = eventually(60, "the resumed run finished", || {
+        let r = get("reconciliation_state");
+        async move {
+            let v: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            (v["running"] == false && !v["last"].is_null()).then_some(v)
+        }
+    })
+    .await;
+    let last = &done["last"];
+    assert_eq!(
+        last["run"]["id"], current["id"],
+        "the cancelled run was resumed, not restarted"
+    );
+    assert!(last["run"]["pages_read"].as_i64().expect("pages") >= pages_at_cancel);
+    assert_eq!(last["compared"], 4, "{last}");
+    assert_eq!(last["mismatched_records"], 1, "{last}");
+    assert_eq!(last["by_field"]["lifecycle_stage"], 1, "{last}");
+    assert!(done["current"].is_null() && done["last_error"].is_null(), "{done}");
+    let bad = post("start_reconcile", serde_json::json!({"window_days": 400}))
+        .await
+        .expect("send");
+    assert_eq!(bad.status(), 400);
+
+    // A backfill from the console, followed to its end; a bad system is named.
+    let bad = post("start_backfill", serde_json::json!({"systems": "erp"}))
+        .await
+        .expect("send");
+    assert_eq!(bad.status(), 400);
+    let r = post("start_backfill", serde_json::json!({"systems": "crm"}))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let p: serde_json::Value = eventually(60, "the backfill finished", || {
+        let r = get("backfill_state");
+        async move {
+            let v: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            (v["job_running"] == false && v["run"]["state"] == "done").then_some(v)
+        }
+    })
+    .await;
+    assert_eq!(p["run"]["records"], 4, "{p}");
+    assert!(p["last_error"].is_null(), "{p}");
+
+    let m: serde_json::Value = get("migration_status").await.expect("send").json().await.expect("json");
+    assert!(m.is_null());
+    let v: serde_json::Value = get("validation_report?object=customer")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(v["crm_records"], 4, "{v}");
+    let r = get("validation_report?object=nothing").await.expect("send");
+    assert_eq!(r.status(), 400);
+    d.running.shutdown().await;
+}

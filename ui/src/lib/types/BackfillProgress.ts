@@ -17,4 +17,12 @@ eta_ms: number | null,
  * What the estimate covers (Stripe lists report no total: a billing listing still to
  * read is not in it).
  */
-eta_covers: string | null, };
+eta_covers: string | null, 
+/**
+ * A backfill started from the console is running in this engine.
+ */
+job_running: boolean, 
+/**
+ * The error the last backfill started from the console ended in.
+ */
+last_error: string | null, };
