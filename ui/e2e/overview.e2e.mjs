@@ -448,6 +448,27 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
     log(`screenshot: ${SCREENSHOT}`);
   });
 
+  it('f. runs a reconciliation from the panel and shows the report of the engine', async () => {
+    const page = S.page;
+    const before = await api('/api/reconciliation_state');
+    await page.getByTestId('reconcile-run').click();
+    const st = await waitFor(
+      'the console-started run to finish',
+      async () => {
+        const v = await api('/api/reconciliation_state');
+        return !v.running && v.last && v.last.run.id !== before.last?.run.id ? v : null;
+      },
+      { timeoutMs: 90_000, intervalMs: 1000 },
+    );
+    assert.equal(st.last.run.trigger, 'console', 'the run was started from the console');
+    assert.ok(st.last.compared > 0, 'the run compared records');
+    await waitFor('the panel to show the run', async () =>
+      (await page.getByTestId('reconciliation').textContent()).includes(`${st.last.compared} records compared`),
+    );
+    assert.ok(await page.getByTestId('reconcile-last').isVisible());
+    assert.ok(await page.getByTestId('reconcile-run').isEnabled(), 'Run now is offered again');
+  });
+
   it('ran without script errors or CSP violations', () => {
     assert.deepEqual(S.pageProblems, []);
   });

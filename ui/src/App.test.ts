@@ -15,7 +15,7 @@ vi.hoisted(() => {
 
 import App from './App.svelte';
 import type { Backend, LiveHandlers } from './lib/backend';
-import { makeOverview } from './lib/testing/fixtures';
+import { makeOverview, stubRuns } from './lib/testing/fixtures';
 import { byTestId, render, settle, type } from './lib/testing/render';
 import type { Overview } from './lib/types/Overview';
 
@@ -28,6 +28,7 @@ function fakeBackend(first?: Overview) {
     status: vi.fn(),
     pauseOutbound: vi.fn(async () => ({ scope: 'global', paused: true, changed: true })),
     resumeOutbound: vi.fn(async () => ({ scope: 'global', paused: false, changed: true })),
+    ...stubRuns(),
     subscribe: (handlers: LiveHandlers) => {
       h = handlers;
       return () => (h = null);

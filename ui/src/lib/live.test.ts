@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import type { Backend, LiveHandlers } from './backend';
 import { LiveOverview, RECONNECT_AFTER_MS, STALE_AFTER_MS } from './live.svelte';
-import { makeOverview } from './testing/fixtures';
+import { makeOverview, stubRuns } from './testing/fixtures';
 
 function fakeBackend() {
   let h: LiveHandlers | null = null;
@@ -14,6 +14,7 @@ function fakeBackend() {
     status: vi.fn(),
     pauseOutbound: vi.fn(async () => ({ scope: 'global', paused: true, changed: true })),
     resumeOutbound: vi.fn(async () => ({ scope: 'global', paused: false, changed: true })),
+    ...stubRuns(),
     subscribe: (handlers) => {
       b.subscriptions++;
       h = handlers;

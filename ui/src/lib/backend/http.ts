@@ -7,6 +7,12 @@
 
 import { ApiFailure, CLIENT_CODES, isApiError, toApiError } from '../errors';
 import type { ApiError } from '../types/ApiError';
+import type { BackfillAsk } from '../types/BackfillAsk';
+import type { BackfillProgress } from '../types/BackfillProgress';
+import type { MigrationMode } from '../types/MigrationMode';
+import type { ReconcileAsk } from '../types/ReconcileAsk';
+import type { ReconciliationState } from '../types/ReconciliationState';
+import type { ValidationReport } from '../types/ValidationReport';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -151,6 +157,38 @@ export class HttpBackend implements Backend {
 
   resumeOutbound(req: PauseRequest): Promise<PauseResult> {
     return this.request('POST', '/api/resume_outbound', req);
+  }
+
+  reconciliationState(): Promise<ReconciliationState> {
+    return this.request('GET', '/api/reconciliation_state');
+  }
+
+  startReconcile(req: ReconcileAsk): Promise<ReconciliationState> {
+    return this.request('POST', '/api/start_reconcile', req);
+  }
+
+  cancelReconcile(): Promise<ReconciliationState> {
+    return this.request('POST', '/api/cancel_reconcile', {});
+  }
+
+  backfillState(): Promise<BackfillProgress> {
+    return this.request('GET', '/api/backfill_state');
+  }
+
+  startBackfill(req: BackfillAsk): Promise<BackfillProgress> {
+    return this.request('POST', '/api/start_backfill', req);
+  }
+
+  cancelBackfill(): Promise<BackfillProgress> {
+    return this.request('POST', '/api/cancel_backfill', {});
+  }
+
+  migrationStatus(): Promise<MigrationMode | null> {
+    return this.request('GET', '/api/migration_status');
+  }
+
+  validationReport(object: string): Promise<ValidationReport> {
+    return this.request('GET', `/api/validation_report?object=${encodeURIComponent(object)}`);
   }
 
   streamUrl(): string {

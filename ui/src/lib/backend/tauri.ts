@@ -4,6 +4,12 @@ import { invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 
 import { ApiFailure, toApiError } from '../errors';
+import type { BackfillAsk } from '../types/BackfillAsk';
+import type { BackfillProgress } from '../types/BackfillProgress';
+import type { MigrationMode } from '../types/MigrationMode';
+import type { ReconcileAsk } from '../types/ReconcileAsk';
+import type { ReconciliationState } from '../types/ReconciliationState';
+import type { ValidationReport } from '../types/ValidationReport';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -36,6 +42,38 @@ export class TauriBackend implements Backend {
 
   resumeOutbound(req: PauseRequest): Promise<PauseResult> {
     return call('resume_outbound', { req });
+  }
+
+  reconciliationState(): Promise<ReconciliationState> {
+    return call('reconciliation_state');
+  }
+
+  startReconcile(req: ReconcileAsk): Promise<ReconciliationState> {
+    return call('start_reconcile', { req });
+  }
+
+  cancelReconcile(): Promise<ReconciliationState> {
+    return call('cancel_reconcile');
+  }
+
+  backfillState(): Promise<BackfillProgress> {
+    return call('backfill_state');
+  }
+
+  startBackfill(req: BackfillAsk): Promise<BackfillProgress> {
+    return call('start_backfill', { req });
+  }
+
+  cancelBackfill(): Promise<BackfillProgress> {
+    return call('cancel_backfill');
+  }
+
+  migrationStatus(): Promise<MigrationMode | null> {
+    return call('migration_status');
+  }
+
+  validationReport(object: string): Promise<ValidationReport> {
+    return call('validation_report', { object });
   }
 
   subscribe(h: LiveHandlers): () => void {

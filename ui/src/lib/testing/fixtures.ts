@@ -1,6 +1,9 @@
 // A plausible Overview for tests (shape from the generated types).
 
+import { vi } from 'vitest';
+
 import type { Overview } from '../types/Overview';
+import type { ReconciliationState } from '../types/ReconciliationState';
 import type { PauseFlag } from '../types/PauseFlag';
 
 export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number; at?: number } = {}): Overview {
@@ -40,5 +43,24 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       crm: { kind: 'hubspot', base_url: 'http://127.0.0.1:1', reachable: true, last_error: null },
       billing: { kind: 'stripe', base_url: 'http://127.0.0.1:2', reachable: true, last_error: null },
     },
+  };
+}
+
+/** A reconciliation state for tests: nothing run yet unless `over` says otherwise. */
+export function makeReconciliationState(over: Partial<ReconciliationState> = {}): ReconciliationState {
+  return { running: false, cancelling: false, current: null, last: null, last_error: null, schedule: 'nightly', ...over };
+}
+
+/** The backend's run operations (reconciliation, backfill, migration) as mocks, for fake backends. */
+export function stubRuns() {
+  return {
+    reconciliationState: vi.fn(async () => makeReconciliationState()),
+    startReconcile: vi.fn(async () => makeReconciliationState({ running: true })),
+    cancelReconcile: vi.fn(async () => makeReconciliationState()),
+    backfillState: vi.fn(async () => ({ run: null, pages_left: null, eta_ms: null, eta_covers: null, job_running: false, last_error: null })),
+    startBackfill: vi.fn(),
+    cancelBackfill: vi.fn(),
+    migrationStatus: vi.fn(async () => null),
+    validationReport: vi.fn(),
   };
 }
