@@ -724,3 +724,49 @@ pub struct BackfillAsk {
     /// `crm`, `billing` or `both`.
     pub systems: String,
 }
+
+// ---- Operator actions (issue 7's screens): request bodies of the console API. ----
+
+/// Retry or discard the dead letters a filter selects; `dry_run` only measures the blast radius.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetterAction {
+    pub filter: DeadLetterFilter,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Required unless `dry_run` (it goes into the audit log).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Requeue a dropped event for a fresh decision.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct UndropRequest {
+    pub inbox_id: i64,
+    pub reason: String,
+}
+
+/// A replay: the preview (`dry_run`) or the run.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplayRequest {
+    pub selector: ReplaySelector,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Settle one conflicted record of the review queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReviewDecision {
+    pub id: i64,
+    pub resolution: ReviewResolution,
+}
+
+/// Which record an action touched (its record key).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct RecordRef {
+    pub record: String,
+}

@@ -19,8 +19,9 @@ use include_dir::{include_dir, Dir};
 use utoipa::OpenApi;
 
 use crate::api::{
-    ApiError, BackfillAsk, BackfillProgress, MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk,
-    ReconcileReport, ReconciliationState, Status, ValidationReport,
+    ApiError, BackfillAsk, BackfillProgress, BulkResult, DeadLetterAction, DeadLetterFilter, DeadLetterList,
+    MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconcileReport, ReconciliationState, RecordRef,
+    ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
@@ -99,7 +100,15 @@ pub fn new_token() -> String {
         start_backfill,
         cancel_backfill,
         migration_status,
-        validation_report
+        validation_report,
+        list_dead_letters,
+        retry_dead_letters,
+        discard_dead_letters,
+        record_timeline,
+        undrop_event,
+        replay,
+        list_reviews,
+        resolve_review
     ),
     components(schemas(
         Status,
@@ -113,7 +122,18 @@ pub fn new_token() -> String {
         BackfillProgress,
         BackfillAsk,
         MigrationMode,
-        ValidationReport
+        ValidationReport,
+        DeadLetterFilter,
+        DeadLetterList,
+        DeadLetterAction,
+        BulkResult,
+        Timeline,
+        UndropRequest,
+        RecordRef,
+        ReplayRequest,
+        ReplayPreview,
+        ReviewItem,
+        ReviewDecision
     ))
 )]
 pub struct ApiDoc;
@@ -138,6 +158,14 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/cancel_backfill", post(cancel_backfill))
         .route("/api/migration_status", get(migration_status))
         .route("/api/validation_report", get(validation_report))
+        .route("/api/list_dead_letters", post(list_dead_letters))
+        .route("/api/retry_dead_letters", post(retry_dead_letters))
+        .route("/api/discard_dead_letters", post(discard_dead_letters))
+        .route("/api/record_timeline", get(record_timeline))
+        .route("/api/undrop_event", post(undrop_event))
+        .route("/api/replay", post(replay))
+        .route("/api/list_reviews", get(list_reviews))
+        .route("/api/resolve_review", post(resolve_review))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -341,6 +369,84 @@ async fn validation_report(
     Ok(Json(st.engine.validation_report(&q.object).await?))
 }
 
+/// Dead letters matching a filter (newest first, `limit`/`offset` paging), with the total.
+#[utoipa::path(post, path = "/api/list_dead_letters", request_body = DeadLetterFilter, responses((status = 200, body = DeadLetterList)))]
+async fn list_dead_letters(
+    State(st): State<AppState>,
+    Json(f): Json<DeadLetterFilter>,
+) -> Result<Json<DeadLetterList>, HttpError> {
+    Ok(Json(st.engine.list_dead_letters(&f).await?))
+}
+
+/// Retry the filtered dead letters (their records are planned again), or preview the blast radius.
+#[utoipa::path(post, path = "/api/retry_dead_letters", request_body = DeadLetterAction, responses((status = 200, body = BulkResult), (status = 400, body = ApiError)))]
+async fn retry_dead_letters(
+    State(st): State<AppState>,
+    Json(a): Json<DeadLetterAction>,
+) -> Result<Json<BulkResult>, HttpError> {
+    Ok(Json(
+        st.engine
+            .retry_dead_letters(&a.filter, a.dry_run, &a.reason, BY)
+            .await?,
+    ))
+}
+
+/// Discard the filtered dead letters with a reason, or preview the blast radius.
+#[utoipa::path(post, path = "/api/discard_dead_letters", request_body = DeadLetterAction, responses((status = 200, body = BulkResult), (status = 400, body = ApiError)))]
+async fn discard_dead_letters(
+    State(st): State<AppState>,
+    Json(a): Json<DeadLetterAction>,
+) -> Result<Json<BulkResult>, HttpError> {
+    Ok(Json(
+        st.engine
+            .discard_dead_letters(&a.filter, a.dry_run, &a.reason, BY)
+            .await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct RecordQuery {
+    query: String,
+}
+
+/// A record's causal timeline, found by email, CRM id, billing id or record key.
+#[utoipa::path(get, path = "/api/record_timeline", params(("query" = String, Query, description = "email, CRM id, billing id or record key")), responses((status = 200, body = Timeline), (status = 404, body = ApiError)))]
+async fn record_timeline(
+    State(st): State<AppState>,
+    Query(q): Query<RecordQuery>,
+) -> Result<Json<Timeline>, HttpError> {
+    Ok(Json(st.engine.record_timeline(&q.query).await?))
+}
+
+/// Requeue a dropped event for a fresh decision (reason required).
+#[utoipa::path(post, path = "/api/undrop_event", request_body = UndropRequest, responses((status = 200, body = RecordRef), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn undrop_event(State(st): State<AppState>, Json(r): Json<UndropRequest>) -> Result<Json<RecordRef>, HttpError> {
+    let record = st.engine.undrop_event(r.inbox_id, &r.reason, BY).await?;
+    Ok(Json(RecordRef { record }))
+}
+
+/// Replay a selection: the dry-run preview, or the run (refused with 409 `paused` while paused).
+#[utoipa::path(post, path = "/api/replay", request_body = ReplayRequest, responses((status = 200, body = ReplayPreview), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn replay(State(st): State<AppState>, Json(r): Json<ReplayRequest>) -> Result<Json<ReplayPreview>, HttpError> {
+    Ok(Json(st.engine.replay(&r.selector, r.dry_run, BY).await?))
+}
+
+/// The review queue: conflicted records with each field side by side.
+#[utoipa::path(get, path = "/api/list_reviews", responses((status = 200, body = Vec<ReviewItem>)))]
+async fn list_reviews(State(st): State<AppState>) -> Result<Json<Vec<ReviewItem>>, HttpError> {
+    Ok(Json(st.engine.list_reviews().await?))
+}
+
+/// Settle a conflicted record (a side or a typed value per field, with a reason).
+#[utoipa::path(post, path = "/api/resolve_review", request_body = ReviewDecision, responses((status = 200, body = RecordRef), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
+async fn resolve_review(
+    State(st): State<AppState>,
+    Json(d): Json<ReviewDecision>,
+) -> Result<Json<RecordRef>, HttpError> {
+    let record = st.engine.resolve_review(d.id, &d.resolution, BY).await?;
+    Ok(Json(RecordRef { record }))
+}
+
 /// Server-sent events: `overview` (an `Overview`) once a second; `error` (an `ApiError`) when
 /// the engine cannot answer.
 #[utoipa::path(get, path = "/api/stream", responses((status = 200, description = "text/event-stream of `overview` events")))]
@@ -426,6 +532,14 @@ mod tests {
             "/api/cancel_backfill",
             "/api/migration_status",
             "/api/validation_report",
+            "/api/list_dead_letters",
+            "/api/retry_dead_letters",
+            "/api/discard_dead_letters",
+            "/api/record_timeline",
+            "/api/undrop_event",
+            "/api/replay",
+            "/api/list_reviews",
+            "/api/resolve_review",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

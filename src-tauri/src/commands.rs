@@ -3,8 +3,9 @@
 //! awaits one call and converts the error with `ApiError::from` — nothing else lives here.
 
 use driftless::api::{
-    ApiError, BackfillAsk, BackfillProgress, MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk,
-    ReconciliationState, Status, ValidationReport,
+    ApiError, BackfillAsk, BackfillProgress, BulkResult, DeadLetterAction, DeadLetterFilter, DeadLetterList,
+    MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconciliationState, RecordRef, ReplayPreview,
+    ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use driftless::engine::Engine;
 use tauri::State;
@@ -70,4 +71,61 @@ pub async fn migration_status(engine: State<'_, Engine>) -> Result<Option<Migrat
 #[tauri::command]
 pub async fn validation_report(engine: State<'_, Engine>, object: String) -> Result<ValidationReport, ApiError> {
     engine.validation_report(&object).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn list_dead_letters(engine: State<'_, Engine>, req: DeadLetterFilter) -> Result<DeadLetterList, ApiError> {
+    engine.list_dead_letters(&req).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn retry_dead_letters(engine: State<'_, Engine>, req: DeadLetterAction) -> Result<BulkResult, ApiError> {
+    engine
+        .retry_dead_letters(&req.filter, req.dry_run, &req.reason, BY)
+        .await
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn discard_dead_letters(engine: State<'_, Engine>, req: DeadLetterAction) -> Result<BulkResult, ApiError> {
+    engine
+        .discard_dead_letters(&req.filter, req.dry_run, &req.reason, BY)
+        .await
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn record_timeline(engine: State<'_, Engine>, query: String) -> Result<Timeline, ApiError> {
+    engine.record_timeline(&query).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn undrop_event(engine: State<'_, Engine>, req: UndropRequest) -> Result<RecordRef, ApiError> {
+    let record = engine
+        .undrop_event(req.inbox_id, &req.reason, BY)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(RecordRef { record })
+}
+
+#[tauri::command]
+pub async fn replay(engine: State<'_, Engine>, req: ReplayRequest) -> Result<ReplayPreview, ApiError> {
+    engine
+        .replay(&req.selector, req.dry_run, BY)
+        .await
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn list_reviews(engine: State<'_, Engine>) -> Result<Vec<ReviewItem>, ApiError> {
+    engine.list_reviews().await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn resolve_review(engine: State<'_, Engine>, req: ReviewDecision) -> Result<RecordRef, ApiError> {
+    let record = engine
+        .resolve_review(req.id, &req.resolution, BY)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(RecordRef { record })
 }

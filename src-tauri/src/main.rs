@@ -95,6 +95,14 @@ fn main() -> ExitCode {
             commands::cancel_backfill,
             commands::migration_status,
             commands::validation_report,
+            commands::list_dead_letters,
+            commands::retry_dead_letters,
+            commands::discard_dead_letters,
+            commands::record_timeline,
+            commands::undrop_event,
+            commands::replay,
+            commands::list_reviews,
+            commands::resolve_review,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

@@ -309,3 +309,118 @@ async fn reconciliation_and_backfill_run_in_the_background_from_the_console() {
     assert_eq!(r.status(), 400);
     d.running.shutdown().await;
 }
+
+/// The operator actions are reachable over the wire with the engine's names and answer in
+/// `{code, message}` when refused: a record's timeline, a replay preview and run, the review
+/// queue, the dead-letter list and its bulk preview, un-drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_answer_over_http_with_the_engines_errors() {
+    let d = demo(FaultProfile::none()).await;
+    let base = format!("http://{}", d.running.addr);
+    let tok = d.running.token.clone();
+    let http = reqwest::Client::new();
+    let (crm_id, billing_id) = crate::support::synced_contact(&d, "ops-http@example.test").await;
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = http.request(method, format!("{base}/api/{path}")).bearer_auth(&tok);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.expect("send");
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    use reqwest::Method;
+
+    let (code, t) = call(Method::GET, "record_timeline?query=ops-http%40example.test", None).await;
+    assert_eq!(code, 200, "{t}");
+    assert_eq!(t["crm_id"], crm_id.as_str());
+    assert_eq!(t["billing_id"], billing_id.as_str());
+    assert!(t["entries"].as_array().is_some_and(|e| !e.is_empty()));
+    let (code, e) = call(Method::GET, "record_timeline?query=nobody%40example.test", None).await;
+    assert_eq!((code, e["code"].as_str()), (404, Some("not_found")));
+
+    let sel = serde_json::json!({"selector": {"from_ms": null, "to_ms": null, "record": crm_id, "dead_letter_ids": []}, "dry_run": true});
+    let (code, p) = call(Method::POST, "replay", Some(sel.clone())).await;
+    assert_eq!(code, 200, "{p}");
+    assert_eq!(
+        (p["records"].as_i64(), p["queued"].as_bool()),
+        (Some(1), Some(false)),
+        "{p}"
+    );
+    let (code, p) = call(
+        Method::POST,
+        "replay",
+        Some(serde_json::json!({"selector": {"from_ms": null, "to_ms": null, "record": null, "dead_letter_ids": []}})),
+    )
+    .await;
+    assert_eq!((code, p["code"].as_str()), (400, Some("bad_request")), "{p}");
+    call(
+        Method::POST,
+        "pause_outbound",
+        Some(serde_json::json!({"scope": "global", "reason": "test"})),
+    )
+    .await;
+    let mut run = sel.clone();
+    run["dry_run"] = serde_json::json!(false);
+    let (code, p) = call(Method::POST, "replay", Some(run.clone())).await;
+    assert_eq!(
+        (code, p["code"].as_str()),
+        (409, Some("paused")),
+        "a replay is refused while paused: {p}"
+    );
+    call(
+        Method::POST,
+        "resume_outbound",
+        Some(serde_json::json!({"scope": "global"})),
+    )
+    .await;
+    let (code, p) = call(Method::POST, "replay", Some(run)).await;
+    assert_eq!((code, p["queued"].as_bool()), (200, Some(true)), "{p}");
+
+    let (code, l) = call(
+        Method::POST,
+        "list_dead_letters",
+        Some(serde_json::json!({"limit": 50})),
+    )
+    .await;
+    assert_eq!(code, 200, "{l}");
+    assert_eq!(l["total"], 0);
+    let (code, b) = call(
+        Method::POST,
+        "discard_dead_letters",
+        Some(serde_json::json!({"filter": {}, "dry_run": false, "reason": " "})),
+    )
+    .await;
+    assert_eq!(
+        (code, b["code"].as_str()),
+        (400, Some("bad_request")),
+        "a discard needs a reason: {b}"
+    );
+    let (code, b) = call(
+        Method::POST,
+        "retry_dead_letters",
+        Some(serde_json::json!({"filter": {}, "dry_run": true})),
+    )
+    .await;
+    assert_eq!((code, b["applied"].as_bool()), (200, Some(false)), "{b}");
+
+    let (code, r) = call(Method::GET, "list_reviews", None).await;
+    assert_eq!((code, r.as_array().map(Vec::len)), (200, Some(0)), "{r}");
+    let (code, r) = call(
+        Method::POST,
+        "resolve_review",
+        Some(serde_json::json!({"id": 999, "resolution": {"choices": [], "reason": "x"}})),
+    )
+    .await;
+    assert_eq!((code, r["code"].as_str()), (404, Some("not_found")), "{r}");
+    let (code, r) = call(
+        Method::POST,
+        "undrop_event",
+        Some(serde_json::json!({"inbox_id": 999_999, "reason": "look again"})),
+    )
+    .await;
+    assert_eq!((code, r["code"].as_str()), (404, Some("not_found")), "{r}");
+    d.running.shutdown().await;
+}

@@ -1,42 +1,38 @@
-// Browser end-to-end test of the console against a real `driftless serve --demo`, in
-// Debian's headless Chromium driven by playwright-core (no browser download).
+// Browser end-to-end test of the overview against a real `driftless serve --demo`, in
+// Debian's headless Chromium driven by playwright-core (no browser download); the server,
+// browser and helpers are in ./harness.mjs.
 //
 //   DRIFTLESS_BIN=../target/debug/driftless npm run e2e
 //
-// Env: DRIFTLESS_BIN (default ../target/debug/driftless), CHROMIUM (default /usr/bin/chromium),
-// E2E_SCREENSHOT (default ../docs/screenshots/overview.png).
-// Every wait and loop below is bounded; the server and the browser are stopped in `after`,
-// also when a test fails.
+// Env: see harness.mjs; E2E_SCREENSHOT (default ../docs/screenshots/overview.png).
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
+import {
+  api,
+  appliedWrites,
+  closeAll,
+  ensureResumed,
+  get,
+  log,
+  openConsole,
+  run,
+  S,
+  simRequests,
+  sleep,
+  status,
+  UI_DIR,
+  waitFor,
+  writesAfter,
+  BIN,
+} from './harness.mjs';
 
-const UI_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BIN = process.env.DRIFTLESS_BIN
-  ? path.resolve(process.env.DRIFTLESS_BIN)
-  : path.resolve(UI_DIR, '../target/debug/driftless');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOT = process.env.E2E_SCREENSHOT
   ? path.resolve(process.env.E2E_SCREENSHOT)
   : path.resolve(UI_DIR, '../docs/screenshots/overview.png');
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const EVENT_STATES = ['pending', 'applied', 'duplicate', 'echo', 'superseded', 'conflicted', 'dead_lettered'];
 const CHART_IDS = ['lag', 'drops', 'rate_limited', 'rate_wait', 'queue_depth', 'error_rate', 'backlog'];
@@ -45,48 +41,6 @@ const LOW_PENDING = 10;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-function log(...a) {
-  console.log('#', ...a);
-}
-
-/** Poll `fn` until it returns a truthy value; throw with `what` after `timeoutMs`. */
-async function waitFor(what, fn, { timeoutMs = 10_000, intervalMs = 250 } = {}) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(intervalMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last.message})` : ''}`);
-}
-
-/** fetch with a hard timeout. */
-async function get(url, init = {}, timeoutMs = 5000) {
-  return fetch(url, { ...init, signal: AbortSignal.timeout(timeoutMs) });
-}
-
-function run(file, args, timeoutMs = 15_000) {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: timeoutMs, env: childEnv(), maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${path.basename(file)} ${args.join(' ')} failed: ${err.message}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** The environment for driftless, without settings that would change what we test. */
-function childEnv() {
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn', NO_COLOR: '1' };
-  delete env.DRIFTLESS_LEDGER;
-  delete env.DRIFTLESS_TOKEN;
-  return env;
-}
 
 /** The counters the page must show, from a `Status`, keyed by data-testid. */
 function expectedCounters(s) {
@@ -112,120 +66,6 @@ function diff(want, got) {
     .map((k) => `${k}: page ${JSON.stringify(got[k])} vs status ${want[k]}`);
 }
 
-// ---------------------------------------------------------------------------------------------
-// The server and the browser, shared by the tests (which run in order).
-
-const S = {
-  proc: null,
-  base: '',
-  token: '',
-  ledger: '',
-  startedAt: 0,
-  output: [],
-  browser: null,
-  context: null,
-  page: null,
-  pageProblems: [],
-};
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const args = ['serve', '--demo', '--addr', '127.0.0.1:0', '--faults', 'default'];
-    log(`starting ${BIN} ${args.join(' ')}`);
-    const proc = spawn(BIN, args, { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-    S.proc = proc;
-    S.startedAt = Date.now();
-    const timer = setTimeout(() => {
-      reject(new Error(`driftless did not print its console URL within 60 s. Output:\n${S.output.join('\n')}`));
-    }, 60_000);
-    proc.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot start ${BIN}: ${e.message} (build it: cd .. && cargo build --bin driftless)`));
-    });
-    proc.on('exit', (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`driftless exited early (${code ?? sig}). Output:\n${S.output.join('\n')}`));
-    });
-    const keep = (line) => {
-      S.output.push(line);
-      if (S.output.length > 400) S.output.shift();
-    };
-    createInterface({ input: proc.stderr }).on('line', keep);
-    createInterface({ input: proc.stdout }).on('line', (line) => {
-      keep(line);
-      const url = line.match(/^\s*console\/API:\s+(http:\/\/127\.0\.0\.1:\d+)\/\?token=([0-9A-Za-z_-]+)\s*$/);
-      if (url) [, S.base, S.token] = url;
-      const ledger = line.match(/^\s*ledger:\s+(.+?)\s*$/);
-      if (ledger) S.ledger = ledger[1];
-      if (S.base && S.ledger) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  });
-}
-
-async function stopServer() {
-  const proc = S.proc;
-  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  const t0 = Date.now();
-  proc.kill('SIGTERM');
-  const ok = await Promise.race([exited.then(() => true), sleep(15_000).then(() => false)]);
-  if (ok) log(`driftless stopped ${Date.now() - t0} ms after SIGTERM`);
-  else {
-    log('driftless did not stop within 15 s of SIGTERM: killing it');
-    proc.kill('SIGKILL');
-    await Promise.race([exited, sleep(5000)]);
-  }
-}
-
-// Never leave the server behind, whatever happens.
-process.on('exit', () => {
-  if (S.proc && S.proc.exitCode === null && S.proc.signalCode === null) S.proc.kill('SIGKILL');
-});
-
-async function api(p, { method = 'GET', body, token = S.token } = {}) {
-  const headers = { Accept: 'application/json' };
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await get(`${S.base}${p}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${p} → ${res.status}: ${text}`);
-  return JSON.parse(text);
-}
-
-const status = () => api('/api/status');
-
-let systems = null;
-async function simRequests() {
-  systems ??= (await api('/api/overview')).systems;
-  const logs = await Promise.all(
-    [systems.crm.base_url, systems.billing.base_url].map(async (u) => {
-      const res = await get(`${u.replace(/\/+$/, '')}/_sim/requests`);
-      assert.equal(res.status, 200, `GET ${u}/_sim/requests`);
-      return res.json();
-    }),
-  );
-  return logs;
-}
-
-/** Mutating requests the simulators applied (schema calls under /properties/ aside). */
-async function appliedWrites() {
-  const [crm, billing] = await simRequests();
-  const writes = (l) => l.filter((r) => r.mutating && r.applied && !r.path.includes('/properties/'));
-  const w = { crm: writes(crm), billing: writes(billing) };
-  return {
-    count: w.crm.length + w.billing.length,
-    maxSeq: { crm: Math.max(0, ...crm.map((r) => r.seq)), billing: Math.max(0, ...billing.map((r) => r.seq)) },
-    w,
-  };
-}
-
-function writesAfter(now, seqs) {
-  return [...now.w.crm.filter((r) => r.seq > seqs.crm), ...now.w.billing.filter((r) => r.seq > seqs.billing)];
-}
-
 async function pageCounters(page) {
   return page.evaluate(() => {
     const out = {};
@@ -237,36 +77,15 @@ async function pageCounters(page) {
   });
 }
 
-async function ensureResumed() {
-  const s = await status();
-  for (const p of s.paused) await api('/api/resume_outbound', { method: 'POST', body: { scope: p.scope, reason: null } });
-  await waitFor('the pause banner to go', async () => (await S.page.locator('[data-testid=pause-banner]').count()) === 0);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 describe('driftless console in Chromium', { concurrency: 1 }, () => {
   before(async () => {
-    await startServer();
-    log(`console at ${S.base}, ledger ${S.ledger}`);
-    S.browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, timeout: 60_000 });
-    S.context = await S.browser.newContext({ viewport: { width: 1280, height: 800 } });
-    S.page = await S.context.newPage();
-    S.page.setDefaultTimeout(15_000);
-    S.page.on('console', (m) => {
-      if (m.type() === 'error') S.pageProblems.push(`console error: ${m.text()}`);
-    });
-    S.page.on('pageerror', (e) => S.pageProblems.push(`page error: ${e.message}`));
-    await S.page.goto(`${S.base}/?token=${S.token}`);
-    await S.page.locator('[data-testid=health]').waitFor({ state: 'visible' });
+    await openConsole();
   });
 
   after(async () => {
-    await S.browser?.close().catch(() => {});
-    await stopServer();
-    // The demo made its ledger in a temporary folder of its own: remove it.
-    const dir = S.ledger ? path.dirname(S.ledger) : '';
-    if (dir && path.basename(dir).startsWith('driftless-demo-')) rmSync(dir, { recursive: true, force: true });
+    await closeAll();
   });
 
   it('keeps the token out of the address bar once loaded', async () => {

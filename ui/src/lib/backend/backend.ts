@@ -3,6 +3,17 @@
 // method rejects with an `ApiFailure` ({code, message}); see ../errors.ts for the words.
 
 import type { ApiError } from '../types/ApiError';
+import type { BulkResult } from '../types/BulkResult';
+import type { DeadLetterAction } from '../types/DeadLetterAction';
+import type { DeadLetterFilter } from '../types/DeadLetterFilter';
+import type { DeadLetterList } from '../types/DeadLetterList';
+import type { RecordRef } from '../types/RecordRef';
+import type { ReplayPreview } from '../types/ReplayPreview';
+import type { ReplayRequest } from '../types/ReplayRequest';
+import type { ReviewDecision } from '../types/ReviewDecision';
+import type { ReviewItem } from '../types/ReviewItem';
+import type { Timeline } from '../types/Timeline';
+import type { UndropRequest } from '../types/UndropRequest';
 import type { BackfillAsk } from '../types/BackfillAsk';
 import type { BackfillProgress } from '../types/BackfillProgress';
 import type { MigrationMode } from '../types/MigrationMode';
@@ -43,6 +54,19 @@ export interface Backend {
   /** Migration mode while active, else null. */
   migrationStatus(): Promise<MigrationMode | null>;
   validationReport(object: string): Promise<ValidationReport>;
+  /** Dead letters matching a filter (newest first), with the total. */
+  listDeadLetters(f: DeadLetterFilter): Promise<DeadLetterList>;
+  /** Retry the filtered dead letters, or (dry run) measure the blast radius. */
+  retryDeadLetters(req: DeadLetterAction): Promise<BulkResult>;
+  /** Discard the filtered dead letters with a reason, or (dry run) measure the blast radius. */
+  discardDeadLetters(req: DeadLetterAction): Promise<BulkResult>;
+  /** A record's causal timeline by email, CRM id, billing id or record key. */
+  recordTimeline(query: string): Promise<Timeline>;
+  undropEvent(req: UndropRequest): Promise<RecordRef>;
+  /** The replay preview (dry run) or the run; rejects with `paused` while paused. */
+  replay(req: ReplayRequest): Promise<ReplayPreview>;
+  listReviews(): Promise<ReviewItem[]>;
+  resolveReview(req: ReviewDecision): Promise<RecordRef>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

@@ -7,6 +7,17 @@
 
 import { ApiFailure, CLIENT_CODES, isApiError, toApiError } from '../errors';
 import type { ApiError } from '../types/ApiError';
+import type { BulkResult } from '../types/BulkResult';
+import type { DeadLetterAction } from '../types/DeadLetterAction';
+import type { DeadLetterFilter } from '../types/DeadLetterFilter';
+import type { DeadLetterList } from '../types/DeadLetterList';
+import type { RecordRef } from '../types/RecordRef';
+import type { ReplayPreview } from '../types/ReplayPreview';
+import type { ReplayRequest } from '../types/ReplayRequest';
+import type { ReviewDecision } from '../types/ReviewDecision';
+import type { ReviewItem } from '../types/ReviewItem';
+import type { Timeline } from '../types/Timeline';
+import type { UndropRequest } from '../types/UndropRequest';
 import type { BackfillAsk } from '../types/BackfillAsk';
 import type { BackfillProgress } from '../types/BackfillProgress';
 import type { MigrationMode } from '../types/MigrationMode';
@@ -189,6 +200,38 @@ export class HttpBackend implements Backend {
 
   validationReport(object: string): Promise<ValidationReport> {
     return this.request('GET', `/api/validation_report?object=${encodeURIComponent(object)}`);
+  }
+
+  listDeadLetters(f: DeadLetterFilter): Promise<DeadLetterList> {
+    return this.request('POST', '/api/list_dead_letters', f);
+  }
+
+  retryDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
+    return this.request('POST', '/api/retry_dead_letters', req);
+  }
+
+  discardDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
+    return this.request('POST', '/api/discard_dead_letters', req);
+  }
+
+  recordTimeline(query: string): Promise<Timeline> {
+    return this.request('GET', `/api/record_timeline?query=${encodeURIComponent(query)}`);
+  }
+
+  undropEvent(req: UndropRequest): Promise<RecordRef> {
+    return this.request('POST', '/api/undrop_event', req);
+  }
+
+  replay(req: ReplayRequest): Promise<ReplayPreview> {
+    return this.request('POST', '/api/replay', req);
+  }
+
+  listReviews(): Promise<ReviewItem[]> {
+    return this.request('GET', '/api/list_reviews');
+  }
+
+  resolveReview(req: ReviewDecision): Promise<RecordRef> {
+    return this.request('POST', '/api/resolve_review', req);
   }
 
   streamUrl(): string {

@@ -4,6 +4,17 @@ import { invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 
 import { ApiFailure, toApiError } from '../errors';
+import type { BulkResult } from '../types/BulkResult';
+import type { DeadLetterAction } from '../types/DeadLetterAction';
+import type { DeadLetterFilter } from '../types/DeadLetterFilter';
+import type { DeadLetterList } from '../types/DeadLetterList';
+import type { RecordRef } from '../types/RecordRef';
+import type { ReplayPreview } from '../types/ReplayPreview';
+import type { ReplayRequest } from '../types/ReplayRequest';
+import type { ReviewDecision } from '../types/ReviewDecision';
+import type { ReviewItem } from '../types/ReviewItem';
+import type { Timeline } from '../types/Timeline';
+import type { UndropRequest } from '../types/UndropRequest';
 import type { BackfillAsk } from '../types/BackfillAsk';
 import type { BackfillProgress } from '../types/BackfillProgress';
 import type { MigrationMode } from '../types/MigrationMode';
@@ -74,6 +85,38 @@ export class TauriBackend implements Backend {
 
   validationReport(object: string): Promise<ValidationReport> {
     return call('validation_report', { object });
+  }
+
+  listDeadLetters(f: DeadLetterFilter): Promise<DeadLetterList> {
+    return call('list_dead_letters', { req: f });
+  }
+
+  retryDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
+    return call('retry_dead_letters', { req });
+  }
+
+  discardDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
+    return call('discard_dead_letters', { req });
+  }
+
+  recordTimeline(query: string): Promise<Timeline> {
+    return call('record_timeline', { query });
+  }
+
+  undropEvent(req: UndropRequest): Promise<RecordRef> {
+    return call('undrop_event', { req });
+  }
+
+  replay(req: ReplayRequest): Promise<ReplayPreview> {
+    return call('replay', { req });
+  }
+
+  listReviews(): Promise<ReviewItem[]> {
+    return call('list_reviews');
+  }
+
+  resolveReview(req: ReviewDecision): Promise<RecordRef> {
+    return call('resolve_review', { req });
   }
 
   subscribe(h: LiveHandlers): () => void {

@@ -51,7 +51,7 @@ export function makeReconciliationState(over: Partial<ReconciliationState> = {})
   return { running: false, cancelling: false, current: null, last: null, last_error: null, schedule: 'nightly', ...over };
 }
 
-/** The backend's run operations (reconciliation, backfill, migration) as mocks, for fake backends. */
+/** The backend's operations beyond the overview (runs, dead letters, replay, review, timeline) as mocks, for fake backends. */
 export function stubRuns() {
   return {
     reconciliationState: vi.fn(async () => makeReconciliationState()),
@@ -62,5 +62,13 @@ export function stubRuns() {
     cancelBackfill: vi.fn(),
     migrationStatus: vi.fn(async () => null),
     validationReport: vi.fn(),
+    listDeadLetters: vi.fn(async () => ({ total: 0, items: [] })),
+    retryDeadLetters: vi.fn(),
+    discardDeadLetters: vi.fn(),
+    recordTimeline: vi.fn(),
+    undropEvent: vi.fn(),
+    replay: vi.fn(),
+    listReviews: vi.fn(async () => []),
+    resolveReview: vi.fn(),
   };
 }
