@@ -8,6 +8,9 @@
 //! records what Prism answered (status, `sl-violations`). Request kinds exercised:
 //! - `get_record` contact and company: `GET /crm/v3/objects/{contacts|companies}/{id}`
 //!   with `properties` and `archived=false`;
+//! - `list_records` contact and company (the reconciler's and backfill's pages):
+//!   `GET /crm/v3/objects/{contacts|companies}` with `limit=100`, `properties`,
+//!   `archived=false`, and `after` on a following page;
 //! - `update_record` contact and company: `PATCH` the same path with `{"properties": {…}}`
 //!   (a cleared field is sent as `""`);
 //! - `ensure_properties`: `GET /crm/v3/properties/{objectType}/{name}` and, when that is 404,
@@ -234,7 +237,9 @@ struct Router {
 /// accepted is answered with HubSpot's 404, so `ensure_properties` goes on to its POST.
 async fn route(State(r): State<Router>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
-    let Some((_, base)) = r.upstreams.iter().find(|(p, _)| path.starts_with(p.as_str())) else {
+    // A prefix ends in `/`; the collection itself (the list) has none.
+    let owns = |p: &str| path.starts_with(p) || path == p.trim_end_matches('/');
+    let Some((_, base)) = r.upstreams.iter().find(|(p, _)| owns(p)) else {
         return (StatusCode::NOT_FOUND, format!("no Prism serves {path}")).into_response();
     };
     let target = format!("{base}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
@@ -384,6 +389,13 @@ async fn every_request_the_crm_connector_sends_passes_prism_validation_against_h
         if let Err(e) = crm.update_record(kind, "512", &fields).await {
             failures.push(format!("update_record {}: {e}", kind.as_str()));
         }
+        // The reconciler's and backfill's list: a first page, then one `after` a cursor.
+        for after in [None, Some("512")] {
+            match crm.list_records(kind, &props, after).await {
+                Ok(page) => assert!(!page.records.is_empty(), "the spec's example lists a record"),
+                Err(e) => failures.push(format!("list_records {} after {after:?}: {e}", kind.as_str())),
+            }
+        }
     }
     let defs: Vec<PropertyDef> = [CrmObject::Contact, CrmObject::Company]
         .map(|object| PropertyDef {
@@ -423,6 +435,8 @@ async fn every_request_the_crm_connector_sends_passes_prism_validation_against_h
         .map(|s| format!("{} {}", s.method, s.path.split('?').next().unwrap_or_default()))
         .collect();
     for expected in [
+        "GET /crm/v3/objects/contacts",
+        "GET /crm/v3/objects/companies",
         "GET /crm/v3/objects/contacts/512",
         "PATCH /crm/v3/objects/contacts/512",
         "GET /crm/v3/objects/companies/512",
@@ -437,6 +451,19 @@ async fn every_request_the_crm_connector_sends_passes_prism_validation_against_h
             "request kind not exercised: {expected}; seen {kinds:#?}"
         );
     }
+    let lists: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.starts_with("/crm/v3/objects/contacts?"))
+        .map(|s| s.path.as_str())
+        .collect();
+    assert!(
+        lists.len() == 2
+            && lists
+                .iter()
+                .all(|p| p.contains("limit=100") && p.contains("properties="))
+            && lists.iter().filter(|p| p.contains("after=512")).count() == 1,
+        "the list's first page and its `after` page reached Prism: {lists:?}"
+    );
     eprintln!(
         "prism: {} connector requests accepted by Prism in {:.1}s",
         seen.len(),
