@@ -8,7 +8,28 @@ use std::path::PathBuf;
 
 /// The commands the window may invoke; tauri-build generates `allow-<name>` permissions for
 /// them, and `capabilities/main-window.json` grants exactly these.
-const COMMANDS: &[&str] = &["overview", "status", "pause_outbound", "resume_outbound"];
+const COMMANDS: &[&str] = &[
+    "overview",
+    "status",
+    "pause_outbound",
+    "resume_outbound",
+    "reconciliation_state",
+    "start_reconcile",
+    "cancel_reconcile",
+    "backfill_state",
+    "start_backfill",
+    "cancel_backfill",
+    "migration_status",
+    "validation_report",
+    "list_dead_letters",
+    "retry_dead_letters",
+    "discard_dead_letters",
+    "record_timeline",
+    "undrop_event",
+    "replay",
+    "list_reviews",
+    "resolve_review",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -262,6 +262,25 @@ pub struct Overview {
     pub charts: Vec<Chart>,
     pub reconciliation: ReconciliationSummary,
     pub systems: SystemsInfo,
+    /// Thresholds from the contract's `[alerts]` crossed now (and systems unreachable, history
+    /// lost, daily caps reached), each with the screen that explains it.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert: a threshold crossed, with where to look.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct Alert {
+    /// Stable id: `lag_p95`, `dead_letters`, `review_depth`, `error_rate`, `mismatch_rate`,
+    /// `unreachable:<system>`, `daily_cap:<destination>`, `poller:<cursor>`.
+    pub id: String,
+    /// What crossed what, in words.
+    pub message: String,
+    /// The console screen that explains it (`dead-letters`, `review`, `reconciliation`, `overview`).
+    pub screen: String,
+    /// The screen's filters (e.g. `destination=crm`), as a query string; empty for none.
+    pub params: String,
 }
 
 /// Body of `pause_outbound` / `resume_outbound`.

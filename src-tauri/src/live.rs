@@ -1,12 +1,15 @@
 //! The live overview: once a second, ask the engine for the overview, emit it to the window as
-//! the `overview` event (the UI's `listen('overview')`), and keep the native title bar saying
-//! whether outbound writes are paused — so a pause is visible even when the window is not.
+//! the `overview` event (the UI's `listen('overview')`), keep the native title bar saying
+//! whether outbound writes are paused — so a pause is visible even when the window is not —
+//! and raise a desktop notification once per alert crossing (the console's banner links to
+//! the screen that explains it).
 
 use std::time::Duration;
 
 use driftless::api::PauseFlag;
 use driftless::engine::Engine;
 use tauri::{AppHandle, Emitter, Manager};
+use tauri_plugin_notification::NotificationExt;
 
 pub const WINDOW: &str = "main";
 pub const EVENT: &str = "overview";
@@ -26,6 +29,7 @@ pub fn spawn(app: AppHandle, engine: Engine) -> tauri::async_runtime::JoinHandle
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shown_title = String::new();
+        let mut alerted = std::collections::BTreeSet::new();
         loop {
             tick.tick().await;
             let overview = match engine.overview().await {
@@ -42,6 +46,18 @@ pub fn spawn(app: AppHandle, engine: Engine) -> tauri::async_runtime::JoinHandle
                         Ok(()) => shown_title = title,
                         Err(e) => tracing::warn!(error = %e, "cannot set the window title"),
                     }
+                }
+            }
+            for a in driftless::engine::newly_crossed(&mut alerted, &overview.alerts) {
+                let shown = app
+                    .notification()
+                    .builder()
+                    .title("driftless alert")
+                    .body(&a.message)
+                    .show();
+                if let Err(e) = shown {
+                    // No notification daemon (e.g. a bare X server): the banner still shows it.
+                    tracing::warn!(error = %e, alert = %a.id, "cannot show a desktop notification");
                 }
             }
             if let Err(e) = app.emit_to(WINDOW, EVENT, &overview) {

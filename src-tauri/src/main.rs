@@ -82,6 +82,7 @@ fn open_window(app: &tauri::App) -> tauri::Result<()> {
 fn main() -> ExitCode {
     init_tracing();
     let app = tauri::Builder::default()
+        .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![
             commands::overview,
             commands::status,

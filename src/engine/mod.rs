@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 pub use metrics::Metrics;
+pub use overview::newly_crossed;
 
 use crate::budget::{Budget, Lane};
 use crate::connectors::{BillingApi, CrmApi, PropertyDef};

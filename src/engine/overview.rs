@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Engine, EngineError};
 use crate::api::{
-    Chart, Health, HealthState, Overview, Point, ReconciliationSummary, Series, Status, SystemInfo, SystemsInfo,
+    Alert, Chart, Health, HealthState, Overview, Point, ReconciliationSummary, Series, Status, SystemInfo, SystemsInfo,
 };
 use crate::contract::{Side, SystemKind};
 
@@ -112,9 +112,10 @@ impl Engine {
             crm: self.system_info(Side::Crm, now),
             billing: self.system_info(Side::Billing, now),
         };
-        let mut health = self.health(&status, &systems, &errors, &writes, now);
+        let (mut health, mut alerts) = self.health(&status, &systems, &errors, &writes, now);
         let reconciliation = self.reconciliation_summary().await?;
         if let Some(reason) = reconciliation.1 {
+            alerts.push(alert("mismatch_rate", &reason, "reconciliation", ""));
             health.reasons.push(reason);
             if health.state == HealthState::Running {
                 health.state = HealthState::Degraded;
@@ -127,6 +128,7 @@ impl Engine {
             charts,
             reconciliation: reconciliation.0,
             systems,
+            alerts,
         })
     }
 
@@ -206,9 +208,10 @@ impl Engine {
         errors: &BTreeMap<String, Vec<Point>>,
         writes: &BTreeMap<String, Vec<Point>>,
         now: i64,
-    ) -> Health {
+    ) -> (Health, Vec<Alert>) {
         let alerts = &self.inner.contract.alerts;
         let mut reasons = Vec::new();
+        let mut crossed = Vec::new();
         for p in &status.ledger.paused {
             let scope = if p.scope == "global" {
                 "all outbound writes".to_string()
@@ -233,43 +236,57 @@ impl Engine {
         }
         for (name, s) in [("CRM", &systems.crm), ("billing", &systems.billing)] {
             if !s.reachable {
-                reasons.push(format!(
-                    "{name} unreachable: {}",
-                    s.last_error.as_deref().unwrap_or("no answer")
+                let m = format!("{name} unreachable: {}", s.last_error.as_deref().unwrap_or("no answer"));
+                crossed.push(alert(
+                    &format!("unreachable:{}", name.to_lowercase()),
+                    &m,
+                    "overview",
+                    "",
                 ));
+                reasons.push(m);
             }
         }
         // Rate pressure, from the budgets themselves: a daily cap reached holds every write.
         for b in &status.budgets {
             if b.daily_exhausted {
-                reasons.push(format!(
+                let m = format!(
                     "{}: {}",
                     b.destination,
                     b.blocked_reason.as_deref().unwrap_or("daily cap reached")
-                ));
+                );
+                crossed.push(alert(&format!("daily_cap:{}", b.destination), &m, "overview", ""));
+                reasons.push(m);
             }
         }
         let l = &status.ledger;
         if l.lag_ms.samples > 0 && l.lag_ms.p95 as u64 > alerts.lag_p95_ms {
-            reasons.push(format!(
+            let m = format!(
                 "sync lag p95 {} ms is over the {} ms threshold",
                 l.lag_ms.p95, alerts.lag_p95_ms
-            ));
+            );
+            crossed.push(alert("lag_p95", &m, "overview", ""));
+            reasons.push(m);
         }
         for p in l.pollers.iter().filter(|p| p.state != "ok") {
-            reasons.push(p.message.clone().unwrap_or_else(|| format!("{}: {}", p.name, p.state)));
+            let m = p.message.clone().unwrap_or_else(|| format!("{}: {}", p.name, p.state));
+            crossed.push(alert(&format!("poller:{}", p.name), &m, "reconciliation", ""));
+            reasons.push(m);
         }
         if l.dead_letter_depth as u64 > alerts.dead_letters {
-            reasons.push(format!(
+            let m = format!(
                 "{} dead letters waiting (threshold {})",
                 l.dead_letter_depth, alerts.dead_letters
-            ));
+            );
+            crossed.push(alert("dead_letters", &m, "dead-letters", ""));
+            reasons.push(m);
         }
         if l.review_depth as u64 > alerts.review_depth {
-            reasons.push(format!(
+            let m = format!(
                 "{} records waiting for review (threshold {})",
                 l.review_depth, alerts.review_depth
-            ));
+            );
+            crossed.push(alert("review_depth", &m, "review", ""));
+            reasons.push(m);
         }
         let recent = now / 60_000 * 60_000 - 5 * 60_000;
         let total = |m: &BTreeMap<String, Vec<Point>>| -> f64 {
@@ -277,11 +294,13 @@ impl Engine {
         };
         let (e, w) = (total(errors), total(writes));
         if e + w >= 20.0 && e / (e + w) > alerts.error_rate {
-            reasons.push(format!(
+            let m = format!(
                 "error rate {:.1}% over the last 5 minutes (threshold {:.1}%)",
                 100.0 * e / (e + w),
                 100.0 * alerts.error_rate
-            ));
+            );
+            crossed.push(alert("error_rate", &m, "dead-letters", ""));
+            reasons.push(m);
         }
         let state = if paused {
             HealthState::Paused
@@ -307,7 +326,24 @@ impl Engine {
                 ),
             );
         }
-        Health { state, reasons }
+        (Health { state, reasons }, crossed)
+    }
+}
+
+/// The alerts in `now` not in `seen` (to notify once per crossing); `seen` becomes the ids in
+/// `now`, so an alert that clears and crosses again is notified again.
+pub fn newly_crossed(seen: &mut std::collections::BTreeSet<String>, now: &[Alert]) -> Vec<Alert> {
+    let fresh: Vec<Alert> = now.iter().filter(|a| !seen.contains(&a.id)).cloned().collect();
+    *seen = now.iter().map(|a| a.id.clone()).collect();
+    fresh
+}
+
+fn alert(id: &str, message: &str, screen: &str, params: &str) -> Alert {
+    Alert {
+        id: id.into(),
+        message: message.into(),
+        screen: screen.into(),
+        params: params.into(),
     }
 }
 
@@ -329,4 +365,28 @@ fn sum_labels(m: &BTreeMap<String, Vec<Point>>) -> Vec<Point> {
         *minutes.entry(p.t_ms).or_default() += p.v;
     }
     minutes.into_iter().map(|(t_ms, v)| Point { t_ms, v }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_is_new_once_per_crossing() {
+        let mut seen = std::collections::BTreeSet::new();
+        let a = alert("dead_letters", "3 dead letters", "dead-letters", "");
+        let b = alert("lag_p95", "lag", "overview", "");
+        assert_eq!(newly_crossed(&mut seen, &[a.clone()]), vec![a.clone()]);
+        assert!(
+            newly_crossed(&mut seen, &[a.clone()]).is_empty(),
+            "still crossed: not again"
+        );
+        assert_eq!(newly_crossed(&mut seen, &[a.clone(), b.clone()]), vec![b.clone()]);
+        assert!(newly_crossed(&mut seen, &[]).is_empty());
+        assert_eq!(
+            newly_crossed(&mut seen, &[a.clone()]),
+            vec![a],
+            "cleared, then crossed again"
+        );
+    }
 }

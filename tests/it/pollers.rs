@@ -545,6 +545,14 @@ async fn a_cursor_older_than_stripes_retention_is_reported_and_recorded_for_reco
         "{:?}",
         overview.health.reasons
     );
+    assert!(
+        overview
+            .alerts
+            .iter()
+            .any(|a| a.id == format!("poller:{BILLING_CURSOR}") && a.screen == "reconciliation"),
+        "{:?}",
+        overview.alerts
+    );
     let json = serde_json::to_value(&overview).expect("json");
     assert_eq!(json["status"]["pollers"][0]["state"], "reconciliation_needed");
     let metrics = driftless::engine::prometheus_text(&engine.status().await.expect("status"), &[]);

@@ -176,6 +176,15 @@ async fn reconciler_finds_each_kind_of_drift_previews_and_repairs_it() {
         "{:?}",
         o.health.reasons
     );
+    let alert = o
+        .alerts
+        .iter()
+        .find(|a| a.id == "mismatch_rate")
+        .expect("a mismatch alert");
+    assert_eq!(
+        alert.screen, "reconciliation",
+        "the alert links to the screen that explains it"
+    );
     let st = e.status().await.expect("status");
     assert_eq!(st.reconciliation.map(|r| r.compared), Some(7));
 

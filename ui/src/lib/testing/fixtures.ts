@@ -2,11 +2,14 @@
 
 import { vi } from 'vitest';
 
+import type { Alert } from '../types/Alert';
 import type { Overview } from '../types/Overview';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { PauseFlag } from '../types/PauseFlag';
 
-export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number; at?: number } = {}): Overview {
+export function makeOverview(
+  over: { paused?: PauseFlag[]; events_total?: number; at?: number; alerts?: Alert[] } = {},
+): Overview {
   const paused = over.paused ?? [];
   return {
     generated_at_ms: over.at ?? 1_700_000_000_000,
@@ -43,6 +46,7 @@ export function makeOverview(over: { paused?: PauseFlag[]; events_total?: number
       crm: { kind: 'hubspot', base_url: 'http://127.0.0.1:1', reachable: true, last_error: null },
       billing: { kind: 'stripe', base_url: 'http://127.0.0.1:2', reachable: true, last_error: null },
     },
+    alerts: over.alerts ?? [],
   };
 }
 
