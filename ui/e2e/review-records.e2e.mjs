@@ -265,6 +265,38 @@ describe('review and records screens in Chromium', { concurrency: 1 }, () => {
     );
   });
 
+  it("e. un-drops a duplicate delivery's original event", async () => {
+    const page = S.page;
+    const t = await api(`/api/record_timeline?query=${encodeURIComponent(C.item.record)}`);
+    const dup = t.entries.find((e) => e.kind === 'duplicate' && e.detail);
+    assert.ok(dup, 'the demo delivered a webhook twice for this record');
+    const original = JSON.parse(dup.detail).original_inbox_id;
+    assert.ok(
+      t.entries.some((e) => e.kind === 'event' && e.id === original),
+      `the duplicate names an event of this record (${original})`,
+    );
+    const undrops = (x) => x.entries.filter((e) => e.kind === 'operator' && /undrop/.test(e.summary)).length;
+    const before = undrops(t);
+    const row = page.locator(`[data-testid=timeline-entry][data-kind=duplicate][data-id="${dup.id}"]`);
+    await row.getByTestId('undrop').click();
+    await row.getByTestId('undrop-reason').fill('e2e: re-read the first delivery');
+    await row.getByTestId('undrop-confirm').click();
+    await waitFor('the notice naming the original', async () =>
+      new RegExp(`Event ${original} requeued`).test((await page.getByTestId('records-notice').textContent()) ?? ''),
+    );
+    const now = await api(`/api/record_timeline?query=${encodeURIComponent(C.item.record)}`);
+    assert.equal(undrops(now), before + 1, 'one more audited un-drop');
+    await waitFor(
+      `event ${original} decided again`,
+      async () => {
+        const x = await api(`/api/record_timeline?query=${encodeURIComponent(C.item.record)}`);
+        const e = x.entries.find((y) => y.kind === 'event' && y.id === original);
+        return e && e.state !== 'pending';
+      },
+      { timeoutMs: 20_000, intervalMs: 500 },
+    );
+  });
+
   it('ran without script errors or CSP violations', () => {
     assert.deepEqual(S.pageProblems, []);
   });

@@ -35,7 +35,8 @@ const ENTRIES = [
   entry({ kind: 'decision', id: 1, side: null, state: null, rule: 'owner:crm', contract_version: 'abc123', summary: 'engine: decide — write email' }),
   entry({ kind: 'write', id: 6, side: 'billing', state: 'done', idempotency_key: 'billing:create:1001:crm:5', correlation_id: 'c-1' }),
   entry({ id: 6, side: 'billing', state: 'echo', summary: 'billing customer.created evt_1 via webhook' }),
-  entry({ kind: 'duplicate', id: 2, state: 'duplicate', rule: 'dedupe', detail: null }),
+  entry({ kind: 'duplicate', id: 2, state: 'duplicate', rule: 'dedupe', detail: '{"original_inbox_id":5,"event_id":"17"}' }),
+  entry({ kind: 'duplicate', id: 3, state: 'duplicate', rule: 'dedupe', detail: null }),
 ];
 
 function setup(hash: string, t: Timeline = timeline(ENTRIES)) {
@@ -64,10 +65,10 @@ describe('Records screen', () => {
     expect(byTestId(root, 'records-key')!.textContent).toBe('customer:crm:1001');
     expect(byTestId(root, 'records-billing-id')!.textContent).toBe('cus_X');
     // Newest first, oldest first on request.
-    expect(shown(root)).toEqual(['duplicate:2', 'event:6', 'write:6', 'decision:1', 'event:5']);
+    expect(shown(root)).toEqual(['duplicate:3', 'duplicate:2', 'event:6', 'write:6', 'decision:1', 'event:5']);
     (byTestId(root, 'records-newest-first') as HTMLInputElement).click();
     flushSync();
-    expect(shown(root)).toEqual(['event:5', 'decision:1', 'write:6', 'event:6', 'duplicate:2']);
+    expect(shown(root)).toEqual(['event:5', 'decision:1', 'write:6', 'event:6', 'duplicate:2', 'duplicate:3']);
     const text = byTestId(root, 'timeline')!.textContent!;
     expect(text).toContain('owner:crm');
     expect(text).toContain('abc123');
@@ -83,7 +84,7 @@ describe('Records screen', () => {
     await settle();
     expect(win.location.hash).toBe('#/records?q=cus_X');
     expect(b.recordTimeline).toHaveBeenCalledWith('cus_X');
-    expect(shown(root)).toHaveLength(5);
+    expect(shown(root)).toHaveLength(6);
   });
 
   it('filters by kind', async () => {
@@ -92,7 +93,7 @@ describe('Records screen', () => {
     const boxes = [...root.querySelectorAll<HTMLInputElement>('.kinds input')];
     boxes[0].click(); // events
     flushSync();
-    expect(shown(root)).toEqual(['duplicate:2', 'write:6', 'decision:1']);
+    expect(shown(root)).toEqual(['duplicate:3', 'duplicate:2', 'write:6', 'decision:1']);
   });
 
   it('says plainly when no record matches', async () => {
@@ -111,11 +112,14 @@ describe('Records screen', () => {
     const { root, b } = setup('#/records?q=x');
     b.undropEvent.mockImplementation(async () => ({ record: 'customer:crm:1001' }));
     await settle();
-    const offers = [...root.querySelectorAll<HTMLElement>('[data-testid=undrop]')].map(
-      (x) => x.closest<HTMLElement>('[data-testid=timeline-entry]')!.dataset.id,
-    );
-    expect(offers).toEqual(['6']); // the echo only: not applied events, decisions, writes
-    (byTestId(root, 'undrop') as HTMLButtonElement).click();
+    const offers = () =>
+      [...root.querySelectorAll<HTMLElement>('[data-testid=undrop]')].map((x) => {
+        const e = x.closest<HTMLElement>('[data-testid=timeline-entry]')!;
+        return `${e.dataset.kind}:${e.dataset.id}`;
+      });
+    // The echo and the duplicate that names its original: not applied events, decisions, writes.
+    expect(offers()).toEqual(['duplicate:2', 'event:6']);
+    (root.querySelectorAll<HTMLButtonElement>('[data-testid=undrop]')[1]).click();
     flushSync();
     // One form, on the event (the write has the same id in its own table).
     expect(root.querySelectorAll('[data-testid=undrop-form]')).toHaveLength(1);
@@ -131,6 +135,20 @@ describe('Records screen', () => {
     expect(b.recordTimeline.mock.calls.length).toBe(calls + 1);
     expect(byTestId(root, 'records-notice')!.textContent).toContain('Event 6 requeued');
     expect(byTestId(root, 'undrop-form')).toBeNull();
+  });
+
+  it("un-drops a duplicate's original event", async () => {
+    const { root, b } = setup('#/records?q=x');
+    b.undropEvent.mockImplementation(async () => ({ record: 'customer:crm:1001' }));
+    await settle();
+    const dup = root.querySelector<HTMLElement>('[data-testid=timeline-entry][data-kind=duplicate][data-id="2"]')!;
+    (dup.querySelector('[data-testid=undrop]') as HTMLButtonElement).click();
+    flushSync();
+    expect(dup.querySelector('[data-testid=undrop-form]')!.textContent).toContain('event 5, the original of this duplicate');
+    type(byTestId(root, 'undrop-reason') as HTMLInputElement, 'the first delivery was mis-read');
+    (byTestId(root, 'undrop-confirm') as HTMLButtonElement).click();
+    await settle();
+    expect(b.undropEvent).toHaveBeenCalledWith({ inbox_id: 5, reason: 'the first delivery was mis-read' });
   });
 
   it('shows an un-drop refusal in words and keeps the form', async () => {
