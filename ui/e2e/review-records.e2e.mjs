@@ -16,7 +16,7 @@ import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { api, closeAll, get, log, openConsole, S, sleep, UI_DIR, waitFor } from './harness.mjs';
+import { api, closeAll, get, log, openConsole, S, simRequests, sleep, UI_DIR, waitFor } from './harness.mjs';
 
 const SHOTS = process.env.E2E_SCREENSHOT_DIR
   ? path.resolve(process.env.E2E_SCREENSHOT_DIR)
@@ -201,6 +201,11 @@ describe('review and records screens in Chromium', { concurrency: 1 }, () => {
     assert.equal(write.side, 'billing');
     assert.equal(write.state, 'done');
     C.reviewKey = write.idempotency_key;
+    // The billing simulator applied exactly one request under that key.
+    const [, billingLog] = await simRequests();
+    const applied = billingLog.filter((r) => r.idempotency_key === C.reviewKey && r.applied && !r.replayed);
+    assert.equal(applied.length, 1, `billing applied the review write once: ${JSON.stringify(applied)}`);
+    assert.match(applied[0].path, new RegExp(`/v1/subscriptions/${C.sub.id}$`));
     assert.ok(
       t.entries.some((e) => e.kind === 'operator' && /review_resolved/.test(e.summary) && /sales confirmed/.test(e.detail ?? '')),
       'the reason is in the audit log',
