@@ -411,7 +411,7 @@ pub struct TimelineEntry {
     pub contract_version: Option<String>,
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<String>,
-    /// JSON detail (payload, values written, response).
+    /// JSON detail (payload, values written, response; for a duplicate, `original_inbox_id`).
     pub detail: Option<String>,
 }
 

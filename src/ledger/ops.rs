@@ -402,6 +402,7 @@ impl Ledger {
         .fetch_all(&self.reader)
         .await?;
         for r in dups {
+            let original: i64 = r.try_get(1)?;
             let source: String = r.try_get(4)?;
             let event_id: String = r.try_get(5)?;
             let via: String = r.try_get(3)?;
@@ -416,7 +417,8 @@ impl Ledger {
                 contract_version: None,
                 idempotency_key: None,
                 correlation_id: None,
-                detail: None,
+                // The event this delivery repeats: un-dropping acts on it.
+                detail: Some(serde_json::json!({"original_inbox_id": original, "event_id": event_id}).to_string()),
             });
         }
         let audits = sqlx::query(

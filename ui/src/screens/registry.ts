@@ -8,6 +8,10 @@ import type { Backend } from '../lib/backend';
 import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
 
+// Review queue and record timeline (issue 7).
+import Review from './Review.svelte';
+import Records from './Records.svelte';
+
 export type ScreenProps = { backend: Backend; live: LiveOverview; router: Router };
 
 export type ScreenDef = {
@@ -16,4 +20,8 @@ export type ScreenDef = {
   component: Component<ScreenProps>;
 };
 
-export const SCREENS: ScreenDef[] = [];
+export const SCREENS: ScreenDef[] = [
+  // Review queue and record timeline (issue 7).
+  { id: 'review', label: 'Review', component: Review },
+  { id: 'records', label: 'Records', component: Records },
+];

@@ -26,6 +26,6 @@ summary: string,
  */
 state: string | null, rule: string | null, contract_version: string | null, idempotency_key: string | null, correlation_id: string | null, 
 /**
- * JSON detail (payload, values written, response).
+ * JSON detail (payload, values written, response; for a duplicate, `original_inbox_id`).
  */
 detail: string | null, };
