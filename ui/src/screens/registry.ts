@@ -7,6 +7,10 @@ import type { Component } from 'svelte';
 import type { Backend } from '../lib/backend';
 import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
+// Replay, Audit log, Contract (issue 7).
+import Audit from './Audit.svelte';
+import Contract from './Contract.svelte';
+import Replay from './Replay.svelte';
 
 export type ScreenProps = { backend: Backend; live: LiveOverview; router: Router };
 
@@ -16,4 +20,9 @@ export type ScreenDef = {
   component: Component<ScreenProps>;
 };
 
-export const SCREENS: ScreenDef[] = [];
+export const SCREENS: ScreenDef[] = [
+  // Replay, Audit log, Contract (issue 7).
+  { id: 'replay', label: 'Replay', component: Replay },
+  { id: 'audit', label: 'Audit log', component: Audit },
+  { id: 'contract', label: 'Contract', component: Contract },
+];
