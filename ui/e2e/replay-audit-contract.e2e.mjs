@@ -118,7 +118,8 @@ describe('Replay, Audit log and Contract screens in Chromium', { concurrency: 1 
   let record = '';
 
   before(async () => {
-    await openConsole();
+    // One worker: a replay of many records stays queued long enough for a cancel to land.
+    await openConsole(['--workers', '1']);
     await waitFor('the demo to make decisions', async () => (await api('/api/list_audit', { method: 'POST', body: { actor: 'engine', limit: 1 } })).total > 20, {
       timeoutMs: 60_000,
       intervalMs: 1000,
@@ -267,6 +268,53 @@ describe('Replay, Audit log and Contract screens in Chromium', { concurrency: 1 
     assert.deepEqual(shown.sort(), want.sort());
     log(`contract ${s.contract_version}: ${shown.length} mapped fields`);
     await shot('contract');
+  });
+
+  it('e. a time-range replay run can be cancelled: the engine drops only records not started, the page and the audit agree', async () => {
+    await ensureResumed();
+    await open('#/replay');
+    await S.page.getByTestId('screen-replay').waitFor({ state: 'visible' });
+    // Every event so far (the demo started a minute or two ago), in the input's local time.
+    const from = await S.page.evaluate((ms) => {
+      const d = new Date(ms);
+      const p = (n) => `${n}`.padStart(2, '0');
+      return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+    }, S.startedAt - 120_000);
+    await S.page.getByTestId('replay-from').fill(from);
+    await S.page.getByTestId('replay-preview').click();
+    await S.page.getByTestId('replay-preview-result').waitFor({ state: 'visible', timeout: 90_000 });
+    assert.match(new URL(S.page.url()).hash, /[?&]from=/, 'the time range is in the address');
+    const records = Number((await text('replay-preview-result')).match(/Preview: (\d+) record/)?.[1] ?? 0);
+    assert.ok(records > 1, `the time range selects records (${records})`);
+    await S.page.getByTestId('replay-run').click({ timeout: 90_000 });
+    await S.page.getByTestId('replay-run-status').waitFor({ state: 'visible', timeout: 90_000 });
+    const runId = Number(new URL(S.page.url()).hash.match(/[?&]run=(\d+)/)[1]);
+    const cancel = S.page.getByTestId('replay-cancel');
+    if (await cancel.count()) await cancel.click().catch(() => {});
+    const r = await waitFor(
+      `replay run ${runId} to end`,
+      async () => {
+        const x = await api(`/api/replay_run?id=${runId}`);
+        return x.state !== 'running' || x.pending === 0 ? x : null;
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    );
+    assert.equal(r.records, records, 'the run holds the previewed records');
+    assert.equal(r.done + r.pending + r.cancelled, r.records, JSON.stringify(r));
+    if (r.state === 'cancelled') {
+      const a = await api('/api/list_audit', { method: 'POST', body: { action: 'replay_cancel', limit: 1 } });
+      const detail = JSON.parse(a.items[0].detail);
+      assert.deepEqual([detail.run, detail.dropped], [runId, r.cancelled], 'the audit row names the run and what it dropped');
+      await waitFor('the page to show the cancel', async () => (await S.page.getByTestId('replay-run-status').getAttribute('data-state')) === 'cancelled');
+      // Records a worker had started, or whose replay joined live work, finish on their own.
+      await waitFor('the records not dropped to finish', async () => (await api(`/api/replay_run?id=${runId}`)).pending === 0, {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      });
+      log(`run ${runId}: ${r.records} records, ${r.cancelled} dropped by the cancel, ${r.joined} joined live work`);
+    } else {
+      log(`run ${runId}: all ${r.records} records were done before the cancel landed`);
+    }
   });
 
   it('ran without script errors or CSP violations', () => {
