@@ -124,8 +124,11 @@ describe('Replay, Audit log and Contract screens in Chromium', { concurrency: 1 
       timeoutMs: 60_000,
       intervalMs: 1000,
     });
-    record = await someRecord();
-    log(`replaying ${record}`);
+    // Prefer a record whose replay would write (the demo's drift), else a quiet one.
+    const dry = await api('/api/replay', { method: 'POST', body: { selector: { from_ms: S.startedAt - 120_000, dead_letter_ids: [] }, dry_run: true } });
+    const writing = dry.samples.find((x) => (x.kind === 'update' || x.kind === 'create') && !x.key_used_by);
+    record = writing?.record ?? (await someRecord());
+    log(`replaying ${record}${writing ? ` (its replay would ${writing.kind} ${writing.destination})` : ''}`);
   });
 
   after(async () => {
@@ -154,7 +157,7 @@ describe('Replay, Audit log and Contract screens in Chromium', { concurrency: 1 
     const expected = dry.creates + dry.updates - dry.keys_already_used;
     const made = await newWritesReachedSims(record, before);
     if (expected > 0) assert.ok(made > 0, `the preview planned ${expected} write(s) but none was made`);
-    else log('the record was in sync: the replay was a no-op');
+    else log(`the preview planned no write (in sync); ${made} write(s) live events made meanwhile reached the simulators`);
 
     // The ledger's audit log has the replay, and so does the Audit screen.
     const audit = await api('/api/list_audit', { method: 'POST', body: { action: 'replay', record } });

@@ -94,7 +94,7 @@ describe('Replay screen', () => {
       .mockRejectedValueOnce(new ApiFailure({ code: 'paused', message: 'outbound writes are paused (global); resume first, then replay' }))
       .mockResolvedValueOnce(preview({ queued: true, run_id: 4 }));
     let engineRun = run();
-    b.replayRun = vi.fn(async () => engineRun);
+    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : engineRun));
     b.cancelReplay = vi.fn(async () => (engineRun = run({ state: 'cancelled', pending: 0, cancelled: 1 })));
     const win = fakeWindow('#/replay?record=a%40b.test');
     const router = new Router(win as unknown as Window);
@@ -116,7 +116,7 @@ describe('Replay screen', () => {
     await settle();
     expect(b.replay).toHaveBeenNthCalledWith(2, expect.objectContaining({ dry_run: false }));
     expect(byTestId(root, 'replay-paused')!.textContent).toContain('outbound writes are paused (global)');
-    expect(b.replayRun).not.toHaveBeenCalled();
+    expect(b.replayRun).not.toHaveBeenCalledWith(4);
 
     byTestId(root, 'replay-resume-run')!.click();
     await settle();
@@ -149,6 +149,20 @@ describe('Replay screen', () => {
     type(byTestId(root, 'replay-dead-letters') as HTMLInputElement, '3');
     await settle();
     expect(byTestId(root, 'replay-run')).toBeNull();
+  });
+});
+
+describe('Replay screen on arrival', () => {
+  it('shows a replay run still going on', async () => {
+    const b = backend();
+    b.replayRun = vi.fn(async (id: number | null) => run({ id: id ?? 9, records: 3, pending: 2, done: 1 }));
+    const router = new Router(fakeWindow('#/replay') as unknown as Window);
+    const root = render(Replay, { backend: b, live: { paused: [] } as unknown as LiveOverview, router, pollMs: 60_000 });
+    await settle();
+    expect(b.replayRun).toHaveBeenCalledWith(null);
+    expect(b.replayRun).toHaveBeenCalledWith(9);
+    expect(byTestId(root, 'replay-progress')!.textContent).toContain('1 of 3 records done, 2 with queued');
+    expect(b.replay).not.toHaveBeenCalled();
   });
 });
 
