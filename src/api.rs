@@ -472,6 +472,9 @@ pub struct ReplayPreview {
     pub samples: Vec<ReplayWrite>,
     /// False for the dry run; true once the records were queued.
     pub queued: bool,
+    /// The replay run the records were queued as (follow it with `replay_run`), once queued.
+    #[serde(default)]
+    pub run_id: Option<i64>,
 }
 
 /// One field of a conflicted record, side by side.
@@ -788,4 +791,157 @@ pub struct ReviewDecision {
 #[ts(export)]
 pub struct RecordRef {
     pub record: String,
+}
+
+// ---- Replay runs, the audit log and the contract (issue 7: Replay, Audit log, Contract screens). ----
+
+/// A queued replay and how far it got. A record is pending while it still has queued work;
+/// `cancel_replay` removes the records whose replay work no worker has claimed yet.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplayRun {
+    pub id: i64,
+    pub started_by: String,
+    /// `replay` (an operator's) or the reconciler's `reconcile repair`.
+    pub reason: String,
+    /// The selection (JSON of a `ReplaySelector`) when an operator chose one.
+    pub selector: Option<String>,
+    pub started_at_ms: i64,
+    /// `running`, `done` (no record has queued work left) or `cancelled`.
+    pub state: String,
+    pub finished_at_ms: Option<i64>,
+    pub cancelled_by: Option<String>,
+    pub records: i64,
+    /// Records that still have queued work.
+    pub pending: i64,
+    /// Records whose work is finished.
+    pub done: i64,
+    /// Records whose queued replay work a cancel removed.
+    pub cancelled: i64,
+    /// Records that already had work queued (an event, a retry) when the replay joined it:
+    /// a cancel leaves that work alone.
+    pub joined: i64,
+}
+
+/// Which audit rows to list. Every field narrows the set.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct AuditFilter {
+    /// Actor, or its beginning (`operator:` matches every operator).
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Exact action, e.g. `replay`, `pause`, `decision`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Email, CRM id, billing id or record key.
+    #[serde(default)]
+    pub record: Option<String>,
+    /// Substring of the action, rule, record key or detail.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// At or after (Unix ms).
+    #[serde(default)]
+    pub from_ms: Option<i64>,
+    /// Before (Unix ms).
+    #[serde(default)]
+    pub to_ms: Option<i64>,
+    /// Page size (default 100, at most 1000) and offset, newest first.
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub offset: Option<i64>,
+}
+
+/// One audit row: an engine decision or an operator action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub record: Option<String>,
+    pub inbox_id: Option<i64>,
+    pub outbox_id: Option<i64>,
+    /// `engine`, `operator:<name>`, `cli`, …
+    pub actor: String,
+    pub action: String,
+    pub rule: Option<String>,
+    pub contract_version: Option<String>,
+    /// JSON detail.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct AuditList {
+    /// Rows matching the filter (all pages).
+    pub total: i64,
+    pub items: Vec<AuditEntry>,
+    /// The record key the `record` filter resolved to, if it named one.
+    pub record: Option<String>,
+}
+
+/// One mapped field of the contract: where it lives on each side and who owns it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ContractField {
+    pub name: String,
+    /// CRM property.
+    pub crm: String,
+    /// Billing path (`email`, `metadata.<key>`, …).
+    pub billing: String,
+    /// `crm`, `billing` or `shared`.
+    pub owner: String,
+    /// For shared fields: `review` or `latest_sync_timestamp`.
+    pub conflict_rule: Option<String>,
+    /// For owned fields: what a non-owner edit gets (`revert` or `flag`).
+    pub on_non_owner_edit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ContractObject {
+    pub name: String,
+    /// CRM object (`contact`, `company`) and billing object (`customer`, …).
+    pub crm: String,
+    pub billing: String,
+    /// Side on which a missing counterpart is created.
+    pub create_in: Option<String>,
+    pub fields: Vec<ContractField>,
+}
+
+/// A problem in the contract file: `file:line:column: field: message`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ContractIssue {
+    pub file: String,
+    pub line: i64,
+    pub column: i64,
+    pub field: String,
+    pub message: String,
+}
+
+/// The contract in force, its ownership matrix, and the file re-validated now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ContractInfo {
+    pub name: String,
+    /// The version the engine runs with (what every decision records).
+    pub version: String,
+    /// The file it was started with; none for the embedded default contract (the demo).
+    pub path: Option<String>,
+    pub embedded: bool,
+    /// The file's version as it is on disk now (differs from `version` once it was edited).
+    pub file_version: Option<String>,
+    /// The file could not be read now.
+    pub read_error: Option<String>,
+    /// Problems in the file as it is on disk now (empty when it compiles).
+    pub issues: Vec<ContractIssue>,
+    pub objects: Vec<ContractObject>,
+}
+
+/// Which replay run (cancel).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReplayRunRef {
+    pub id: i64,
 }

@@ -23,6 +23,7 @@ use crate::api::{
     MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconcileReport, ReconciliationState, RecordRef,
     ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
+use crate::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
 
@@ -108,7 +109,12 @@ pub fn new_token() -> String {
         undrop_event,
         replay,
         list_reviews,
-        resolve_review
+        resolve_review,
+        replay_run,
+        cancel_replay,
+        list_audit,
+        audit_csv,
+        contract_info
     ),
     components(schemas(
         Status,
@@ -133,7 +139,12 @@ pub fn new_token() -> String {
         ReplayRequest,
         ReplayPreview,
         ReviewItem,
-        ReviewDecision
+        ReviewDecision,
+        ReplayRun,
+        ReplayRunRef,
+        AuditFilter,
+        AuditList,
+        ContractInfo
     ))
 )]
 pub struct ApiDoc;
@@ -166,6 +177,11 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/replay", post(replay))
         .route("/api/list_reviews", get(list_reviews))
         .route("/api/resolve_review", post(resolve_review))
+        .route("/api/replay_run", get(replay_run))
+        .route("/api/cancel_replay", post(cancel_replay))
+        .route("/api/list_audit", post(list_audit))
+        .route("/api/audit.csv", get(audit_csv))
+        .route("/api/contract_info", get(contract_info))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -447,6 +463,87 @@ async fn resolve_review(
     Ok(Json(RecordRef { record }))
 }
 
+// ---- Replay runs, the audit log and the contract (issue 7). ----
+
+#[derive(Debug, serde::Deserialize)]
+struct RunQuery {
+    id: Option<i64>,
+}
+
+/// A replay run with its progress (`id` absent: the latest; `null` when none ever ran).
+#[utoipa::path(get, path = "/api/replay_run", params(("id" = Option<i64>, Query, description = "replay run id; the latest when absent")), responses((status = 200, body = Option<ReplayRun>), (status = 404, body = ApiError)))]
+async fn replay_run(
+    State(st): State<AppState>,
+    Query(q): Query<RunQuery>,
+) -> Result<Json<Option<ReplayRun>>, HttpError> {
+    Ok(Json(st.engine.replay_run(q.id).await?))
+}
+
+/// Cancel a replay run: records no worker has claimed yet leave the queue (audited).
+#[utoipa::path(post, path = "/api/cancel_replay", request_body = ReplayRunRef, responses((status = 200, body = ReplayRun), (status = 404, body = ApiError)))]
+async fn cancel_replay(State(st): State<AppState>, Json(r): Json<ReplayRunRef>) -> Result<Json<ReplayRun>, HttpError> {
+    Ok(Json(st.engine.cancel_replay(r.id, BY).await?))
+}
+
+/// Audit rows (decisions and operator actions) matching a filter, newest first, with the total.
+#[utoipa::path(post, path = "/api/list_audit", request_body = AuditFilter, responses((status = 200, body = AuditList), (status = 400, body = ApiError)))]
+async fn list_audit(State(st): State<AppState>, Json(f): Json<AuditFilter>) -> Result<Json<AuditList>, HttpError> {
+    Ok(Json(st.engine.list_audit(&f).await?))
+}
+
+/// The filtered audit log as CSV (the `AuditFilter` fields as query parameters, no paging),
+/// streamed page by page.
+#[utoipa::path(get, path = "/api/audit.csv", params(("actor" = Option<String>, Query), ("action" = Option<String>, Query), ("record" = Option<String>, Query), ("text" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query)), responses((status = 200, description = "text/csv"), (status = 400, body = ApiError)))]
+async fn audit_csv(State(st): State<AppState>, Query(f): Query<AuditFilter>) -> Result<Response, HttpError> {
+    // The first page is read before answering, so a bad filter is a proper error.
+    let first = st.engine.audit_page(&f, None).await?;
+    let engine = st.engine.clone();
+    let head = futures_util::stream::once(async { Ok::<_, Infallible>(Bytes::from(crate::engine::AUDIT_CSV_HEADER)) });
+    let pages = futures_util::stream::unfold(Some((engine, f, first)), |state| async move {
+        let (engine, f, page) = state?;
+        let mut chunk = String::new();
+        for e in &page {
+            chunk.push_str(&crate::engine::audit_csv_row(e));
+        }
+        let next = match page.last() {
+            Some(last) if page.len() as i64 == crate::engine::AUDIT_CSV_PAGE => {
+                match engine.audit_page(&f, Some(last.id)).await {
+                    Ok(p) => Some((engine, f, p)),
+                    Err(e) => {
+                        // Headers are gone: say so in the file rather than end it silently.
+                        chunk.push_str(&format!("# export stopped: {e}\n"));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if chunk.is_empty() && next.is_none() {
+            return None;
+        }
+        Some((Ok::<_, Infallible>(Bytes::from(chunk)), next))
+    });
+    use futures_util::StreamExt;
+    let body = axum::body::Body::from_stream(head.chain(pages));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"driftless-audit.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The contract in force (version, ownership matrix) and its file re-validated now.
+#[utoipa::path(get, path = "/api/contract_info", responses((status = 200, body = ContractInfo)))]
+async fn contract_info(State(st): State<AppState>) -> Json<ContractInfo> {
+    Json(st.engine.contract_info())
+}
+
 /// Server-sent events: `overview` (an `Overview`) once a second; `error` (an `ApiError`) when
 /// the engine cannot answer.
 #[utoipa::path(get, path = "/api/stream", responses((status = 200, description = "text/event-stream of `overview` events")))]
@@ -540,6 +637,11 @@ mod tests {
             "/api/replay",
             "/api/list_reviews",
             "/api/resolve_review",
+            "/api/replay_run",
+            "/api/cancel_replay",
+            "/api/list_audit",
+            "/api/audit.csv",
+            "/api/contract_info",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

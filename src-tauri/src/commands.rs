@@ -7,6 +7,7 @@ use driftless::api::{
     MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconciliationState, RecordRef, ReplayPreview,
     ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
+use driftless::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
 use driftless::engine::Engine;
 use tauri::State;
 
@@ -128,4 +129,32 @@ pub async fn resolve_review(engine: State<'_, Engine>, req: ReviewDecision) -> R
         .await
         .map_err(ApiError::from)?;
     Ok(RecordRef { record })
+}
+
+// ---- Replay runs, the audit log and the contract (issue 7). ----
+
+#[tauri::command]
+pub async fn replay_run(engine: State<'_, Engine>, id: Option<i64>) -> Result<Option<ReplayRun>, ApiError> {
+    engine.replay_run(id).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn cancel_replay(engine: State<'_, Engine>, req: ReplayRunRef) -> Result<ReplayRun, ApiError> {
+    engine.cancel_replay(req.id, BY).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn list_audit(engine: State<'_, Engine>, filter: AuditFilter) -> Result<AuditList, ApiError> {
+    engine.list_audit(&filter).await.map_err(ApiError::from)
+}
+
+/// The filtered audit log as CSV text (the window saves it; `serve` streams `/api/audit.csv`).
+#[tauri::command]
+pub async fn audit_csv(engine: State<'_, Engine>, filter: AuditFilter) -> Result<String, ApiError> {
+    engine.audit_csv(&filter).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn contract_info(engine: State<'_, Engine>) -> Result<ContractInfo, ApiError> {
+    Ok(engine.contract_info())
 }

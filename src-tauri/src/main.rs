@@ -104,6 +104,11 @@ fn main() -> ExitCode {
             commands::replay,
             commands::list_reviews,
             commands::resolve_review,
+            commands::replay_run,
+            commands::cancel_replay,
+            commands::list_audit,
+            commands::audit_csv,
+            commands::contract_info,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

@@ -2,11 +2,13 @@
 //! Every operation the console, the CLI and the HTTP server offer is one method here.
 
 pub mod backfill;
+mod console;
 mod crm_batch;
 mod echo;
 pub(crate) mod jobs;
 mod metrics;
 mod ops;
+pub use console::{audit_csv_row, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
 mod overview;
 pub mod poll;
 pub(crate) mod worker;

@@ -149,7 +149,9 @@ impl Engine {
     /// the records, so pause, budgets and idempotency keys apply as for live events.
     pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
         let keys = self.replay_records(sel).await?;
-        self.replay_keys(&keys, dry_run, by, "replay").await
+        let selector = serde_json::to_string(sel).ok();
+        self.replay_run_keys(&keys, dry_run, by, "replay", selector.as_deref())
+            .await
     }
 
     /// Replay these record keys (replay's selection resolved, or the reconciler's repairs):
@@ -160,6 +162,19 @@ impl Engine {
         dry_run: bool,
         by: &str,
         reason: &str,
+    ) -> Result<ReplayPreview, EngineError> {
+        self.replay_run_keys(keys, dry_run, by, reason, None).await
+    }
+
+    /// [`Engine::replay_keys`]; the run is recorded as a replay run (progress, cancel) with
+    /// the operator's selection.
+    async fn replay_run_keys(
+        &self,
+        keys: &[String],
+        dry_run: bool,
+        by: &str,
+        reason: &str,
+        selector: Option<&str>,
     ) -> Result<ReplayPreview, EngineError> {
         let mut p = ReplayPreview {
             records: keys.len() as i64,
@@ -246,12 +261,14 @@ impl Engine {
             if let Some(p) = pauses.first() {
                 return Err(EngineError::Paused(p.scope.clone()));
             }
-            self.inner
+            let run = self
+                .inner
                 .ledger
-                .replan_records(keys, by, reason, self.inner.now_ms())
+                .replay_start(keys, by, reason, selector, self.inner.now_ms())
                 .await?;
             self.inner.work.notify_waiters();
             p.queued = true;
+            p.run_id = Some(run);
         }
         Ok(p)
     }

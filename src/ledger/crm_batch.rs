@@ -18,7 +18,7 @@ impl Ledger {
         lease_ms: i64,
     ) -> Result<Vec<Claim>> {
         let rows = sqlx::query(
-            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2 WHERE entity_key IN ( \
+            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2, replay_run = NULL WHERE entity_key IN ( \
                SELECT w.entity_key FROM work_queue w JOIN outbox o ON o.entity_key = w.entity_key \
                WHERE w.lease_until_ms <= ?3 AND w.not_before_ms <= ?3 AND o.state = 'pending' AND o.op = ?4 \
                  AND o.id = (SELECT MIN(o2.id) FROM outbox o2 WHERE o2.entity_key = w.entity_key AND o2.state = 'pending') \

@@ -364,7 +364,7 @@ impl Ledger {
                     sqlx::query(
                         "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2 + ?3, ?2) \
                          ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
-                         ready_seq = min(ready_seq, excluded.ready_seq)",
+                         ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL",
                     )
                     .bind(entity)
                     .bind(id)
@@ -424,7 +424,7 @@ impl Ledger {
             "ORDER BY ready_seq"
         };
         let sql = format!(
-            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2 WHERE entity_key IN ( \
+            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2, replay_run = NULL WHERE entity_key IN ( \
                SELECT entity_key FROM work_queue \
                WHERE lease_until_ms <= ?3 AND not_before_ms <= ?3 {order} LIMIT ?4) \
              RETURNING entity_key, last_seq, replan, ready_seq >= ?5"
@@ -1225,6 +1225,7 @@ mod crm_batch;
 mod gate;
 mod ops;
 pub mod reconcile;
+mod replay_runs;
 mod watermarks;
 
 pub use backfill::{BackfillStart, BACKFILL_PREFIX};

@@ -217,7 +217,7 @@ impl Ledger {
         let ready = if bulk { seq + super::BULK_SEQ_BASE } else { seq };
         sqlx::query(
             "INSERT INTO work_queue (entity_key, ready_seq, last_seq, replan) VALUES (?1, ?3, ?2, 1) \
-             ON CONFLICT (entity_key) DO UPDATE SET replan = 1, not_before_ms = 0",
+             ON CONFLICT (entity_key) DO UPDATE SET replan = 1, not_before_ms = 0, replay_run = NULL",
         )
         .bind(key)
         .bind(seq)

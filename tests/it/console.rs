@@ -424,3 +424,148 @@ async fn operator_actions_answer_over_http_with_the_engines_errors() {
     assert_eq!((code, r["code"].as_str()), (404, Some("not_found")), "{r}");
     d.running.shutdown().await;
 }
+
+// ---- Replay runs, the audit log and the contract (issue 7's Replay, Audit log, Contract screens). ----
+
+/// A replay run is followed until its record has no queued work left; the audit log lists it
+/// with filters and the CSV export streams the same rows; the contract answer names the
+/// version `status` reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_runs_the_audit_log_and_the_contract_over_http() {
+    let d = demo(FaultProfile::none()).await;
+    let base = format!("http://{}", d.running.addr);
+    let tok = d.running.token.clone();
+    let http = reqwest::Client::new();
+    let (crm_id, _) = crate::support::synced_contact(&d, "replay-run@example.test").await;
+    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+        let mut r = http.request(method, format!("{base}/api/{path}")).bearer_auth(&tok);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.expect("send");
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    use reqwest::Method;
+
+    let sel = serde_json::json!({"selector": {"record": crm_id, "dead_letter_ids": []}, "dry_run": false});
+    let (code, p) = call(Method::POST, "replay", Some(sel)).await;
+    assert_eq!((code, p["queued"].as_bool()), (200, Some(true)), "{p}");
+    let run_id = p["run_id"].as_i64().expect("a run id");
+    let mut run = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (code, r) = call(Method::GET, &format!("replay_run?id={run_id}"), None).await;
+        assert_eq!(code, 200, "{r}");
+        run = r;
+        if run["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(run["state"], "done", "{run}");
+    assert_eq!(
+        (run["records"].as_i64(), run["pending"].as_i64(), run["done"].as_i64()),
+        (Some(1), Some(0), Some(1))
+    );
+    let (_, latest) = call(Method::GET, "replay_run", None).await;
+    assert_eq!(latest["id"].as_i64(), Some(run_id));
+    // Cancelling a finished run changes nothing.
+    let (code, c) = call(Method::POST, "cancel_replay", Some(serde_json::json!({"id": run_id}))).await;
+    assert_eq!(
+        (code, c["state"].as_str(), c["cancelled"].as_i64()),
+        (200, Some("done"), Some(0)),
+        "{c}"
+    );
+    let (code, e) = call(Method::POST, "cancel_replay", Some(serde_json::json!({"id": 999_999}))).await;
+    assert_eq!((code, e["code"].as_str()), (404, Some("not_found")), "{e}");
+
+    // The audit log: the replay by record (email resolves to the record key), by actor prefix.
+    let (code, l) = call(
+        Method::POST,
+        "list_audit",
+        Some(serde_json::json!({"action": "replay", "record": "replay-run@example.test"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{l}");
+    assert_eq!(l["total"], 1, "{l}");
+    assert_eq!(l["items"][0]["actor"], "operator:console");
+    assert!(l["items"][0]["detail"]
+        .as_str()
+        .unwrap_or("")
+        .contains(&format!("\"run\":{run_id}")));
+    let (_, ops) = call(
+        Method::POST,
+        "list_audit",
+        Some(serde_json::json!({"actor": "operator:", "limit": 1})),
+    )
+    .await;
+    assert!(ops["total"].as_i64().unwrap_or(0) >= 1, "{ops}");
+    assert_eq!(ops["items"].as_array().map(Vec::len), Some(1), "one row per page of 1");
+    let (code, e) = call(
+        Method::POST,
+        "list_audit",
+        Some(serde_json::json!({"from_ms": 10, "to_ms": 5})),
+    )
+    .await;
+    assert_eq!((code, e["code"].as_str()), (400, Some("bad_request")), "{e}");
+
+    // The CSV export streams exactly the filtered rows, newest first (a fixed end keeps the set still).
+    // Rows before the newest one's millisecond: later rows can only come after it.
+    let (_, newest) = call(Method::POST, "list_audit", Some(serde_json::json!({"limit": 1}))).await;
+    let to = newest["items"][0]["at_ms"].as_i64().expect("an audit row");
+    let (_, all) = call(
+        Method::POST,
+        "list_audit",
+        Some(serde_json::json!({"to_ms": to, "limit": 1000})),
+    )
+    .await;
+    let r = http
+        .get(format!("{base}/api/audit.csv?to_ms={to}"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/csv"));
+    let csv = r.text().await.expect("text");
+    let ids: Vec<i64> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next()?.parse().ok())
+        .collect();
+    let want: Vec<i64> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_i64())
+        .collect();
+    assert_eq!(
+        all["total"].as_i64(),
+        Some(want.len() as i64),
+        "fewer than 1000 rows here"
+    );
+    assert!(!want.is_empty());
+    assert_eq!(ids, want, "the CSV holds the listed rows in order");
+    assert!(csv.starts_with("id,at,record,"));
+
+    // The contract: the embedded default (the demo), the version status reports, every object.
+    let (code, c) = call(Method::GET, "contract_info", None).await;
+    assert_eq!(code, 200, "{c}");
+    let (_, s) = call(Method::GET, "status", None).await;
+    assert_eq!(c["version"], s["contract_version"]);
+    assert_eq!((c["embedded"].as_bool(), c["path"].is_null()), (Some(true), true));
+    let fields: usize = c["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .map(|o| o["fields"].as_array().map_or(0, Vec::len))
+        .sum();
+    let default = driftless::contract::default_contract();
+    assert_eq!(fields, default.objects.iter().map(|o| o.fields.len()).sum::<usize>());
+    d.running.shutdown().await;
+}

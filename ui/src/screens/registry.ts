@@ -7,10 +7,11 @@ import type { Component } from 'svelte';
 import type { Backend } from '../lib/backend';
 import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
-
-// Review queue and record timeline (issue 7).
-import Review from './Review.svelte';
+import Audit from './Audit.svelte';
+import Contract from './Contract.svelte';
 import Records from './Records.svelte';
+import Replay from './Replay.svelte';
+import Review from './Review.svelte';
 
 export type ScreenProps = { backend: Backend; live: LiveOverview; router: Router };
 
@@ -20,8 +21,12 @@ export type ScreenDef = {
   component: Component<ScreenProps>;
 };
 
+// In the order an operator works an incident: what failed, what needs a person, re-run, follow
+// one record, what happened, the rules in force.
 export const SCREENS: ScreenDef[] = [
-  // Review queue and record timeline (issue 7).
   { id: 'review', label: 'Review', component: Review },
+  { id: 'replay', label: 'Replay', component: Replay },
   { id: 'records', label: 'Records', component: Records },
+  { id: 'audit', label: 'Audit log', component: Audit },
+  { id: 'contract', label: 'Contract', component: Contract },
 ];

@@ -3,6 +3,10 @@
 // method rejects with an `ApiFailure` ({code, message}); see ../errors.ts for the words.
 
 import type { ApiError } from '../types/ApiError';
+import type { AuditFilter } from '../types/AuditFilter';
+import type { AuditList } from '../types/AuditList';
+import type { ContractInfo } from '../types/ContractInfo';
+import type { ReplayRun } from '../types/ReplayRun';
 import type { BulkResult } from '../types/BulkResult';
 import type { DeadLetterAction } from '../types/DeadLetterAction';
 import type { DeadLetterFilter } from '../types/DeadLetterFilter';
@@ -67,6 +71,17 @@ export interface Backend {
   replay(req: ReplayRequest): Promise<ReplayPreview>;
   listReviews(): Promise<ReviewItem[]>;
   resolveReview(req: ReviewDecision): Promise<RecordRef>;
+  // -- Replay runs, the audit log and the contract (Replay, Audit log, Contract screens).
+  /** A replay run with its progress (null id: the latest; null when none ever ran). */
+  replayRun(id: number | null): Promise<ReplayRun | null>;
+  /** Cancel a replay run: records no worker has claimed yet leave the queue. */
+  cancelReplay(id: number): Promise<ReplayRun>;
+  /** Audit rows matching a filter (newest first, one page), with the total. */
+  listAudit(f: AuditFilter): Promise<AuditList>;
+  /** The whole filtered audit log as CSV text. */
+  auditCsv(f: AuditFilter): Promise<string>;
+  /** The contract in force, its ownership matrix and the file re-validated now. */
+  contractInfo(): Promise<ContractInfo>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

@@ -7,6 +7,10 @@
 
 import { ApiFailure, CLIENT_CODES, isApiError, toApiError } from '../errors';
 import type { ApiError } from '../types/ApiError';
+import type { AuditFilter } from '../types/AuditFilter';
+import type { AuditList } from '../types/AuditList';
+import type { ContractInfo } from '../types/ContractInfo';
+import type { ReplayRun } from '../types/ReplayRun';
 import type { BulkResult } from '../types/BulkResult';
 import type { DeadLetterAction } from '../types/DeadLetterAction';
 import type { DeadLetterFilter } from '../types/DeadLetterFilter';
@@ -232,6 +236,49 @@ export class HttpBackend implements Backend {
 
   resolveReview(req: ReviewDecision): Promise<RecordRef> {
     return this.request('POST', '/api/resolve_review', req);
+  }
+
+  // -- Replay runs, the audit log and the contract.
+  replayRun(id: number | null): Promise<ReplayRun | null> {
+    return this.request('GET', `/api/replay_run${id == null ? '' : `?id=${id}`}`);
+  }
+
+  cancelReplay(id: number): Promise<ReplayRun> {
+    return this.request('POST', '/api/cancel_replay', { id });
+  }
+
+  listAudit(f: AuditFilter): Promise<AuditList> {
+    return this.request('POST', '/api/list_audit', f);
+  }
+
+  /** `/api/audit.csv` with the filter as query parameters (no paging: every matching row). */
+  auditCsvPath(f: AuditFilter): string {
+    const p = new URLSearchParams();
+    for (const k of ['actor', 'action', 'record', 'text', 'from_ms', 'to_ms'] as const) {
+      const v = f[k];
+      if (v !== null && v !== undefined && `${v}` !== '') p.set(k, `${v}`);
+    }
+    const qs = p.toString();
+    return `/api/audit.csv${qs ? `?${qs}` : ''}`;
+  }
+
+  async auditCsv(f: AuditFilter): Promise<string> {
+    const headers: Record<string, string> = { Accept: 'text/csv' };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchFn(`${this.base}${this.auditCsvPath(f)}`, { method: 'GET', headers, cache: 'no-store', credentials: 'omit' });
+      text = await res.text();
+    } catch (e) {
+      throw new ApiFailure({ code: CLIENT_CODES.unreachable, message: toApiError(e).message });
+    }
+    if (!res.ok) throw new ApiFailure(errorFromResponse(res.status, res.statusText, text));
+    return text;
+  }
+
+  contractInfo(): Promise<ContractInfo> {
+    return this.request('GET', '/api/contract_info');
   }
 
   streamUrl(): string {

@@ -25,6 +25,10 @@ import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
 import type { Status } from '../types/Status';
+import type { AuditFilter } from '../types/AuditFilter';
+import type { AuditList } from '../types/AuditList';
+import type { ContractInfo } from '../types/ContractInfo';
+import type { ReplayRun } from '../types/ReplayRun';
 import type { Backend, LiveHandlers } from './backend';
 
 async function call<T>(cmd: string, args?: Record<string, unknown>): Promise<T> {
@@ -117,6 +121,27 @@ export class TauriBackend implements Backend {
 
   resolveReview(req: ReviewDecision): Promise<RecordRef> {
     return call('resolve_review', { req });
+  }
+
+  // -- Replay runs, the audit log and the contract.
+  replayRun(id: number | null): Promise<ReplayRun | null> {
+    return call('replay_run', { id });
+  }
+
+  cancelReplay(id: number): Promise<ReplayRun> {
+    return call('cancel_replay', { req: { id } });
+  }
+
+  listAudit(filter: AuditFilter): Promise<AuditList> {
+    return call('list_audit', { filter });
+  }
+
+  auditCsv(filter: AuditFilter): Promise<string> {
+    return call('audit_csv', { filter });
+  }
+
+  contractInfo(): Promise<ContractInfo> {
+    return call('contract_info');
   }
 
   subscribe(h: LiveHandlers): () => void {

@@ -6,6 +6,9 @@ import type { Alert } from '../types/Alert';
 import type { Overview } from '../types/Overview';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { PauseFlag } from '../types/PauseFlag';
+import type { AuditList } from '../types/AuditList';
+import type { ContractInfo } from '../types/ContractInfo';
+import type { ReplayRun } from '../types/ReplayRun';
 
 export function makeOverview(
   over: { paused?: PauseFlag[]; events_total?: number; at?: number; alerts?: Alert[] } = {},
@@ -74,5 +77,11 @@ export function stubRuns() {
     replay: vi.fn(),
     listReviews: vi.fn(async () => []),
     resolveReview: vi.fn(),
+    // Replay runs, the audit log and the contract.
+    replayRun: vi.fn(async (_id: number | null): Promise<ReplayRun | null> => null),
+    cancelReplay: vi.fn<(id: number) => Promise<ReplayRun>>(),
+    listAudit: vi.fn(async (): Promise<AuditList> => ({ total: 0, items: [], record: null })),
+    auditCsv: vi.fn(async (): Promise<string> => ''),
+    contractInfo: vi.fn<() => Promise<ContractInfo>>(),
   };
 }

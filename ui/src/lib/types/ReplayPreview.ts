@@ -18,4 +18,8 @@ samples: Array<ReplayWrite>,
 /**
  * False for the dry run; true once the records were queued.
  */
-queued: boolean, };
+queued: boolean, 
+/**
+ * The replay run the records were queued as (follow it with `replay_run`), once queued.
+ */
+run_id: number | null, };
