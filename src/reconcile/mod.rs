@@ -12,14 +12,27 @@
 //! fields. Rules across objects: a CRM record whose billing id does not exist in billing;
 //! invoice balance zero in billing while the CRM shows one; CRM lifecycle `customer` while the
 //! customer has no live subscription; two billing customers carrying one origin marker; a CRM
-//! record without a billing counterpart where the contract creates one.
+//! record without a billing counterpart where the contract creates one; and
+//! `missing_crm_counterpart`: a billing customer of a synced mapping that no CRM record of the
+//! run linked to (identity map or billing id property) or named (its origin marker). A
+//! customer belongs to a synced mapping when the identity map links it to a CRM record or it
+//! carries an origin marker (the engine made it for a CRM record), or — every customer — when
+//! a customer mapping has `create_in = "crm"`; other customers (made in billing, never synced)
+//! are not reported. Each CRM page marks the customers it matched in the page's transaction
+//! (`recon_seen.matched`), so a resumed run still knows them; the rules phase reports the rest
+//! under the record's queue key (`{object}:crm:{id}` when linked or marked, else
+//! `{object}:billing:{customer}`) and counts them as compared.
 //!
 //! A field mismatch whose owner's value differs from the ledger's last synced value, with no
 //! event from the owner waiting in the inbox, is a change no webhook or poll delivered: it is
 //! reported as a missed event naming the cursor (or webhooks) that should have carried it.
 //!
 //! Repairs go through replay (`Engine::replay_keys`): the dry run previews the records' planned
-//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply.
+//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply. The
+//! engine never creates CRM records, so a `missing_crm_counterpart` record is replayed only
+//! when the ledger has a cause for it (its events: the worker re-reads both sides and records
+//! its decision, e.g. the CRM record is gone); one the ledger never heard of goes to the review
+//! queue instead (shown in the preview as a `conflict`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -46,6 +59,7 @@ pub mod rules {
     pub const DUPLICATE_ORIGIN: &str = "duplicate_origin_marker";
     pub const MISSING_COUNTERPART: &str = "missing_billing_counterpart";
     pub const UNLINKED_COUNTERPART: &str = "unlinked_billing_counterpart";
+    pub const MISSING_CRM_COUNTERPART: &str = "missing_crm_counterpart";
 }
 
 /// What to do with the mismatched records after the comparison.
@@ -345,6 +359,7 @@ impl Engine {
                         compared: 0,
                         seen: &seen,
                         mismatches: &[],
+                        matched: &[],
                     };
                     ledger.recon_page(run_id, &p, inner.now_ms()).await?;
                     phase = next_phase;
@@ -365,8 +380,10 @@ impl Engine {
                     })
                     .await?;
                     let mut found = Vec::new();
+                    let mut matched = Vec::with_capacity(page.records.len());
                     for r in &page.records {
-                        self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                        let bid = self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                        matched.push((m.crm.origin_key().to_string(), r.id.clone(), bid));
                     }
                     let next_phase = if page.next.is_some() {
                         phase.clone()
@@ -379,6 +396,7 @@ impl Engine {
                         compared: page.records.len() as i64,
                         seen: &[],
                         mismatches: &found,
+                        matched: &matched,
                     };
                     ledger.recon_page(run_id, &p, inner.now_ms()).await?;
                     phase = next_phase;
@@ -416,7 +434,57 @@ impl Engine {
                     detail: Some(format!("{} billing customers carry {key}={value}", ids.len())),
                 });
             }
-            ledger.recon_phase(run_id, "done", &found, inner.now_ms()).await?;
+            // Billing customers of a synced mapping that no CRM record of the run linked to
+            // or named: their CRM counterpart is gone (or was never made).
+            let creates_in_crm = mappings.iter().any(|m| m.create_in == Some(Side::Crm));
+            let mut billing_only = 0i64;
+            for u in ledger.recon_unmatched(run_id).await? {
+                let by_origin = u
+                    .origin_key
+                    .as_deref()
+                    .zip(u.origin_value.as_deref())
+                    .and_then(|(k, v)| {
+                        mappings
+                            .iter()
+                            .find(|m| m.crm.origin_key() == k)
+                            .map(|m| (m.name.as_str(), v))
+                    });
+                let (key, crm, why) = match (&u.linked, by_origin) {
+                    (Some((object, crm_id)), _) => (
+                        entity_key(object, Side::Crm, crm_id),
+                        Some(crm_id.clone()),
+                        format!("linked to {object} CRM record {crm_id}, which the CRM no longer lists"),
+                    ),
+                    (None, Some((object, crm_id))) => (
+                        entity_key(object, Side::Crm, crm_id),
+                        Some(crm_id.to_string()),
+                        format!("created for CRM record {crm_id} (origin marker), which the CRM does not list"),
+                    ),
+                    (None, None) if creates_in_crm => (
+                        entity_key(&inner.routes.contact, Side::Billing, &u.billing_id),
+                        None,
+                        "the contract creates CRM records from billing and none exists for it".into(),
+                    ),
+                    // Not a customer the contract syncs from billing: out of scope.
+                    (None, None) => continue,
+                };
+                billing_only += 1;
+                found.push(NewMismatch {
+                    entity_key: key,
+                    kind: "rule".into(),
+                    name: rules::MISSING_CRM_COUNTERPART.into(),
+                    crm_value: crm,
+                    billing_value: Some(u.billing_id.clone()),
+                    owner: None,
+                    detail: Some(format!(
+                        "billing customer {} has no CRM counterpart: {why}",
+                        u.billing_id
+                    )),
+                });
+            }
+            ledger
+                .recon_phase(run_id, "done", billing_only, &found, inner.now_ms())
+                .await?;
             // The run compared the current state of every record, which covers whatever a
             // poll window lost before the run started.
             for g in ledger.reconciliation_gaps(true).await? {
@@ -453,15 +521,55 @@ impl Engine {
                 Repair::All => Some(mismatched.iter().cloned().collect()),
                 Repair::Records(rs) => Some(self.resolve_keys(rs, &mismatched)?),
             };
+            // A billing-only customer the ledger never heard of has no cause a replay could
+            // plan from, and the engine creates no CRM record: a person decides (review).
+            let crm_missing: BTreeSet<String> = report
+                .mismatches
+                .iter()
+                .filter(|m| m.m.name == rules::MISSING_CRM_COUNTERPART)
+                .map(|m| m.m.entity_key.clone())
+                .collect();
+            let mut to_review: Vec<String> = Vec::new();
             if let Some(keys) = selected {
-                if !req.dry_run {
-                    self.deliver_unseen(&keys).await?;
+                let mut replay = Vec::new();
+                for k in keys {
+                    if crm_missing.contains(&k) && ledger.last_cause(&k).await?.is_none() {
+                        to_review.push(k);
+                    } else {
+                        replay.push(k);
+                    }
                 }
-                report.repair = Some(self.replay_keys(&keys, req.dry_run, by, "reconcile repair").await?);
+                let mut preview = if req.dry_run {
+                    self.preview_repair(&replay).await?
+                } else {
+                    self.deliver_unseen(&replay).await?;
+                    self.replay_keys(&replay, false, by, "reconcile repair").await?
+                };
+                for k in &to_review {
+                    preview.records += 1;
+                    preview.conflicts += 1;
+                    if preview.samples.iter().filter(|w| w.kind == "conflict").count() >= 5 {
+                        continue;
+                    }
+                    preview.samples.push(crate::api::ReplayWrite {
+                        record: k.clone(),
+                        kind: "conflict".into(),
+                        destination: None,
+                        values: Some("no CRM counterpart and no event to replay: sent to review".into()),
+                        rules: vec![rules::MISSING_CRM_COUNTERPART.into()],
+                        idempotency_key: None,
+                        key_used_by: None,
+                    });
+                }
+                report.repair = Some(preview);
             }
-            if !req.review.is_empty() && !req.dry_run {
-                let keys = self.resolve_keys(&req.review, &mismatched)?;
-                let items: Vec<_> = keys
+            if !req.dry_run {
+                to_review.extend(self.resolve_keys(&req.review, &mismatched)?);
+                to_review.sort();
+                to_review.dedup();
+            }
+            if !to_review.is_empty() && !req.dry_run {
+                let items: Vec<_> = to_review
                     .iter()
                     .map(|k| {
                         let found: Vec<_> = report.mismatches.iter().filter(|m| &m.m.entity_key == k).collect();
@@ -483,6 +591,11 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// The dry run of a repair: the planned writes of these records.
+    async fn preview_repair(&self, keys: &[String]) -> Result<ReplayPreview, EngineError> {
+        self.replay_keys(keys, true, "reconcile", "reconcile repair").await
     }
 
     /// A record the ledger never heard of (no event, no write: its changes were all missed)
@@ -596,7 +709,8 @@ impl Engine {
         })
     }
 
-    /// Compare one CRM record with its billing counterpart; push what disagrees.
+    /// Compare one CRM record with its billing counterpart; push what disagrees. Returns the
+    /// billing id the record is linked to or names (its counterpart, if billing has it).
     async fn compare_record(
         &self,
         run_id: i64,
@@ -604,7 +718,7 @@ impl Engine {
         r: &RemoteRecord,
         window_start: i64,
         out: &mut Vec<NewMismatch>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<String>, EngineError> {
         let inner = &self.inner;
         let key = entity_key(&m.name, Side::Crm, &r.id);
         let id_prop = billing_id_property(m);
@@ -656,7 +770,7 @@ impl Engine {
                     ));
                 }
             }
-            return Ok(());
+            return Ok(None);
         };
         let Some(fields) = inner.ledger.recon_seen(run_id, &bid).await? else {
             out.push(rule(
@@ -665,7 +779,7 @@ impl Engine {
                 None,
                 format!("billing customer {bid} does not exist in billing"),
             ));
-            return Ok(());
+            return Ok(Some(bid));
         };
         let shadow: BTreeMap<(Side, String), Option<String>> = inner
             .ledger
@@ -786,7 +900,7 @@ impl Engine {
                 )),
             });
         }
-        Ok(())
+        Ok(Some(bid))
     }
 }
 
