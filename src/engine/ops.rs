@@ -149,17 +149,21 @@ impl Engine {
     /// the records, so pause, budgets and idempotency keys apply as for live events.
     pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
         let keys = self.replay_records(sel).await?;
-        self.replay_keys(&keys, dry_run, by, "replay").await
+        self.replay_keys(&keys, dry_run, by, "replay", &Default::default())
+            .await
     }
 
     /// Replay these record keys (replay's selection resolved, or the reconciler's repairs):
-    /// the dry run previews their planned writes, the run queues them as bulk work.
+    /// the dry run previews their planned writes, the run queues them as bulk work. `causes`
+    /// gives the preview the cause (inbox id, tag) of records whose event is not delivered
+    /// yet (the reconciler's never-seen records), so it shows the keys the run will use.
     pub(crate) async fn replay_keys(
         &self,
         keys: &[String],
         dry_run: bool,
         by: &str,
         reason: &str,
+        causes: &std::collections::BTreeMap<String, (i64, String)>,
     ) -> Result<ReplayPreview, EngineError> {
         let mut p = ReplayPreview {
             records: keys.len() as i64,
@@ -170,7 +174,7 @@ impl Engine {
             // The preview's reads are bulk work: live events go first.
             let preview = worker::LANE.scope(
                 std::cell::Cell::new(crate::budget::Lane::Bulk),
-                worker::preview(&self.inner, key),
+                worker::preview(&self.inner, key, causes.get(key).cloned()),
             );
             let (plan, ops) = match preview.await {
                 Ok(Some(x)) => x,

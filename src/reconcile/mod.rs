@@ -28,7 +28,10 @@
 //! reported as a missed event naming the cursor (or webhooks) that should have carried it.
 //!
 //! Repairs go through replay (`Engine::replay_keys`): the dry run previews the records' planned
-//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply. The
+//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply. A CRM
+//! record no event ever delivered is delivered by the repair as a snapshot event first; the
+//! dry run plans it from that same snapshot (read, not ingested), so its preview shows the
+//! idempotency keys the repair will use. The
 //! engine never creates CRM records, so a `missing_crm_counterpart` record is replayed only
 //! when the ledger has a cause for it (its events: the worker re-reads both sides and records
 //! its decision, e.g. the CRM record is gone); one the ledger never heard of goes to the review
@@ -543,7 +546,8 @@ impl Engine {
                     self.preview_repair(&replay).await?
                 } else {
                     self.deliver_unseen(&replay).await?;
-                    self.replay_keys(&replay, false, by, "reconcile repair").await?
+                    self.replay_keys(&replay, false, by, "reconcile repair", &BTreeMap::new())
+                        .await?
                 };
                 for k in &to_review {
                     preview.records += 1;
@@ -593,41 +597,60 @@ impl Engine {
         Ok(report)
     }
 
-    /// The dry run of a repair: the planned writes of these records.
+    /// The dry run of a repair: the planned writes of these records, as the repair will plan
+    /// them. A never-seen record's writes hang off the snapshot event the repair would deliver
+    /// (`crm:{event id}`, the worker's cause tag for it), read now and not ingested, so the
+    /// preview shows the idempotency keys the repair will use.
     async fn preview_repair(&self, keys: &[String]) -> Result<ReplayPreview, EngineError> {
-        self.replay_keys(keys, true, "reconcile", "reconcile repair").await
+        let mut causes = BTreeMap::new();
+        for key in keys {
+            if let Some(ev) = self.unseen_snapshot(key).await? {
+                causes.insert(key.clone(), (0, format!("{}:{}", ev.source.as_str(), ev.event_id)));
+            }
+        }
+        self.replay_keys(keys, true, "reconcile", "reconcile repair", &causes)
+            .await
     }
 
-    /// A record the ledger never heard of (no event, no write: its changes were all missed)
-    /// has no cause a replay could plan from. Its current CRM version is delivered to the
-    /// inbox as the snapshot event a poller would have made (same id, so a later poll of the
-    /// same version dedupes), marked `via = reconcile`.
-    async fn deliver_unseen(&self, keys: &[String]) -> Result<(), EngineError> {
+    /// A CRM record the ledger never heard of (no event, no write: its changes were all
+    /// missed) has no cause a replay could plan from: its current version as the snapshot
+    /// event a poller would have made (same id, so a later poll of the same version dedupes),
+    /// marked `via = reconcile`. `None` for other records (or one gone from the CRM).
+    async fn unseen_snapshot(&self, key: &str) -> Result<Option<crate::ledger::NewEvent>, EngineError> {
         let inner = &self.inner;
+        let Some((object, Side::Crm, id)) = crate::ingest::parse_entity_key(key) else {
+            return Ok(None);
+        };
+        let Some(m) = inner.contract.object(object) else {
+            return Ok(None);
+        };
+        if inner.ledger.last_cause(key).await?.is_some() {
+            return Ok(None);
+        }
+        let modified = last_modified_prop(m.crm);
+        let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+        props.push(modified.to_string());
+        let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
+            return Ok(None);
+        };
+        match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
+            Ok(mut ev) => {
+                ev.via = "reconcile";
+                Ok(Some(ev))
+            }
+            Err(why) => {
+                tracing::warn!(%why, record = %key, "reconciler could not deliver the record");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Deliver the never-seen records among `keys` to the inbox ([`Self::unseen_snapshot`]),
+    /// so the replay that follows plans them from that event.
+    async fn deliver_unseen(&self, keys: &[String]) -> Result<(), EngineError> {
         let mut events = Vec::new();
         for key in keys {
-            let Some((object, Side::Crm, id)) = crate::ingest::parse_entity_key(key) else {
-                continue;
-            };
-            let Some(m) = inner.contract.object(object) else {
-                continue;
-            };
-            if inner.ledger.last_cause(key).await?.is_some() {
-                continue;
-            }
-            let modified = last_modified_prop(m.crm);
-            let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
-            props.push(modified.to_string());
-            let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
-                continue;
-            };
-            match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
-                Ok(mut ev) => {
-                    ev.via = "reconcile";
-                    events.push(ev);
-                }
-                Err(why) => tracing::warn!(%why, record = %key, "reconciler could not deliver the record"),
-            }
+            events.extend(self.unseen_snapshot(key).await?);
         }
         if !events.is_empty() {
             self.ingest(events).await?;
