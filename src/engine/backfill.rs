@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::pager::{self, Listing};
 use super::{Engine, EngineError, Inner};
 use crate::api::{BackfillProgress, BackfillRun, FieldMismatch, MigrationMode, ValidationReport};
 use crate::budget::Lane;
 use crate::connectors::hubspot::modified_property;
-use crate::connectors::{ConnResult, ListPage, ModifiedSearch, RemoteRecord};
+use crate::connectors::{ModifiedSearch, RemoteRecord};
 use crate::contract::{BillingObject, CrmObject, ObjectMapping, Owner, Side};
 use crate::ingest;
 use crate::ledger::NewEvent;
@@ -37,9 +38,6 @@ use crate::ledger::NewEvent;
 pub const CUSTOMER_BACKFILLED: &str = "customer.backfilled";
 /// Records per page (both providers' list maximum).
 pub const PAGE_SIZE: i64 = 100;
-/// Bound on pages per stream per run, so a misbehaving provider cannot page forever.
-const MAX_PAGES_PER_STREAM: usize = 1_000_000;
-const MAX_TRIES: u32 = 8;
 /// Linked pairs compared field by field in a validation report.
 const VALIDATION_SAMPLE: usize = 200;
 const MISMATCH_EXAMPLES: usize = 20;
@@ -116,9 +114,13 @@ impl Stream {
         }
     }
     fn side(self) -> Side {
+        self.listing(&[]).side()
+    }
+    /// The listing this stream pages through, asking for `props` (CRM records).
+    fn listing(self, props: &[String]) -> Listing<'_> {
         match self {
-            Stream::Crm(_) => Side::Crm,
-            Stream::BillingCustomers => Side::Billing,
+            Stream::Crm(kind) => Listing::Crm(kind, props),
+            Stream::BillingCustomers => Listing::BillingCustomers,
         }
     }
 }
@@ -209,40 +211,6 @@ pub fn is_backfill_event(event_id: &str) -> bool {
     event_id.starts_with("backfill:")
 }
 
-/// One list request with retries (429: wait `Retry-After`; 5xx, timeouts: back off).
-async fn list_page(inner: &Inner, stream: Stream, props: &[String], cursor: Option<&str>) -> ConnResult<ListPage> {
-    let side = stream.side();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        inner.acquire(side, Lane::Bulk).await;
-        let r = match stream {
-            Stream::Crm(kind) => inner.crm.list_records(kind, props, cursor).await,
-            Stream::BillingCustomers => inner.billing.list_customers(cursor).await,
-        };
-        match r {
-            Ok(p) => {
-                inner.note_outcome(side, None);
-                return Ok(p);
-            }
-            Err(e) if e.retryable() && attempt < MAX_TRIES => {
-                inner.note_outcome(side, Some(&e));
-                let wait = if matches!(e, crate::connectors::ConnectorError::RateLimited { .. }) {
-                    inner.note_rate_limited(side, e.retry_after())
-                } else {
-                    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-                };
-                tracing::debug!(stream = %stream.name(), error = %e, "backfill page retried");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => {
-                inner.note_outcome(side, Some(&e));
-                return Err(e);
-            }
-        }
-    }
-}
-
 /// The properties a CRM listing asks for: every mapped property of that object type, the
 /// origin tags and the last-modified property (the version in the event id).
 fn crm_properties(inner: &Inner, kind: CrmObject) -> Vec<String> {
@@ -323,14 +291,14 @@ impl Engine {
                         .await?;
                 }
             }
-            for _ in 0..MAX_PAGES_PER_STREAM {
+            for _ in 0..pager::MAX_PAGES {
                 if budget_pages == 0 {
                     return self.backfill_run(run_id).await;
                 }
                 if inner.stopping() {
                     return Err(EngineError::Stopped);
                 }
-                let page = match list_page(inner, stream, &props, cursor.as_deref()).await {
+                let page = match pager::page(inner, stream.listing(&props), cursor.as_deref()).await {
                     Ok(p) => p,
                     Err(e) => {
                         let msg = format!("{name}: {e}");
@@ -542,8 +510,8 @@ impl Engine {
         let migration = inner.ledger.migration_authority().await?;
         let m = owners_under(m, migration.as_ref());
         let props = crm_properties(inner, m.crm);
-        let crm = list_all(inner, Stream::Crm(m.crm), &props).await?;
-        let billing = list_all(inner, Stream::BillingCustomers, &[]).await?;
+        let crm = pager::all(inner, Listing::Crm(m.crm, &props)).await?;
+        let billing = pager::all(inner, Listing::BillingCustomers).await?;
         // Customers that belong to another object's records (a company's customer) are not
         // this object's.
         let mut others: BTreeSet<String> = BTreeSet::new();
@@ -598,21 +566,6 @@ impl Engine {
         }
         Ok(report)
     }
-}
-
-/// Every record of a listing (validation reads; bulk lane).
-async fn list_all(inner: &Inner, stream: Stream, props: &[String]) -> Result<Vec<RemoteRecord>, EngineError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES_PER_STREAM {
-        let page = list_page(inner, stream, props, cursor.as_deref()).await?;
-        out.extend(page.records);
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

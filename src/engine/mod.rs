@@ -7,6 +7,7 @@ mod echo;
 mod metrics;
 mod ops;
 mod overview;
+pub(crate) mod pager;
 pub mod poll;
 pub(crate) mod worker;
 

@@ -43,10 +43,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::api::ReplayPreview;
-use crate::budget::Lane;
 use crate::connectors::RemoteRecord;
 use crate::contract::schedule::Schedule;
 use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner, Side};
+use crate::engine::pager::{self, Listing};
 use crate::engine::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::entity_key;
@@ -217,37 +217,6 @@ pub async fn scheduled(engine: Engine) {
     }
 }
 
-/// Attempts per read before a run stops (it resumes from its checkpoint next time).
-const READ_ATTEMPTS: u32 = 8;
-
-/// One read in the bulk lane of `side`'s budget. A 429 tells the budget (which holds every
-/// caller for the provider's Retry-After) and the read is tried again; a timeout or 5xx backs
-/// off and retries; after `READ_ATTEMPTS` the error ends the run, resumable at its checkpoint.
-async fn read<T, F, Fut>(inner: &crate::engine::Inner, side: Side, mut f: F) -> Result<T, EngineError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::connectors::ConnResult<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        inner.acquire(side, Lane::Bulk).await;
-        let r = f().await;
-        inner.note_outcome(side, r.as_ref().err());
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < READ_ATTEMPTS => {
-                if e.status() == Some(429) {
-                    inner.note_rate_limited(side, e.retry_after());
-                } else {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 fn norm(v: Option<&str>) -> Option<String> {
     v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -349,7 +318,7 @@ impl Engine {
                     )));
                 }
                 if phase == "billing" {
-                    let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
+                    let page = pager::page(inner, Listing::BillingCustomers, cursor.as_deref()).await?;
                     let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
                     let next_phase = if page.next.is_some() {
                         phase.clone()
@@ -378,10 +347,7 @@ impl Engine {
                     props.push(last_modified_prop(m.crm).to_string());
                     props.sort();
                     props.dedup();
-                    let page = read(inner, Side::Crm, || {
-                        inner.crm.list_records(m.crm, &props, cursor.as_deref())
-                    })
-                    .await?;
+                    let page = pager::page(inner, Listing::Crm(m.crm, &props), cursor.as_deref()).await?;
                     let mut found = Vec::new();
                     let mut matched = Vec::with_capacity(page.records.len());
                     for r in &page.records {
@@ -630,7 +596,7 @@ impl Engine {
         let modified = last_modified_prop(m.crm);
         let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
         props.push(modified.to_string());
-        let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
+        let Some(record) = pager::bulk_read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
             return Ok(None);
         };
         match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
@@ -830,9 +796,9 @@ impl Engine {
             if !summaries.contains_key(kind) {
                 let s = match o.billing {
                     BillingObject::Subscription => {
-                        read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
+                        pager::bulk_read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
                     }
-                    _ => read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
+                    _ => pager::bulk_read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
                 };
                 summaries.insert(kind, s);
             }
