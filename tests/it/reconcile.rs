@@ -434,11 +434,14 @@ async fn a_run_under_a_tight_quota_retries_429s_and_resolves_recorded_gaps() {
     }
     e.ledger()
         .record_gap(
-            "poll:crm:contacts",
-            driftless::contract::Side::Crm,
-            1_000,
-            2_000,
-            "test gap",
+            &driftless::ledger::Gap {
+                cursor: "poll:crm:contacts",
+                source: driftless::contract::Side::Crm,
+                from_ms: 1_000,
+                to_ms: 2_000,
+                reason: "test gap",
+            },
+            driftless::ledger::GapKind::Unreadable,
             3_000,
         )
         .await
