@@ -9,6 +9,8 @@ fn main() {
     let dist = manifest.join("ui").join("dist");
     println!("cargo:rerun-if-changed=ui/dist");
     println!("cargo:rerun-if-changed=build.rs");
+    // `sqlx::migrate!` embeds migrations/: a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     // The embedded copy lives in OUT_DIR (inside the target dir), never at the clone's path:
     // a target dir shared by clones at different paths (CI's cache) must not point at a
     // checkout that is gone.

@@ -565,10 +565,16 @@ pub struct BackfillProgress {
     pub run: Option<BackfillRun>,
     /// Pages still to read, when the total is known.
     pub pages_left: Option<i64>,
-    /// Estimated finish (Unix ms) from the pages left and the budget's current rate.
+    /// Records the workers still have to sync: listed but not yet applied (the run's
+    /// backfill events still pending), plus those still to list when the total is known.
+    pub records_to_sync: Option<i64>,
+    /// Estimated finish (Unix ms) of listing **and** syncing: the later of the listing's end
+    /// (pages left at the CRM budget's current rate) and the workers' end (`records_to_sync`
+    /// at this run's observed apply rate, or the slower destination budget's current rate
+    /// while nothing is applied yet).
     pub eta_ms: Option<i64>,
-    /// What the estimate covers (Stripe lists report no total: a billing listing still to
-    /// read is not in it).
+    /// What the estimate covers (Stripe lists report no total: records of a billing listing
+    /// still to read are not in it).
     pub eta_covers: Option<String>,
     /// A backfill started from the console is running in this engine.
     #[serde(default)]

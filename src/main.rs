@@ -1002,8 +1002,18 @@ async fn backfill(cmd: BackfillCmd) -> Result<ExitCode> {
                     Some(r) => print_run(r),
                     None => println!("no backfill has run on this ledger"),
                 }
-                if let (Some(left), Some(eta)) = (p.pages_left, p.eta_ms) {
-                    println!("  {left} pages left, estimated finish {}", fmt_ms(eta));
+                if let Some(left) = p.pages_left {
+                    println!("  {left} pages left to list");
+                }
+                if let Some(n) = p.records_to_sync.filter(|n| *n > 0) {
+                    println!("  {n} records to sync");
+                }
+                if let Some(eta) = p.eta_ms {
+                    println!(
+                        "  estimated finish {} ({})",
+                        fmt_ms(eta),
+                        p.eta_covers.as_deref().unwrap_or("listing and syncing")
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -24,11 +24,12 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::pager::{self, Listing};
 use super::{Engine, EngineError, Inner};
 use crate::api::{BackfillProgress, BackfillRun, FieldMismatch, MigrationMode, ValidationReport};
 use crate::budget::Lane;
 use crate::connectors::hubspot::modified_property;
-use crate::connectors::{ConnResult, ListPage, ModifiedSearch, RemoteRecord};
+use crate::connectors::{ModifiedSearch, RemoteRecord};
 use crate::contract::{BillingObject, CrmObject, ObjectMapping, Owner, Side};
 use crate::ingest;
 use crate::ledger::NewEvent;
@@ -37,9 +38,6 @@ use crate::ledger::NewEvent;
 pub const CUSTOMER_BACKFILLED: &str = "customer.backfilled";
 /// Records per page (both providers' list maximum).
 pub const PAGE_SIZE: i64 = 100;
-/// Bound on pages per stream per run, so a misbehaving provider cannot page forever.
-const MAX_PAGES_PER_STREAM: usize = 1_000_000;
-const MAX_TRIES: u32 = 8;
 /// Linked pairs compared field by field in a validation report.
 const VALIDATION_SAMPLE: usize = 200;
 const MISMATCH_EXAMPLES: usize = 20;
@@ -116,9 +114,13 @@ impl Stream {
         }
     }
     fn side(self) -> Side {
+        self.listing(&[]).side()
+    }
+    /// The listing this stream pages through, asking for `props` (CRM records).
+    fn listing(self, props: &[String]) -> Listing<'_> {
         match self {
-            Stream::Crm(_) => Side::Crm,
-            Stream::BillingCustomers => Side::Billing,
+            Stream::Crm(kind) => Listing::Crm(kind, props),
+            Stream::BillingCustomers => Listing::BillingCustomers,
         }
     }
 }
@@ -204,43 +206,44 @@ fn customer_event(inner: &Inner, r: &RemoteRecord, now: i64) -> Result<NewEvent,
     ingest::stripe::event_from_value(&v, "backfill", now, &inner.routes)
 }
 
+/// What a backfill's estimated finish is computed from.
+#[derive(Debug, Clone, Copy, Default)]
+struct EtaInput {
+    now_ms: i64,
+    /// Pages still to list (known totals only).
+    pages_left: Option<i64>,
+    /// Requests per second the listing gets (the CRM budget's current rate).
+    list_rate: f64,
+    /// Records listed and not yet applied by the workers.
+    unsynced: i64,
+    /// Records still to list (known totals only).
+    left_to_list: i64,
+    /// Records of this run the workers have applied, over `elapsed_ms`.
+    synced: i64,
+    elapsed_ms: i64,
+    /// Records per second assumed before any was applied (the slower budget's rate).
+    write_rate: f64,
+}
+
+/// The estimated finish (Unix ms) of a backfill: the later of the listing's end (pages left
+/// at the listing's rate) and the workers' end (records to sync at the observed apply rate,
+/// else `write_rate`). `None` when there is nothing left or no rate to estimate from.
+fn estimate(i: &EtaInput) -> Option<i64> {
+    let per_sec = |n: i64, rate: f64| (rate > 0.0).then(|| i.now_ms + (n as f64 / rate * 1000.0).ceil() as i64);
+    let listed = i.pages_left.filter(|&n| n > 0).and_then(|n| per_sec(n, i.list_rate));
+    let to_sync = i.unsynced + i.left_to_list;
+    let apply_rate = if i.synced > 0 && i.elapsed_ms > 0 {
+        i.synced as f64 * 1000.0 / i.elapsed_ms as f64
+    } else {
+        i.write_rate
+    };
+    let synced = (to_sync > 0).then(|| per_sec(to_sync, apply_rate)).flatten();
+    listed.max(synced)
+}
+
 /// Whether an inbox event came from a backfill (its record's work stays in the bulk lane).
 pub fn is_backfill_event(event_id: &str) -> bool {
     event_id.starts_with("backfill:")
-}
-
-/// One list request with retries (429: wait `Retry-After`; 5xx, timeouts: back off).
-async fn list_page(inner: &Inner, stream: Stream, props: &[String], cursor: Option<&str>) -> ConnResult<ListPage> {
-    let side = stream.side();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        inner.acquire(side, Lane::Bulk).await;
-        let r = match stream {
-            Stream::Crm(kind) => inner.crm.list_records(kind, props, cursor).await,
-            Stream::BillingCustomers => inner.billing.list_customers(cursor).await,
-        };
-        match r {
-            Ok(p) => {
-                inner.note_outcome(side, None);
-                return Ok(p);
-            }
-            Err(e) if e.retryable() && attempt < MAX_TRIES => {
-                inner.note_outcome(side, Some(&e));
-                let wait = if matches!(e, crate::connectors::ConnectorError::RateLimited { .. }) {
-                    inner.note_rate_limited(side, e.retry_after())
-                } else {
-                    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-                };
-                tracing::debug!(stream = %stream.name(), error = %e, "backfill page retried");
-                tokio::time::sleep(wait).await;
-            }
-            Err(e) => {
-                inner.note_outcome(side, Some(&e));
-                return Err(e);
-            }
-        }
-    }
 }
 
 /// The properties a CRM listing asks for: every mapped property of that object type, the
@@ -323,14 +326,14 @@ impl Engine {
                         .await?;
                 }
             }
-            for _ in 0..MAX_PAGES_PER_STREAM {
+            for _ in 0..pager::MAX_PAGES {
                 if budget_pages == 0 {
                     return self.backfill_run(run_id).await;
                 }
                 if inner.stopping() {
                     return Err(EngineError::Stopped);
                 }
-                let page = match list_page(inner, stream, &props, cursor.as_deref()).await {
+                let page = match pager::page(inner, stream.listing(&props), cursor.as_deref()).await {
                     Ok(p) => p,
                     Err(e) => {
                         let msg = format!("{name}: {e}");
@@ -408,10 +411,10 @@ impl Engine {
         Ok(self.inner.ledger.backfill_cancel(by, self.inner.now_ms()).await?)
     }
 
-    /// The latest run with its estimated finish: pages left (from the providers' totals) at
-    /// the bulk lane's current rate of the slower destination read.
+    /// The latest run with its estimated finish (listing and syncing, see [`estimate`]).
     pub async fn backfill_progress(&self) -> Result<BackfillProgress, EngineError> {
-        let run = self.inner.ledger.latest_backfill().await?;
+        let inner = &self.inner;
+        let run = inner.ledger.latest_backfill().await?;
         let mut p = BackfillProgress {
             run: run.clone(),
             ..Default::default()
@@ -421,25 +424,48 @@ impl Engine {
         };
         // Only CRM listings report a total, and they are read first: while one is open, every
         // record counted so far is a CRM record.
-        let open: Vec<Stream> = streams(&self.inner, Systems::parse(&run.systems)?)
+        let open: Vec<Stream> = streams(inner, Systems::parse(&run.systems)?)
             .into_iter()
             .filter(|s| !run.streams_done.contains(&s.name()))
             .collect();
-        let crm_open = open.iter().any(|s| matches!(s, Stream::Crm(_)));
-        let billing_open = open.contains(&Stream::BillingCustomers);
-        if let (Some(total), "running" | "cancelled") = (run.total_known, run.state.as_str()) {
-            let left = if crm_open { (total - run.records).max(0) } else { 0 };
-            let pages_left = (left + PAGE_SIZE - 1) / PAGE_SIZE;
-            p.pages_left = Some(pages_left);
-            let rate = self.inner.budget(Side::Crm).snapshot().current_per_sec;
-            if rate > 0.0 {
-                p.eta_ms = Some(self.inner.now_ms() + (pages_left as f64 / rate * 1000.0) as i64);
-                p.eta_covers = Some(if billing_open {
-                    "the CRM listings; the billing customers' listing (Stripe reports no total) comes after".into()
-                } else {
-                    "every listing left".into()
-                });
-            }
+        let listing = matches!(run.state.as_str(), "running" | "cancelled");
+        let crm_open = listing && open.iter().any(|s| matches!(s, Stream::Crm(_)));
+        let billing_open = listing && open.contains(&Stream::BillingCustomers);
+        let left_to_list = match run.total_known {
+            Some(total) if crm_open => Some((total - run.records).max(0)),
+            Some(_) if listing => Some(0),
+            _ => None,
+        };
+        p.pages_left = left_to_list.map(|left| (left + PAGE_SIZE - 1) / PAGE_SIZE);
+        let unsynced = inner.ledger.backfill_unsynced(run.started_at_ms).await?;
+        let now = inner.now_ms();
+        let rate = |side| inner.budget(side).snapshot().current_per_sec;
+        let est = estimate(&EtaInput {
+            now_ms: now,
+            pages_left: p.pages_left,
+            list_rate: rate(Side::Crm),
+            unsynced,
+            left_to_list: left_to_list.unwrap_or(0),
+            synced: (run.accepted - unsynced).max(0),
+            elapsed_ms: now - run.started_at_ms,
+            write_rate: rate(Side::Crm).min(rate(Side::Billing)),
+        });
+        p.records_to_sync = Some(unsynced + left_to_list.unwrap_or(0));
+        if let Some(eta) = est {
+            p.eta_ms = Some(eta);
+            p.eta_covers = Some(
+                match (billing_open, left_to_list.is_some() || !listing) {
+                    (true, true) => {
+                        "the CRM listings and syncing every record listed; the billing customers' \
+                                     listing (Stripe reports no total) and its records come after"
+                    }
+                    (true, false) | (false, false) => {
+                        "syncing the records listed so far; listings without a total (Stripe) are not in it"
+                    }
+                    (false, true) => "every listing left and syncing every record",
+                }
+                .into(),
+            );
         }
         Ok(p)
     }
@@ -542,8 +568,8 @@ impl Engine {
         let migration = inner.ledger.migration_authority().await?;
         let m = owners_under(m, migration.as_ref());
         let props = crm_properties(inner, m.crm);
-        let crm = list_all(inner, Stream::Crm(m.crm), &props).await?;
-        let billing = list_all(inner, Stream::BillingCustomers, &[]).await?;
+        let crm = pager::all(inner, Listing::Crm(m.crm, &props)).await?;
+        let billing = pager::all(inner, Listing::BillingCustomers).await?;
         // Customers that belong to another object's records (a company's customer) are not
         // this object's.
         let mut others: BTreeSet<String> = BTreeSet::new();
@@ -600,24 +626,67 @@ impl Engine {
     }
 }
 
-/// Every record of a listing (validation reads; bulk lane).
-async fn list_all(inner: &Inner, stream: Stream, props: &[String]) -> Result<Vec<RemoteRecord>, EngineError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES_PER_STREAM {
-        let page = list_page(inner, stream, props, cursor.as_deref()).await?;
-        out.extend(page.records);
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_estimate_covers_listing_and_syncing() {
+        let base = EtaInput {
+            now_ms: 1_000_000,
+            list_rate: 10.0,
+            write_rate: 5.0,
+            ..Default::default()
+        };
+        assert_eq!(estimate(&base), None, "nothing left");
+        // Listing only: 20 pages at 10/s.
+        let listing = EtaInput {
+            pages_left: Some(20),
+            ..base
+        };
+        assert_eq!(estimate(&listing), Some(1_002_000));
+        // Nothing applied yet: 300 records at the budget's 5/s outlast the listing.
+        let early = EtaInput {
+            unsynced: 100,
+            left_to_list: 200,
+            ..listing
+        };
+        assert_eq!(estimate(&early), Some(1_060_000));
+        // Observed: 100 applied in 10 s (10/s) replaces the budget guess.
+        let observed = EtaInput {
+            synced: 100,
+            elapsed_ms: 10_000,
+            ..early
+        };
+        assert_eq!(estimate(&observed), Some(1_030_000));
+        // Listing done, the workers still syncing: the estimate is theirs alone.
+        let syncing = EtaInput {
+            pages_left: None,
+            unsynced: 40,
+            left_to_list: 0,
+            synced: 100,
+            elapsed_ms: 10_000,
+            ..base
+        };
+        assert_eq!(estimate(&syncing), Some(1_004_000));
+        // No rate at all: no estimate.
+        assert_eq!(
+            estimate(&EtaInput {
+                write_rate: 0.0,
+                ..syncing
+            }),
+            Some(1_004_000),
+            "the observed rate needs no budget"
+        );
+        assert_eq!(
+            estimate(&EtaInput {
+                synced: 0,
+                write_rate: 0.0,
+                ..syncing
+            }),
+            None
+        );
+    }
 
     #[test]
     fn migration_authority_owns_the_covered_pair_except_its_identity_field() {

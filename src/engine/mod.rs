@@ -10,6 +10,7 @@ mod metrics;
 mod ops;
 pub use console::{audit_csv_row, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
 mod overview;
+pub(crate) mod pager;
 pub mod poll;
 pub(crate) mod worker;
 

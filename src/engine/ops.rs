@@ -150,20 +150,23 @@ impl Engine {
     pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
         let keys = self.replay_records(sel).await?;
         let selector = serde_json::to_string(sel).ok();
-        self.replay_run_keys(&keys, dry_run, by, "replay", selector.as_deref())
+        self.replay_run_keys(&keys, dry_run, by, "replay", selector.as_deref(), &Default::default())
             .await
     }
 
     /// Replay these record keys (replay's selection resolved, or the reconciler's repairs):
-    /// the dry run previews their planned writes, the run queues them as bulk work.
+    /// the dry run previews their planned writes, the run queues them as bulk work. `causes`
+    /// gives the preview the cause (inbox id, tag) of records whose event is not delivered
+    /// yet (the reconciler's never-seen records), so it shows the keys the run will use.
     pub(crate) async fn replay_keys(
         &self,
         keys: &[String],
         dry_run: bool,
         by: &str,
         reason: &str,
+        causes: &std::collections::BTreeMap<String, (i64, String)>,
     ) -> Result<ReplayPreview, EngineError> {
-        self.replay_run_keys(keys, dry_run, by, reason, None).await
+        self.replay_run_keys(keys, dry_run, by, reason, None, causes).await
     }
 
     /// [`Engine::replay_keys`]; the run is recorded as a replay run (progress, cancel) with
@@ -175,6 +178,7 @@ impl Engine {
         by: &str,
         reason: &str,
         selector: Option<&str>,
+        causes: &std::collections::BTreeMap<String, (i64, String)>,
     ) -> Result<ReplayPreview, EngineError> {
         let mut p = ReplayPreview {
             records: keys.len() as i64,
@@ -185,7 +189,7 @@ impl Engine {
             // The preview's reads are bulk work: live events go first.
             let preview = worker::LANE.scope(
                 std::cell::Cell::new(crate::budget::Lane::Bulk),
-                worker::preview(&self.inner, key),
+                worker::preview(&self.inner, key, causes.get(key).cloned()),
             );
             let (plan, ops) = match preview.await {
                 Ok(Some(x)) => x,

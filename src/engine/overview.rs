@@ -376,15 +376,15 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let a = alert("dead_letters", "3 dead letters", "dead-letters", "");
         let b = alert("lag_p95", "lag", "overview", "");
-        assert_eq!(newly_crossed(&mut seen, &[a.clone()]), vec![a.clone()]);
+        assert_eq!(newly_crossed(&mut seen, std::slice::from_ref(&a)), vec![a.clone()]);
         assert!(
-            newly_crossed(&mut seen, &[a.clone()]).is_empty(),
+            newly_crossed(&mut seen, std::slice::from_ref(&a)).is_empty(),
             "still crossed: not again"
         );
         assert_eq!(newly_crossed(&mut seen, &[a.clone(), b.clone()]), vec![b.clone()]);
         assert!(newly_crossed(&mut seen, &[]).is_empty());
         assert_eq!(
-            newly_crossed(&mut seen, &[a.clone()]),
+            newly_crossed(&mut seen, std::slice::from_ref(&a)),
             vec![a],
             "cleared, then crossed again"
         );

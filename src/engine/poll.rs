@@ -24,7 +24,7 @@ use crate::connectors::hubspot::modified_property;
 use crate::connectors::{ConnResult, ConnectorError, ModifiedSearch};
 use crate::contract::{CrmObject, Side};
 use crate::ingest;
-use crate::ledger::NewEvent;
+use crate::ledger::{Gap, GapKind, NewEvent};
 
 /// The Stripe events cursor.
 pub const BILLING_CURSOR: &str = "poll:billing:events";
@@ -261,7 +261,17 @@ async fn poll_billing(engine: &Engine, report: &mut PollReport) -> Result<(), En
             "poll cursor older than the provider retains: gap recorded for reconciliation, polling restarts at the oldest retained event");
         inner
             .ledger
-            .expire_cursor(BILLING_CURSOR, Side::Billing, wm, oldest, &reason, now)
+            .record_gap(
+                &Gap {
+                    cursor: BILLING_CURSOR,
+                    source: Side::Billing,
+                    from_ms: wm,
+                    to_ms: oldest,
+                    reason: &reason,
+                },
+                GapKind::Expired,
+                now,
+            )
             .await?;
         inner.metrics.add("poll_cursor_expired", "billing", 1.0);
         report.expired = Some((wm, oldest));
@@ -392,7 +402,17 @@ async fn poll_crm(engine: &Engine, kind: CrmObject, report: &mut PollReport) -> 
                 inner.metrics.add("poll_truncated", kind.as_str(), 1.0);
                 inner
                     .ledger
-                    .record_gap(&cursor, Side::Crm, from, to, &reason, inner.now_ms())
+                    .record_gap(
+                        &Gap {
+                            cursor: &cursor,
+                            source: Side::Crm,
+                            from_ms: from,
+                            to_ms: to,
+                            reason: &reason,
+                        },
+                        GapKind::Unreadable,
+                        inner.now_ms(),
+                    )
                     .await?;
             }
             if page_no == 0 {

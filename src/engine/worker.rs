@@ -684,8 +684,14 @@ pub(crate) fn syncs_customers(m: &ObjectMapping) -> bool {
 }
 
 /// Plan a record from both systems' current state without writing anything (replay's dry
-/// run). `None` when the record is not one this version syncs.
-pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<(plan::Plan, Vec<NewOp>)>, EngineError> {
+/// run). `None` when the record is not one this version syncs. The writes hang off `cause`
+/// (inbox id, tag) when given — the event a repair is about to deliver — else off the
+/// record's last cause, as the run will.
+pub(super) async fn preview(
+    inner: &Inner,
+    key: &str,
+    cause: Option<(i64, String)>,
+) -> Result<Option<(plan::Plan, Vec<NewOp>)>, EngineError> {
     let Some((object, side, id)) = parse_entity_key(key) else {
         return Ok(None);
     };
@@ -709,7 +715,10 @@ pub(super) async fn preview(inner: &Inner, key: &str) -> Result<Option<(plan::Pl
     .await?;
     // A replay plans without a new event: its writes hang off the record's last cause, as
     // the run will.
-    let (cause_id, cause_tag) = inner.ledger.last_cause(key).await?.unwrap_or((0, "none".into()));
+    let (cause_id, cause_tag) = match cause {
+        Some(c) => c,
+        None => inner.ledger.last_cause(key).await?.unwrap_or((0, "none".into())),
+    };
     let billing_id = billing.as_ref().map(|b| b.id.as_str());
     let ops = p
         .writes

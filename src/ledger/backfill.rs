@@ -304,6 +304,17 @@ impl Ledger {
         row.as_ref().map(run_of).transpose()
     }
 
+    /// Backfill events received since `since_ms` that no worker has decided yet: records a
+    /// backfill listed that are not synced.
+    pub async fn backfill_unsynced(&self, since_ms: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbox WHERE state = 'pending' AND via = 'backfill' AND received_at_ms >= ?1",
+        )
+        .bind(since_ms)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
     /// The latest backfill run.
     pub async fn latest_backfill(&self) -> Result<Option<BackfillRun>> {
         let row = sqlx::query(&format!(

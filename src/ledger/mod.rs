@@ -1230,6 +1230,7 @@ mod watermarks;
 
 pub use backfill::{BackfillStart, BACKFILL_PREFIX};
 pub use gate::WriteHold;
+pub use watermarks::{Gap, GapKind};
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,20 @@ pub struct ReconPage<'a> {
     pub compared: i64,
     pub seen: &'a [SeenCustomer],
     pub mismatches: &'a [NewMismatch],
+    /// The CRM records of the page as counterparts: (origin key, CRM id, billing id the
+    /// record is linked to or names). Seen customers with that billing id or carrying that
+    /// origin marker are marked matched (durably, with the checkpoint).
+    pub matched: &'a [(String, String, Option<String>)],
+}
+
+/// A billing customer a run saw that no CRM record of the run linked to or named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmatchedCustomer {
+    pub billing_id: String,
+    pub origin_key: Option<String>,
+    pub origin_value: Option<String>,
+    /// The identity map's link of this billing id: (object, CRM id).
+    pub linked: Option<(String, String)>,
 }
 
 const RUN_COLUMNS: &str = "id, started_at_ms, finished_at_ms, window_days, trigger, state, phase, cursor, \
@@ -140,6 +154,24 @@ impl Ledger {
             .execute(&mut *tx)
             .await?;
         }
+        // Two statements, so each uses an index (the key; the origin index).
+        for (origin_key, crm_id, billing_id) in page.matched {
+            if let Some(b) = billing_id {
+                sqlx::query("UPDATE recon_seen SET matched = 1 WHERE run_id = ?1 AND billing_id = ?2 AND matched = 0")
+                    .bind(run_id)
+                    .bind(b)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE recon_seen SET matched = 1 WHERE run_id = ?1 AND origin_value = ?3 AND origin_key = ?2 AND matched = 0",
+            )
+            .bind(run_id)
+            .bind(origin_key)
+            .bind(crm_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         Self::insert_mismatches(&mut tx, run_id, page.mismatches, now_ms).await?;
         sqlx::query(
             "UPDATE recon_runs SET phase = ?2, cursor = ?3, pages_read = pages_read + 1, \
@@ -184,16 +216,28 @@ impl Ledger {
         Ok(())
     }
 
-    /// Record mismatches found outside a page (the rules over everything seen), and move the
-    /// run to `phase`.
-    pub async fn recon_phase(&self, run_id: i64, phase: &str, ms: &[NewMismatch], now_ms: i64) -> Result<()> {
+    /// Record mismatches found outside a page (the rules over everything seen), add
+    /// `compared` records (billing-only customers the rules examined), and move the run to
+    /// `phase`. A run already in `phase` (a resume after this committed) counts nothing twice.
+    pub async fn recon_phase(
+        &self,
+        run_id: i64,
+        phase: &str,
+        compared: i64,
+        ms: &[NewMismatch],
+        now_ms: i64,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         Self::insert_mismatches(&mut tx, run_id, ms, now_ms).await?;
-        sqlx::query("UPDATE recon_runs SET phase = ?2, cursor = NULL WHERE id = ?1")
-            .bind(run_id)
-            .bind(phase)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE recon_runs SET compared = compared + CASE WHEN phase = ?2 THEN 0 ELSE ?3 END, \
+             phase = ?2, cursor = NULL WHERE id = ?1",
+        )
+        .bind(run_id)
+        .bind(phase)
+        .bind(compared)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -257,6 +301,31 @@ impl Ledger {
         .bind(value)
         .fetch_all(&self.writer)
         .await?)
+    }
+
+    /// Seen customers no CRM page marked matched, with their identity link if any.
+    pub async fn recon_unmatched(&self, run_id: i64) -> Result<Vec<UnmatchedCustomer>> {
+        let rows = sqlx::query(
+            "SELECT s.billing_id, s.origin_key, s.origin_value, \
+               (SELECT i.object FROM identity_map i WHERE i.billing_id = s.billing_id ORDER BY i.object LIMIT 1), \
+               (SELECT i.crm_id FROM identity_map i WHERE i.billing_id = s.billing_id ORDER BY i.object LIMIT 1) \
+             FROM recon_seen s WHERE s.run_id = ?1 AND s.matched = 0 ORDER BY s.billing_id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let object: Option<String> = r.try_get(3)?;
+                let crm_id: Option<String> = r.try_get(4)?;
+                Ok(UnmatchedCustomer {
+                    billing_id: r.try_get(0)?,
+                    origin_key: r.try_get(1)?,
+                    origin_value: r.try_get(2)?,
+                    linked: object.zip(crm_id),
+                })
+            })
+            .collect()
     }
 
     /// Origin markers two or more seen customers carry: (key, value, billing ids).

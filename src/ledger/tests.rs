@@ -166,3 +166,42 @@ fn lag_percentiles() {
     assert_eq!((f.p50, f.p95, f.max, f.samples), (51, 95, 100, 100));
     assert_eq!(lag_figures(&[]), LagFigures::default());
 }
+
+#[tokio::test]
+async fn a_gap_moves_its_cursor_only_when_expired_and_is_recorded_once() {
+    let (_d, l) = open().await;
+    let gap = |cursor| Gap {
+        cursor,
+        source: Side::Crm,
+        from_ms: 1_000,
+        to_ms: 5_000,
+        reason: "test",
+    };
+    l.advance_watermark("poll:crm:a", 1_000, 1).await.expect("wm");
+    l.advance_watermark("poll:crm:b", 1_000, 1).await.expect("wm");
+    for _ in 0..2 {
+        l.record_gap(&gap("poll:crm:a"), GapKind::Unreadable, 10)
+            .await
+            .expect("gap");
+        l.record_gap(&gap("poll:crm:b"), GapKind::Expired, 10)
+            .await
+            .expect("gap");
+    }
+    assert_eq!(
+        l.watermark("poll:crm:a").await.expect("wm"),
+        Some(1_000),
+        "unreadable: kept"
+    );
+    assert_eq!(
+        l.watermark("poll:crm:b").await.expect("wm"),
+        Some(5_000),
+        "expired: moved"
+    );
+    let gaps = l.reconciliation_gaps(true).await.expect("gaps");
+    assert_eq!(gaps.len(), 2);
+    let audited: Vec<String> = sqlx::query_scalar("SELECT action FROM audit WHERE rule = 'provider_limit' ORDER BY id")
+        .fetch_all(&l.reader)
+        .await
+        .expect("audit");
+    assert_eq!(audited, vec!["poll_window_unreadable", "poll_cursor_expired"]);
+}

@@ -31,6 +31,26 @@ fn gap_of(r: &sqlx::sqlite::SqliteRow) -> Result<ReconciliationGap> {
     })
 }
 
+/// A window of a poll cursor the pollers did not read (see [`Ledger::record_gap`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Gap<'a> {
+    /// The cursor's name (`poll:{source}:{stream}`).
+    pub cursor: &'a str,
+    pub source: Side,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub reason: &'a str,
+}
+
+/// Why a window was not read, which decides whether its cursor moves past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapKind {
+    /// Older than the provider retains: the cursor moves to the window's end.
+    Expired,
+    /// Could not be paged through: the cursor stays.
+    Unreadable,
+}
+
 const GAP_COLUMNS: &str = "id, source, cursor, from_ms, to_ms, reason, recorded_at_ms, resolved_at_ms";
 
 impl Ledger {
@@ -74,88 +94,40 @@ impl Ledger {
         Ok(())
     }
 
-    /// A cursor fell behind what the provider retains: record the window `[from_ms, to_ms]`
-    /// as a reconciliation gap, move the cursor to `to_ms` (the oldest retained time) and
-    /// audit it — one transaction. Recording the same gap twice is a no-op.
-    pub async fn expire_cursor(
-        &self,
-        name: &str,
-        source: Side,
-        from_ms: i64,
-        to_ms: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        Self::gap_in(
-            &mut tx,
-            name,
+    /// Record a window `[from_ms, to_ms]` of cursor `gap.cursor` the pollers did not read,
+    /// for the reconciler, with an audit row (action `poll_cursor_expired` or
+    /// `poll_window_unreadable`) — one transaction. [`GapKind::Expired`]: the provider no
+    /// longer keeps the window, so the cursor also moves (forward only) to `to_ms`, the
+    /// oldest retained time; [`GapKind::Unreadable`] (e.g. more records modified in one
+    /// millisecond than search pages through): the cursor is not moved. Recording the same
+    /// gap twice records and audits it once.
+    pub async fn record_gap(&self, gap: &Gap<'_>, kind: GapKind, now_ms: i64) -> Result<()> {
+        let Gap {
+            cursor,
             source,
             from_ms,
             to_ms,
             reason,
-            "poll_cursor_expired",
-            now_ms,
-        )
-        .await?;
-        Self::advance_in(&mut tx, name, to_ms, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Record a window a poller could not read (e.g. more records modified in one
-    /// millisecond than search pages through) for the reconciler, audited; the cursor is
-    /// not moved. Recording the same gap twice is a no-op.
-    pub async fn record_gap(
-        &self,
-        name: &str,
-        source: Side,
-        from_ms: i64,
-        to_ms: i64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<()> {
+        } = *gap;
         let mut tx = self.begin().await?;
-        Self::gap_in(
-            &mut tx,
-            name,
-            source,
-            from_ms,
-            to_ms,
-            reason,
-            "poll_window_unreadable",
-            now_ms,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn gap_in(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        name: &str,
-        source: Side,
-        from_ms: i64,
-        to_ms: i64,
-        reason: &str,
-        action: &str,
-        now_ms: i64,
-    ) -> Result<()> {
         let inserted = sqlx::query(
             "INSERT INTO reconciliation_gaps (source, cursor, from_ms, to_ms, reason, recorded_at_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (cursor, from_ms, to_ms) DO NOTHING",
         )
         .bind(source.as_str())
-        .bind(name)
+        .bind(cursor)
         .bind(from_ms)
         .bind(to_ms.max(from_ms))
         .bind(reason)
         .bind(now_ms)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted > 0 {
+            let action = match kind {
+                GapKind::Expired => "poll_cursor_expired",
+                GapKind::Unreadable => "poll_window_unreadable",
+            };
             sqlx::query(
                 "INSERT INTO audit (at_ms, entity_key, actor, action, rule, detail) \
                  VALUES (?1, NULL, 'engine', ?2, 'provider_limit', ?3)",
@@ -164,14 +136,18 @@ impl Ledger {
             .bind(action)
             .bind(
                 serde_json::json!({
-                    "cursor": name, "source": source.as_str(), "from_ms": from_ms, "to_ms": to_ms,
+                    "cursor": cursor, "source": source.as_str(), "from_ms": from_ms, "to_ms": to_ms,
                     "reason": reason, "next": "reconciliation of the gap",
                 })
                 .to_string(),
             )
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
+        if kind == GapKind::Expired {
+            Self::advance_in(&mut tx, cursor, to_ms, now_ms).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -271,9 +247,14 @@ mod tests {
         assert_eq!(st[0].source, "billing");
 
         for _ in 0..2 {
-            l.expire_cursor(name, Side::Billing, 2_000, 9_000, "older than 30 days", 10_000)
-                .await
-                .unwrap();
+            let gap = Gap {
+                cursor: name,
+                source: Side::Billing,
+                from_ms: 2_000,
+                to_ms: 9_000,
+                reason: "older than 30 days",
+            };
+            l.record_gap(&gap, GapKind::Expired, 10_000).await.unwrap();
         }
         assert_eq!(l.watermark(name).await.unwrap(), Some(9_000));
         let gaps = l.reconciliation_gaps(true).await.unwrap();

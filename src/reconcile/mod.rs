@@ -12,23 +12,40 @@
 //! fields. Rules across objects: a CRM record whose billing id does not exist in billing;
 //! invoice balance zero in billing while the CRM shows one; CRM lifecycle `customer` while the
 //! customer has no live subscription; two billing customers carrying one origin marker; a CRM
-//! record without a billing counterpart where the contract creates one.
+//! record without a billing counterpart where the contract creates one; and
+//! `missing_crm_counterpart`: a billing customer of a synced mapping that no CRM record of the
+//! run linked to (identity map or billing id property) or named (its origin marker). A
+//! customer belongs to a synced mapping when the identity map links it to a CRM record or it
+//! carries an origin marker (the engine made it for a CRM record), or — every customer — when
+//! a customer mapping has `create_in = "crm"`; other customers (made in billing, never synced)
+//! are not reported. Each CRM page marks the customers it matched in the page's transaction
+//! (`recon_seen.matched`), so a resumed run still knows them; the rules phase reports the rest
+//! under the record's queue key (`{object}:crm:{id}` when linked or marked, else
+//! `{object}:billing:{customer}`) and counts them as compared.
 //!
 //! A field mismatch whose owner's value differs from the ledger's last synced value, with no
 //! event from the owner waiting in the inbox, is a change no webhook or poll delivered: it is
 //! reported as a missed event naming the cursor (or webhooks) that should have carried it.
 //!
 //! Repairs go through replay (`Engine::replay_keys`): the dry run previews the records' planned
-//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply.
+//! writes, the repair queues them, so the pause gate, idempotency keys and audit apply. A CRM
+//! record no event ever delivered is delivered by the repair as a snapshot event first; the
+//! dry run plans it from that same snapshot (read, not ingested), so its preview shows the
+//! idempotency keys the repair will use. The
+//! engine never creates CRM records, so a `missing_crm_counterpart` record is replayed only
+//! when the ledger has a cause for it (its events: the worker re-reads both sides and records
+//! its decision, e.g. the CRM record is gone); one the ledger never heard of goes to the review
+//! queue instead (shown in the preview as a `conflict`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 pub use crate::api::ReconcileReport;
-use crate::budget::Lane;
+use crate::api::ReplayPreview;
 use crate::connectors::RemoteRecord;
 use crate::contract::schedule::Schedule;
 use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner, Side};
+use crate::engine::pager::{self, Listing};
 use crate::engine::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::entity_key;
@@ -44,6 +61,7 @@ pub mod rules {
     pub const DUPLICATE_ORIGIN: &str = "duplicate_origin_marker";
     pub const MISSING_COUNTERPART: &str = "missing_billing_counterpart";
     pub const UNLINKED_COUNTERPART: &str = "unlinked_billing_counterpart";
+    pub const MISSING_CRM_COUNTERPART: &str = "missing_crm_counterpart";
 }
 
 /// What to do with the mismatched records after the comparison.
@@ -176,37 +194,6 @@ pub async fn scheduled(engine: Engine) {
     }
 }
 
-/// Attempts per read before a run stops (it resumes from its checkpoint next time).
-const READ_ATTEMPTS: u32 = 8;
-
-/// One read in the bulk lane of `side`'s budget. A 429 tells the budget (which holds every
-/// caller for the provider's Retry-After) and the read is tried again; a timeout or 5xx backs
-/// off and retries; after `READ_ATTEMPTS` the error ends the run, resumable at its checkpoint.
-async fn read<T, F, Fut>(inner: &crate::engine::Inner, side: Side, mut f: F) -> Result<T, EngineError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::connectors::ConnResult<T>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        inner.acquire(side, Lane::Bulk).await;
-        let r = f().await;
-        inner.note_outcome(side, r.as_ref().err());
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < READ_ATTEMPTS => {
-                if e.status() == Some(429) {
-                    inner.note_rate_limited(side, e.retry_after());
-                } else {
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 fn norm(v: Option<&str>) -> Option<String> {
     v.map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -308,7 +295,7 @@ impl Engine {
                     )));
                 }
                 if phase == "billing" {
-                    let page = read(inner, Side::Billing, || inner.billing.list_customers(cursor.as_deref())).await?;
+                    let page = pager::page(inner, Listing::BillingCustomers, cursor.as_deref()).await?;
                     let seen: Vec<SeenCustomer> = page.records.iter().map(|r| seen_customer(&mappings, r)).collect();
                     let next_phase = if page.next.is_some() {
                         phase.clone()
@@ -321,6 +308,7 @@ impl Engine {
                         compared: 0,
                         seen: &seen,
                         mismatches: &[],
+                        matched: &[],
                     };
                     ledger.recon_page(run_id, &p, inner.now_ms()).await?;
                     phase = next_phase;
@@ -336,13 +324,12 @@ impl Engine {
                     props.push(last_modified_prop(m.crm).to_string());
                     props.sort();
                     props.dedup();
-                    let page = read(inner, Side::Crm, || {
-                        inner.crm.list_records(m.crm, &props, cursor.as_deref())
-                    })
-                    .await?;
+                    let page = pager::page(inner, Listing::Crm(m.crm, &props), cursor.as_deref()).await?;
                     let mut found = Vec::new();
+                    let mut matched = Vec::with_capacity(page.records.len());
                     for r in &page.records {
-                        self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                        let bid = self.compare_record(run_id, m, r, window_start, &mut found).await?;
+                        matched.push((m.crm.origin_key().to_string(), r.id.clone(), bid));
                     }
                     let next_phase = if page.next.is_some() {
                         phase.clone()
@@ -355,6 +342,7 @@ impl Engine {
                         compared: page.records.len() as i64,
                         seen: &[],
                         mismatches: &found,
+                        matched: &matched,
                     };
                     ledger.recon_page(run_id, &p, inner.now_ms()).await?;
                     phase = next_phase;
@@ -392,7 +380,57 @@ impl Engine {
                     detail: Some(format!("{} billing customers carry {key}={value}", ids.len())),
                 });
             }
-            ledger.recon_phase(run_id, "done", &found, inner.now_ms()).await?;
+            // Billing customers of a synced mapping that no CRM record of the run linked to
+            // or named: their CRM counterpart is gone (or was never made).
+            let creates_in_crm = mappings.iter().any(|m| m.create_in == Some(Side::Crm));
+            let mut billing_only = 0i64;
+            for u in ledger.recon_unmatched(run_id).await? {
+                let by_origin = u
+                    .origin_key
+                    .as_deref()
+                    .zip(u.origin_value.as_deref())
+                    .and_then(|(k, v)| {
+                        mappings
+                            .iter()
+                            .find(|m| m.crm.origin_key() == k)
+                            .map(|m| (m.name.as_str(), v))
+                    });
+                let (key, crm, why) = match (&u.linked, by_origin) {
+                    (Some((object, crm_id)), _) => (
+                        entity_key(object, Side::Crm, crm_id),
+                        Some(crm_id.clone()),
+                        format!("linked to {object} CRM record {crm_id}, which the CRM no longer lists"),
+                    ),
+                    (None, Some((object, crm_id))) => (
+                        entity_key(object, Side::Crm, crm_id),
+                        Some(crm_id.to_string()),
+                        format!("created for CRM record {crm_id} (origin marker), which the CRM does not list"),
+                    ),
+                    (None, None) if creates_in_crm => (
+                        entity_key(&inner.routes.contact, Side::Billing, &u.billing_id),
+                        None,
+                        "the contract creates CRM records from billing and none exists for it".into(),
+                    ),
+                    // Not a customer the contract syncs from billing: out of scope.
+                    (None, None) => continue,
+                };
+                billing_only += 1;
+                found.push(NewMismatch {
+                    entity_key: key,
+                    kind: "rule".into(),
+                    name: rules::MISSING_CRM_COUNTERPART.into(),
+                    crm_value: crm,
+                    billing_value: Some(u.billing_id.clone()),
+                    owner: None,
+                    detail: Some(format!(
+                        "billing customer {} has no CRM counterpart: {why}",
+                        u.billing_id
+                    )),
+                });
+            }
+            ledger
+                .recon_phase(run_id, "done", billing_only, &found, inner.now_ms())
+                .await?;
             // The run compared the current state of every record, which covers whatever a
             // poll window lost before the run started.
             for g in ledger.reconciliation_gaps(true).await? {
@@ -429,15 +467,56 @@ impl Engine {
                 Repair::All => Some(mismatched.iter().cloned().collect()),
                 Repair::Records(rs) => Some(self.resolve_keys(rs, &mismatched)?),
             };
+            // A billing-only customer the ledger never heard of has no cause a replay could
+            // plan from, and the engine creates no CRM record: a person decides (review).
+            let crm_missing: BTreeSet<String> = report
+                .mismatches
+                .iter()
+                .filter(|m| m.m.name == rules::MISSING_CRM_COUNTERPART)
+                .map(|m| m.m.entity_key.clone())
+                .collect();
+            let mut to_review: Vec<String> = Vec::new();
             if let Some(keys) = selected {
-                if !req.dry_run {
-                    self.deliver_unseen(&keys).await?;
+                let mut replay = Vec::new();
+                for k in keys {
+                    if crm_missing.contains(&k) && ledger.last_cause(&k).await?.is_none() {
+                        to_review.push(k);
+                    } else {
+                        replay.push(k);
+                    }
                 }
-                report.repair = Some(self.replay_keys(&keys, req.dry_run, by, "reconcile repair").await?);
+                let mut preview = if req.dry_run {
+                    self.preview_repair(&replay).await?
+                } else {
+                    self.deliver_unseen(&replay).await?;
+                    self.replay_keys(&replay, false, by, "reconcile repair", &BTreeMap::new())
+                        .await?
+                };
+                for k in &to_review {
+                    preview.records += 1;
+                    preview.conflicts += 1;
+                    if preview.samples.iter().filter(|w| w.kind == "conflict").count() >= 5 {
+                        continue;
+                    }
+                    preview.samples.push(crate::api::ReplayWrite {
+                        record: k.clone(),
+                        kind: "conflict".into(),
+                        destination: None,
+                        values: Some("no CRM counterpart and no event to replay: sent to review".into()),
+                        rules: vec![rules::MISSING_CRM_COUNTERPART.into()],
+                        idempotency_key: None,
+                        key_used_by: None,
+                    });
+                }
+                report.repair = Some(preview);
             }
-            if !req.review.is_empty() && !req.dry_run {
-                let keys = self.resolve_keys(&req.review, &mismatched)?;
-                let items: Vec<_> = keys
+            if !req.dry_run {
+                to_review.extend(self.resolve_keys(&req.review, &mismatched)?);
+                to_review.sort();
+                to_review.dedup();
+            }
+            if !to_review.is_empty() && !req.dry_run {
+                let items: Vec<_> = to_review
                     .iter()
                     .map(|k| {
                         let found: Vec<_> = report.mismatches.iter().filter(|m| &m.m.entity_key == k).collect();
@@ -461,36 +540,60 @@ impl Engine {
         Ok(report)
     }
 
-    /// A record the ledger never heard of (no event, no write: its changes were all missed)
-    /// has no cause a replay could plan from. Its current CRM version is delivered to the
-    /// inbox as the snapshot event a poller would have made (same id, so a later poll of the
-    /// same version dedupes), marked `via = reconcile`.
-    async fn deliver_unseen(&self, keys: &[String]) -> Result<(), EngineError> {
+    /// The dry run of a repair: the planned writes of these records, as the repair will plan
+    /// them. A never-seen record's writes hang off the snapshot event the repair would deliver
+    /// (`crm:{event id}`, the worker's cause tag for it), read now and not ingested, so the
+    /// preview shows the idempotency keys the repair will use.
+    async fn preview_repair(&self, keys: &[String]) -> Result<ReplayPreview, EngineError> {
+        let mut causes = BTreeMap::new();
+        for key in keys {
+            if let Some(ev) = self.unseen_snapshot(key).await? {
+                causes.insert(key.clone(), (0, format!("{}:{}", ev.source.as_str(), ev.event_id)));
+            }
+        }
+        self.replay_keys(keys, true, "reconcile", "reconcile repair", &causes)
+            .await
+    }
+
+    /// A CRM record the ledger never heard of (no event, no write: its changes were all
+    /// missed) has no cause a replay could plan from: its current version as the snapshot
+    /// event a poller would have made (same id, so a later poll of the same version dedupes),
+    /// marked `via = reconcile`. `None` for other records (or one gone from the CRM).
+    async fn unseen_snapshot(&self, key: &str) -> Result<Option<crate::ledger::NewEvent>, EngineError> {
         let inner = &self.inner;
+        let Some((object, Side::Crm, id)) = crate::ingest::parse_entity_key(key) else {
+            return Ok(None);
+        };
+        let Some(m) = inner.contract.object(object) else {
+            return Ok(None);
+        };
+        if inner.ledger.last_cause(key).await?.is_some() {
+            return Ok(None);
+        }
+        let modified = last_modified_prop(m.crm);
+        let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+        props.push(modified.to_string());
+        let Some(record) = pager::bulk_read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
+            return Ok(None);
+        };
+        match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
+            Ok(mut ev) => {
+                ev.via = "reconcile";
+                Ok(Some(ev))
+            }
+            Err(why) => {
+                tracing::warn!(%why, record = %key, "reconciler could not deliver the record");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Deliver the never-seen records among `keys` to the inbox ([`Self::unseen_snapshot`]),
+    /// so the replay that follows plans them from that event.
+    async fn deliver_unseen(&self, keys: &[String]) -> Result<(), EngineError> {
         let mut events = Vec::new();
         for key in keys {
-            let Some((object, Side::Crm, id)) = crate::ingest::parse_entity_key(key) else {
-                continue;
-            };
-            let Some(m) = inner.contract.object(object) else {
-                continue;
-            };
-            if inner.ledger.last_cause(key).await?.is_some() {
-                continue;
-            }
-            let modified = last_modified_prop(m.crm);
-            let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
-            props.push(modified.to_string());
-            let Some(record) = read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
-                continue;
-            };
-            match crate::ingest::poll::crm_snapshot_event(m.crm, &record, modified, inner.now_ms(), &inner.routes) {
-                Ok(mut ev) => {
-                    ev.via = "reconcile";
-                    events.push(ev);
-                }
-                Err(why) => tracing::warn!(%why, record = %key, "reconciler could not deliver the record"),
-            }
+            events.extend(self.unseen_snapshot(key).await?);
         }
         if !events.is_empty() {
             self.ingest(events).await?;
@@ -572,7 +675,8 @@ impl Engine {
         })
     }
 
-    /// Compare one CRM record with its billing counterpart; push what disagrees.
+    /// Compare one CRM record with its billing counterpart; push what disagrees. Returns the
+    /// billing id the record is linked to or names (its counterpart, if billing has it).
     async fn compare_record(
         &self,
         run_id: i64,
@@ -580,7 +684,7 @@ impl Engine {
         r: &RemoteRecord,
         window_start: i64,
         out: &mut Vec<NewMismatch>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<String>, EngineError> {
         let inner = &self.inner;
         let key = entity_key(&m.name, Side::Crm, &r.id);
         let id_prop = billing_id_property(m);
@@ -632,7 +736,7 @@ impl Engine {
                     ));
                 }
             }
-            return Ok(());
+            return Ok(None);
         };
         let Some(fields) = inner.ledger.recon_seen(run_id, &bid).await? else {
             out.push(rule(
@@ -641,7 +745,7 @@ impl Engine {
                 None,
                 format!("billing customer {bid} does not exist in billing"),
             ));
-            return Ok(());
+            return Ok(Some(bid));
         };
         let shadow: BTreeMap<(Side, String), Option<String>> = inner
             .ledger
@@ -669,9 +773,9 @@ impl Engine {
             if !summaries.contains_key(kind) {
                 let s = match o.billing {
                     BillingObject::Subscription => {
-                        read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
+                        pager::bulk_read(inner, Side::Billing, || inner.billing.subscription_summary(&bid)).await?
                     }
-                    _ => read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
+                    _ => pager::bulk_read(inner, Side::Billing, || inner.billing.invoice_summary(&bid)).await?,
                 };
                 summaries.insert(kind, s);
             }
@@ -762,7 +866,7 @@ impl Engine {
                 )),
             });
         }
-        Ok(())
+        Ok(Some(bid))
     }
 }
 

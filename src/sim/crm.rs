@@ -626,6 +626,23 @@ impl CrmSim {
         self.inner.ui_edit(Kind::Contact, id, props)
     }
 
+    /// Delete a contact outright with no event and no webhook: drift made behind the
+    /// engine's back (reconciliation tests).
+    pub fn remove_contact_silently(&self, id: &str) -> Result<(), SimError> {
+        let mut st = self.inner.lock();
+        let removed = id
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| st.store_mut(Kind::Contact).records.remove(&n));
+        match removed {
+            Some(_) => Ok(()),
+            None => Err(SimError::UnknownRecord {
+                kind: Kind::Contact.name(),
+                id: id.into(),
+            }),
+        }
+    }
+
     /// All contacts with every property set, oldest first.
     pub fn contacts(&self) -> Vec<Value> {
         self.inner.all(Kind::Contact)

@@ -333,6 +333,16 @@ async fn a_cancelled_backfill_stops_and_start_resumes_it_with_progress_and_an_es
         .eta_ms
         .expect("an estimate from the known total and the budget's rate");
     assert!(eta >= chrono::Utc::now().timestamp_millis() - 1_000);
+    // The estimate covers the workers' syncing too (none run on this engine): the 100
+    // records listed and not applied plus the 220 still to list, at the slower budget's
+    // rate (HubSpot's 10 or 19/s) — far more than the 3 pages' listing alone.
+    assert_eq!(p.records_to_sync, Some(N as i64), "{p:?}");
+    assert!(
+        eta >= chrono::Utc::now().timestamp_millis() + 10_000,
+        "{} ms: the listing alone",
+        eta - chrono::Utc::now().timestamp_millis()
+    );
+    assert!(p.eta_covers.as_deref().is_some_and(|c| c.contains("syncing")), "{p:?}");
 
     // Cancelled from another process (its own ledger handle).
     let other = driftless::ledger::Ledger::open(&dir.path().join("l.db"))

@@ -168,6 +168,14 @@ async fn reconciler_finds_each_kind_of_drift_previews_and_repairs_it() {
     assert!(!preview.queued);
     assert_eq!(preview.records, 6);
     assert_eq!(mutating(&sims), writes_before, "the dry run wrote nothing");
+    // The never-seen contact's planned create carries the key the repair will use.
+    let unseen_key = preview
+        .samples
+        .iter()
+        .find(|w| w.record == key(&unseen) && w.kind == "create")
+        .and_then(|w| w.idempotency_key.clone())
+        .expect("the unseen contact's create is previewed");
+    assert!(!unseen_key.ends_with(":none"), "{unseen_key}");
     // The overview shows it.
     let o = e.overview().await.expect("overview");
     assert_eq!(o.reconciliation.last_run.as_ref().map(|r| r.mismatched), Some(6));
@@ -234,6 +242,15 @@ async fn reconciler_finds_each_kind_of_drift_previews_and_repairs_it() {
             .count()
     };
     assert_eq!(with_marker(&unseen), 1);
+    let used = e
+        .ledger()
+        .writes_by_key(std::slice::from_ref(&unseen_key))
+        .await
+        .expect("outbox");
+    assert!(
+        used.contains_key(&unseen_key),
+        "the repair wrote with the previewed key {unseen_key}"
+    );
     assert_eq!(with_marker(&pairs[0].0), 1);
     let reviews = e.list_reviews().await.expect("reviews");
     assert!(reviews.iter().any(|r| r.record == key(&pairs[3].0)));
@@ -426,11 +443,14 @@ async fn a_run_under_a_tight_quota_retries_429s_and_resolves_recorded_gaps() {
     }
     e.ledger()
         .record_gap(
-            "poll:crm:contacts",
-            driftless::contract::Side::Crm,
-            1_000,
-            2_000,
-            "test gap",
+            &driftless::ledger::Gap {
+                cursor: "poll:crm:contacts",
+                source: driftless::contract::Side::Crm,
+                from_ms: 1_000,
+                to_ms: 2_000,
+                reason: "test gap",
+            },
+            driftless::ledger::GapKind::Unreadable,
             3_000,
         )
         .await
@@ -502,5 +522,122 @@ async fn a_run_held_by_another_process_is_refused_and_a_cancelled_one_is_free() 
     let done = e.reconcile(&req(), "test").await.expect("continued");
     assert!(done.resumed && done.complete);
     assert_eq!(done.compared, 150);
+    d.running.shutdown().await;
+}
+
+/// Billing customers of a synced mapping with no CRM counterpart in the run (their contact
+/// deleted in the CRM, or a marker naming a contact that does not exist) are reported as
+/// `missing_crm_counterpart`, also when the run was cut between pages and resumed (the CRM
+/// pages' matches are durable); customers the contract does not sync from billing are not.
+/// The repair replays a record the ledger has a cause for and sends the other to review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_only_customers_are_reported_across_a_resume_and_repaired_or_reviewed() {
+    let d = demo(FaultProfile::none()).await;
+    let sims = d.running.sims.clone().expect("sims");
+    let e = d.running.engine.clone();
+    let (gone, gone_cus) = synced_contact(&d, "gone@example.test").await;
+    sims.crm.suppress_webhooks(true);
+    sims.billing.suppress_webhooks(true);
+    let http = reqwest::Client::new();
+    let customer = |email: String, marker: Option<String>| {
+        let http = http.clone();
+        let url = format!("{}/v1/customers", sims.billing.base_url());
+        let key = sims.billing.api_key().to_string();
+        async move {
+            let mut form = vec![("email".to_string(), email)];
+            if let Some(m) = marker {
+                form.push(("metadata[driftless_crm_contact_id]".into(), m));
+            }
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .form(&form)
+                .send()
+                .await
+                .expect("billing answers");
+            assert!(r.status().is_success());
+        }
+    };
+    // 105 contacts, each with a billing customer carrying its marker (not linked): two pages
+    // a side, so the first CRM page's matches must survive the cut.
+    for i in 0..105 {
+        let id = sims.crm.create_contact(&[("email", &format!("m{i}@example.test"))]);
+        customer(format!("m{i}@example.test"), Some(id)).await;
+    }
+    // Drift: the synced contact deleted in the CRM; a customer naming a contact that does not
+    // exist; a plain customer (the contract creates customers from the CRM, not contacts from
+    // billing: out of scope).
+    sims.crm.remove_contact_silently(&gone).expect("remove");
+    customer("ghost@example.test".into(), Some("999999".into())).await;
+    customer("plain@example.test".into(), None).await;
+
+    let cut = e
+        .reconcile(
+            &ReconcileRequest {
+                max_pages: Some(3),
+                ..req()
+            },
+            "test",
+        )
+        .await
+        .expect("cut after the first CRM page");
+    assert!(!cut.complete);
+    assert_eq!(cut.run.phase, "crm:customer", "{:?}", cut.run);
+    let done = e.reconcile(&req(), "test").await.expect("resumed");
+    assert!(done.resumed && done.complete);
+    let k = kinds(&done);
+    let mut missing = k
+        .get(&format!("rule:{}", rules::MISSING_CRM_COUNTERPART))
+        .cloned()
+        .unwrap_or_default();
+    missing.sort();
+    let mut expected = vec![format!("customer:crm:{gone}"), "customer:crm:999999".to_string()];
+    expected.sort();
+    assert_eq!(missing, expected, "{k:#?}");
+    assert_eq!(
+        k.get(&format!("rule:{}", rules::UNLINKED_COUNTERPART)).map(Vec::len),
+        Some(105)
+    );
+    let ghost = done
+        .mismatches
+        .iter()
+        .find(|m| m.m.entity_key == "customer:crm:999999")
+        .expect("ghost");
+    assert!(ghost.m.billing_value.as_deref().is_some_and(|b| b.starts_with("cus_")));
+    assert_eq!(
+        done.mismatches
+            .iter()
+            .find(|m| m.m.entity_key == format!("customer:crm:{gone}"))
+            .and_then(|m| m.m.billing_value.clone()),
+        Some(gone_cus.clone())
+    );
+    // Compared: 105 CRM records and the 2 billing-only customers.
+    assert_eq!(done.compared, 107);
+
+    // Repair both: the deleted contact's record has events in the ledger and is replayed;
+    // the ghost has none and goes to review.
+    let fixed = e
+        .reconcile(
+            &ReconcileRequest {
+                repair: Repair::Records(vec![gone.clone(), "999999".into()]),
+                ..req()
+            },
+            "test",
+        )
+        .await
+        .expect("repair run");
+    let p = fixed.repair.as_ref().expect("repair");
+    assert!(p.queued);
+    assert_eq!((p.records, p.conflicts), (2, 1), "{p:#?}");
+    assert_eq!(fixed.sent_to_review, 1);
+    let reviews = e.list_reviews().await.expect("reviews");
+    assert!(
+        reviews.iter().any(|r| r.record == "customer:crm:999999"),
+        "{reviews:#?}"
+    );
+    assert!(!reviews.iter().any(|r| r.record == format!("customer:crm:{gone}")));
+    assert!(wait_quiescent(&d.running, Duration::from_secs(30)).await);
+    // Nothing invented: no contact created, the customer untouched.
+    assert_eq!(sims.crm.contacts().len(), 105);
     d.running.shutdown().await;
 }

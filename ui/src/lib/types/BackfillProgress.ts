@@ -10,12 +10,20 @@ export type BackfillProgress = { run: BackfillRun | null,
  */
 pages_left: number | null, 
 /**
- * Estimated finish (Unix ms) from the pages left and the budget's current rate.
+ * Records the workers still have to sync: listed but not yet applied (the run's
+ * backfill events still pending), plus those still to list when the total is known.
+ */
+records_to_sync: number | null, 
+/**
+ * Estimated finish (Unix ms) of listing **and** syncing: the later of the listing's end
+ * (pages left at the CRM budget's current rate) and the workers' end (`records_to_sync`
+ * at this run's observed apply rate, or the slower destination budget's current rate
+ * while nothing is applied yet).
  */
 eta_ms: number | null, 
 /**
- * What the estimate covers (Stripe lists report no total: a billing listing still to
- * read is not in it).
+ * What the estimate covers (Stripe lists report no total: records of a billing listing
+ * still to read are not in it).
  */
 eta_covers: string | null, 
 /**
