@@ -103,6 +103,8 @@ fn main() -> ExitCode {
             commands::replay,
             commands::list_reviews,
             commands::resolve_review,
+            commands::dead_letter_detail,
+            commands::export_dead_letters,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

@@ -3,6 +3,7 @@
 
 pub mod backfill;
 mod crm_batch;
+mod dead_letters;
 mod echo;
 pub(crate) mod jobs;
 mod metrics;

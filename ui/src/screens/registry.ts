@@ -7,6 +7,7 @@ import type { Component } from 'svelte';
 import type { Backend } from '../lib/backend';
 import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
+import DeadLetters from './DeadLetters.svelte';
 
 export type ScreenProps = { backend: Backend; live: LiveOverview; router: Router };
 
@@ -16,4 +17,6 @@ export type ScreenDef = {
   component: Component<ScreenProps>;
 };
 
-export const SCREENS: ScreenDef[] = [];
+export const SCREENS: ScreenDef[] = [
+  { id: 'dead-letters', label: 'Dead letters', component: DeadLetters },
+];

@@ -24,6 +24,7 @@ import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { Status } from '../types/Status';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -67,6 +68,13 @@ export interface Backend {
   replay(req: ReplayRequest): Promise<ReplayPreview>;
   listReviews(): Promise<ReviewItem[]>;
   resolveReview(req: ReviewDecision): Promise<RecordRef>;
+  // ---- Dead letters screen (issue 7) ----
+  /** One dead letter with its request, response, history and the events behind it. */
+  deadLetterDetail(id: number): Promise<DeadLetterDetail>;
+  /** The filtered dead letters as CSV text (the whole set; limit/offset ignored). */
+  exportDeadLetters(f: DeadLetterFilter): Promise<string>;
+  /** A download address that streams the filtered set as CSV, when the backend has one (HTTP). */
+  exportDeadLettersUrl(f: DeadLetterFilter): string | null;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

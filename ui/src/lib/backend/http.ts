@@ -24,6 +24,7 @@ import type { MigrationMode } from '../types/MigrationMode';
 import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -234,6 +235,32 @@ export class HttpBackend implements Backend {
     return this.request('POST', '/api/resolve_review', req);
   }
 
+  // ---- Dead letters screen (issue 7) ----
+  deadLetterDetail(id: number): Promise<DeadLetterDetail> {
+    return this.request('GET', `/api/dead_letter_detail?id=${encodeURIComponent(String(id))}`);
+  }
+
+  async exportDeadLetters(f: DeadLetterFilter): Promise<string> {
+    const headers: Record<string, string> = { Accept: 'text/csv' };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchFn(`${this.base}${exportPath(f)}`, { headers, cache: 'no-store', credentials: 'omit' });
+      text = await res.text();
+    } catch (e) {
+      throw new ApiFailure({ code: CLIENT_CODES.unreachable, message: toApiError(e).message });
+    }
+    if (!res.ok) throw new ApiFailure(errorFromResponse(res.status, res.statusText, text));
+    return text;
+  }
+
+  /** A link the browser downloads from (it cannot send a header, so the token rides in the query, as for the stream). */
+  exportDeadLettersUrl(f: DeadLetterFilter): string {
+    const p = exportPath(f);
+    return `${this.base}${p}${p.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token ?? '')}`;
+  }
+
   streamUrl(): string {
     return `${this.base}/api/stream?token=${encodeURIComponent(this.token ?? '')}`;
   }
@@ -318,4 +345,21 @@ export class HttpBackend implements Backend {
       if (timer) clearTimeout(timer);
     };
   }
+}
+
+/** `/api/export_dead_letters?…`: the filter's set fields as query parameters (paging left out). */
+export function exportPath(f: DeadLetterFilter): string {
+  const p = new URLSearchParams();
+  const put = (k: string, v: string | number | boolean | null | undefined) => {
+    if (v !== null && v !== undefined && v !== '' && v !== false) p.set(k, String(v));
+  };
+  put('destination', f.destination);
+  put('error_class', f.error_class);
+  put('object', f.object);
+  put('min_age_ms', f.min_age_ms);
+  put('max_age_ms', f.max_age_ms);
+  put('text', f.text);
+  put('include_resolved', f.include_resolved);
+  const qs = p.toString();
+  return `/api/export_dead_letters${qs ? `?${qs}` : ''}`;
 }

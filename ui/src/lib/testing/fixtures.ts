@@ -70,5 +70,9 @@ export function stubRuns() {
     replay: vi.fn(),
     listReviews: vi.fn(async () => []),
     resolveReview: vi.fn(),
+    // Dead letters screen (issue 7)
+    deadLetterDetail: vi.fn(),
+    exportDeadLetters: vi.fn(async () => ''),
+    exportDeadLettersUrl: vi.fn(() => null),
   };
 }
