@@ -162,6 +162,22 @@ impl Ledger {
         rows.iter().map(dead_letter).collect()
     }
 
+    /// Every dead letter a filter selects (its limit/offset ignored), newest first, read in
+    /// keyset pages — what bulk actions and their blast radius apply to, however many.
+    pub async fn all_dead_letters(&self, f: &DeadLetterFilter, now_ms: i64) -> Result<Vec<DeadLetter>> {
+        let mut out: Vec<DeadLetter> = Vec::new();
+        loop {
+            let page = self
+                .dead_letters_before(f, out.last().map(|d| d.id), 10_000, now_ms)
+                .await?;
+            let n = page.len();
+            out.extend(page);
+            if n < 10_000 {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Add `n` synthetic open dead letters (with their dead-lettered writes) for measuring
     /// the console at scale: record keys `customer:crm:seed-NNNNNN`, spread over both
     /// destinations, the four error classes and the last 30 days; every fifth carries an
@@ -264,7 +280,15 @@ mod tests {
         // Every fifth carries an invoice amount; the radius adds them up.
         let r = l.blast_radius(&DeadLetterFilter::default(), now).await.unwrap();
         assert_eq!((r.dead_letters, r.records), (5_000, 5_000));
+        // Bulk actions see the whole set, past one keyset page (10,000) and past the 100,000
+        // a single list answer may hold.
+        l.seed_dead_letters(10_001, now).await.unwrap();
+        let all = l.all_dead_letters(&DeadLetterFilter::default(), now).await.unwrap();
+        assert_eq!(all.len(), 15_001);
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id));
         assert!(r.amount_cents > 0);
+        let r = l.blast_radius(&DeadLetterFilter::default(), now).await.unwrap();
+        assert_eq!(r.dead_letters, 15_001);
         let row = l.dead_letter_row(first[0].id).await.unwrap().expect("a row");
         assert_eq!(row.dead_letter, first[0]);
         assert_eq!(row.write_state, "dead_lettered");

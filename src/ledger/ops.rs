@@ -124,10 +124,7 @@ impl Ledger {
 
     /// What a bulk action on the filtered set would touch.
     pub async fn blast_radius(&self, f: &DeadLetterFilter, now_ms: i64) -> Result<BlastRadius> {
-        let mut all = f.clone();
-        all.limit = Some(100_000);
-        all.offset = None;
-        let (_, items) = self.dead_letters(&all, now_ms).await?;
+        let items = self.all_dead_letters(f, now_ms).await?;
         let mut by_destination: BTreeMap<String, i64> = BTreeMap::new();
         let mut records = HashSet::new();
         let mut amount = 0;
@@ -157,9 +154,7 @@ impl Ledger {
     ) -> Result<Vec<String>> {
         let mut all = f.clone();
         all.include_resolved = false;
-        all.limit = Some(100_000);
-        all.offset = None;
-        let (_, items) = self.dead_letters(&all, now_ms).await?;
+        let items = self.all_dead_letters(&all, now_ms).await?;
         let mut tx = self.begin().await?;
         let resolution = if retry {
             format!("retried by {by}: {reason}")

@@ -66,6 +66,14 @@ export function visibleRange(
   return { start, end: Math.max(start, end) };
 }
 
+/**
+ * Rows are keyed by their slot (`index % ROW_SLOTS`), not their index: when the window moves,
+ * the row elements that leave at one end are reused at the other with new text instead of
+ * being destroyed and built again. A window never holds more than ROW_SLOTS rows, so slots
+ * stay unique.
+ */
+export const ROW_SLOTS = 256;
+
 /** Page numbers covering rows [start, end). */
 export function pagesFor(start: number, end: number, pageSize: number): number[] {
   if (end <= start) return [];
@@ -132,8 +140,10 @@ export class PageCache {
 }
 
 /** Cents as money ("€1,234.50" style without a currency we do not know). */
+const MONEY = new Intl.NumberFormat('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 export function money(cents: number): string {
-  return (cents / 100).toLocaleString('en', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  // One formatter for every row: building one per call costs more than drawing the row.
+  return MONEY.format(cents / 100);
 }
 
 /** Pretty-print a JSON text for the drawer; anything else as it is. */
