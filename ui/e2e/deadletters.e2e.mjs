@@ -223,6 +223,31 @@ describe('Dead letters screen in Chromium', { concurrency: 1 }, () => {
     await waitFor('the filtered view after a reload', async () => (await pageTotal()) === want);
     assert.equal(await page.getByTestId('dl-f-destination').inputValue(), 'billing');
     assert.equal(await page.getByTestId('dl-f-text').inputValue(), 'seed-00042');
+
+    // Age and object too: without the text, older than 7 days, customers.
+    await page.getByTestId('dl-f-text').fill('');
+    await page.getByTestId('dl-f-age').selectOption('gt7d');
+    await page.getByTestId('dl-f-object').fill('customer');
+    await page.getByTestId('dl-f-object').press('Enter');
+    await waitFor('age and object in the address', async () => {
+      const p = hashParams().params;
+      return p.get('age') === 'gt7d' && p.get('object') === 'customer' && !p.has('q');
+    });
+    const aged = { destination: 'billing', error_class: 'validation', object: 'customer', min_age_ms: 7 * 86_400_000 };
+    await waitFor('the page and the engine to agree on the aged set', async () => {
+      const [a, b] = [await pageTotal(), await apiTotal(aged)];
+      return a !== null && a === b && b > 10_000;
+    });
+    // Back to the filter the next tests use.
+    await page.getByTestId('dl-f-age').selectOption('');
+    await page.getByTestId('dl-f-object').fill('');
+    await page.getByTestId('dl-f-object').press('Enter');
+    await page.getByTestId('dl-f-text').fill('seed-00042');
+    await waitFor('the text filter again', async () => {
+      const p = hashParams().params;
+      return p.get('q') === 'seed-00042' && !p.has('age') && !p.has('object');
+    });
+    await waitFor(`the page to show ${want} again`, async () => (await pageTotal()) === want);
   });
 
   it('c. the drawer shows request, response, history and links to the record timeline', async () => {
