@@ -29,6 +29,13 @@ const COMMANDS: &[&str] = &[
     "replay",
     "list_reviews",
     "resolve_review",
+    "replay_run",
+    "cancel_replay",
+    "list_audit",
+    "audit_csv",
+    "contract_info",
+    "dead_letter_detail",
+    "export_dead_letters",
 ];
 
 fn main() {

@@ -951,3 +951,35 @@ pub struct ContractInfo {
 pub struct ReplayRunRef {
     pub id: i64,
 }
+
+// ---- Dead letters screen (issue 7): one dead letter's detail for the drawer. ----
+
+/// One dead letter with everything the detail drawer shows: the write as sent, the answer,
+/// the engine's decisions about it (attempts, dead letter, retry/discard) and the events behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetterDetail {
+    pub dead_letter: DeadLetter,
+    /// The write as it was sent (JSON: op, target, idempotency key, correlation id, fields).
+    pub request: String,
+    /// The destination's last answer body, if it gave one.
+    pub response: Option<String>,
+    pub response_status: Option<i64>,
+    /// The outbox row of the write.
+    pub write_id: i64,
+    /// The write's state now (`dead_lettered`; a retry plans a fresh write).
+    pub write_state: String,
+    pub correlation_id: String,
+    /// Decisions and operator actions about this write, oldest first.
+    pub history: Vec<TimelineEntry>,
+    /// The inbound events behind it: the one that caused the write and the record's other
+    /// dead-lettered events.
+    pub events: Vec<TimelineEntry>,
+}
+
+/// Which dead letter the drawer opens.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct DeadLetterRef {
+    pub id: i64,
+}

@@ -24,6 +24,7 @@ use crate::api::{
     ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use crate::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
+use crate::api::{DeadLetterDetail, DeadLetterRef};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
 
@@ -114,7 +115,9 @@ pub fn new_token() -> String {
         cancel_replay,
         list_audit,
         audit_csv,
-        contract_info
+        contract_info,
+        dead_letter_detail,
+        export_dead_letters
     ),
     components(schemas(
         Status,
@@ -144,7 +147,8 @@ pub fn new_token() -> String {
         ReplayRunRef,
         AuditFilter,
         AuditList,
-        ContractInfo
+        ContractInfo,
+        DeadLetterDetail
     ))
 )]
 pub struct ApiDoc;
@@ -182,6 +186,8 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/list_audit", post(list_audit))
         .route("/api/audit.csv", get(audit_csv))
         .route("/api/contract_info", get(contract_info))
+        .route("/api/dead_letter_detail", get(dead_letter_detail))
+        .route("/api/export_dead_letters", get(export_dead_letters))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -538,6 +544,55 @@ async fn audit_csv(State(st): State<AppState>, Query(f): Query<AuditFilter>) -> 
         .into_response())
 }
 
+/// One dead letter with its request, response, history and the events behind it.
+#[utoipa::path(get, path = "/api/dead_letter_detail", params(("id" = i64, Query, description = "the dead letter's id")), responses((status = 200, body = DeadLetterDetail), (status = 404, body = ApiError)))]
+async fn dead_letter_detail(
+    State(st): State<AppState>,
+    Query(q): Query<DeadLetterRef>,
+) -> Result<Json<DeadLetterDetail>, HttpError> {
+    Ok(Json(st.engine.dead_letter_detail(q.id).await?))
+}
+
+/// The filtered dead letters as CSV (the filter's fields as query parameters; `limit` and
+/// `offset` ignored), streamed a page at a time so 100,000 rows never sit in memory. For a
+/// download link the token goes in `?token=`.
+#[utoipa::path(get, path = "/api/export_dead_letters", params(
+    ("destination" = Option<String>, Query, description = "crm or billing"),
+    ("error_class" = Option<String>, Query, description = "validation, exhausted, auth, not_found, …"),
+    ("object" = Option<String>, Query, description = "contract object"),
+    ("min_age_ms" = Option<i64>, Query, description = "at least this old"),
+    ("max_age_ms" = Option<i64>, Query, description = "at most this old"),
+    ("text" = Option<String>, Query, description = "substring of the error, record key or request"),
+    ("include_resolved" = Option<bool>, Query, description = "include retried / discarded ones")
+), responses((status = 200, description = "text/csv, newest first"), (status = 400, body = ApiError)))]
+async fn export_dead_letters(
+    State(st): State<AppState>,
+    Query(f): Query<DeadLetterFilter>,
+) -> Result<Response, HttpError> {
+    use futures_util::StreamExt;
+    // The first page is read before answering, so a ledger error is a proper JSON error.
+    let (first, next) = st.engine.dead_letters_csv_page(&f, None).await?;
+    let engine = st.engine.clone();
+    let rest = futures_util::stream::unfold((engine, f, next), |(engine, f, next)| async move {
+        let before = next?;
+        match engine.dead_letters_csv_page(&f, Some(before)).await {
+            Ok((page, n)) => Some((Ok::<_, EngineError>(Bytes::from(page)), (engine, f, n))),
+            // Cut the body short: the client sees an incomplete download, not a silent truncation.
+            Err(e) => Some((Err(e), (engine, f, None))),
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok::<_, EngineError>(Bytes::from(first)) }).chain(rest);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"dead-letters.csv\""),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
 /// The contract in force (version, ownership matrix) and its file re-validated now.
 #[utoipa::path(get, path = "/api/contract_info", responses((status = 200, body = ContractInfo)))]
 async fn contract_info(State(st): State<AppState>) -> Json<ContractInfo> {
@@ -642,6 +697,8 @@ mod tests {
             "/api/list_audit",
             "/api/audit.csv",
             "/api/contract_info",
+            "/api/dead_letter_detail",
+            "/api/export_dead_letters",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

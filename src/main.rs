@@ -139,6 +139,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: MigrationCmd,
     },
+    /// Developer tools for measuring the console (not for production ledgers).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        cmd: DevCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevCmd {
+    /// Add N synthetic open dead letters (records `customer:crm:seed-NNNNNN`, both
+    /// destinations, four error classes, the last 30 days, every fifth with an invoice amount)
+    /// to measure the Dead letters screen at scale: `driftless dev seed-dead-letters 100000 --ledger x.db`,
+    /// then `driftless serve --demo --ledger x.db`.
+    SeedDeadLetters {
+        n: i64,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -678,6 +697,20 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Review { cmd } => review(cmd).await,
         Cmd::Backfill { cmd } => backfill(cmd).await,
         Cmd::Migration { cmd } => migration(cmd).await,
+        Cmd::Dev {
+            cmd: DevCmd::SeedDeadLetters { n, ledger },
+        } => {
+            let l = Ledger::open(&ledger.ledger).await?;
+            let t0 = std::time::Instant::now();
+            let now = chrono::Utc::now().timestamp_millis();
+            let added = l.seed_dead_letters(n, now).await?;
+            println!(
+                "added {added} dead letters to {} in {} ms",
+                ledger.ledger.display(),
+                t0.elapsed().as_millis()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Timeline { query, json, ctx } => {
             let e = ops_engine(&ctx).await?;
             let t = e.record_timeline(&query).await?;

@@ -158,3 +158,19 @@ pub async fn audit_csv(engine: State<'_, Engine>, filter: AuditFilter) -> Result
 pub async fn contract_info(engine: State<'_, Engine>) -> Result<ContractInfo, ApiError> {
     Ok(engine.contract_info())
 }
+
+// ---- Dead letters screen (issue 7): the detail drawer and the CSV export. ----
+
+#[tauri::command]
+pub async fn dead_letter_detail(
+    engine: State<'_, Engine>,
+    id: i64,
+) -> Result<driftless::api::DeadLetterDetail, ApiError> {
+    engine.dead_letter_detail(id).await.map_err(ApiError::from)
+}
+
+/// The filtered set as CSV text (the window saves it as a file).
+#[tauri::command]
+pub async fn export_dead_letters(engine: State<'_, Engine>, req: DeadLetterFilter) -> Result<String, ApiError> {
+    engine.dead_letters_csv(&req).await.map_err(ApiError::from)
+}

@@ -109,6 +109,8 @@ fn main() -> ExitCode {
             commands::list_audit,
             commands::audit_csv,
             commands::contract_info,
+            commands::dead_letter_detail,
+            commands::export_dead_letters,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

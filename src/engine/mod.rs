@@ -4,6 +4,7 @@
 pub mod backfill;
 mod console;
 mod crm_batch;
+mod dead_letters;
 mod echo;
 pub(crate) mod jobs;
 mod metrics;

@@ -1222,6 +1222,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
 
 mod backfill;
 mod crm_batch;
+mod dead_letters;
 mod gate;
 mod ops;
 pub mod reconcile;

@@ -9,12 +9,12 @@ use super::{Ledger, Result};
 use crate::api::{BlastRadius, Change, DeadLetter, DeadLetterFilter, ReviewField, ReviewItem, TimelineEntry};
 
 /// The record's contract object: the part of the queue key before the first `:`.
-fn object_of(key: &str) -> String {
+pub(super) fn object_of(key: &str) -> String {
     key.split(':').next().unwrap_or_default().to_string()
 }
 
 /// Push the WHERE clause a dead-letter filter means.
-fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &DeadLetterFilter, now_ms: i64) {
+pub(super) fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &DeadLetterFilter, now_ms: i64) {
     qb.push(" WHERE 1 = 1");
     if !f.include_resolved {
         qb.push(" AND d.resolved_at_ms IS NULL");
@@ -55,7 +55,7 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &DeadLetterFilter, now_ms: 
 }
 
 /// An invoice amount carried by a write, if any (`amount_remaining`, `amount_due`, `amount`).
-fn amount_of(request: &str) -> Option<i64> {
+pub(super) fn amount_of(request: &str) -> Option<i64> {
     let v: serde_json::Value = serde_json::from_str(request).ok()?;
     let fields = v.get("fields")?;
     ["invoice_balance", "amount_remaining", "amount_due", "amount"]
@@ -124,10 +124,7 @@ impl Ledger {
 
     /// What a bulk action on the filtered set would touch.
     pub async fn blast_radius(&self, f: &DeadLetterFilter, now_ms: i64) -> Result<BlastRadius> {
-        let mut all = f.clone();
-        all.limit = Some(100_000);
-        all.offset = None;
-        let (_, items) = self.dead_letters(&all, now_ms).await?;
+        let items = self.all_dead_letters(f, now_ms).await?;
         let mut by_destination: BTreeMap<String, i64> = BTreeMap::new();
         let mut records = HashSet::new();
         let mut amount = 0;
@@ -157,9 +154,7 @@ impl Ledger {
     ) -> Result<Vec<String>> {
         let mut all = f.clone();
         all.include_resolved = false;
-        all.limit = Some(100_000);
-        all.offset = None;
-        let (_, items) = self.dead_letters(&all, now_ms).await?;
+        let items = self.all_dead_letters(&all, now_ms).await?;
         let mut tx = self.begin().await?;
         let resolution = if retry {
             format!("retried by {by}: {reason}")

@@ -9,6 +9,7 @@ import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
 import Audit from './Audit.svelte';
 import Contract from './Contract.svelte';
+import DeadLetters from './DeadLetters.svelte';
 import Records from './Records.svelte';
 import Replay from './Replay.svelte';
 import Review from './Review.svelte';
@@ -24,6 +25,7 @@ export type ScreenDef = {
 // In the order an operator works an incident: what failed, what needs a person, re-run, follow
 // one record, what happened, the rules in force.
 export const SCREENS: ScreenDef[] = [
+  { id: 'dead-letters', label: 'Dead letters', component: DeadLetters },
   { id: 'review', label: 'Review', component: Review },
   { id: 'replay', label: 'Replay', component: Replay },
   { id: 'records', label: 'Records', component: Records },

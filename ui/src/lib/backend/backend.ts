@@ -28,6 +28,7 @@ import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { Status } from '../types/Status';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -82,6 +83,13 @@ export interface Backend {
   auditCsv(f: AuditFilter): Promise<string>;
   /** The contract in force, its ownership matrix and the file re-validated now. */
   contractInfo(): Promise<ContractInfo>;
+  // ---- Dead letters screen (issue 7) ----
+  /** One dead letter with its request, response, history and the events behind it. */
+  deadLetterDetail(id: number): Promise<DeadLetterDetail>;
+  /** The filtered dead letters as CSV text (the whole set; limit/offset ignored). */
+  exportDeadLetters(f: DeadLetterFilter): Promise<string>;
+  /** A download address that streams the filtered set as CSV, when the backend has one (HTTP). */
+  exportDeadLettersUrl(f: DeadLetterFilter): string | null;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

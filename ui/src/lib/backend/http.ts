@@ -28,6 +28,7 @@ import type { MigrationMode } from '../types/MigrationMode';
 import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -262,13 +263,18 @@ export class HttpBackend implements Backend {
     return `/api/audit.csv${qs ? `?${qs}` : ''}`;
   }
 
-  async auditCsv(f: AuditFilter): Promise<string> {
+  auditCsv(f: AuditFilter): Promise<string> {
+    return this.getText(this.auditCsvPath(f));
+  }
+
+  /** A text answer (CSV) of a GET, with the token as a header; errors as for JSON calls. */
+  private async getText(path: string): Promise<string> {
     const headers: Record<string, string> = { Accept: 'text/csv' };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     let res: Response;
     let text: string;
     try {
-      res = await this.fetchFn(`${this.base}${this.auditCsvPath(f)}`, { method: 'GET', headers, cache: 'no-store', credentials: 'omit' });
+      res = await this.fetchFn(`${this.base}${path}`, { method: 'GET', headers, cache: 'no-store', credentials: 'omit' });
       text = await res.text();
     } catch (e) {
       throw new ApiFailure({ code: CLIENT_CODES.unreachable, message: toApiError(e).message });
@@ -279,6 +285,20 @@ export class HttpBackend implements Backend {
 
   contractInfo(): Promise<ContractInfo> {
     return this.request('GET', '/api/contract_info');
+  }
+
+  // ---- Dead letters screen (issue 7) ----
+  deadLetterDetail(id: number): Promise<DeadLetterDetail> {
+    return this.request('GET', `/api/dead_letter_detail?id=${encodeURIComponent(String(id))}`);
+  }
+
+  exportDeadLetters(f: DeadLetterFilter): Promise<string> {
+    return this.getText(exportPath(f));
+  }
+
+  exportDeadLettersUrl(f: DeadLetterFilter): string {
+    const p = exportPath(f);
+    return `${this.base}${p}${p.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token ?? '')}`;
   }
 
   streamUrl(): string {
@@ -365,4 +385,21 @@ export class HttpBackend implements Backend {
       if (timer) clearTimeout(timer);
     };
   }
+}
+
+/** `/api/export_dead_letters?…`: the filter's set fields as query parameters (paging left out). */
+export function exportPath(f: DeadLetterFilter): string {
+  const p = new URLSearchParams();
+  const put = (k: string, v: string | number | boolean | null | undefined) => {
+    if (v !== null && v !== undefined && v !== '' && v !== false) p.set(k, String(v));
+  };
+  put('destination', f.destination);
+  put('error_class', f.error_class);
+  put('object', f.object);
+  put('min_age_ms', f.min_age_ms);
+  put('max_age_ms', f.max_age_ms);
+  put('text', f.text);
+  put('include_resolved', f.include_resolved);
+  const qs = p.toString();
+  return `/api/export_dead_letters${qs ? `?${qs}` : ''}`;
 }

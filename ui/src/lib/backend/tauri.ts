@@ -21,6 +21,7 @@ import type { MigrationMode } from '../types/MigrationMode';
 import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -101,6 +102,20 @@ export class TauriBackend implements Backend {
 
   discardDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
     return call('discard_dead_letters', { req });
+  }
+
+  // ---- Dead letters screen (issue 7) ----
+  deadLetterDetail(id: number): Promise<DeadLetterDetail> {
+    return call('dead_letter_detail', { id });
+  }
+
+  exportDeadLetters(f: DeadLetterFilter): Promise<string> {
+    return call('export_dead_letters', { req: f });
+  }
+
+  /** The window has no download address: the screen saves `exportDeadLetters`' text. */
+  exportDeadLettersUrl(): null {
+    return null;
   }
 
   recordTimeline(query: string): Promise<Timeline> {

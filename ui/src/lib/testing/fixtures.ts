@@ -64,7 +64,7 @@ export function stubRuns() {
     reconciliationState: vi.fn(async () => makeReconciliationState()),
     startReconcile: vi.fn(async () => makeReconciliationState({ running: true })),
     cancelReconcile: vi.fn(async () => makeReconciliationState()),
-    backfillState: vi.fn(async () => ({ run: null, pages_left: null, eta_ms: null, eta_covers: null, job_running: false, last_error: null })),
+    backfillState: vi.fn(async () => ({ run: null, pages_left: null, eta_ms: null, eta_covers: null, records_to_sync: null, job_running: false, last_error: null })),
     startBackfill: vi.fn(),
     cancelBackfill: vi.fn(),
     migrationStatus: vi.fn(async () => null),
@@ -83,5 +83,9 @@ export function stubRuns() {
     listAudit: vi.fn(async (): Promise<AuditList> => ({ total: 0, items: [], record: null })),
     auditCsv: vi.fn(async (): Promise<string> => ''),
     contractInfo: vi.fn<() => Promise<ContractInfo>>(),
+    // Dead letters screen (issue 7)
+    deadLetterDetail: vi.fn(),
+    exportDeadLetters: vi.fn(async () => ''),
+    exportDeadLettersUrl: vi.fn(() => null),
   };
 }
