@@ -256,6 +256,45 @@ class Smoke:
             raise AssertionError("an inline <script> ran despite the CSP")
         return "plugin:window|set_title refused; inline <script> blocked"
 
+    def every_screen(self):
+        """Each screen in the navigation opens and loads through the window's IPC (a command
+        missing from the capability would show as an error on its screen)."""
+        ids = self.wd.request(
+            "POST",
+            self.wd._s("/execute/sync"),
+            {
+                "script": "return [...document.querySelectorAll('nav a[data-testid^=\"nav-\"]')]"
+                ".map(a => a.dataset.testid.slice(4));",
+                "args": [],
+            },
+        )
+        if len(ids) < 2:
+            raise AssertionError(f"the navigation lists {ids!r}")
+        problems = []
+        for sid in ids:
+            link = wait_for(f"nav-{sid}", lambda sid=sid: self.wd.find(f'[data-testid="nav-{sid}"]'), 15)
+            self.wd.click(link)
+            root = "health" if sid == "overview" else f"screen-{sid}"
+            wait_for(f"[data-testid={root}]", lambda root=root: self.wd.find(f'[data-testid="{root}"]'), 15)
+            time.sleep(1.5)
+            errors = self.wd.request(
+                "POST",
+                self.wd._s("/execute/sync"),
+                {
+                    "script": "return [...document.querySelectorAll('main [role=alert]')]"
+                    ".map(e => e.textContent.trim()).filter(t => t);",
+                    "args": [],
+                },
+            )
+            if errors:
+                problems.append(f"{sid}: {errors}")
+        overview = wait_for("nav-overview", lambda: self.wd.find('[data-testid="nav-overview"]'), 15)
+        self.wd.click(overview)
+        wait_for("the overview again", lambda: self.wd.find('[data-testid="health"]'), 15)
+        if problems:
+            raise AssertionError("; ".join(problems))
+        return f"{len(ids)} screens: {', '.join(ids)}"
+
     def title_running(self):
         native = wait_for("the native window title", lambda: native_titles(self.args.display), 10)
         if native != ["driftless"]:
@@ -290,6 +329,7 @@ class Smoke:
             if self.check("open a session on the app", self.open_session):
                 if self.check("overview shows live numbers", self.live_numbers):
                     self.check("screenshot", self.screenshot)
+                self.check("every screen opens and loads", self.every_screen)
                 self.check("title is driftless", self.title_running)
                 self.check("capability and CSP locked down", self.locked_down)
                 if self.check("pause outbound writes from the window", self.pause_through_ui):

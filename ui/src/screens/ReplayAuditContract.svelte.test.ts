@@ -86,6 +86,25 @@ const run = (over: Partial<ReplayRun> = {}): ReplayRun => ({
 });
 
 describe('Replay screen', () => {
+  it('while the console knows writes are paused, offers resume-then-run instead of a run that would be refused', async () => {
+    const b = backend();
+    b.replay = vi.fn().mockResolvedValueOnce(preview()).mockResolvedValueOnce(preview({ queued: true, run_id: 5 }));
+    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : run({ id: 5 })));
+    const router = new Router(fakeWindow('#/replay?record=a%40b.test') as unknown as Window);
+    const live = {
+      paused: [{ scope: 'global', reason: 'incident', set_by: 'operator:console', set_at_ms: 1 }],
+      refresh: vi.fn(async () => {}),
+    } as unknown as LiveOverview;
+    const root = render(Replay, { backend: b, live, router, pollMs: 60_000 });
+    await settle();
+    expect(byTestId(root, 'replay-run')).toBeNull();
+    byTestId(root, 'replay-resume-run')!.click();
+    await settle();
+    expect(b.resumeOutbound).toHaveBeenCalledWith({ scope: 'global', reason: expect.stringContaining('replay') });
+    expect(b.replay).toHaveBeenNthCalledWith(2, expect.objectContaining({ dry_run: false }));
+    expect(b.replayRun).toHaveBeenCalledWith(5);
+  });
+
   it('previews the selection from the address, is refused while paused, resumes then runs and follows the run', async () => {
     const b = backend();
     b.replay = vi
@@ -98,10 +117,8 @@ describe('Replay screen', () => {
     b.cancelReplay = vi.fn(async () => (engineRun = run({ state: 'cancelled', pending: 0, cancelled: 1 })));
     const win = fakeWindow('#/replay?record=a%40b.test');
     const router = new Router(win as unknown as Window);
-    const live = {
-      paused: [{ scope: 'global', reason: 'incident', set_by: 'operator:console', set_at_ms: 1 }],
-      refresh: vi.fn(async () => {}),
-    } as unknown as LiveOverview;
+    // The live overview has not seen the pause yet: the engine's refusal is what says so.
+    const live = { paused: [], refresh: vi.fn(async () => {}) } as unknown as LiveOverview;
     const root = render(Replay, { backend: b, live, router, pollMs: 60_000 });
     await settle();
     expect(b.replay).toHaveBeenNthCalledWith(1, {
