@@ -2,6 +2,7 @@
 //! cancelling a replay run, listing and exporting the audit log, and the contract in force
 //! with its file re-validated.
 
+use super::dead_letters::csv_cell;
 use super::{Engine, EngineError};
 use crate::api::{
     AuditEntry, AuditFilter, AuditList, ContractField, ContractInfo, ContractIssue, ContractObject, ReplayRun,
@@ -176,27 +177,12 @@ fn contract_object(o: &crate::contract::ObjectMapping) -> ContractObject {
 
 pub const AUDIT_CSV_HEADER: &str = "id,at,record,inbox_id,outbox_id,actor,action,rule,contract_version,detail\n";
 
-/// One CSV field: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-`
-/// or `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
 /// One audit row as a CSV line (time as RFC 3339 UTC).
 pub fn audit_csv_row(e: &AuditEntry) -> String {
     let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_else(|| e.at_ms.to_string());
-    let opt = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
+    let opt = |v: &Option<String>| v.as_deref().map(csv_cell).unwrap_or_default();
     let num = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
     format!(
         "{},{},{},{},{},{},{},{},{},{}\n",
@@ -205,8 +191,8 @@ pub fn audit_csv_row(e: &AuditEntry) -> String {
         opt(&e.record),
         num(e.inbox_id),
         num(e.outbox_id),
-        csv_field(&e.actor),
-        csv_field(&e.action),
+        csv_cell(&e.actor),
+        csv_cell(&e.action),
         opt(&e.rule),
         opt(&e.contract_version),
         opt(&e.detail),
@@ -218,11 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+    fn audit_rows_use_the_one_csv_cell_rule() {
         let e = AuditEntry {
             id: 7,
             at_ms: 0,

@@ -9,11 +9,12 @@ use super::ops::{amount_of, object_of, push_filter};
 use super::{Ledger, Result};
 use crate::api::{DeadLetter, DeadLetterFilter, TimelineEntry};
 
-const COLUMNS: &str = "SELECT d.id, d.entity_key, d.destination, o.op, d.error_class, d.error, d.attempts, \
+/// The columns every dead-letter read selects, in the order [`dead_letter`] reads them.
+pub(super) const COLUMNS: &str = "SELECT d.id, d.entity_key, d.destination, o.op, d.error_class, d.error, d.attempts, \
      o.idempotency_key, d.created_at_ms, d.resolved_at_ms, d.resolution, d.request \
      FROM dead_letters d JOIN outbox o ON o.id = d.outbox_id";
 
-fn dead_letter(r: &SqliteRow) -> Result<DeadLetter> {
+pub(super) fn dead_letter(r: &SqliteRow) -> Result<DeadLetter> {
     let key: String = r.try_get(1)?;
     let request: String = r.try_get(11)?;
     Ok(DeadLetter {

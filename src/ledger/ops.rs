@@ -74,11 +74,7 @@ impl Ledger {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM dead_letters d");
         push_filter(&mut qb, f, now_ms);
         let total: i64 = qb.build_query_scalar().fetch_one(&self.reader).await?;
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT d.id, d.entity_key, d.destination, o.op, d.error_class, d.error, d.attempts, \
-             o.idempotency_key, d.created_at_ms, d.resolved_at_ms, d.resolution, d.request \
-             FROM dead_letters d JOIN outbox o ON o.id = d.outbox_id",
-        );
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(super::dead_letters::COLUMNS);
         push_filter(&mut qb, f, now_ms);
         qb.push(" ORDER BY d.id DESC LIMIT ")
             .push_bind(f.limit.unwrap_or(500).clamp(1, 100_000))
@@ -86,26 +82,8 @@ impl Ledger {
             .push_bind(f.offset.unwrap_or(0).max(0));
         let rows = qb.build().fetch_all(&self.reader).await?;
         let items = rows
-            .into_iter()
-            .map(|r| {
-                let key: String = r.try_get(1)?;
-                let request: String = r.try_get(11)?;
-                Ok(DeadLetter {
-                    id: r.try_get(0)?,
-                    object: object_of(&key),
-                    record: key,
-                    destination: r.try_get(2)?,
-                    op: r.try_get(3)?,
-                    error_class: r.try_get(4)?,
-                    error: r.try_get(5)?,
-                    attempts: r.try_get(6)?,
-                    idempotency_key: r.try_get(7)?,
-                    created_at_ms: r.try_get(8)?,
-                    resolved_at_ms: r.try_get(9)?,
-                    resolution: r.try_get(10)?,
-                    amount_cents: amount_of(&request),
-                })
-            })
+            .iter()
+            .map(super::dead_letters::dead_letter)
             .collect::<Result<Vec<_>>>()?;
         Ok((total, items))
     }
