@@ -316,21 +316,9 @@ async fn reconciliation_and_backfill_run_in_the_background_from_the_console() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_actions_answer_over_http_with_the_engines_errors() {
     let d = demo(FaultProfile::none()).await;
-    let base = format!("http://{}", d.running.addr);
-    let tok = d.running.token.clone();
-    let http = reqwest::Client::new();
     let (crm_id, billing_id) = crate::support::synced_contact(&d, "ops-http@example.test").await;
-    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
-        let mut r = http.request(method, format!("{base}/api/{path}")).bearer_auth(&tok);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let r = r.send().await.expect("send");
-            let code = r.status().as_u16();
-            (code, r.json::<serde_json::Value>().await.expect("json"))
-        }
-    };
+    let api = crate::support::Api::of(&d);
+    let call = |method, path: &str, body| api.call(method, path, body);
     use reqwest::Method;
 
     let (code, t) = call(Method::GET, "record_timeline?query=ops-http%40example.test", None).await;
@@ -437,17 +425,8 @@ async fn replay_runs_the_audit_log_and_the_contract_over_http() {
     let tok = d.running.token.clone();
     let http = reqwest::Client::new();
     let (crm_id, _) = crate::support::synced_contact(&d, "replay-run@example.test").await;
-    let call = |method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
-        let mut r = http.request(method, format!("{base}/api/{path}")).bearer_auth(&tok);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        async move {
-            let r = r.send().await.expect("send");
-            let code = r.status().as_u16();
-            (code, r.json::<serde_json::Value>().await.expect("json"))
-        }
-    };
+    let api = crate::support::Api::of(&d);
+    let call = |method, path: &str, body| api.call(method, path, body);
     use reqwest::Method;
 
     let sel = serde_json::json!({"selector": {"record": crm_id, "dead_letter_ids": []}, "dry_run": false});

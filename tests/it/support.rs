@@ -101,3 +101,43 @@ pub fn applied_writes(sims: &driftless::sim::Simulators) -> (usize, usize) {
         .count();
     (billing, crm)
 }
+
+/// The console API of a running demo over real HTTP, with its launch token: `call` answers the
+/// status code and the JSON body (`{code, message}` for a refusal).
+pub struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn of(d: &Demo) -> Api {
+        Api {
+            base: format!("http://{}", d.running.addr),
+            token: d.running.token.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The request is built at once, so the answer does not borrow `path` (it may be a
+    /// temporary `format!`).
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> impl std::future::Future<Output = (u16, serde_json::Value)> {
+        let mut r = self
+            .http
+            .request(method, format!("{}/api/{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.expect("send");
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    }
+}
