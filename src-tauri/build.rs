@@ -29,6 +29,10 @@ const COMMANDS: &[&str] = &[
     "replay",
     "list_reviews",
     "resolve_review",
+    "reconcile_runs",
+    "reconcile_report",
+    "reconcile_repair",
+    "reconcile_csv",
 ];
 
 fn main() {

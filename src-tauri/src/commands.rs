@@ -8,6 +8,7 @@ use driftless::api::{
     ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use driftless::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
+use driftless::api::{ReconRepairAsk, ReconRunSummary, ReconcileReport};
 use driftless::engine::Engine;
 use tauri::State;
 
@@ -157,4 +158,27 @@ pub async fn audit_csv(engine: State<'_, Engine>, filter: AuditFilter) -> Result
 #[tauri::command]
 pub async fn contract_info(engine: State<'_, Engine>) -> Result<ContractInfo, ApiError> {
     Ok(engine.contract_info())
+}
+
+// ---- The reconciliation screen (issue 7). ----
+
+#[tauri::command]
+pub async fn reconcile_runs(engine: State<'_, Engine>, limit: Option<i64>) -> Result<Vec<ReconRunSummary>, ApiError> {
+    engine.reconcile_runs(limit).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn reconcile_report(engine: State<'_, Engine>, id: i64) -> Result<ReconcileReport, ApiError> {
+    engine.reconcile_report(id).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn reconcile_repair(engine: State<'_, Engine>, req: ReconRepairAsk) -> Result<ReconcileReport, ApiError> {
+    engine.reconcile_repair(&req, BY).await.map_err(ApiError::from)
+}
+
+/// A run's mismatches as CSV text (the window saves it; `serve` streams `/api/reconcile.csv`).
+#[tauri::command]
+pub async fn reconcile_csv(engine: State<'_, Engine>, id: i64) -> Result<String, ApiError> {
+    engine.reconcile_csv(id).await.map_err(ApiError::from)
 }

@@ -109,6 +109,10 @@ fn main() -> ExitCode {
             commands::list_audit,
             commands::audit_csv,
             commands::contract_info,
+            commands::reconcile_runs,
+            commands::reconcile_report,
+            commands::reconcile_repair,
+            commands::reconcile_csv,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

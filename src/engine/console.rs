@@ -178,7 +178,7 @@ pub const AUDIT_CSV_HEADER: &str = "id,at,record,inbox_id,outbox_id,actor,action
 
 /// One CSV field: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-`
 /// or `@` is prefixed with `'` so a spreadsheet does not run it as a formula.
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@']) {
         format!("'{s}")
     } else {

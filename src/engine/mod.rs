@@ -8,7 +8,7 @@ mod echo;
 pub(crate) mod jobs;
 mod metrics;
 mod ops;
-pub use console::{audit_csv_row, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
+pub use console::{audit_csv_row, csv_field, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
 mod overview;
 pub(crate) mod pager;
 pub mod poll;

@@ -9,6 +9,7 @@ import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
 import Audit from './Audit.svelte';
 import Contract from './Contract.svelte';
+import Reconciliation from './Reconciliation.svelte';
 import Records from './Records.svelte';
 import Replay from './Replay.svelte';
 import Review from './Review.svelte';
@@ -29,4 +30,5 @@ export const SCREENS: ScreenDef[] = [
   { id: 'records', label: 'Records', component: Records },
   { id: 'audit', label: 'Audit log', component: Audit },
   { id: 'contract', label: 'Contract', component: Contract },
+  { id: 'reconciliation', label: 'Reconciliation', component: Reconciliation },
 ];

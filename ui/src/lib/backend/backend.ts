@@ -28,6 +28,9 @@ import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { Status } from '../types/Status';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -82,6 +85,15 @@ export interface Backend {
   auditCsv(f: AuditFilter): Promise<string>;
   /** The contract in force, its ownership matrix and the file re-validated now. */
   contractInfo(): Promise<ContractInfo>;
+  // -- The reconciliation screen.
+  /** Finished reconciliation runs with their rates, newest first (limit 1 to 500; 100). */
+  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]>;
+  /** One run's report: mismatches with both values, by field and by rule. */
+  reconcileReport(id: number): Promise<ReconcileReport>;
+  /** Preview (dry run) or queue the repair of the latest finished run's records, or send them to review. */
+  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport>;
+  /** A run's mismatches as CSV text. */
+  reconcileCsv(id: number): Promise<string>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

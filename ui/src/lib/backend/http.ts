@@ -28,6 +28,9 @@ import type { MigrationMode } from '../types/MigrationMode';
 import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -279,6 +282,34 @@ export class HttpBackend implements Backend {
 
   contractInfo(): Promise<ContractInfo> {
     return this.request('GET', '/api/contract_info');
+  }
+
+  // -- The reconciliation screen.
+  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]> {
+    return this.request('GET', `/api/reconcile_runs${limit === null ? '' : `?limit=${limit}`}`);
+  }
+
+  reconcileReport(id: number): Promise<ReconcileReport> {
+    return this.request('GET', `/api/reconcile_report?id=${id}`);
+  }
+
+  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport> {
+    return this.request('POST', '/api/reconcile_repair', req);
+  }
+
+  async reconcileCsv(id: number): Promise<string> {
+    const headers: Record<string, string> = { Accept: 'text/csv' };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let res: Response;
+    let text: string;
+    try {
+      res = await this.fetchFn(`${this.base}/api/reconcile.csv?id=${id}`, { method: 'GET', headers, cache: 'no-store', credentials: 'omit' });
+      text = await res.text();
+    } catch (e) {
+      throw new ApiFailure({ code: CLIENT_CODES.unreachable, message: toApiError(e).message });
+    }
+    if (!res.ok) throw new ApiFailure(errorFromResponse(res.status, res.statusText, text));
+    return text;
   }
 
   streamUrl(): string {

@@ -9,6 +9,9 @@ import type { PauseFlag } from '../types/PauseFlag';
 import type { AuditList } from '../types/AuditList';
 import type { ContractInfo } from '../types/ContractInfo';
 import type { ReplayRun } from '../types/ReplayRun';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
 
 export function makeOverview(
   over: { paused?: PauseFlag[]; events_total?: number; at?: number; alerts?: Alert[] } = {},
@@ -64,7 +67,7 @@ export function stubRuns() {
     reconciliationState: vi.fn(async () => makeReconciliationState()),
     startReconcile: vi.fn(async () => makeReconciliationState({ running: true })),
     cancelReconcile: vi.fn(async () => makeReconciliationState()),
-    backfillState: vi.fn(async () => ({ run: null, pages_left: null, eta_ms: null, eta_covers: null, job_running: false, last_error: null })),
+    backfillState: vi.fn(async () => ({ run: null, pages_left: null, eta_ms: null, eta_covers: null, records_to_sync: null, job_running: false, last_error: null })),
     startBackfill: vi.fn(),
     cancelBackfill: vi.fn(),
     migrationStatus: vi.fn(async () => null),
@@ -83,5 +86,10 @@ export function stubRuns() {
     listAudit: vi.fn(async (): Promise<AuditList> => ({ total: 0, items: [], record: null })),
     auditCsv: vi.fn(async (): Promise<string> => ''),
     contractInfo: vi.fn<() => Promise<ContractInfo>>(),
+    // The reconciliation screen.
+    reconcileRuns: vi.fn(async (_limit: number | null): Promise<ReconRunSummary[]> => []),
+    reconcileReport: vi.fn<(id: number) => Promise<ReconcileReport>>(),
+    reconcileRepair: vi.fn<(req: ReconRepairAsk) => Promise<ReconcileReport>>(),
+    reconcileCsv: vi.fn(async (_id: number): Promise<string> => ''),
   };
 }
