@@ -36,6 +36,10 @@ const COMMANDS: &[&str] = &[
     "contract_info",
     "dead_letter_detail",
     "export_dead_letters",
+    "reconcile_runs",
+    "reconcile_report",
+    "reconcile_repair",
+    "reconcile_csv",
 ];
 
 fn main() {

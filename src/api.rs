@@ -983,3 +983,40 @@ pub struct DeadLetterDetail {
 pub struct DeadLetterRef {
     pub id: i64,
 }
+
+// ---- Reconciliation screen (issue 7): finished runs, one run's report, repair of a run. ----
+
+/// A finished reconciliation run, as the console's run list shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconRunSummary {
+    pub id: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub window_days: i64,
+    /// `cli`, `console` or `schedule`.
+    pub trigger: String,
+    pub compared: i64,
+    /// Distinct records with a field or rule mismatch.
+    pub mismatched: i64,
+    /// `mismatched / compared` (0 when nothing was compared).
+    pub mismatch_rate: f64,
+    pub duration_ms: Option<i64>,
+}
+
+/// Repair (or preview the repair of) records a finished run found mismatched, without
+/// comparing again. Only the latest finished run may be acted on.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ReconRepairAsk {
+    pub run_id: i64,
+    /// `["all"]`, record keys or CRM ids of the run's mismatched records.
+    #[serde(default)]
+    pub records: Vec<String>,
+    /// Records (keys or CRM ids) to send to the review queue instead (ignored by the dry run).
+    #[serde(default)]
+    pub review: Vec<String>,
+    /// Preview the writes without queueing them.
+    #[serde(default)]
+    pub dry_run: bool,
+}

@@ -25,6 +25,7 @@ use crate::api::{
 };
 use crate::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
 use crate::api::{DeadLetterDetail, DeadLetterRef};
+use crate::api::{ReconRepairAsk, ReconRunSummary};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
 
@@ -117,7 +118,11 @@ pub fn new_token() -> String {
         audit_csv,
         contract_info,
         dead_letter_detail,
-        export_dead_letters
+        export_dead_letters,
+        reconcile_runs,
+        reconcile_report,
+        reconcile_repair,
+        reconcile_csv
     ),
     components(schemas(
         Status,
@@ -148,7 +153,9 @@ pub fn new_token() -> String {
         AuditFilter,
         AuditList,
         ContractInfo,
-        DeadLetterDetail
+        DeadLetterDetail,
+        ReconRunSummary,
+        ReconRepairAsk
     ))
 )]
 pub struct ApiDoc;
@@ -188,6 +195,10 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/contract_info", get(contract_info))
         .route("/api/dead_letter_detail", get(dead_letter_detail))
         .route("/api/export_dead_letters", get(export_dead_letters))
+        .route("/api/reconcile_runs", get(reconcile_runs))
+        .route("/api/reconcile_report", get(reconcile_report))
+        .route("/api/reconcile_repair", post(reconcile_repair))
+        .route("/api/reconcile.csv", get(reconcile_csv))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -599,6 +610,93 @@ async fn contract_info(State(st): State<AppState>) -> Json<ContractInfo> {
     Json(st.engine.contract_info())
 }
 
+// ---- The reconciliation screen (issue 7). ----
+
+#[derive(Debug, serde::Deserialize)]
+struct LimitQuery {
+    limit: Option<i64>,
+}
+
+/// Finished reconciliation runs with their rates, newest first (`limit` 1 to 500, default 100).
+#[utoipa::path(get, path = "/api/reconcile_runs", params(("limit" = Option<i64>, Query, description = "at most this many runs (1 to 500; 100)")), responses((status = 200, body = Vec<ReconRunSummary>), (status = 400, body = ApiError)))]
+async fn reconcile_runs(
+    State(st): State<AppState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Vec<ReconRunSummary>>, HttpError> {
+    Ok(Json(st.engine.reconcile_runs(q.limit).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct IdQuery {
+    id: i64,
+}
+
+/// One reconciliation run's report: its mismatches by field and by rule.
+#[utoipa::path(get, path = "/api/reconcile_report", params(("id" = i64, Query, description = "reconciliation run id")), responses((status = 200, body = ReconcileReport), (status = 404, body = ApiError)))]
+async fn reconcile_report(
+    State(st): State<AppState>,
+    Query(q): Query<IdQuery>,
+) -> Result<Json<ReconcileReport>, HttpError> {
+    Ok(Json(st.engine.reconcile_report(q.id).await?))
+}
+
+/// Preview (dry run) or queue the repair of the latest finished run's mismatched records, or
+/// send them to review; an older run is refused (400), a run going on too (409 `busy`).
+#[utoipa::path(post, path = "/api/reconcile_repair", request_body = ReconRepairAsk, responses((status = 200, body = ReconcileReport), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn reconcile_repair(
+    State(st): State<AppState>,
+    Json(a): Json<ReconRepairAsk>,
+) -> Result<Json<ReconcileReport>, HttpError> {
+    Ok(Json(st.engine.reconcile_repair(&a, BY).await?))
+}
+
+/// A run's mismatches as CSV, streamed page by page.
+#[utoipa::path(get, path = "/api/reconcile.csv", params(("id" = i64, Query, description = "reconciliation run id")), responses((status = 200, description = "text/csv"), (status = 404, body = ApiError)))]
+async fn reconcile_csv(State(st): State<AppState>, Query(q): Query<IdQuery>) -> Result<Response, HttpError> {
+    // The first page is read before answering, so an unknown run is a proper error.
+    let first = st.engine.reconcile_csv_page(q.id, 0).await?;
+    let engine = st.engine.clone();
+    let run = q.id;
+    let head =
+        futures_util::stream::once(async { Ok::<_, Infallible>(Bytes::from(crate::reconcile::RECON_CSV_HEADER)) });
+    let pages = futures_util::stream::unfold(Some(first), move |state| {
+        let engine = engine.clone();
+        async move {
+            let (mut chunk, next) = state?;
+            let following = match next {
+                Some(after) => match engine.reconcile_csv_page(run, after).await {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        // Headers are gone: say so in the file rather than end it silently.
+                        chunk.push_str(&format!("# export stopped: {e}\n"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            if chunk.is_empty() && following.is_none() {
+                return None;
+            }
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), following))
+        }
+    });
+    use futures_util::StreamExt;
+    let body = axum::body::Body::from_stream(head.chain(pages));
+    let name = format!("attachment; filename=\"driftless-reconciliation-{run}.csv\"");
+    let disposition = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 /// Server-sent events: `overview` (an `Overview`) once a second; `error` (an `ApiError`) when
 /// the engine cannot answer.
 #[utoipa::path(get, path = "/api/stream", responses((status = 200, description = "text/event-stream of `overview` events")))]
@@ -699,6 +797,10 @@ mod tests {
             "/api/contract_info",
             "/api/dead_letter_detail",
             "/api/export_dead_letters",
+            "/api/reconcile_runs",
+            "/api/reconcile_report",
+            "/api/reconcile_repair",
+            "/api/reconcile.csv",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

@@ -8,6 +8,7 @@ use driftless::api::{
     ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use driftless::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
+use driftless::api::{ReconRepairAsk, ReconRunSummary, ReconcileReport};
 use driftless::engine::Engine;
 use tauri::State;
 
@@ -173,4 +174,27 @@ pub async fn dead_letter_detail(
 #[tauri::command]
 pub async fn export_dead_letters(engine: State<'_, Engine>, req: DeadLetterFilter) -> Result<String, ApiError> {
     engine.dead_letters_csv(&req).await.map_err(ApiError::from)
+}
+
+// ---- The reconciliation screen (issue 7). ----
+
+#[tauri::command]
+pub async fn reconcile_runs(engine: State<'_, Engine>, limit: Option<i64>) -> Result<Vec<ReconRunSummary>, ApiError> {
+    engine.reconcile_runs(limit).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn reconcile_report(engine: State<'_, Engine>, id: i64) -> Result<ReconcileReport, ApiError> {
+    engine.reconcile_report(id).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn reconcile_repair(engine: State<'_, Engine>, req: ReconRepairAsk) -> Result<ReconcileReport, ApiError> {
+    engine.reconcile_repair(&req, BY).await.map_err(ApiError::from)
+}
+
+/// A run's mismatches as CSV text (the window saves it; `serve` streams `/api/reconcile.csv`).
+#[tauri::command]
+pub async fn reconcile_csv(engine: State<'_, Engine>, id: i64) -> Result<String, ApiError> {
+    engine.reconcile_csv(id).await.map_err(ApiError::from)
 }

@@ -111,6 +111,10 @@ fn main() -> ExitCode {
             commands::contract_info,
             commands::dead_letter_detail,
             commands::export_dead_letters,
+            commands::reconcile_runs,
+            commands::reconcile_report,
+            commands::reconcile_repair,
+            commands::reconcile_csv,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

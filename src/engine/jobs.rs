@@ -118,6 +118,15 @@ impl Engine {
             engine.inner.jobs.reconcile_cancel.store(false, Ordering::SeqCst);
         });
         self.inner.push_task(h);
+        // The run row exists once the task has started (or resumed) it; wait briefly so the
+        // answer shows it and a cancel right after is noted on it.
+        for _ in 0..50 {
+            let st = self.reconciliation_state().await?;
+            if st.current.is_some() || !st.running {
+                return Ok(st);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         self.reconciliation_state().await
     }
 

@@ -10,6 +10,7 @@ pub(crate) mod jobs;
 mod metrics;
 mod ops;
 pub use console::{audit_csv_row, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
+pub use dead_letters::csv_cell;
 mod overview;
 pub(crate) mod pager;
 pub mod poll;

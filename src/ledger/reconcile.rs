@@ -377,6 +377,50 @@ impl Ledger {
             .collect()
     }
 
+    /// Finished runs, newest first (at most `limit`).
+    pub async fn recon_finished_runs(&self, limit: i64) -> Result<Vec<ReconRunRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM recon_runs WHERE state = 'finished' ORDER BY id DESC LIMIT ?1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_of).collect()
+    }
+
+    /// One page of a run's mismatches in the order found, after mismatch id `after` (for
+    /// exports that stream): (mismatch id, row).
+    pub async fn recon_mismatch_page(&self, run_id: i64, after: i64, limit: i64) -> Result<Vec<(i64, MismatchRow)>> {
+        let rows = sqlx::query(
+            "SELECT entity_key, kind, name, crm_value, billing_value, owner, detail, first_seen_ms, id \
+             FROM recon_mismatches WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(8)?,
+                    MismatchRow {
+                        m: NewMismatch {
+                            entity_key: r.try_get(0)?,
+                            kind: r.try_get(1)?,
+                            name: r.try_get(2)?,
+                            crm_value: r.try_get(3)?,
+                            billing_value: r.try_get(4)?,
+                            owner: r.try_get(5)?,
+                            detail: r.try_get(6)?,
+                        },
+                        first_seen_ms: r.try_get(7)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Inbound events from `source` about this record ever recorded (any state).
     pub async fn deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
         Ok(

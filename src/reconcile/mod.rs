@@ -41,7 +41,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 pub use crate::api::ReconcileReport;
-use crate::api::ReplayPreview;
+use crate::api::{ReconRepairAsk, ReconRunSummary, ReplayPreview};
 use crate::connectors::RemoteRecord;
 use crate::contract::schedule::Schedule;
 use crate::contract::{BillingObject, CrmObject, IngestMode, ObjectMapping, Owner, Side};
@@ -455,89 +455,228 @@ impl Engine {
         let mut report = self.report(run, resumed, complete, gaps_resolved).await?;
 
         if complete {
-            let mismatched: BTreeSet<String> = report
-                .mismatches
-                .iter()
-                .filter(|m| m.m.kind != "missed_event")
-                .map(|m| m.m.entity_key.clone())
-                .collect();
-            let selected = match &req.repair {
-                Repair::None if req.dry_run => Some(mismatched.iter().cloned().collect::<Vec<_>>()),
-                Repair::None => None,
-                Repair::All => Some(mismatched.iter().cloned().collect()),
-                Repair::Records(rs) => Some(self.resolve_keys(rs, &mismatched)?),
-            };
-            // A billing-only customer the ledger never heard of has no cause a replay could
-            // plan from, and the engine creates no CRM record: a person decides (review).
-            let crm_missing: BTreeSet<String> = report
-                .mismatches
-                .iter()
-                .filter(|m| m.m.name == rules::MISSING_CRM_COUNTERPART)
-                .map(|m| m.m.entity_key.clone())
-                .collect();
-            let mut to_review: Vec<String> = Vec::new();
-            if let Some(keys) = selected {
-                let mut replay = Vec::new();
-                for k in keys {
-                    if crm_missing.contains(&k) && ledger.last_cause(&k).await?.is_none() {
-                        to_review.push(k);
-                    } else {
-                        replay.push(k);
-                    }
-                }
-                let mut preview = if req.dry_run {
-                    self.preview_repair(&replay).await?
-                } else {
-                    self.deliver_unseen(&replay).await?;
-                    self.replay_keys(&replay, false, by, "reconcile repair", &BTreeMap::new())
-                        .await?
-                };
-                for k in &to_review {
-                    preview.records += 1;
-                    preview.conflicts += 1;
-                    if preview.samples.iter().filter(|w| w.kind == "conflict").count() >= 5 {
-                        continue;
-                    }
-                    preview.samples.push(crate::api::ReplayWrite {
-                        record: k.clone(),
-                        kind: "conflict".into(),
-                        destination: None,
-                        values: Some("no CRM counterpart and no event to replay: sent to review".into()),
-                        rules: vec![rules::MISSING_CRM_COUNTERPART.into()],
-                        idempotency_key: None,
-                        key_used_by: None,
-                    });
-                }
-                report.repair = Some(preview);
-            }
-            if !req.dry_run {
-                to_review.extend(self.resolve_keys(&req.review, &mismatched)?);
-                to_review.sort();
-                to_review.dedup();
-            }
-            if !to_review.is_empty() && !req.dry_run {
-                let items: Vec<_> = to_review
-                    .iter()
-                    .map(|k| {
-                        let found: Vec<_> = report.mismatches.iter().filter(|m| &m.m.entity_key == k).collect();
-                        let reason = format!(
-                            "reconciliation run {run_id}: {}",
-                            found.iter().map(|m| m.m.name.as_str()).collect::<Vec<_>>().join(", ")
-                        );
-                        let fields = serde_json::Value::Array(
-                            found
-                                .iter()
-                                .filter(|m| m.m.kind == "field")
-                                .map(|m| serde_json::json!({"field": m.m.name, "crm": m.m.crm_value, "billing": m.m.billing_value, "owner": m.m.owner}))
-                                .collect(),
-                        );
-                        (k.clone(), reason, fields)
-                    })
-                    .collect();
-                report.sent_to_review = ledger.send_to_review(&items, by, inner.now_ms()).await?;
-            }
+            self.act_on_findings(&mut report, req.dry_run, &req.repair, &req.review, by)
+                .await?;
         }
         Ok(report)
+    }
+
+    /// What a finished run's findings lead to, once compared: the repair of the selected
+    /// records (`repair`; every mismatched record for a dry run that selects none) — records
+    /// never delivered get their snapshot event first, then replay queues them (or, dry run,
+    /// previews their writes) — and the review queue for `review` and for billing-only
+    /// customers the ledger never heard of. The one place this happens, for the CLI's
+    /// `reconcile --repair` and the console's repair of the latest run.
+    async fn act_on_findings(
+        &self,
+        report: &mut ReconcileReport,
+        dry_run: bool,
+        repair: &Repair,
+        review: &[String],
+        by: &str,
+    ) -> Result<(), EngineError> {
+        let run_id = report.run.id;
+        let mismatched: BTreeSet<String> = report
+            .mismatches
+            .iter()
+            .filter(|m| m.m.kind != "missed_event")
+            .map(|m| m.m.entity_key.clone())
+            .collect();
+        let selected = match repair {
+            Repair::None if dry_run => Some(mismatched.iter().cloned().collect::<Vec<_>>()),
+            Repair::None => None,
+            Repair::All => Some(mismatched.iter().cloned().collect()),
+            Repair::Records(rs) => Some(self.resolve_keys(rs, &mismatched)?),
+        };
+        // A billing-only customer the ledger never heard of has no cause a replay could
+        // plan from, and the engine creates no CRM record: a person decides (review).
+        let crm_missing: BTreeSet<String> = report
+            .mismatches
+            .iter()
+            .filter(|m| m.m.name == rules::MISSING_CRM_COUNTERPART)
+            .map(|m| m.m.entity_key.clone())
+            .collect();
+        let mut to_review: Vec<String> = Vec::new();
+        if let Some(keys) = selected {
+            let mut replay = Vec::new();
+            for k in keys {
+                if crm_missing.contains(&k) && self.inner.ledger.last_cause(&k).await?.is_none() {
+                    to_review.push(k);
+                } else {
+                    replay.push(k);
+                }
+            }
+            let mut preview = if dry_run {
+                self.preview_repair(&replay).await?
+            } else {
+                self.deliver_unseen(&replay).await?;
+                self.replay_keys(&replay, false, by, "reconcile repair", &BTreeMap::new())
+                    .await?
+            };
+            for k in &to_review {
+                preview.records += 1;
+                preview.conflicts += 1;
+                if preview.samples.iter().filter(|w| w.kind == "conflict").count() >= 5 {
+                    continue;
+                }
+                preview.samples.push(crate::api::ReplayWrite {
+                    record: k.clone(),
+                    kind: "conflict".into(),
+                    destination: None,
+                    values: Some("no CRM counterpart and no event to replay: sent to review".into()),
+                    rules: vec![rules::MISSING_CRM_COUNTERPART.into()],
+                    idempotency_key: None,
+                    key_used_by: None,
+                });
+            }
+            report.repair = Some(preview);
+        }
+        if !dry_run {
+            to_review.extend(self.resolve_keys(review, &mismatched)?);
+            to_review.sort();
+            to_review.dedup();
+        }
+        if !to_review.is_empty() && !dry_run {
+            let items: Vec<_> = to_review
+                .iter()
+                .map(|k| {
+                    let found: Vec<_> = report.mismatches.iter().filter(|m| &m.m.entity_key == k).collect();
+                    let reason = format!(
+                        "reconciliation run {run_id}: {}",
+                        found.iter().map(|m| m.m.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                    let fields = serde_json::Value::Array(
+                        found
+                            .iter()
+                            .filter(|m| m.m.kind == "field")
+                            .map(|m| serde_json::json!({"field": m.m.name, "crm": m.m.crm_value, "billing": m.m.billing_value, "owner": m.m.owner}))
+                            .collect(),
+                    );
+                    (k.clone(), reason, fields)
+                })
+                .collect();
+            report.sent_to_review = self
+                .inner
+                .ledger
+                .send_to_review(&items, by, self.inner.now_ms())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Finished runs, newest first: at most `limit` (1 to 500; 100 when absent).
+    pub async fn reconcile_runs(&self, limit: Option<i64>) -> Result<Vec<ReconRunSummary>, EngineError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(EngineError::BadRequest(format!("limit must be 1 to 500, not {limit}")));
+        }
+        let runs = self.inner.ledger.recon_finished_runs(limit).await?;
+        Ok(runs
+            .into_iter()
+            .map(|r| {
+                let s = r.summary();
+                ReconRunSummary {
+                    id: r.id,
+                    started_at_ms: r.started_at_ms,
+                    finished_at_ms: s.finished_at_ms,
+                    window_days: r.window_days,
+                    trigger: r.trigger,
+                    compared: s.compared,
+                    mismatched: s.mismatched,
+                    mismatch_rate: s.mismatch_rate,
+                    duration_ms: r.duration_ms,
+                }
+            })
+            .collect())
+    }
+
+    /// One run's report: its mismatches with both values, owner and first seen, by field and
+    /// by rule.
+    pub async fn reconcile_report(&self, run_id: i64) -> Result<ReconcileReport, EngineError> {
+        let run = self
+            .inner
+            .ledger
+            .recon_run(run_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("reconciliation run {run_id}")))?;
+        let complete = run.state == "finished";
+        self.report(run, false, complete, Vec::new()).await
+    }
+
+    /// Repair (or, dry run, preview the repair of) records a finished run found mismatched,
+    /// or send them to review, without comparing again ([`Self::act_on_findings`]). Only the
+    /// latest finished run: an older run's findings may be stale. Refused with `busy` while a
+    /// run is going on in this process (its findings are about to replace these).
+    pub async fn reconcile_repair(&self, ask: &ReconRepairAsk, by: &str) -> Result<ReconcileReport, EngineError> {
+        let Ok(_one) = ONE_RUN.try_lock() else {
+            return Err(EngineError::Busy(
+                "a reconciliation is running; repair from its findings once it finishes".into(),
+            ));
+        };
+        let latest = self.inner.ledger.recon_last_finished().await?;
+        let run = match latest {
+            Some(r) if r.id == ask.run_id => r,
+            Some(r) => {
+                return Err(EngineError::BadRequest(format!(
+                    "run {} is not the latest finished reconciliation (run {} is): its findings may be \
+                     stale; repair from run {}",
+                    ask.run_id, r.id, r.id
+                )))
+            }
+            None => {
+                return Err(EngineError::BadRequest(format!(
+                    "run {} is not a finished reconciliation; run one first",
+                    ask.run_id
+                )))
+            }
+        };
+        if !ask.dry_run && ask.records.is_empty() && ask.review.is_empty() {
+            return Err(EngineError::BadRequest(
+                "choose the records to repair (or `all`) or to send to review".into(),
+            ));
+        }
+        let mut report = self.report(run, false, true, Vec::new()).await?;
+        let repair = Repair::from_args(&ask.records);
+        self.act_on_findings(&mut report, ask.dry_run, &repair, &ask.review, by)
+            .await?;
+        Ok(report)
+    }
+
+    /// One page of a run's mismatches as CSV lines after mismatch id `after` (the id to
+    /// continue after, `None` when this was the last page). Unknown run: `not_found`.
+    pub async fn reconcile_csv_page(&self, run_id: i64, after: i64) -> Result<(String, Option<i64>), EngineError> {
+        if after == 0 && self.inner.ledger.recon_run(run_id).await?.is_none() {
+            return Err(EngineError::NotFound(format!("reconciliation run {run_id}")));
+        }
+        let page = self
+            .inner
+            .ledger
+            .recon_mismatch_page(run_id, after, RECON_CSV_PAGE)
+            .await?;
+        let mut out = String::new();
+        for (_, m) in &page {
+            out.push_str(&recon_csv_row(run_id, m));
+        }
+        let next = match page.last() {
+            Some((id, _)) if page.len() as i64 == RECON_CSV_PAGE => Some(*id),
+            _ => None,
+        };
+        Ok((out, next))
+    }
+
+    /// A run's mismatches as CSV (the desktop app's export; `serve` streams the same lines).
+    pub async fn reconcile_csv(&self, run_id: i64) -> Result<String, EngineError> {
+        let mut out = String::from(RECON_CSV_HEADER);
+        let mut after = 0;
+        loop {
+            let (chunk, next) = self.reconcile_csv_page(run_id, after).await?;
+            out.push_str(&chunk);
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The dry run of a repair: the planned writes of these records, as the repair will plan
@@ -868,6 +1007,31 @@ impl Engine {
         }
         Ok(Some(bid))
     }
+}
+
+/// Columns of a run's mismatch export.
+pub const RECON_CSV_HEADER: &str = "run,record,kind,name,crm_value,billing_value,owner,first_seen,detail\n";
+/// Mismatches per page of the export.
+pub const RECON_CSV_PAGE: i64 = 500;
+
+/// One mismatch as a CSV line (first seen as RFC 3339 UTC; fields quoted and formulas
+/// defused as in the audit export).
+pub fn recon_csv_row(run_id: i64, m: &crate::api::MismatchRow) -> String {
+    let f = crate::engine::csv_cell;
+    let opt = |v: &Option<String>| v.as_deref().map(f).unwrap_or_default();
+    let seen = chrono::DateTime::from_timestamp_millis(m.first_seen_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| m.first_seen_ms.to_string());
+    format!(
+        "{run_id},{},{},{},{},{},{},{seen},{}\n",
+        f(&m.m.entity_key),
+        f(&m.m.kind),
+        f(&m.m.name),
+        opt(&m.m.crm_value),
+        opt(&m.m.billing_value),
+        opt(&m.m.owner),
+        opt(&m.m.detail),
+    )
 }
 
 /// The cursor or watermark that should have carried a change from `side`.

@@ -636,3 +636,196 @@ async fn dead_letter_detail_and_csv_export_over_http() {
     assert_eq!(r.status(), 401);
     d.running.shutdown().await;
 }
+
+/// The reconciliation screen's API: finished runs with their rates (newest first), one run's
+/// report, its CSV, the repair of the latest run in two steps (preview writes nothing, repair
+/// fixes the systems: the next run is clean) and an older run's repair refused as stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_runs_reports_csv_and_repair_of_the_latest_run_over_http() {
+    let d = demo(FaultProfile::none()).await;
+    let base = format!("http://{}", d.running.addr);
+    let tok = d.running.token.clone();
+    let http = reqwest::Client::new();
+    let sims = d.running.sims.clone().expect("sims");
+    let mut pairs = Vec::new();
+    for i in 0..3 {
+        pairs.push(crate::support::synced_contact(&d, &format!("rs{i}@example.test")).await);
+    }
+    assert!(driftless::drill::wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}/api/{path}"))
+            .bearer_auth(&tok)
+            .json(&body)
+            .send()
+    };
+    let get = |path: String| http.get(format!("{base}/api/{path}")).bearer_auth(&tok).send();
+    let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
+    let run_to_end = |n: usize| {
+        let post = &post;
+        let get = &get;
+        async move {
+            let r = post("start_reconcile", serde_json::json!({})).await.expect("send");
+            assert_eq!(r.status(), 200);
+            eventually(60, "the run finished", || async move {
+                let v: serde_json::Value = get("reconcile_runs".into()).await.ok()?.json().await.ok()?;
+                (v.as_array()?.len() == n).then_some(v)
+            })
+            .await
+        }
+    };
+
+    let runs = run_to_end(1).await;
+    let clean_id = runs[0]["id"].as_i64().expect("id");
+    assert_eq!(runs[0]["mismatched"], 0, "{runs}");
+
+    // Drift behind the engine's back: a CRM-owned field edited in the CRM, another edited in
+    // billing, no webhook delivered.
+    sims.crm.suppress_webhooks(true);
+    sims.billing.suppress_webhooks(true);
+    sims.crm
+        .edit_contact(&pairs[0].0, &[("lifecyclestage", "opportunity")])
+        .expect("edit");
+    sims.billing
+        .edit_customer(&pairs[1].1, Some("changed-in-billing@example.test"), &[])
+        .expect("edit");
+    let runs = run_to_end(2).await;
+    let id = runs[0]["id"].as_i64().expect("id");
+    assert!(id > clean_id, "newest first: {runs}");
+    assert_eq!(runs[1]["id"], clean_id);
+    assert_eq!(runs[0]["compared"], 3, "{runs}");
+    assert_eq!(runs[0]["mismatched"], 2, "{runs}");
+    assert!((runs[0]["mismatch_rate"].as_f64().expect("rate") - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(runs[0]["trigger"], "console");
+    let one: serde_json::Value = json(get("reconcile_runs?limit=1".into()).await.expect("send")).await;
+    assert_eq!(one.as_array().map(Vec::len), Some(1));
+    assert_eq!(get("reconcile_runs?limit=0".into()).await.expect("send").status(), 400);
+
+    let report = json(get(format!("reconcile_report?id={id}")).await.expect("send")).await;
+    assert_eq!(report["by_field"]["lifecycle_stage"], 1, "{report}");
+    assert_eq!(report["by_field"]["email"], 1, "{report}");
+    let email = report["mismatches"]
+        .as_array()
+        .expect("mismatches")
+        .iter()
+        .find(|m| m["kind"] == "field" && m["name"] == "email")
+        .cloned()
+        .expect("the email mismatch");
+    assert_eq!(email["entity_key"], format!("customer:crm:{}", pairs[1].0));
+    assert_eq!(email["crm_value"], "rs1@example.test");
+    assert_eq!(email["billing_value"], "changed-in-billing@example.test");
+    assert_eq!(email["owner"], "crm");
+    assert!(email["first_seen_ms"].as_i64().is_some());
+    assert_eq!(
+        get("reconcile_report?id=999999".into()).await.expect("send").status(),
+        404
+    );
+
+    // The CSV: a header and one line per mismatch, the same as the report.
+    let r = get(format!("reconcile.csv?id={id}")).await.expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/csv"));
+    let csv = r.text().await.expect("text");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "run,record,kind,name,crm_value,billing_value,owner,first_seen,detail"
+    );
+    assert_eq!(
+        lines.len() - 1,
+        report["mismatches"].as_array().map_or(0, Vec::len),
+        "{csv}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "customer:crm:{},field,email,rs1@example.test,changed-in-billing@example.test,crm",
+            pairs[1].0
+        ))),
+        "{csv}"
+    );
+    assert_eq!(get("reconcile.csv?id=999999".into()).await.expect("send").status(), 404);
+
+    // An older run's findings may be stale: refused, naming the latest.
+    let r = post(
+        "reconcile_repair",
+        serde_json::json!({"run_id": clean_id, "records": ["all"], "dry_run": true}),
+    )
+    .await
+    .expect("send");
+    assert_eq!(r.status(), 400);
+    let err = json(r).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not the latest") && m.contains(&id.to_string())),
+        "{err}"
+    );
+    let r = post("reconcile_repair", serde_json::json!({"run_id": id, "records": []}))
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400, "a repair names its records");
+
+    // Preview: the writes, nothing written.
+    let billing_writes = || sims.billing.request_log().iter().filter(|r| r.mutating).count();
+    let before = billing_writes();
+    let runs_before = runs.as_array().map_or(0, Vec::len);
+    let dry = json(
+        post(
+            "reconcile_repair",
+            serde_json::json!({"run_id": id, "records": ["all"], "dry_run": true}),
+        )
+        .await
+        .expect("send"),
+    )
+    .await;
+    let p = &dry["repair"];
+    assert_eq!(p["queued"], false, "{dry}");
+    assert_eq!(p["records"], 2, "{dry}");
+    assert!(p["updates"].as_i64().unwrap_or(0) >= 2, "{dry}");
+    assert_eq!(billing_writes(), before, "the preview wrote nothing");
+    let email_now = |bid: &str| {
+        sims.billing
+            .customers()
+            .iter()
+            .find(|c| c["id"] == bid)
+            .and_then(|c| c["email"].as_str().map(str::to_string))
+    };
+    assert_eq!(
+        email_now(&pairs[1].1).as_deref(),
+        Some("changed-in-billing@example.test")
+    );
+
+    // Repair: queued through replay; billing shows the owner's value again.
+    sims.crm.suppress_webhooks(false);
+    sims.billing.suppress_webhooks(false);
+    let done = json(
+        post(
+            "reconcile_repair",
+            serde_json::json!({"run_id": id, "records": ["all"]}),
+        )
+        .await
+        .expect("send"),
+    )
+    .await;
+    assert_eq!(done["repair"]["queued"], true, "{done}");
+    assert!(done["repair"]["run_id"].as_i64().is_some(), "{done}");
+    eventually(30, "the billing email repaired", || {
+        let e = email_now(&pairs[1].1);
+        async move { (e.as_deref() == Some("rs1@example.test")).then_some(()) }
+    })
+    .await;
+    assert!(driftless::drill::wait_quiescent(&d.running, Duration::from_secs(30)).await);
+    assert_eq!(
+        json(get("reconcile_runs".into()).await.expect("send"))
+            .await
+            .as_array()
+            .map(Vec::len),
+        Some(runs_before),
+        "repair compared nothing again: no new run"
+    );
+    let runs = run_to_end(3).await;
+    assert_eq!(runs[0]["mismatched"], 0, "the next run is clean: {runs}");
+    d.running.shutdown().await;
+}

@@ -42,3 +42,20 @@ export function firstPoint(series: Series[]): number | null {
 }
 
 export const PALETTE = ['#2563eb', '#d97706', '#7c3aed', '#0d9488'];
+
+/** The x range (seconds) covering every point, padded by 2% (at least a minute) each side. */
+export function fitWindow(series: Series[]): [number, number] {
+  let lo: number | null = null;
+  let hi: number | null = null;
+  for (const s of series)
+    for (const p of s.points) {
+      if (lo === null || p.t_ms < lo) lo = p.t_ms;
+      if (hi === null || p.t_ms > hi) hi = p.t_ms;
+    }
+  if (lo === null || hi === null) {
+    const now = Math.ceil(Date.now() / 60_000) * 60;
+    return [now - 3600, now];
+  }
+  const pad = Math.max(60, (hi - lo) / 1000 / 50);
+  return [lo / 1000 - pad, hi / 1000 + pad];
+}

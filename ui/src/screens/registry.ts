@@ -10,6 +10,7 @@ import type { Router } from '../lib/router.svelte';
 import Audit from './Audit.svelte';
 import Contract from './Contract.svelte';
 import DeadLetters from './DeadLetters.svelte';
+import Reconciliation from './Reconciliation.svelte';
 import Records from './Records.svelte';
 import Replay from './Replay.svelte';
 import Review from './Review.svelte';
@@ -28,6 +29,7 @@ export const SCREENS: ScreenDef[] = [
   { id: 'dead-letters', label: 'Dead letters', component: DeadLetters },
   { id: 'review', label: 'Review', component: Review },
   { id: 'replay', label: 'Replay', component: Replay },
+  { id: 'reconciliation', label: 'Reconciliation', component: Reconciliation },
   { id: 'records', label: 'Records', component: Records },
   { id: 'audit', label: 'Audit log', component: Audit },
   { id: 'contract', label: 'Contract', component: Contract },

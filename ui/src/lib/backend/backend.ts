@@ -29,6 +29,9 @@ import type { ReconciliationState } from '../types/ReconciliationState';
 import type { Status } from '../types/Status';
 import type { ValidationReport } from '../types/ValidationReport';
 import type { DeadLetterDetail } from '../types/DeadLetterDetail';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -90,6 +93,15 @@ export interface Backend {
   exportDeadLetters(f: DeadLetterFilter): Promise<string>;
   /** A download address that streams the filtered set as CSV, when the backend has one (HTTP). */
   exportDeadLettersUrl(f: DeadLetterFilter): string | null;
+  // -- The reconciliation screen.
+  /** Finished reconciliation runs with their rates, newest first (limit 1 to 500; 100). */
+  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]>;
+  /** One run's report: mismatches with both values, by field and by rule. */
+  reconcileReport(id: number): Promise<ReconcileReport>;
+  /** Preview (dry run) or queue the repair of the latest finished run's records, or send them to review. */
+  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport>;
+  /** A run's mismatches as CSV text. */
+  reconcileCsv(id: number): Promise<string>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

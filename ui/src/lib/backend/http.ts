@@ -29,6 +29,9 @@ import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
 import type { DeadLetterDetail } from '../types/DeadLetterDetail';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -299,6 +302,23 @@ export class HttpBackend implements Backend {
   exportDeadLettersUrl(f: DeadLetterFilter): string {
     const p = exportPath(f);
     return `${this.base}${p}${p.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token ?? '')}`;
+  }
+
+  // -- The reconciliation screen.
+  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]> {
+    return this.request('GET', `/api/reconcile_runs${limit === null ? '' : `?limit=${limit}`}`);
+  }
+
+  reconcileReport(id: number): Promise<ReconcileReport> {
+    return this.request('GET', `/api/reconcile_report?id=${id}`);
+  }
+
+  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport> {
+    return this.request('POST', '/api/reconcile_repair', req);
+  }
+
+  reconcileCsv(id: number): Promise<string> {
+    return this.getText(`/api/reconcile.csv?id=${id}`);
   }
 
   streamUrl(): string {

@@ -22,6 +22,9 @@ import type { ReconcileAsk } from '../types/ReconcileAsk';
 import type { ReconciliationState } from '../types/ReconciliationState';
 import type { ValidationReport } from '../types/ValidationReport';
 import type { DeadLetterDetail } from '../types/DeadLetterDetail';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
 import type { Overview } from '../types/Overview';
 import type { PauseRequest } from '../types/PauseRequest';
 import type { PauseResult } from '../types/PauseResult';
@@ -157,6 +160,23 @@ export class TauriBackend implements Backend {
 
   contractInfo(): Promise<ContractInfo> {
     return call('contract_info');
+  }
+
+  // -- The reconciliation screen.
+  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]> {
+    return call('reconcile_runs', { limit });
+  }
+
+  reconcileReport(id: number): Promise<ReconcileReport> {
+    return call('reconcile_report', { id });
+  }
+
+  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport> {
+    return call('reconcile_repair', { req });
+  }
+
+  reconcileCsv(id: number): Promise<string> {
+    return call('reconcile_csv', { id });
   }
 
   subscribe(h: LiveHandlers): () => void {

@@ -9,6 +9,9 @@ import type { PauseFlag } from '../types/PauseFlag';
 import type { AuditList } from '../types/AuditList';
 import type { ContractInfo } from '../types/ContractInfo';
 import type { ReplayRun } from '../types/ReplayRun';
+import type { ReconRunSummary } from '../types/ReconRunSummary';
+import type { ReconcileReport } from '../types/ReconcileReport';
+import type { ReconRepairAsk } from '../types/ReconRepairAsk';
 
 export function makeOverview(
   over: { paused?: PauseFlag[]; events_total?: number; at?: number; alerts?: Alert[] } = {},
@@ -87,5 +90,10 @@ export function stubRuns() {
     deadLetterDetail: vi.fn(),
     exportDeadLetters: vi.fn(async () => ''),
     exportDeadLettersUrl: vi.fn(() => null),
+    // The reconciliation screen.
+    reconcileRuns: vi.fn(async (_limit: number | null): Promise<ReconRunSummary[]> => []),
+    reconcileReport: vi.fn<(id: number) => Promise<ReconcileReport>>(),
+    reconcileRepair: vi.fn<(req: ReconRepairAsk) => Promise<ReconcileReport>>(),
+    reconcileCsv: vi.fn(async (_id: number): Promise<string> => ''),
   };
 }
