@@ -36,6 +36,10 @@ const COMMANDS: &[&str] = &[
     "contract_info",
     "dead_letter_detail",
     "export_dead_letters",
+    "connect_test",
+    "connect_properties",
+    "connect_save_key",
+    "set_writes",
 ];
 
 fn main() {

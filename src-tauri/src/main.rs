@@ -111,6 +111,10 @@ fn main() -> ExitCode {
             commands::contract_info,
             commands::dead_letter_detail,
             commands::export_dead_letters,
+            commands::connect_test,
+            commands::connect_properties,
+            commands::connect_save_key,
+            commands::set_writes,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

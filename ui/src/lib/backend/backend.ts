@@ -29,6 +29,12 @@ import type { ReconciliationState } from '../types/ReconciliationState';
 import type { Status } from '../types/Status';
 import type { ValidationReport } from '../types/ValidationReport';
 import type { DeadLetterDetail } from '../types/DeadLetterDetail';
+import type { ConnectKey } from '../types/ConnectKey';
+import type { ConnectProperties } from '../types/ConnectProperties';
+import type { ConnectSaved } from '../types/ConnectSaved';
+import type { ConnectStep } from '../types/ConnectStep';
+import type { WritesAnswer } from '../types/WritesAnswer';
+import type { WritesRequest } from '../types/WritesRequest';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -90,6 +96,15 @@ export interface Backend {
   exportDeadLetters(f: DeadLetterFilter): Promise<string>;
   /** A download address that streams the filtered set as CSV, when the backend has one (HTTP). */
   exportDeadLettersUrl(f: DeadLetterFilter): string | null;
+  // ---- Connect screen (issue 7). A key travels only in the request, never comes back. ----
+  /** Test a key read-only against the system the contract configures (`ok: false` + the reason). */
+  connectTest(req: ConnectKey): Promise<ConnectStep>;
+  /** The CRM properties the contract needs (which exist); `create`: make the missing ones first. */
+  connectProperties(key: string, create: boolean): Promise<ConnectProperties>;
+  /** Test, store in the keychain (or name the env var), point the contract file at it, observe mode on. */
+  connectSaveKey(req: ConnectKey): Promise<ConnectSaved>;
+  /** Observe mode: writes off, or the held writes previewed (`confirm: false`) / sent. */
+  setWrites(req: WritesRequest): Promise<WritesAnswer>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

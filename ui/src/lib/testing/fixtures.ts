@@ -87,5 +87,10 @@ export function stubRuns() {
     deadLetterDetail: vi.fn(),
     exportDeadLetters: vi.fn(async () => ''),
     exportDeadLettersUrl: vi.fn(() => null),
+    // Connect screen (issue 7)
+    connectTest: vi.fn(),
+    connectProperties: vi.fn(),
+    connectSaveKey: vi.fn(),
+    setWrites: vi.fn(),
   };
 }
