@@ -40,6 +40,10 @@ const COMMANDS: &[&str] = &[
     "reconcile_report",
     "reconcile_repair",
     "reconcile_csv",
+    "connect_test",
+    "connect_properties",
+    "connect_save_key",
+    "set_writes",
 ];
 
 fn main() {

@@ -1020,3 +1020,121 @@ pub struct ReconRepairAsk {
     #[serde(default)]
     pub dry_run: bool,
 }
+
+// ---- Connect screen (issue 7): keys, the connection test, CRM properties, observe mode. ----
+
+/// A system's API key, as the Connect screen sends it. It travels only in this request body
+/// (token-guarded localhost API / Tauri IPC): never echoed back, logged or stored in the
+/// ledger; its `Debug` hides it.
+#[derive(Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectKey {
+    /// `crm` or `billing`.
+    pub system: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for ConnectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectKey")
+            .field("system", &self.system)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One step of connecting, as `driftless connect --json` prints it (`step`, `ok`, `detail`).
+/// A failed connection test is `ok: false` with the specific reason and a `code`:
+/// `empty_key`, `key_refused`, `unreachable`, `not_the_api` or `unexpected_answer`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectStep {
+    pub step: String,
+    pub ok: bool,
+    pub detail: String,
+    pub code: Option<String>,
+}
+
+/// A CRM custom property the contract needs, and whether the account has it.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectProperty {
+    /// `contact` or `company`.
+    pub object: String,
+    pub name: String,
+    pub label: String,
+    /// HubSpot property type (`string`) and field type (`text`) driftless creates.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub field_type: String,
+    pub exists: bool,
+}
+
+/// Preview (`create: false`) or create (`create: true`, the operator confirmed) the CRM
+/// properties, with the CRM key (not echoed back).
+#[derive(Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectPropertiesRequest {
+    pub key: String,
+    pub create: bool,
+}
+
+impl std::fmt::Debug for ConnectPropertiesRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectPropertiesRequest")
+            .field("key", &"<redacted>")
+            .field("create", &self.create)
+            .finish()
+    }
+}
+
+/// The CRM properties as the account has them now, and those this call created.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectProperties {
+    pub properties: Vec<ConnectProperty>,
+    pub created: Vec<String>,
+}
+
+/// What saving a key did: the steps (`test`, `store`, `contract`, `observe`) as the CLI
+/// reports them.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct ConnectSaved {
+    pub steps: Vec<ConnectStep>,
+    /// The keychain entry the key is referenced by (`service/account`).
+    pub keychain: String,
+    /// No usable OS keychain here: the environment variable to set to the key instead.
+    pub env_fallback: Option<String>,
+    /// The contract file whose `secret` reference now names the keychain entry; none when the
+    /// engine runs on the embedded demo contract.
+    pub contract_path: Option<String>,
+    pub contract_changed: bool,
+    pub observe: bool,
+}
+
+/// Observe mode from the console: `on: false` holds every write (observe); `on: true` without
+/// `confirm` previews the held writes, with `confirm` sends them (`driftless writes on --yes`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct WritesRequest {
+    pub on: bool,
+    #[serde(default)]
+    pub confirm: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Observe mode after the request, and the held writes per destination (before sending).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+pub struct WritesAnswer {
+    /// Observe mode is on (nothing is written).
+    pub observe: bool,
+    /// Planned writes per destination held by observe mode or a pause: what goes (or went) out.
+    pub held_writes: BTreeMap<String, i64>,
+    /// Writes were turned on by this request.
+    pub sent: bool,
+    /// Observe mode changed.
+    pub changed: bool,
+}

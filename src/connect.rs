@@ -510,6 +510,25 @@ pub async fn run(
     Ok(())
 }
 
+/// `writes on`: the held writes per destination, and — only with `yes` — observe mode
+/// cleared so the running engine sends them. One path for `driftless writes on` and the
+/// console. Returns (was observing, held writes, sent).
+pub async fn writes_on(
+    ledger: &Ledger,
+    yes: bool,
+    reason: Option<&str>,
+    by: &str,
+    now_ms: i64,
+) -> Result<(bool, std::collections::BTreeMap<String, i64>, bool), LedgerError> {
+    let st = ledger.status().await?;
+    let observing = st.observe.is_some();
+    if !observing || !yes {
+        return Ok((observing, st.held_writes, false));
+    }
+    let sent = ledger.clear_observe(reason, by, now_ms).await?;
+    Ok((true, st.held_writes, sent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,9 @@ use crate::api::{
     ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
 };
 use crate::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
+use crate::api::{
+    ConnectKey, ConnectProperties, ConnectPropertiesRequest, ConnectSaved, ConnectStep, WritesAnswer, WritesRequest,
+};
 use crate::api::{DeadLetterDetail, DeadLetterRef};
 use crate::api::{ReconRepairAsk, ReconRunSummary};
 use crate::engine::{Engine, EngineError};
@@ -122,7 +125,11 @@ pub fn new_token() -> String {
         reconcile_runs,
         reconcile_report,
         reconcile_repair,
-        reconcile_csv
+        reconcile_csv,
+        connect_test,
+        connect_properties,
+        connect_save_key,
+        set_writes
     ),
     components(schemas(
         Status,
@@ -155,7 +162,14 @@ pub fn new_token() -> String {
         ContractInfo,
         DeadLetterDetail,
         ReconRunSummary,
-        ReconRepairAsk
+        ReconRepairAsk,
+        ConnectKey,
+        ConnectStep,
+        ConnectPropertiesRequest,
+        ConnectProperties,
+        ConnectSaved,
+        WritesRequest,
+        WritesAnswer
     ))
 )]
 pub struct ApiDoc;
@@ -199,6 +213,10 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/reconcile_report", get(reconcile_report))
         .route("/api/reconcile_repair", post(reconcile_repair))
         .route("/api/reconcile.csv", get(reconcile_csv))
+        .route("/api/connect_test", post(connect_test))
+        .route("/api/connect_properties", post(connect_properties))
+        .route("/api/connect_save_key", post(connect_save_key))
+        .route("/api/set_writes", post(set_writes))
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -760,6 +778,40 @@ async fn hubspot_webhook(
     Ok(Json(r))
 }
 
+// ---- Connect screen (issue 7). Keys arrive in the body only and are never echoed back. ----
+
+/// Test a key read-only against the system the contract configures (`ok: false` with the
+/// specific reason when it fails).
+#[utoipa::path(post, path = "/api/connect_test", request_body = ConnectKey, responses((status = 200, body = ConnectStep), (status = 400, body = ApiError)))]
+async fn connect_test(State(st): State<AppState>, Json(b): Json<ConnectKey>) -> Result<Json<ConnectStep>, HttpError> {
+    Ok(Json(st.engine.connect_test(&b.system, &b.key).await?))
+}
+
+/// The CRM properties the contract needs (which exist, which would be created); with
+/// `create`, the missing ones are created first.
+#[utoipa::path(post, path = "/api/connect_properties", request_body = ConnectPropertiesRequest, responses((status = 200, body = ConnectProperties), (status = 400, body = ApiError)))]
+async fn connect_properties(
+    State(st): State<AppState>,
+    Json(b): Json<ConnectPropertiesRequest>,
+) -> Result<Json<ConnectProperties>, HttpError> {
+    Ok(Json(st.engine.connect_properties(&b.key, b.create).await?))
+}
+
+/// Test, store in the keychain, point the contract file at it, observe mode on.
+#[utoipa::path(post, path = "/api/connect_save_key", request_body = ConnectKey, responses((status = 200, body = ConnectSaved), (status = 400, body = ApiError)))]
+async fn connect_save_key(
+    State(st): State<AppState>,
+    Json(b): Json<ConnectKey>,
+) -> Result<Json<ConnectSaved>, HttpError> {
+    Ok(Json(st.engine.connect_save_key(&b.system, &b.key, BY).await?))
+}
+
+/// Observe mode: writes off, or the held writes previewed / sent (`driftless writes on --yes`).
+#[utoipa::path(post, path = "/api/set_writes", request_body = WritesRequest, responses((status = 200, body = WritesAnswer), (status = 400, body = ApiError)))]
+async fn set_writes(State(st): State<AppState>, Json(b): Json<WritesRequest>) -> Result<Json<WritesAnswer>, HttpError> {
+    Ok(Json(st.engine.set_writes(&b, BY).await?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,6 +853,10 @@ mod tests {
             "/api/reconcile_report",
             "/api/reconcile_repair",
             "/api/reconcile.csv",
+            "/api/connect_test",
+            "/api/connect_properties",
+            "/api/connect_save_key",
+            "/api/set_writes",
         ] {
             assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
         }

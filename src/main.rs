@@ -1310,12 +1310,11 @@ async fn writes_cmd(a: WritesArgs) -> Result<ExitCode> {
         println!("writes off: observe mode (events are ingested and planned, nothing is written)");
         return Ok(ExitCode::SUCCESS);
     }
-    let st = l.status().await?;
-    if st.observe.is_none() {
+    let (observing, held, sent) = driftless::connect::writes_on(&l, a.yes, a.reason.as_deref(), "cli", now).await?;
+    if !observing {
         println!("writes are already on (not in observe mode)");
         return Ok(ExitCode::SUCCESS);
     }
-    let held = &st.held_writes;
     println!(
         "{} held writes would go out: {}",
         held.values().sum::<i64>(),
@@ -1328,8 +1327,11 @@ async fn writes_cmd(a: WritesArgs) -> Result<ExitCode> {
         println!("preview only: add --yes to turn writes on");
         return Ok(ExitCode::SUCCESS);
     }
-    l.clear_observe(a.reason.as_deref(), "cli", now).await?;
-    println!("writes on: the running engine sends the held writes");
+    if sent {
+        println!("writes on: the running engine sends the held writes");
+    } else {
+        println!("writes are already on (not in observe mode)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -198,3 +198,43 @@ pub async fn reconcile_repair(engine: State<'_, Engine>, req: ReconRepairAsk) ->
 pub async fn reconcile_csv(engine: State<'_, Engine>, id: i64) -> Result<String, ApiError> {
     engine.reconcile_csv(id).await.map_err(ApiError::from)
 }
+
+// ---- Connect screen (issue 7): the key arrives over IPC only and is never returned. ----
+
+#[tauri::command]
+pub async fn connect_test(
+    engine: State<'_, Engine>,
+    req: driftless::api::ConnectKey,
+) -> Result<driftless::api::ConnectStep, ApiError> {
+    engine.connect_test(&req.system, &req.key).await.map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn connect_properties(
+    engine: State<'_, Engine>,
+    req: driftless::api::ConnectPropertiesRequest,
+) -> Result<driftless::api::ConnectProperties, ApiError> {
+    engine
+        .connect_properties(&req.key, req.create)
+        .await
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn connect_save_key(
+    engine: State<'_, Engine>,
+    req: driftless::api::ConnectKey,
+) -> Result<driftless::api::ConnectSaved, ApiError> {
+    engine
+        .connect_save_key(&req.system, &req.key, BY)
+        .await
+        .map_err(ApiError::from)
+}
+
+#[tauri::command]
+pub async fn set_writes(
+    engine: State<'_, Engine>,
+    req: driftless::api::WritesRequest,
+) -> Result<driftless::api::WritesAnswer, ApiError> {
+    engine.set_writes(&req, BY).await.map_err(ApiError::from)
+}

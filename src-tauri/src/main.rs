@@ -115,6 +115,10 @@ fn main() -> ExitCode {
             commands::reconcile_report,
             commands::reconcile_repair,
             commands::reconcile_csv,
+            commands::connect_test,
+            commands::connect_properties,
+            commands::connect_save_key,
+            commands::set_writes,
         ])
         .setup(setup)
         .build(tauri::generate_context!());

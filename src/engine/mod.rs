@@ -2,6 +2,7 @@
 //! Every operation the console, the CLI and the HTTP server offer is one method here.
 
 pub mod backfill;
+mod connect;
 mod console;
 mod crm_batch;
 mod dead_letters;

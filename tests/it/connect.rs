@@ -675,3 +675,346 @@ async fn connects_read_only_requests_pass_localstripe_and_prism() {
         "Prism answers every property read with 200"
     );
 }
+
+/// POST a JSON body to the console API; the status and the JSON answer.
+async fn api_post(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The Connect screen's API (what its buttons call) on `serve` with a contract file pointed at
+/// the simulators: a wrong key gets the specific reason, the right one connects; the CRM
+/// properties are previewed then created exactly once; saving the key rewrites the contract's
+/// secret reference and starts observing; writes on previews then sends the held writes once.
+/// Neither key reaches an answer, the debug log or the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_connect_screen_api_tests_creates_saves_and_turns_writes_on_without_leaking_keys() {
+    let (billing_key, crm_token, crm_whsec) = (unique("sk_test_"), unique("pat-na1-"), unique("cs-"));
+    let sims = sims_with(&billing_key, &crm_token, &crm_whsec).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("ledger.db");
+    let service = unique("driftless-it-");
+    let contract = write_contract(dir.path(), &sims.crm.base_url(), &sims.billing.base_url());
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let stripe_whsec = sims.billing.register_webhook(&format!("{base}/webhooks/stripe"));
+    sims.crm.set_webhook_target(&format!("{base}/webhooks/hubspot"));
+    let api_token = unique("tok");
+    let log = dir.path().join("serve.log");
+    let mut cmd = bin();
+    cmd.args(["serve", "--workers", "2", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--contract")
+        .arg(&contract)
+        .arg("--ledger")
+        .arg(&ledger)
+        .env("DRIFTLESS_TOKEN", &api_token)
+        .env("DRIFTLESS_LOG", "debug")
+        .env("RUST_LOG", "debug")
+        .env("DRIFTLESS_KEYCHAIN_SERVICE", &service)
+        .env("DRIFTLESS_CRM_TOKEN", &crm_token)
+        .env("DRIFTLESS_BILLING_KEY", &billing_key)
+        .env("DRIFTLESS_CRM_WEBHOOK_SECRET", &crm_whsec)
+        .env("DRIFTLESS_BILLING_WEBHOOK_SECRET", &stripe_whsec)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::fs::File::create(dir.path().join("serve.err")).expect("log"));
+    let serve = Serve {
+        child: cmd.spawn().expect("spawn serve"),
+        log: log.clone(),
+    };
+    let http = reqwest::Client::new();
+    eventually(30, "serve answers /healthz", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let r = http.get(format!("{base}/healthz")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
+    let mut answers = String::new();
+
+    // Wrong keys: the specific reason; right keys: connected.
+    for (system, key, wrong) in [
+        ("crm", &crm_token, "pat-wrong-token"),
+        ("billing", &billing_key, "sk_test_wrong"),
+    ] {
+        let (code, a) = api_post(
+            &http,
+            &base,
+            &api_token,
+            "/api/connect_test",
+            serde_json::json!({ "system": system, "key": wrong }),
+        )
+        .await;
+        assert_eq!(code, 200, "{a}");
+        assert_eq!(a["ok"], false, "{a}");
+        assert_eq!(a["code"], "key_refused", "{a}");
+        assert!(
+            a["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the key was refused (401"),
+            "{a}"
+        );
+        let (_, a) = api_post(
+            &http,
+            &base,
+            &api_token,
+            "/api/connect_test",
+            serde_json::json!({ "system": system, "key": key }),
+        )
+        .await;
+        assert_eq!(a["ok"], true, "{system}: {a}");
+        assert_eq!(a["step"], "test");
+        answers.push_str(&a.to_string());
+    }
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_test",
+        serde_json::json!({ "system": "crm", "key": "  " }),
+    )
+    .await;
+    assert_eq!(a["code"], "empty_key", "{a}");
+
+    // CRM properties: preview writes nothing; create makes each missing one exactly once.
+    let (code, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_properties",
+        serde_json::json!({ "key": crm_token, "create": false }),
+    )
+    .await;
+    assert_eq!(code, 200, "{a}");
+    answers.push_str(&a.to_string());
+    let missing: Vec<String> = a["properties"]
+        .as_array()
+        .expect("properties")
+        .iter()
+        .filter(|p| p["exists"] == false)
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(missing.iter().any(|m| m == "billing_customer_id"), "{missing:?}");
+    assert!(writes(&sims.crm.request_log()).is_empty(), "the preview wrote");
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_properties",
+        serde_json::json!({ "key": crm_token, "create": true }),
+    )
+    .await;
+    answers.push_str(&a.to_string());
+    let created: Vec<String> = a["created"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(created, missing);
+    assert!(
+        a["properties"]
+            .as_array()
+            .expect("properties")
+            .iter()
+            .all(|p| p["exists"] == true),
+        "{a}"
+    );
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_properties",
+        serde_json::json!({ "key": crm_token, "create": true }),
+    )
+    .await;
+    assert_eq!(a["created"], serde_json::json!([]), "{a}");
+    let posts = writes(&sims.crm.request_log());
+    assert_eq!(
+        posts.len(),
+        missing.len(),
+        "each property created exactly once: {posts:?}"
+    );
+    let (code, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_properties",
+        serde_json::json!({ "key": "pat-wrong", "create": false }),
+    )
+    .await;
+    assert_eq!(code, 400, "{a}");
+    assert!(a["message"].as_str().unwrap_or_default().contains("refused"), "{a}");
+
+    // A wrong key saves nothing; the right one: keychain (or the env var to set), contract, observe.
+    let before = std::fs::read_to_string(&contract).expect("contract");
+    let (code, _) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_save_key",
+        serde_json::json!({ "system": "billing", "key": "sk_test_wrong" }),
+    )
+    .await;
+    assert_eq!(code, 400);
+    assert_eq!(
+        std::fs::read_to_string(&contract).expect("contract"),
+        before,
+        "a refused key changed the contract"
+    );
+    assert!(
+        status(&ledger).await["observe"].is_null(),
+        "a refused key started observing"
+    );
+    let (code, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/connect_save_key",
+        serde_json::json!({ "system": "billing", "key": billing_key }),
+    )
+    .await;
+    assert_eq!(code, 200, "{a}");
+    answers.push_str(&a.to_string());
+    assert_eq!(a["keychain"], format!("{service}/billing"));
+    if let Some(var) = a["env_fallback"].as_str() {
+        assert_eq!(var, driftless::secrets::fallback_env_var(&service, "billing"));
+    }
+    let text = std::fs::read_to_string(&contract).expect("contract");
+    assert!(
+        text.contains(&format!("secret = {{ keychain = \"{service}/billing\" }}")),
+        "{text}"
+    );
+    assert!(text.contains("# HubSpot private-app token"), "comments lost");
+    driftless::contract::load(&contract).expect("still a valid contract");
+    let st = status(&ledger).await;
+    assert_eq!(st["observe"]["set_by"], "operator:console", "{st}");
+
+    // Observing: events are planned and held, nothing goes out.
+    let emails = ["cs1@example.test", "cs2@example.test"];
+    let ids: Vec<String> = emails
+        .iter()
+        .map(|e| sims.crm.create_contact(&[("email", e), ("lifecyclestage", "lead")]))
+        .collect();
+    eventually(40, "two billing creates planned and held", || {
+        let ledger = ledger.clone();
+        async move { (status(&ledger).await["held_writes"]["billing"].as_i64() == Some(2)).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        writes(&sims.billing.request_log()).is_empty(),
+        "a billing write while observing"
+    );
+
+    // Writes on: the preview changes nothing; the confirm sends each held write once.
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/set_writes",
+        serde_json::json!({ "on": true, "confirm": false }),
+    )
+    .await;
+    assert_eq!(a["observe"], true, "{a}");
+    assert_eq!(a["sent"], false);
+    assert_eq!(a["held_writes"]["billing"], 2, "{a}");
+    assert!(
+        status(&ledger).await["observe"].is_object(),
+        "the preview turned writes on"
+    );
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/set_writes",
+        serde_json::json!({ "on": true, "confirm": true, "reason": "reviewed" }),
+    )
+    .await;
+    assert_eq!(a["sent"], true, "{a}");
+    assert_eq!(a["observe"], false);
+    eventually(40, "both contacts synced after writes on", || {
+        let sims = sims.clone();
+        let ids = ids.clone();
+        async move {
+            let contacts = sims.crm.contacts();
+            ids.iter()
+                .all(|id| {
+                    contacts
+                        .iter()
+                        .any(|c| c["id"] == id.as_str() && prop(c, "billing_customer_id").is_some())
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let creates = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/customers" && r.applied)
+        .count();
+    assert_eq!(creates, 2, "each held create went out once");
+    // Back to observe.
+    let (_, a) = api_post(
+        &http,
+        &base,
+        &api_token,
+        "/api/set_writes",
+        serde_json::json!({ "on": false }),
+    )
+    .await;
+    assert_eq!(a["observe"], true, "{a}");
+    assert_eq!(status(&ledger).await["observe"]["set_by"], "operator:console");
+
+    let mut logs = serve.stop();
+    logs.extend(std::fs::read(dir.path().join("serve.err")).unwrap_or_default());
+    assert!(
+        String::from_utf8_lossy(&logs).contains("DEBUG"),
+        "serve did not log at debug level"
+    );
+    let dump = dump_ledger(&ledger).await;
+    let raw = raw_ledger_bytes(&ledger);
+    assert!(dump.contains("cs1@example.test"), "the dump holds the ledger's rows");
+    // The keys travelled only in request bodies: not in any answer, the debug log or the ledger.
+    let haystacks: Vec<(&str, &[u8])> = vec![
+        ("API answers", answers.as_bytes()),
+        ("ledger dump", dump.as_bytes()),
+        ("ledger files", &raw),
+    ];
+    for secret in [&billing_key, &crm_token] {
+        let found = leaks(secret, &haystacks);
+        assert!(found.is_empty(), "a key leaked into {found:?}");
+    }
+    // The serve log holds the keys only where the test itself put them in serve's
+    // environment — it must not: the log is searched for them too.
+    let found = leaks(&billing_key, &[("serve logs", &logs)]);
+    assert!(found.is_empty(), "the billing key leaked into the serve log");
+    let found = leaks(&crm_token, &[("serve logs", &logs)]);
+    assert!(found.is_empty(), "the CRM token leaked into the serve log");
+    // The search finds a planted value.
+    let planted = unique("sk_live_planted_");
+    assert_eq!(
+        leaks(&planted, &[("planted", format!("x{planted}x").as_bytes())]),
+        ["planted"]
+    );
+
+    let _ = driftless::secrets::delete(&service, "billing");
+    sims.shutdown().await;
+}

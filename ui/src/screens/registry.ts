@@ -8,6 +8,7 @@ import type { Backend } from '../lib/backend';
 import type { LiveOverview } from '../lib/live.svelte';
 import type { Router } from '../lib/router.svelte';
 import Audit from './Audit.svelte';
+import Connect from './Connect.svelte';
 import Contract from './Contract.svelte';
 import DeadLetters from './DeadLetters.svelte';
 import Reconciliation from './Reconciliation.svelte';
@@ -33,4 +34,5 @@ export const SCREENS: ScreenDef[] = [
   { id: 'records', label: 'Records', component: Records },
   { id: 'audit', label: 'Audit log', component: Audit },
   { id: 'contract', label: 'Contract', component: Contract },
+  { id: 'connect', label: 'Connect', component: Connect },
 ];

@@ -32,6 +32,12 @@ import type { DeadLetterDetail } from '../types/DeadLetterDetail';
 import type { ReconRepairAsk } from '../types/ReconRepairAsk';
 import type { ReconRunSummary } from '../types/ReconRunSummary';
 import type { ReconcileReport } from '../types/ReconcileReport';
+import type { ConnectKey } from '../types/ConnectKey';
+import type { ConnectProperties } from '../types/ConnectProperties';
+import type { ConnectSaved } from '../types/ConnectSaved';
+import type { ConnectStep } from '../types/ConnectStep';
+import type { WritesAnswer } from '../types/WritesAnswer';
+import type { WritesRequest } from '../types/WritesRequest';
 
 export type LiveHandlers = {
   /** A fresh overview (about once a second). */
@@ -102,6 +108,15 @@ export interface Backend {
   reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport>;
   /** A run's mismatches as CSV text. */
   reconcileCsv(id: number): Promise<string>;
+  // ---- Connect screen (issue 7). A key travels only in the request, never comes back. ----
+  /** Test a key read-only against the system the contract configures (`ok: false` + the reason). */
+  connectTest(req: ConnectKey): Promise<ConnectStep>;
+  /** The CRM properties the contract needs (which exist); `create`: make the missing ones first. */
+  connectProperties(key: string, create: boolean): Promise<ConnectProperties>;
+  /** Test, store in the keychain (or name the env var), point the contract file at it, observe mode on. */
+  connectSaveKey(req: ConnectKey): Promise<ConnectSaved>;
+  /** Observe mode: writes off, or the held writes previewed (`confirm: false`) / sent. */
+  setWrites(req: WritesRequest): Promise<WritesAnswer>;
   /** Start receiving live overviews; returns a function that stops. */
   subscribe(handlers: LiveHandlers): () => void;
 }

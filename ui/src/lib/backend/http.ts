@@ -6,6 +6,12 @@
 // send headers, so the stream gets it as `?token=`.
 
 import { ApiFailure, CLIENT_CODES, isApiError, toApiError } from '../errors';
+import type { ConnectKey } from '../types/ConnectKey';
+import type { ConnectProperties } from '../types/ConnectProperties';
+import type { ConnectSaved } from '../types/ConnectSaved';
+import type { ConnectStep } from '../types/ConnectStep';
+import type { WritesAnswer } from '../types/WritesAnswer';
+import type { WritesRequest } from '../types/WritesRequest';
 import type { ApiError } from '../types/ApiError';
 import type { AuditFilter } from '../types/AuditFilter';
 import type { AuditList } from '../types/AuditList';
@@ -330,6 +336,23 @@ export class HttpBackend implements Backend {
    * or a stopped engine becomes a proper error), and reopen once the engine answers again,
    * retrying with a doubling delay.
    */
+  // ---- Connect screen (issue 7) ----
+  connectTest(req: ConnectKey): Promise<ConnectStep> {
+    return this.request('POST', '/api/connect_test', req);
+  }
+
+  connectProperties(key: string, create: boolean): Promise<ConnectProperties> {
+    return this.request('POST', '/api/connect_properties', { key, create });
+  }
+
+  connectSaveKey(req: ConnectKey): Promise<ConnectSaved> {
+    return this.request('POST', '/api/connect_save_key', req);
+  }
+
+  setWrites(req: WritesRequest): Promise<WritesAnswer> {
+    return this.request('POST', '/api/set_writes', req);
+  }
+
   subscribe(h: LiveHandlers): () => void {
     const ES = this.ES;
     let es: EventSource | null = null;

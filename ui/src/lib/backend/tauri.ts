@@ -4,6 +4,12 @@ import { invoke } from '@tauri-apps/api/core';
 import { listen } from '@tauri-apps/api/event';
 
 import { ApiFailure, toApiError } from '../errors';
+import type { ConnectKey } from '../types/ConnectKey';
+import type { ConnectProperties } from '../types/ConnectProperties';
+import type { ConnectSaved } from '../types/ConnectSaved';
+import type { ConnectStep } from '../types/ConnectStep';
+import type { WritesAnswer } from '../types/WritesAnswer';
+import type { WritesRequest } from '../types/WritesRequest';
 import type { BulkResult } from '../types/BulkResult';
 import type { DeadLetterAction } from '../types/DeadLetterAction';
 import type { DeadLetterFilter } from '../types/DeadLetterFilter';
@@ -177,6 +183,23 @@ export class TauriBackend implements Backend {
 
   reconcileCsv(id: number): Promise<string> {
     return call('reconcile_csv', { id });
+  }
+
+  // ---- Connect screen (issue 7) ----
+  connectTest(req: ConnectKey): Promise<ConnectStep> {
+    return call('connect_test', { req });
+  }
+
+  connectProperties(key: string, create: boolean): Promise<ConnectProperties> {
+    return call('connect_properties', { req: { key, create } });
+  }
+
+  connectSaveKey(req: ConnectKey): Promise<ConnectSaved> {
+    return call('connect_save_key', { req });
+  }
+
+  setWrites(req: WritesRequest): Promise<WritesAnswer> {
+    return call('set_writes', { req });
   }
 
   subscribe(h: LiveHandlers): () => void {

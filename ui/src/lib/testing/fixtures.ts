@@ -95,5 +95,10 @@ export function stubRuns() {
     reconcileReport: vi.fn<(id: number) => Promise<ReconcileReport>>(),
     reconcileRepair: vi.fn<(req: ReconRepairAsk) => Promise<ReconcileReport>>(),
     reconcileCsv: vi.fn(async (_id: number): Promise<string> => ''),
+    // Connect screen (issue 7)
+    connectTest: vi.fn(),
+    connectProperties: vi.fn(),
+    connectSaveKey: vi.fn(),
+    setWrites: vi.fn(),
   };
 }
