@@ -166,6 +166,7 @@ describe('Dead letters screen', () => {
     expect(backend.deadLetterDetail).toHaveBeenCalledWith(99_999);
     expect(byTestId(root, 'dl-d-record')!.textContent).toBe('customer:crm:99999');
     expect(byTestId(root, 'dl-d-timeline')!.getAttribute('href')).toBe('#/records?q=customer%3Acrm%3A99999');
+    expect(byTestId(root, 'dl-d-replay')!.getAttribute('href')).toMatch(/^#\/replay\?dead_letters=\d+$/);
     expect(byTestId(root, 'dl-d-request')!.textContent).toContain('"email": "a@b.c"');
     expect(byTestId(root, 'dl-d-history')!.textContent).toContain('retry:validation');
     expect(byTestId(root, 'dl-d-events')!.textContent).toContain('contact.propertyChange');
