@@ -200,27 +200,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// Mark records to be planned again (replay), as bulk work: live events go first.
-    /// Returns how many were queued.
-    pub async fn replan_records(&self, keys: &[String], by: &str, reason: &str, now_ms: i64) -> Result<usize> {
-        let mut tx = self.begin().await?;
-        for key in keys {
-            Self::enqueue_replan_lane(&mut tx, key, true).await?;
-            Self::audit_operator(
-                &mut tx,
-                now_ms,
-                Some(key),
-                None,
-                by,
-                "replay",
-                serde_json::json!({"reason": reason}),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(keys.len())
-    }
-
     /// The writes already holding any of these idempotency keys: key -> (outbox id, state).
     pub async fn writes_by_key(&self, keys: &[String]) -> Result<std::collections::HashMap<String, (i64, String)>> {
         let mut out = std::collections::HashMap::new();
