@@ -44,6 +44,15 @@ async fn main() -> ExitCode {
         eprintln!("perf: unknown section `{bad}` (sections: {})", SECTIONS.join(", "));
         return ExitCode::FAILURE;
     }
+    // Statement-level profiling: `PERF_TRACE=1 RUST_LOG=sqlx::query=debug` logs every ledger
+    // statement with its elapsed time to stderr.
+    if std::env::var_os("PERF_TRACE").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
     let mut report = Report::default();
     for section in &chosen {
         eprintln!("perf: [{section}] …");

@@ -220,15 +220,22 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .merge(guarded)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/webhooks/stripe", post(stripe_webhook))
-        .route("/webhooks/hubspot", post(hubspot_webhook))
-        .fallback(get(ui))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+    outer_layers(
+        Router::new()
+            .merge(guarded)
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/webhooks/stripe", post(stripe_webhook))
+            .route("/webhooks/hubspot", post(hubspot_webhook))
+            .fallback(get(ui)),
+    )
+    .with_state(state)
+}
+
+/// The layers every request passes (body cap, security headers): the server's HTTP stack,
+/// shared with the performance suite's HTTP baseline so the two differ only in the handler.
+pub fn outer_layers<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
+    app.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
         .layer(middleware::from_fn(security_headers))
-        .with_state(state)
 }
 
 /// Serve until `shutdown` resolves.

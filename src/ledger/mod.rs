@@ -355,39 +355,74 @@ impl Ledger {
                 inserted.insert(key, (r.try_get(0)?, r.try_get(3)?));
             }
         }
+        // Each record's new events, as one head row: ready at its first, newest is its last.
         let mut out = Vec::with_capacity(events.len());
         let mut seen_new: std::collections::HashSet<i64> = std::collections::HashSet::new();
-        for e in events {
+        let mut heads: Vec<(&str, i64, i64)> = Vec::new();
+        let mut head_of: HashMap<&str, usize> = HashMap::new();
+        let mut dups: Vec<usize> = Vec::new();
+        for (pos, e) in events.iter().enumerate() {
             let key = (e.source.as_str().to_string(), e.event_id.clone());
             match inserted.get(&key) {
                 Some((id, entity)) if seen_new.insert(*id) => {
-                    sqlx::query(
-                        "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES (?1, ?2 + ?3, ?2) \
-                         ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
-                         ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL",
-                    )
-                    .bind(entity)
-                    .bind(id)
-                    .bind(bulk_base)
-                    .execute(&mut **tx)
-                    .await?;
+                    match head_of.get(entity.as_str()) {
+                        Some(&h) => {
+                            heads[h].1 = heads[h].1.min(*id);
+                            heads[h].2 = heads[h].2.max(*id);
+                        }
+                        None => {
+                            head_of.insert(entity.as_str(), heads.len());
+                            heads.push((entity.as_str(), *id, *id));
+                        }
+                    }
                     out.push(IngestOutcome::Inserted(*id));
                 }
                 _ => {
-                    let id: i64 = sqlx::query_scalar("SELECT id FROM inbox WHERE source = ?1 AND event_id = ?2")
-                        .bind(e.source.as_str())
-                        .bind(&e.event_id)
-                        .fetch_one(&mut **tx)
-                        .await?;
-                    sqlx::query("INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES (?1, ?2, ?3)")
-                        .bind(id)
-                        .bind(e.via)
-                        .bind(e.received_at_ms)
-                        .execute(&mut **tx)
-                        .await?;
-                    out.push(IngestOutcome::Duplicate(id));
+                    dups.push(pos);
+                    out.push(IngestOutcome::Duplicate(0));
                 }
             }
+        }
+        for chunk in heads.chunks(300) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO work_queue (entity_key, ready_seq, last_seq) ");
+            qb.push_values(chunk, |mut b, (entity, first, last)| {
+                b.push_bind(*entity).push_bind(first + bulk_base).push_bind(*last);
+            });
+            qb.push(
+                " ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+                 ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL",
+            );
+            qb.build().execute(&mut **tx).await?;
+        }
+        // Deliveries of events already held: find what they duplicate, record each delivery.
+        for chunk in dups.chunks(300) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH d (pos, source, event_id) AS (");
+            qb.push_values(chunk, |mut b, &pos| {
+                b.push_bind(pos as i64)
+                    .push_bind(events[pos].source.as_str())
+                    .push_bind(&events[pos].event_id);
+            });
+            qb.push(") SELECT d.pos, i.id FROM d JOIN inbox i ON i.source = d.source AND i.event_id = d.event_id");
+            let found = qb.build().fetch_all(&mut **tx).await?;
+            let mut original: HashMap<usize, i64> = HashMap::with_capacity(found.len());
+            for r in found {
+                original.insert(r.try_get::<i64, _>(0)? as usize, r.try_get(1)?);
+            }
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) ");
+            let mut rows = Vec::with_capacity(chunk.len());
+            for &pos in chunk {
+                let id = *original.get(&pos).ok_or_else(|| {
+                    LedgerError::WriteFailed(format!("duplicate event {} not in the inbox", events[pos].event_id))
+                })?;
+                out[pos] = IngestOutcome::Duplicate(id);
+                rows.push((id, &events[pos]));
+            }
+            qb.push_values(rows, |mut b, (id, e)| {
+                b.push_bind(id).push_bind(e.via).push_bind(e.received_at_ms);
+            });
+            qb.build().execute(&mut **tx).await?;
         }
         Ok(out)
     }
@@ -456,7 +491,8 @@ impl Ledger {
         let gone = sqlx::query(
             "DELETE FROM work_queue WHERE entity_key = ?1 AND last_seq = ?2 AND lease_owner = ?3 \
              AND replan = 0 \
-             AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.entity_key = ?1 AND i.state = 'pending' \
+             AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_pending_by_entity \
+                             WHERE i.entity_key = ?1 AND i.state = 'pending' \
                              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id)) \
              AND NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?1 AND state = 'pending')",
         )
@@ -494,10 +530,13 @@ impl Ledger {
         Ok(())
     }
 
-    /// Events of a record that no plan has consumed yet, oldest first.
+    /// Events of a record that no plan has consumed yet, oldest first. The record's pending
+    /// events come from the partial index (without `INDEXED BY` SQLite picks `inbox_by_state`
+    /// and walks every pending event of every record: quadratic in a backlog).
     pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
         let rows = sqlx::query(
-            "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms FROM inbox i \
+            "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms \
+             FROM inbox i INDEXED BY inbox_pending_by_entity \
              WHERE entity_key = ?1 AND state = 'pending' \
              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
         )
@@ -1040,6 +1079,21 @@ impl Ledger {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// End-to-end lag of each event received in `[from_ms, to_ms)` and decided: receipt → the
+    /// last write it caused done (its decision, when it caused none). The performance suite's
+    /// "lag under load"; events still pending are left out (the caller waits for quiet).
+    pub async fn event_lags(&self, from_ms: i64, to_ms: i64) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(COALESCE(i.decided_at_ms, 0), COALESCE((SELECT MAX(o.done_at_ms) FROM outbox o \
+                    WHERE o.cause_inbox_id = i.id AND o.state = 'done'), 0)) - i.received_at_ms \
+             FROM inbox i WHERE i.received_at_ms >= ?1 AND i.received_at_ms < ?2 AND i.state <> 'pending'",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     /// Gauges sampled now: open writes per destination, dead-letter and review depth, and the
