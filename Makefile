@@ -51,9 +51,13 @@ test: setup-test ui lint unit types-fresh e2e desktop-smoke
 drill:
 	$(CARGO) run --release --locked --bin driftless -- drill --seed 1 --records 500 --edits 5000 --json
 
-# The rate-budget benchmark: achieved rate / quota and 429 share per destination against the
-# simulators' quota (prints a table, writes $(TARGET_DIR)/bench/rates.json; not part of `make test`).
+# The benchmarks (not part of `make test`; release builds, prints tables, writes JSON under
+# $(TARGET_DIR)/bench/): the performance suite (perf.json: ingest against same-run baselines,
+# end-to-end apply, lag, quota efficiency, the ledger at 1M events, claim fairness), then the
+# rate budgets (rates.json) and one reconciliation under a quota. One part alone:
+# `cargo bench --bench perf -- SECTION…` (webhook batch apply lag quota scale fairness).
 bench:
+	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench perf
 	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench rates --bench reconcile
 
 clean:

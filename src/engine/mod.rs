@@ -5,6 +5,7 @@ pub mod backfill;
 mod connect;
 mod console;
 mod crm_batch;
+mod crm_reads;
 mod dead_letters;
 mod echo;
 pub(crate) mod jobs;
@@ -139,6 +140,7 @@ pub(crate) struct Inner {
     pub(crate) budgets: [Arc<Budget>; 2],
     /// CRM record updates coalesced into batch calls (`crm_batch.rs`).
     pub(crate) crm_writes: crm_batch::CrmWrites,
+    pub(crate) crm_reads: crm_reads::CrmReads,
     ingest_tx: mpsc::Sender<IngestJob>,
     shutdown: watch::Sender<bool>,
     workers: usize,
@@ -279,6 +281,7 @@ impl Engine {
             work: Notify::new(),
             budgets,
             crm_writes: crm_batch::CrmWrites::new(),
+            crm_reads: crm_reads::CrmReads::new(),
             ingest_tx,
             shutdown,
             workers: cfg.workers.max(1),
@@ -300,7 +303,10 @@ impl Engine {
             let h = tokio::spawn(worker::run(self.inner.clone(), i));
             self.inner.push_task(h);
         }
-        for h in crm_batch::spawn(&self.inner) {
+        for h in crm_batch::spawn(&self.inner)
+            .into_iter()
+            .chain(crm_reads::spawn(&self.inner))
+        {
             self.inner.push_task(h);
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));

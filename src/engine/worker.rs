@@ -642,7 +642,8 @@ async fn load(
         }
     }
     let crm = match crm_id {
-        Some(id) => match read(inner, Side::Crm, inner.crm.get_record(m.crm, id, &props)).await {
+        // Through the object type's read lane: reads waiting together go as one batch/read.
+        Some(id) => match super::crm_reads::get(inner, m.crm, id, std::sync::Arc::new(props), lane()).await? {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         },

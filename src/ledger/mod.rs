@@ -637,16 +637,30 @@ impl Ledger {
     /// Write one decision's changes atomically. Returns the ids of the new operations.
     pub async fn apply(&self, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
         let mut tx = self.begin().await?;
+        // Events decided alike (state and reason) in one statement each.
+        let mut alike: Vec<(&str, &str, Vec<i64>)> = Vec::new();
         for (id, state, reason) in &cs.event_states {
-            sqlx::query(
-                "UPDATE inbox SET state = ?2, state_reason = ?3, decided_at_ms = ?4 WHERE id = ?1 AND state = 'pending'",
-            )
-            .bind(id)
-            .bind(state)
-            .bind(reason)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+            match alike.iter_mut().find(|(s, r, _)| s == state && *r == reason) {
+                Some((_, _, ids)) => ids.push(*id),
+                None => alike.push((state, reason, vec![*id])),
+            }
+        }
+        for (state, reason, ids) in &alike {
+            for chunk in ids.chunks(500) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE inbox SET state = ");
+                qb.push_bind(*state)
+                    .push(", state_reason = ")
+                    .push_bind(*reason)
+                    .push(", decided_at_ms = ")
+                    .push_bind(now_ms)
+                    .push(" WHERE state = 'pending' AND id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await?;
+            }
         }
         let mut op_ids = Vec::with_capacity(cs.new_ops.len());
         for op in &cs.new_ops {
@@ -688,20 +702,23 @@ impl Ledger {
             .execute(&mut *tx)
             .await?;
         }
-        for s in &cs.shadow {
-            sqlx::query(
-                "INSERT INTO shadow (entity_key, side, field, value, sync_seq, synced_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (entity_key, side, field) DO UPDATE SET \
+        for chunk in cs.shadow.chunks(200) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO shadow (entity_key, side, field, value, sync_seq, synced_at_ms) ");
+            qb.push_values(chunk, |mut b, s| {
+                b.push_bind(&cs.entity_key)
+                    .push_bind(s.side.as_str())
+                    .push_bind(&s.field)
+                    .push_bind(&s.value)
+                    .push_bind(s.sync_seq)
+                    .push_bind(now_ms);
+            });
+            // A field twice in one change set: the later row wins, as it would one by one.
+            qb.push(
+                " ON CONFLICT (entity_key, side, field) DO UPDATE SET \
                  value = excluded.value, sync_seq = excluded.sync_seq, synced_at_ms = excluded.synced_at_ms",
-            )
-            .bind(&cs.entity_key)
-            .bind(s.side.as_str())
-            .bind(&s.field)
-            .bind(&s.value)
-            .bind(s.sync_seq)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
+            );
+            qb.build().execute(&mut *tx).await?;
         }
         if let Some((object, crm_id, billing_id)) = &cs.identity {
             sqlx::query(
@@ -763,27 +780,27 @@ impl Ledger {
                 .execute(&mut *tx)
                 .await?;
         }
-        for a in &cs.audit {
-            let outbox_id = match (a.outbox_id, op_ids.first()) {
-                (Some(id), _) => Some(id),
-                (None, Some(first)) if a.action.starts_with("plan") => Some(*first),
-                _ => None,
-            };
-            sqlx::query(
-                "INSERT INTO audit (at_ms, entity_key, inbox_id, outbox_id, actor, action, rule, contract_version, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .bind(now_ms)
-            .bind(&cs.entity_key)
-            .bind(a.inbox_id)
-            .bind(outbox_id)
-            .bind(&a.actor)
-            .bind(&a.action)
-            .bind(&a.rule)
-            .bind(&cs.contract_version)
-            .bind(a.detail.to_string())
-            .execute(&mut *tx)
-            .await?;
+        for chunk in cs.audit.chunks(100) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO audit (at_ms, entity_key, inbox_id, outbox_id, actor, action, rule, contract_version, detail) ",
+            );
+            qb.push_values(chunk, |mut b, a| {
+                let outbox_id = match (a.outbox_id, op_ids.first()) {
+                    (Some(id), _) => Some(id),
+                    (None, Some(first)) if a.action.starts_with("plan") => Some(*first),
+                    _ => None,
+                };
+                b.push_bind(now_ms)
+                    .push_bind(&cs.entity_key)
+                    .push_bind(a.inbox_id)
+                    .push_bind(outbox_id)
+                    .push_bind(&a.actor)
+                    .push_bind(&a.action)
+                    .push_bind(&a.rule)
+                    .push_bind(&cs.contract_version)
+                    .push_bind(a.detail.to_string());
+            });
+            qb.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(op_ids)
