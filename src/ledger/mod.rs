@@ -1227,10 +1227,12 @@ mod gate;
 mod ops;
 pub mod reconcile;
 mod replay_runs;
+mod seed;
 mod watermarks;
 
 pub use backfill::{BackfillStart, BACKFILL_PREFIX};
 pub use gate::WriteHold;
+pub use seed::{seeded_record, SeedSummary};
 pub use watermarks::{Gap, GapKind};
 
 #[cfg(test)]
