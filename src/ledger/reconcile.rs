@@ -436,7 +436,8 @@ impl Ledger {
     pub async fn pending_deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
         Ok(
             sqlx::query_scalar(
-                "SELECT COUNT(*) FROM inbox WHERE entity_key = ?1 AND source = ?2 AND state = 'pending'",
+                "SELECT COUNT(*) FROM inbox INDEXED BY inbox_pending_by_entity \
+                 WHERE entity_key = ?1 AND source = ?2 AND state = 'pending'",
             )
             .bind(entity_key)
             .bind(source)
