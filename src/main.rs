@@ -724,7 +724,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Dev {
-            cmd: DevCmd::SeedLedger { events, records, ledger },
+            cmd:
+                DevCmd::SeedLedger {
+                    events,
+                    records,
+                    ledger,
+                },
         } => {
             let l = Ledger::open(&ledger.ledger).await?;
             let t0 = std::time::Instant::now();

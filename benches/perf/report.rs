@@ -96,9 +96,8 @@ impl Report {
         let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         let out = std::path::Path::new(&target).join("bench");
         let path = out.join("perf.json");
-        let written = std::fs::create_dir_all(&out).and_then(|_| {
-            std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default())
-        });
+        let written = std::fs::create_dir_all(&out)
+            .and_then(|_| std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap_or_default()));
         match written {
             Ok(()) => println!("report: {}", path.display()),
             Err(e) => eprintln!("perf: cannot write {}: {e}", path.display()),

@@ -211,6 +211,8 @@ pub async fn ledger_at_scale(report: &mut Report) -> Result<(), String> {
     }
     let hwm = proc_status_kb(pid, "VmHWM:").ok_or("cannot read the engine's VmHWM")? / 1024.0;
     let rss = proc_status_kb(pid, "VmRSS:").unwrap_or(0.0) / 1024.0;
+    let anon = proc_status_kb(pid, "RssAnon:").unwrap_or(0.0) / 1024.0;
+    let file = proc_status_kb(pid, "RssFile:").unwrap_or(0.0) / 1024.0;
     drop(guard);
 
     let seed_detail = json!({
@@ -226,7 +228,7 @@ pub async fn ledger_at_scale(report: &mut Report) -> Result<(), String> {
         target: "< 150 MB".into(),
         met: Some(hwm < 150.0),
         detail: json!({
-            "vm_hwm_mb": hwm, "vm_rss_mb": rss,
+            "vm_hwm_mb": hwm, "vm_rss_mb": rss, "rss_anon_mb": anon, "rss_file_mb": file,
             "note": "driftless serve --demo --actors off: the demo's in-process simulators are counted, so this is an upper bound for the engine",
             "seed": seed_detail,
         }),

@@ -434,16 +434,14 @@ impl Ledger {
 
     /// Inbound events from `source` about this record still waiting for a decision.
     pub async fn pending_deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
-        Ok(
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM inbox INDEXED BY inbox_pending_by_entity \
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM inbox INDEXED BY inbox_pending_by_entity \
                  WHERE entity_key = ?1 AND source = ?2 AND state = 'pending'",
-            )
-            .bind(entity_key)
-            .bind(source)
-            .fetch_one(&self.reader)
-            .await?,
         )
+        .bind(entity_key)
+        .bind(source)
+        .fetch_one(&self.reader)
+        .await?)
     }
 
     /// Put records in the review queue (a reconciliation found them; a person decides).

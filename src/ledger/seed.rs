@@ -263,7 +263,11 @@ mod tests {
         assert!((25..=80).contains(&s.dead_letters), "about one event in 400: {s:?}");
         assert_eq!(l.count(LedgerTable::DeadLetters).await.unwrap(), s.dead_letters);
         assert_eq!(l.count(LedgerTable::Audit).await.unwrap(), s.audit);
-        assert_eq!(l.count(LedgerTable::WorkQueue).await.unwrap(), 20, "the pending events' records");
+        assert_eq!(
+            l.count(LedgerTable::WorkQueue).await.unwrap(),
+            20,
+            "the pending events' records"
+        );
 
         let st = l.status_at(now).await.unwrap();
         assert_eq!(st.distinct_events, 20_000);
@@ -274,7 +278,10 @@ mod tests {
         assert_eq!(st.events["duplicate"], 1_000);
         assert_eq!(st.dead_letter_depth, s.dead_letters);
         assert_eq!(st.queue_depth, 20);
-        assert_eq!(st.writes["billing"].dead_lettered + st.writes["crm"].dead_lettered, s.dead_letters);
+        assert_eq!(
+            st.writes["billing"].dead_lettered + st.writes["crm"].dead_lettered,
+            s.dead_letters
+        );
         assert!(st.lag_ms.samples > 0);
 
         let (total, page) = l
@@ -292,7 +299,10 @@ mod tests {
 
         let key = seeded_record(7);
         assert_eq!(l.find_record(&key).await.unwrap().as_deref(), Some(key.as_str()));
-        assert_eq!(l.find_record("cus_scale0000007").await.unwrap().as_deref(), Some(key.as_str()));
+        assert_eq!(
+            l.find_record("cus_scale0000007").await.unwrap().as_deref(),
+            Some(key.as_str())
+        );
         let t = l.timeline(&key).await.unwrap();
         let kinds = |k: &str| t.iter().filter(|e| e.kind == k).count();
         assert_eq!(kinds("event"), 40, "20,000 events over 500 records");
