@@ -158,6 +158,18 @@ enum DevCmd {
         #[command(flatten)]
         ledger: LedgerArg,
     },
+    /// Add a synthetic history of N events over R records (`customer:crm:scale-NNNNNNN`, the
+    /// last 30 days: events with their fates, duplicates, writes, audit, ~1% of writes dead
+    /// letters, identity map, shadow, an hour of metrics) to measure the engine at scale:
+    /// `driftless dev seed-ledger --events 1000000 --records 50000 --ledger x.db`.
+    SeedLedger {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        #[arg(long, default_value_t = 50_000)]
+        records: i64,
+        #[command(flatten)]
+        ledger: LedgerArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -706,6 +718,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let added = l.seed_dead_letters(n, now).await?;
             println!(
                 "added {added} dead letters to {} in {} ms",
+                ledger.ledger.display(),
+                t0.elapsed().as_millis()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Dev {
+            cmd:
+                DevCmd::SeedLedger {
+                    events,
+                    records,
+                    ledger,
+                },
+        } => {
+            let l = Ledger::open(&ledger.ledger).await?;
+            let t0 = std::time::Instant::now();
+            let now = chrono::Utc::now().timestamp_millis();
+            let s = l.seed_history(events, records, now).await?;
+            println!(
+                "added {} events ({} pending, {} duplicates) over {} records, {} writes, {} dead letters, {} audit rows to {} in {} ms",
+                s.events,
+                s.pending,
+                s.duplicates,
+                s.records,
+                s.writes,
+                s.dead_letters,
+                s.audit,
                 ledger.ledger.display(),
                 t0.elapsed().as_millis()
             );

@@ -50,7 +50,7 @@ impl Report {
     pub fn print(&self) {
         println!();
         println!(
-            "{:<44} {:>14} {:<11} {:>12} {:>7}  {:<28} {}",
+            "{:<44} {:>14} {:<11} {:>12} {:>7}  {:<28} {:<3}",
             "figure", "value", "unit", "baseline", "ratio", "target", "met"
         );
         for f in &self.figures {

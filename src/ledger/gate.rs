@@ -131,7 +131,9 @@ impl Ledger {
     pub async fn held_writes(&self) -> Result<BTreeMap<String, i64>> {
         let mut out: BTreeMap<String, i64> = ["crm", "billing"].iter().map(|d| (d.to_string(), 0)).collect();
         let rows = sqlx::query(
-            "SELECT o.destination, COUNT(*) FROM outbox o JOIN work_queue w ON w.entity_key = o.entity_key \
+            // From the parked records to their open writes (CROSS JOIN keeps that order), not a
+            // scan of every write.
+            "SELECT o.destination, COUNT(*) FROM work_queue w CROSS JOIN outbox o ON o.entity_key = w.entity_key \
              WHERE o.state = 'pending' AND w.parked_reason IN (?1, ?2, ?3) GROUP BY o.destination",
         )
         .bind(OBSERVING.reason)
