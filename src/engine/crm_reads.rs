@@ -65,7 +65,8 @@ impl CrmReads {
 }
 
 /// Read one CRM record through its object type's lane (in budget lane `lane`); waits for this
-/// record's answer. `Ok(None)`: the record does not exist.
+/// record's answer. `Ok(None)`: the record does not exist. Before the lanes run (no workers
+/// started in this process) the read goes out on its own.
 pub(super) async fn get(
     inner: &Inner,
     kind: CrmObject,
@@ -73,9 +74,19 @@ pub(super) async fn get(
     props: Arc<Vec<String>>,
     lane: Lane,
 ) -> Result<ConnResult<Option<RemoteRecord>>, EngineError> {
+    let lanes = &inner.crm_reads;
+    // No lane task without workers (a CLI command, a console preview in a process that runs
+    // none): read directly, as one request.
+    let running = match lanes.lane(kind).rx.lock() {
+        Ok(g) => g.is_none(),
+        Err(p) => p.into_inner().is_none(),
+    };
+    if !running {
+        inner.acquire(Side::Crm, lane).await;
+        return Ok(inner.crm.get_record(kind, id, &props).await);
+    }
     let (reply, rx) = oneshot::channel();
-    inner
-        .crm_reads
+    lanes
         .lane(kind)
         .tx
         .send(Job {

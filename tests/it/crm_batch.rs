@@ -152,6 +152,23 @@ async fn a_burst_of_billing_changes_reaches_the_crm_in_batches_and_a_bad_record_
     .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(60)).await);
     assert_eq!(sims.billing.customers().len(), CONTACTS, "one customer per contact");
+    // Each contact was re-read at least twice (its first plan, and again after its customer
+    // was created); reads waiting together went out as batch/read calls.
+    let log = sims.crm.request_log();
+    let single_reads = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/crm/v3/objects/contacts/"))
+        .count();
+    let batch_reads = log
+        .iter()
+        .filter(|r| r.path == "/crm/v3/objects/contacts/batch/read")
+        .count();
+    eprintln!("crm_batch: setup read {CONTACTS} contacts (twice or more) in {single_reads} GETs and {batch_reads} batch/read calls");
+    assert!(batch_reads > 0, "no read was batched");
+    assert!(
+        single_reads + batch_reads < 2 * CONTACTS,
+        "{single_reads} GETs + {batch_reads} batch reads for {CONTACTS} contacts read at least twice"
+    );
 
     // 1. The bulk part: a billing-owned change to every contact, released at once.
     let writes: Vec<LoggedRequest> = burst(&d, &customers, |_| "customer")
