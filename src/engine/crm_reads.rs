@@ -5,8 +5,8 @@
 //! A worker hands its read to its object type's lane and waits for that record's answer. The
 //! lane takes everything waiting with the same properties; a lone read is sent at once as a
 //! single `GET` (what it was before), several as one `batch/read`. Each call takes one unit of
-//! the CRM budget — in the live lane when any read in it is live, else the bulk lane — so
-//! while the budget makes a call wait, the next one fills up: a backlog read at a budget of
+//! the CRM budget — live when any read waiting for it is live — before it is formed, so while the
+//! budget makes a call wait, it fills up: a backlog read at a budget of
 //! Q calls/s costs Q / 100 of it per record instead of one unit each. At most
 //! [`IN_FLIGHT`] calls are out at once. Every outcome is the record's own: found, gone
 //! (`None`), or the error the worker already handles for a single read (a whole-call failure
@@ -127,10 +127,22 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
             },
         };
         let Some(first) = first else { break };
-        // A slot first: while every slot is busy, more reads queue up for this call.
+        // A slot, then the budget, then the call is formed: while either makes it wait, more
+        // reads queue up for it.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
+        // Live when any read already waiting is live (one opened in the bulk lane can still
+        // delay a live read that arrives while it waits: by at most the bulk lane's share).
+        while let Ok(j) = rx.try_recv() {
+            held.push(j);
+        }
+        let lane = if first.lane == Lane::Live || held.iter().any(|j| j.lane == Lane::Live) {
+            Lane::Live
+        } else {
+            Lane::Bulk
+        };
+        inner.acquire(Side::Crm, lane).await;
         let mut jobs = vec![first];
         let mut rest = std::mem::take(&mut held);
         while let Ok(j) = rx.try_recv() {
@@ -151,14 +163,8 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
     }
 }
 
-/// One call for `jobs` (same properties): the budget once, then a `GET` or a `batch/read`.
+/// One call for `jobs` (same properties, budget already taken): a `GET` or a `batch/read`.
 async fn call(inner: &Inner, kind: CrmObject, jobs: Vec<Job>) {
-    let lane = if jobs.iter().any(|j| j.lane == Lane::Live) {
-        Lane::Live
-    } else {
-        Lane::Bulk
-    };
-    inner.acquire(Side::Crm, lane).await;
     if let [one] = jobs.as_slice() {
         let r = inner.crm.get_record(kind, &one.id, &one.props).await;
         if let Some(job) = jobs.into_iter().next() {
