@@ -326,6 +326,41 @@ impl Ledger {
         bulk: bool,
     ) -> Result<Vec<IngestOutcome>> {
         let bulk_base = if bulk { BULK_SEQ_BASE } else { 0 };
+        // A billing id belongs to one CRM record, whichever object linked it (a contact's or a
+        // company's customer); prefer the event's own object. One lookup for the whole batch
+        // (inside the transaction, so a link made a moment ago is seen).
+        let mut billing_ids: Vec<&str> = events.iter().filter_map(|e| e.billing_id.as_deref()).collect();
+        billing_ids.sort_unstable();
+        billing_ids.dedup();
+        let mut linked: HashMap<(String, String), String> = HashMap::new();
+        for chunk in billing_ids.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT object, billing_id, object || ':crm:' || crm_id FROM identity_map WHERE billing_id IN (",
+            );
+            let mut sep = qb.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&mut **tx).await? {
+                linked.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            }
+        }
+        let entity_of = |e: &NewEvent| -> String {
+            let Some(bid) = e.billing_id.as_deref() else {
+                return e.entity_key.clone();
+            };
+            if let Some(k) = linked.get(&(e.identity_object.clone(), bid.to_string())) {
+                return k.clone();
+            }
+            // Another object's link: the lowest object name, so the choice is stable.
+            linked
+                .iter()
+                .filter(|((_, b), _)| b == bid)
+                .min_by(|a, b| a.0 .0.cmp(&b.0 .0))
+                .map(|(_, k)| k.clone())
+                .unwrap_or_else(|| e.entity_key.clone())
+        };
         let mut inserted: HashMap<(String, String), (i64, String)> = HashMap::new();
         for chunk in events.chunks(200) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -339,15 +374,7 @@ impl Ledger {
                     .push_bind(&e.event_type)
                     .push_bind(&e.object_type)
                     .push_bind(&e.object_id)
-                    // A billing id belongs to one CRM record, whichever object linked it (a
-                    // contact's or a company's customer); prefer the event's own object.
-                    .push("COALESCE((SELECT object || ':crm:' || crm_id FROM identity_map WHERE billing_id = ")
-                    .push_bind_unseparated(&e.billing_id)
-                    .push_unseparated(" ORDER BY object = ")
-                    .push_bind_unseparated(&e.identity_object)
-                    .push_unseparated(" DESC LIMIT 1), ")
-                    .push_bind_unseparated(&e.entity_key)
-                    .push_unseparated(")")
+                    .push_bind(entity_of(e))
                     .push_bind(&e.payload)
                     .push_bind(e.received_at_ms);
             });
