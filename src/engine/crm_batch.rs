@@ -42,58 +42,27 @@ pub(super) enum Sent {
     Done(ConnResult<RemoteRecord>),
 }
 
-struct Job {
+pub(crate) struct Job {
     item: BatchUpdate,
     reply: oneshot::Sender<Sent>,
 }
 
-struct Lane {
-    tx: mpsc::UnboundedSender<Job>,
-    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
-}
-
 /// One lane per CRM object type.
-pub(crate) struct CrmWrites {
-    lanes: [Lane; 2],
-}
-
-impl CrmWrites {
-    pub(crate) fn new() -> CrmWrites {
-        let lane = || {
-            let (tx, rx) = mpsc::unbounded_channel();
-            Lane {
-                tx,
-                rx: std::sync::Mutex::new(Some(rx)),
-            }
-        };
-        CrmWrites {
-            lanes: [lane(), lane()],
-        }
-    }
-
-    fn lane(&self, kind: CrmObject) -> &Lane {
-        match kind {
-            CrmObject::Contact => &self.lanes[0],
-            CrmObject::Company => &self.lanes[1],
-        }
-    }
-}
+pub(crate) type CrmWrites = super::lanes::ObjectLanes<Job>;
 
 /// Update one CRM record through its object type's lane; waits for this record's outcome.
 pub(super) async fn update(inner: &Inner, kind: CrmObject, id: &str, fields: Fields) -> Result<Sent, EngineError> {
     let (reply, rx) = oneshot::channel();
-    inner
-        .crm_writes
-        .lane(kind)
-        .tx
-        .send(Job {
+    inner.crm_writes.send(
+        kind,
+        Job {
             item: BatchUpdate {
                 id: id.to_string(),
                 fields,
             },
             reply,
-        })
-        .map_err(|_| EngineError::Stopped)?;
+        },
+    )?;
     rx.await.map_err(|_| EngineError::Stopped)
 }
 
@@ -102,10 +71,7 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<tokio::task::JoinHandle<()>> {
     [CrmObject::Contact, CrmObject::Company]
         .into_iter()
         .filter_map(|kind| {
-            let rx = match inner.crm_writes.lane(kind).rx.lock() {
-                Ok(mut g) => g.take(),
-                Err(p) => p.into_inner().take(),
-            }?;
+            let rx = inner.crm_writes.take(kind)?;
             Some(tokio::spawn(run(inner.clone(), kind, rx)))
         })
         .collect()

@@ -25,44 +25,15 @@ use crate::contract::{CrmObject, Side};
 /// time would cap reads at a few calls a second however full they are).
 const IN_FLIGHT: usize = 4;
 
-struct Job {
+pub(crate) struct Job {
     id: String,
     props: Arc<Vec<String>>,
     lane: Lane,
     reply: oneshot::Sender<ConnResult<Option<RemoteRecord>>>,
 }
 
-struct ReadLane {
-    tx: mpsc::UnboundedSender<Job>,
-    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
-}
-
 /// One lane per CRM object type.
-pub(crate) struct CrmReads {
-    lanes: [ReadLane; 2],
-}
-
-impl CrmReads {
-    pub(crate) fn new() -> CrmReads {
-        let lane = || {
-            let (tx, rx) = mpsc::unbounded_channel();
-            ReadLane {
-                tx,
-                rx: std::sync::Mutex::new(Some(rx)),
-            }
-        };
-        CrmReads {
-            lanes: [lane(), lane()],
-        }
-    }
-
-    fn lane(&self, kind: CrmObject) -> &ReadLane {
-        match kind {
-            CrmObject::Contact => &self.lanes[0],
-            CrmObject::Company => &self.lanes[1],
-        }
-    }
-}
+pub(crate) type CrmReads = super::lanes::ObjectLanes<Job>;
 
 /// Read one CRM record through its object type's lane (in budget lane `lane`); waits for this
 /// record's answer. `Ok(None)`: the record does not exist. Before the lanes run (no workers
@@ -74,28 +45,22 @@ pub(super) async fn get(
     props: Arc<Vec<String>>,
     lane: Lane,
 ) -> Result<ConnResult<Option<RemoteRecord>>, EngineError> {
-    let lanes = &inner.crm_reads;
     // No lane task without workers (a CLI command, a console preview in a process that runs
     // none): read directly, as one request.
-    let running = match lanes.lane(kind).rx.lock() {
-        Ok(g) => g.is_none(),
-        Err(p) => p.into_inner().is_none(),
-    };
-    if !running {
+    if !inner.crm_reads.running(kind) {
         inner.acquire(Side::Crm, lane).await;
         return Ok(inner.crm.get_record(kind, id, &props).await);
     }
     let (reply, rx) = oneshot::channel();
-    lanes
-        .lane(kind)
-        .tx
-        .send(Job {
+    inner.crm_reads.send(
+        kind,
+        Job {
             id: id.to_string(),
             props,
             lane,
             reply,
-        })
-        .map_err(|_| EngineError::Stopped)?;
+        },
+    )?;
     rx.await.map_err(|_| EngineError::Stopped)
 }
 
@@ -104,10 +69,7 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<tokio::task::JoinHandle<()>> {
     [CrmObject::Contact, CrmObject::Company]
         .into_iter()
         .filter_map(|kind| {
-            let rx = match inner.crm_reads.lane(kind).rx.lock() {
-                Ok(mut g) => g.take(),
-                Err(p) => p.into_inner().take(),
-            }?;
+            let rx = inner.crm_reads.take(kind)?;
             Some(tokio::spawn(run(inner.clone(), kind, rx)))
         })
         .collect()

@@ -9,6 +9,7 @@ mod crm_reads;
 mod dead_letters;
 mod echo;
 pub(crate) mod jobs;
+mod lanes;
 mod metrics;
 mod ops;
 pub use console::{audit_csv_row, AUDIT_CSV_HEADER, AUDIT_CSV_PAGE};
