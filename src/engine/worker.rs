@@ -839,7 +839,7 @@ pub(super) fn update_op(
 pub(super) async fn park_held(ctx: &Ctx<'_>, hold: WriteHold) -> Result<Step, EngineError> {
     ctx.inner
         .ledger
-        .park(ctx.key, ctx.owner, ctx.inner.now_ms() + hold.recheck_ms, hold.reason)
+        .park_held(ctx.key, ctx.owner, hold, ctx.inner.now_ms())
         .await?;
     Ok(Step::Parked)
 }

@@ -16,13 +16,16 @@ pub struct WriteHold {
     /// `paused` or `observing`: the work queue's `parked_reason`.
     pub reason: &'static str,
     /// Park the record this long before checking again. Turning writes on (resume, `writes
-    /// on`) unparks held records at once; the recheck is a safety net.
+    /// on`, `migration finish`, from any process) unparks held records at once, and a record
+    /// held just before is not parked ([`Ledger::park_held`]); the recheck is a safety net.
+    /// It is long so that a paused backlog rests: with a short one every held record was
+    /// claimed, offered to the gate and parked again every second of a pause.
     pub recheck_ms: i64,
 }
 
 pub const PAUSED: WriteHold = WriteHold {
     reason: "paused",
-    recheck_ms: 1_000,
+    recheck_ms: 60_000,
 };
 pub const OBSERVING: WriteHold = WriteHold {
     reason: "observing",
@@ -67,6 +70,38 @@ impl Ledger {
         } else {
             None
         })
+    }
+
+    /// Park a record whose write the gate held, until `hold`'s recheck — unless the hold was
+    /// lifted in the meantime. Lifting a hold (resume, `writes on`, `migration finish`) unparks
+    /// the records parked for it, but a write held a moment before could be parked just after
+    /// (a CRM batch of 100 takes a while to hand back): checked in the same statement, so such
+    /// a record is claimable at once instead of waiting out its recheck.
+    pub async fn park_held(&self, entity_key: &str, owner: &str, hold: WriteHold, now_ms: i64) -> Result<()> {
+        let still_held = match hold.reason {
+            r if r == MIGRATION_FREEZE.reason => "EXISTS (SELECT 1 FROM migrations_mode WHERE finished_at_ms IS NULL)",
+            r if r == OBSERVING.reason => "EXISTS (SELECT 1 FROM control_flags WHERE key = ?5 AND value = 'on')",
+            _ => "EXISTS (SELECT 1 FROM control_flags WHERE key >= ?6 AND key < ?7 AND value = 'on')",
+        };
+        let sql = format!(
+            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, \
+               not_before_ms = CASE WHEN {still_held} THEN ?3 ELSE 0 END, \
+               parked_reason = CASE WHEN {still_held} THEN ?4 ELSE NULL END \
+             WHERE entity_key = ?1 AND lease_owner = ?2"
+        );
+        // Pause keys are `pause:<scope>`: the range `pause:` .. `pause;` holds exactly them.
+        let pause_end = format!("{}{}", PAUSE_PREFIX.trim_end_matches(':'), ';');
+        sqlx::query(&sql)
+            .bind(entity_key)
+            .bind(owner)
+            .bind(now_ms + hold.recheck_ms)
+            .bind(hold.reason)
+            .bind(OBSERVE_KEY)
+            .bind(PAUSE_PREFIX)
+            .bind(pause_end)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     /// Observe mode on: ingest and plan, write nothing. Audited.
@@ -220,5 +255,57 @@ mod tests {
         l.clear_observe(None, "cli", 6).await.unwrap();
         assert_eq!(l.write_hold("crm", Some("customer")).await.unwrap(), None);
         assert!(l.status().await.unwrap().migration.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_write_held_just_before_a_resume_is_claimable_at_once_not_after_its_recheck() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        let other = Ledger::open(&dir.path().join("l.db")).await.expect("open");
+        let events: Vec<super::super::NewEvent> = (0..3)
+            .map(|i| super::super::NewEvent {
+                source: crate::contract::Side::Crm,
+                event_id: format!("e{i}"),
+                via: "webhook",
+                event_type: "contact.propertyChange".into(),
+                object_type: "contact".into(),
+                object_id: i.to_string(),
+                identity_object: "customer".into(),
+                entity_key: format!("customer:crm:{i}"),
+                billing_id: None,
+                payload: "{}".into(),
+                received_at_ms: 1,
+            })
+            .collect();
+        l.ingest(&events).await.unwrap();
+        other.set_pause("crm", None, "cli", 1).await.unwrap();
+        other.set_observe(None, "cli", 1).await.unwrap();
+        let claims = l.claim("w", 3, 10, 1_000).await.unwrap();
+        assert_eq!(claims.len(), 3);
+        // Still paused / observing: parked until the recheck.
+        l.park_held(&claims[0].entity_key, "w", PAUSED, 10).await.unwrap();
+        l.park_held(&claims[1].entity_key, "w", OBSERVING, 10).await.unwrap();
+        assert!(l.claim("w", 3, 20, 1_000).await.unwrap().is_empty(), "both parked");
+        assert_eq!(
+            l.status().await.unwrap().held_writes["crm"],
+            0,
+            "no writes planned here"
+        );
+        // The pause and observe mode lifted by another process while the third record's
+        // write was on its way to being held: it is not parked for a second.
+        other.clear_pause("crm", None, "cli", 30).await.unwrap();
+        other.clear_observe(None, "cli", 30).await.unwrap();
+        l.park_held(&claims[2].entity_key, "w", PAUSED, 40).await.unwrap();
+        let again = l.claim("w", 3, 41, 100_000).await.unwrap();
+        assert_eq!(
+            again.len(),
+            3,
+            "resume unparked the first two; the third was never parked"
+        );
+        // A pause of another scope still holds a paused write until its recheck.
+        other.set_pause("billing", None, "cli", 50).await.unwrap();
+        l.park_held(&again[0].entity_key, "w", PAUSED, 60).await.unwrap();
+        assert!(l.claim("w", 3, 61, 1_000).await.unwrap().is_empty(), "parked");
+        assert_eq!(l.claim("w", 3, 60 + PAUSED.recheck_ms, 1_000).await.unwrap().len(), 1);
     }
 }

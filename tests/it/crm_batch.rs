@@ -72,7 +72,7 @@ fn carried(r: &LoggedRequest) -> Vec<String> {
 }
 
 /// Pause CRM writes, set `stage(i)` on every customer in billing, wait until every CRM write is
-/// planned (and none sent), resume, wait until quiet. Returns the CRM requests made after resume.
+/// planned and held (none sent), resume, wait until quiet. Returns the CRM requests made after resume.
 async fn burst(d: &Demo, customers: &[String], stage: impl Fn(usize) -> &'static str) -> Vec<LoggedRequest> {
     let sims = d.running.sims.clone().expect("sims");
     let e = d.running.engine.clone();
@@ -88,11 +88,13 @@ async fn burst(d: &Demo, customers: &[String], stage: impl Fn(usize) -> &'static
             .expect("edit customer");
     }
     let n = customers.len() as i64;
-    eventually(120, "every CRM write planned while paused", || {
+    // Planned, and every record parked by the pause (none still on its way to the gate), so
+    // the resume releases the whole backlog at once.
+    eventually(120, "every CRM write planned and held while paused", || {
         let e = e.clone();
         async move {
             let st = e.status().await.ok()?;
-            (st.ledger.writes["crm"].pending == n).then_some(())
+            (st.ledger.writes["crm"].pending == n && st.ledger.held_writes["crm"] == n).then_some(())
         }
     })
     .await;
