@@ -3,7 +3,11 @@
 //!
 //! - paces requests with a token bucket whose rate adapts (AIMD): a 429 without guidance
 //!   halves it, every quiet second wins back 5 % of the configured rate;
-//! - holds a provider's `Retry-After` for every caller, not only the one that was told;
+//! - honours a provider's `Retry-After`: the request that was told waits it out; every caller
+//!   waits it out too once 429s are not isolated (at least [`QUOTA_MIN_429`] and
+//!   [`QUOTA_SHARE`] of the requests of the last [`SHARE_WINDOW`]) — an account over its
+//!   quota answers many requests 429, while a stray 429 (a provider's momentary hiccup, a
+//!   lock on one object) holding every caller for a second would stall all live work;
 //! - listens to HubSpot's `X-HubSpot-RateLimit-*` headers on every response: the interval
 //!   quota (`Max` / interval) caps the rate, and the bucket never holds more than the window's
 //!   `Remaining` — so the budget slows to what is left before hitting the wall (a rolling
@@ -55,6 +59,12 @@ impl Lane {
 
 /// While both lanes wait, live gets this many grants in a row, then bulk gets one.
 pub const LIVE_SHARE: u32 = 9;
+/// Over this window the budget compares its 429s with its requests.
+const SHARE_WINDOW: Duration = Duration::from_secs(10);
+/// A `Retry-After` holds every caller once at least this many of the window's requests…
+pub const QUOTA_MIN_429: u64 = 3;
+/// …and at least this share of them were answered 429.
+pub const QUOTA_SHARE: f64 = 0.10;
 /// A 429 without guidance (no `Retry-After`): everybody waits this long, and the rate halves.
 const NO_GUIDANCE_WAIT: Duration = Duration::from_millis(500);
 /// Multiplicative decrease on a 429 without guidance, at most once per this long (a burst of
@@ -108,6 +118,9 @@ struct State {
     provider_daily: Option<u64>,
     provider_daily_exhausted: bool,
     recent_429: VecDeque<Instant>,
+    /// Requests granted and answered 429 per second of the last [`SHARE_WINDOW`]: (second
+    /// started, granted, 429s), oldest first.
+    share: VecDeque<(Instant, u64, u64)>,
     last_decrease: Option<Instant>,
     granted: u64,
     rate_limited: u64,
@@ -185,6 +198,7 @@ impl Budget {
                 provider_daily: None,
                 provider_daily_exhausted: false,
                 recent_429: VecDeque::new(),
+                share: VecDeque::new(),
                 last_decrease: None,
                 granted: 0,
                 rate_limited: 0,
@@ -298,6 +312,7 @@ impl Budget {
         s.tokens -= 1.0;
         s.daily_used += 1;
         s.granted += 1;
+        share_slot(&mut s, now).1 += 1;
         match lane {
             Lane::Live if s.waiting[Lane::Bulk.idx()] > 0 => s.live_streak += 1,
             Lane::Live => s.live_streak = 0,
@@ -321,12 +336,16 @@ impl Budget {
     }
 
     /// A request was answered 429 and the provider asks for a retry. With `retry_after`
-    /// (guidance) every caller waits it out; without, the rate halves (at most once a second)
-    /// and everyone waits a moment. Returns how long callers are held.
+    /// (guidance) the request waits it out, and so does every caller once 429s are not
+    /// isolated ([`QUOTA_MIN_429`], [`QUOTA_SHARE`]); without guidance, the rate halves (at
+    /// most once a second) and everyone waits a moment. Returns how long the request that was
+    /// answered 429 waits.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) -> Duration {
         let now = Instant::now();
         let mut s = self.lock();
         s.rate_limited += 1;
+        share_slot(&mut s, now).2 += 1;
+        let (granted, limited) = s.share.iter().fold((0, 0), |(g, l), (_, sg, sl)| (g + sg, l + sl));
         s.recent_429.push_back(now);
         while s
             .recent_429
@@ -337,7 +356,14 @@ impl Budget {
         }
         let wait = match retry_after {
             Some(d) => {
-                self.block(&mut s, now + d, format!("429: Retry-After {} ms", d.as_millis()));
+                let share = limited as f64 / granted.max(limited).max(1) as f64;
+                if limited >= QUOTA_MIN_429 && share >= QUOTA_SHARE {
+                    let reason = format!(
+                        "429: Retry-After {} ms, held for every request ({limited} of the last {granted} requests answered 429)",
+                        d.as_millis()
+                    );
+                    self.block(&mut s, now + d, reason);
+                }
                 d
             }
             None => {
@@ -409,6 +435,27 @@ impl Budget {
             rate_limited: s.rate_limited as i64,
         }
     }
+}
+
+/// The current second's counters in the share window (dropping seconds that left it).
+fn share_slot(s: &mut State, now: Instant) -> &mut (Instant, u64, u64) {
+    while s
+        .share
+        .front()
+        .is_some_and(|(at, _, _)| now.duration_since(*at) >= SHARE_WINDOW)
+    {
+        s.share.pop_front();
+    }
+    let fresh = s
+        .share
+        .back()
+        .map_or(true, |(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1));
+    if fresh {
+        s.share.push_back((now, 0, 0));
+    }
+    // Just pushed when empty.
+    let last = s.share.len() - 1;
+    &mut s.share[last]
 }
 
 impl RateObserver for Budget {

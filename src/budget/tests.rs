@@ -78,21 +78,58 @@ async fn bucket_paces_after_burst_and_honours_retry_after() {
     assert_eq!(b.acquire(Lane::Live).await, Duration::ZERO);
     let waited = b.acquire(Lane::Live).await;
     assert!(waited >= Duration::from_millis(99), "{waited:?}");
+    // One 429 in three requests: the request that was told waits Retry-After, nobody else.
     let held = b.on_rate_limited(Some(Duration::from_secs(2)));
     assert_eq!(held, Duration::from_secs(2));
+    let st = b.snapshot();
+    assert_eq!(
+        (st.blocked_until_ms, st.blocked_reason.as_deref()),
+        (None, None),
+        "{st:?}"
+    );
+    assert_eq!(st.rate_limited_last_minute, 1);
+    let waited = b.acquire(Lane::Live).await;
+    assert!(waited < Duration::from_millis(150), "paced, not held: {waited:?}");
+    // A second one is still not enough evidence; the third (3 of 4 requests) is: the account
+    // is over its quota and every caller waits the provider out.
+    b.on_rate_limited(Some(Duration::from_secs(2)));
+    assert_eq!(b.snapshot().blocked_until_ms, None);
+    let at = NOON + 200;
+    b.on_rate_limited(Some(Duration::from_secs(2)));
     let st = b.snapshot();
     assert!(
         st.blocked_reason
             .as_deref()
-            .is_some_and(|r| r.contains("Retry-After 2000 ms")),
+            .is_some_and(|r| r.contains("Retry-After 2000 ms") && r.contains("3 of the last 4")),
         "{st:?}"
     );
-    assert_eq!(st.blocked_until_ms, Some(NOON + 100 + 2_000));
-    assert_eq!(st.rate_limited_last_minute, 1);
+    assert_eq!(st.blocked_until_ms, Some(at + 2_000));
+    assert_eq!(st.rate_limited_last_minute, 3);
     let waited = b.acquire(Lane::Live).await;
     assert!(waited >= Duration::from_secs(2), "{waited:?}");
     // Guidance was given: the rate itself is not lowered.
     assert_eq!(b.snapshot().current_per_sec, 10.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stray_429s_among_many_requests_hold_only_their_own_request() {
+    let b = budget(1_000.0, 1_000);
+    // 3 % of 600 requests answered 429 with Retry-After 1 s, spread over six seconds: never
+    // 10 % of the window, so no caller but the one told waits.
+    for i in 0..600u32 {
+        b.acquire(Lane::Live).await;
+        if i % 33 == 32 {
+            assert_eq!(b.on_rate_limited(Some(Duration::from_secs(1))), Duration::from_secs(1));
+            assert_eq!(b.snapshot().blocked_until_ms, None, "request {i}");
+        }
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    assert_eq!(b.snapshot().rate_limited, 18);
+    // Then the account runs out: a burst of 429s holds everybody.
+    for _ in 0..60 {
+        b.on_rate_limited(Some(Duration::from_secs(1)));
+    }
+    assert!(b.snapshot().blocked_until_ms.is_some());
 }
 
 #[tokio::test(start_paused = true)]

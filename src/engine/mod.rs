@@ -176,8 +176,8 @@ impl Inner {
     }
 
     /// A 429 the provider wants retried: the one place that tells the budget (which holds
-    /// every caller and adapts its rate) and counts it for the overview's 429 chart. Returns
-    /// how long callers are held.
+    /// every caller when 429s are not isolated, and adapts its rate) and counts it for the
+    /// overview's 429 chart. Returns how long the request that was answered 429 waits.
     pub(crate) fn note_rate_limited(&self, side: Side, retry_after: Option<Duration>) -> Duration {
         self.metrics.add("rate_limited", side.as_str(), 1.0);
         self.budget(side).on_rate_limited(retry_after)

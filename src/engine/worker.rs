@@ -1021,9 +1021,10 @@ pub(super) async fn settle(
         }
         Err(ConnectorError::RateLimited { retry_after_ms, .. }) => {
             // Rate pressure, not a failure: the provider asks for a retry (a 429 it says not
-            // to retry arrives as a rejection and dead-letters below). The budget holds every
-            // worker (Retry-After, or a lower adaptive rate) and the write is tried again with
-            // the same key, without spending one of the op's attempts. It shows in the 429
+            // to retry arrives as a rejection and dead-letters below). The record waits out
+            // Retry-After (every worker does once 429s are not isolated; without guidance the
+            // rate adapts) and the write is tried again with the same key, without spending
+            // one of the op's attempts. It shows in the 429
             // chart, the budget's status and lag; an operator can pause.
             let wait = inner.note_rate_limited(dest, retry_after_ms.map(Duration::from_millis));
             let reason = format!("rate limited by {}: waiting {} ms", dest.as_str(), wait.as_millis());
