@@ -15,6 +15,15 @@
 //! fails the batch) is split in halves and sent again, down to single records, so only the
 //! bad record dead-letters; every other failure is each record's own, handled as today
 //! (retry with backoff, 429 wait, dead letter).
+//!
+//! Bulk work (backfill, replay, reconciliation repairs, bulk resolutions) does not wait for
+//! its CRM update: the worker parks the record (`worker::wait_for_batch`, reason "waiting for a full
+//! CRM batch") and moves on. Every [`BATCH_CHECK`] the lane sends the waiting updates in calls
+//! of 100 once 100 wait, once the oldest has waited [`BATCH_WAIT_MS`], or at once when no
+//! other bulk work is queued (a small replay is not held back). So a backfill paced by the
+//! billing quota (a few records a second) still reaches HubSpot in full calls. A live event
+//! for a waiting record makes it claimable at once (ingest), and a waiting record a lane never
+//! sends is claimed by a worker after [`BATCH_FALLBACK_MS`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +41,13 @@ use crate::ledger::{Claim, OutboxOp, WriteHold};
 const LINGER: Duration = Duration::from_millis(5);
 /// The longest a lane lingers before sending what it has.
 const LINGER_MAX: Duration = Duration::from_millis(25);
+
+/// How often a lane looks for bulk updates waiting for a full call.
+const BATCH_CHECK: Duration = Duration::from_millis(500);
+/// The longest a bulk update waits for a full call while other bulk work is queued.
+pub(super) const BATCH_WAIT_MS: i64 = 30_000;
+/// A waiting record's `not_before`: workers take it back if no lane sent it by then.
+pub(super) const BATCH_FALLBACK_MS: i64 = BATCH_WAIT_MS + 30_000;
 
 /// What became of one record's update.
 pub(super) enum Sent {
@@ -79,9 +95,15 @@ pub(super) fn spawn(inner: &Arc<Inner>) -> Vec<tokio::task::JoinHandle<()>> {
 
 async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver<Job>) {
     let mut stop = inner.shutdown_rx();
+    let mut check = tokio::time::interval(BATCH_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             j = rx.recv() => j,
+            _ = check.tick() => {
+                send_waiting(&inner, kind, &mut rx).await;
+                continue;
+            }
             _ = stop.changed() => None,
         };
         let Some(first) = first else { break };
@@ -91,6 +113,36 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
             linger(&mut rx, &mut jobs, CRM_BATCH_MAX).await;
         }
         flush(&inner, kind, jobs, &mut rx).await;
+    }
+}
+
+/// Send the bulk updates parked for a full call: full calls while 100 wait, then the rest
+/// once the oldest has waited long enough or no other bulk work is queued.
+async fn send_waiting(inner: &Inner, kind: CrmObject, rx: &mut mpsc::UnboundedReceiver<Job>) {
+    let op = worker::crm_update_op(kind);
+    loop {
+        let waiting = match inner.ledger.batch_waiting(op, inner.now_ms(), BATCH_FALLBACK_MS).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the CRM updates waiting for a batch");
+                return;
+            }
+        };
+        let full = waiting.count >= CRM_BATCH_MAX as i64;
+        let overdue = waiting
+            .oldest_parked_ms
+            .is_some_and(|t| inner.now_ms() - t >= BATCH_WAIT_MS);
+        if waiting.count == 0 || !(full || overdue || !waiting.more_bulk_work) {
+            return;
+        }
+        // Bulk work: the call waits in the bulk lane of the budget.
+        let call = flush(inner, kind, Vec::new(), rx);
+        let sent = worker::LANE
+            .scope(std::cell::Cell::new(crate::budget::Lane::Bulk), call)
+            .await;
+        if !full || sent == 0 {
+            return;
+        }
     }
 }
 
@@ -124,10 +176,14 @@ async fn linger(rx: &mut mpsc::UnboundedReceiver<Job>, jobs: &mut Vec<Job>, cap:
 }
 
 /// Top the call up from the backlog, pass the write gate once (budget, then pause) right
-/// before sending, and hand each record its outcome.
-async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc::UnboundedReceiver<Job>) {
+/// before sending, and hand each record its outcome. Returns how many records the call
+/// carried (none: nothing was waiting after all, and no call was made).
+async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc::UnboundedReceiver<Job>) -> usize {
     let owner = format!("{}-crm-{}", std::process::id(), kind.as_str());
     let backlog = backlog(inner, kind, &owner, CRM_BATCH_MAX.saturating_sub(jobs.len())).await;
+    if jobs.is_empty() && backlog.is_empty() {
+        return 0;
+    }
     let room = CRM_BATCH_MAX.saturating_sub(backlog.len());
     if !backlog.is_empty() {
         // Draining a backlog: workers that claimed its other records a moment ago are about
@@ -165,6 +221,7 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
         async move { settle_backlog(inner, owner, claim, op, sent).await }
     });
     futures_util::future::join_all(settles).await;
+    items.len()
 }
 
 /// Claim up to `room` records whose next write is this lane's update.

@@ -844,6 +844,17 @@ pub(super) async fn park_held(ctx: &Ctx<'_>, hold: WriteHold) -> Result<Step, En
     Ok(Step::Parked)
 }
 
+/// A bulk-lane record's CRM update waits, parked, for its lane to send it in a full call
+/// (`crm_batch.rs`).
+async fn wait_for_batch(ctx: &Ctx<'_>, op: &str) -> Result<(), EngineError> {
+    let inner = ctx.inner;
+    let reason = crate::ledger::batch_wait_reason(op);
+    let until = inner.now_ms() + super::crm_batch::BATCH_FALLBACK_MS;
+    inner.ledger.park(ctx.key, ctx.owner, until, &reason).await?;
+    inner.metrics.add("crm_batch_waits", op, 1.0);
+    Ok(())
+}
+
 /// The write gate could not read the pause flags: the record waits and tries again.
 pub(super) async fn park_gate_failed(ctx: &Ctx<'_>, why: &str) -> Result<Step, EngineError> {
     let reason = format!("error: write gate: {why}");
@@ -954,6 +965,12 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
         }
         "change_plan" => inner.billing.change_plan(target, &op.idempotency_key, &fields).await,
         "update_contact" | "update_company" => {
+            // Bulk work (backfill, replay, repairs) is not waited on: its CRM update waits,
+            // parked, for the lane to send it in a full call.
+            if lane() == Lane::Bulk && inner.crm_writes.running(ctx.mapping.crm) {
+                wait_for_batch(ctx, &op.op).await?;
+                return Ok(Step::Parked);
+            }
             // Coalesced with other records' updates into one batch call, gated there.
             match super::crm_batch::update(inner, ctx.mapping.crm, target, fields.clone()).await? {
                 super::crm_batch::Sent::Held(hold) => return park_held(ctx, hold).await,

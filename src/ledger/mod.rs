@@ -419,10 +419,15 @@ impl Ledger {
             qb.push_values(chunk, |mut b, (entity, first, last)| {
                 b.push_bind(*entity).push_bind(first + bulk_base).push_bind(*last);
             });
-            qb.push(
+            // A live event for a record whose bulk CRM update waits for a full batch call
+            // makes it claimable now: live work does not wait for bulk batching.
+            qb.push(format_args!(
                 " ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
-                 ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL",
-            );
+                 ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL, \
+                 not_before_ms = CASE WHEN excluded.ready_seq < {BULK_SEQ_BASE} \
+                   AND parked_reason LIKE '{}%' THEN 0 ELSE not_before_ms END",
+                crm_batch::BATCH_WAIT_PREFIX
+            ));
             qb.build().execute(&mut **tx).await?;
         }
         // Deliveries of events already held: find what they duplicate, record each delivery.
@@ -1345,6 +1350,7 @@ pub fn lag_figures(sorted: &[i64]) -> LagFigures {
 
 mod backfill;
 mod crm_batch;
+pub use crm_batch::{batch_wait_reason, BatchWaiting};
 mod dead_letters;
 mod gate;
 mod ops;

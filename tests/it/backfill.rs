@@ -162,6 +162,22 @@ async fn backfill_of_preexisting_contacts_converges_and_a_second_run_changes_not
     }
     quiet(&engine).await;
     let synced = started.elapsed();
+    // Each contact's billing id written back is bulk work: the updates waited, parked, for
+    // full HubSpot batch calls instead of going out as the workers reached them (billing's
+    // 25/s paces the run to a few records a second).
+    let writes: Vec<_> = sims
+        .crm
+        .request_log()
+        .into_iter()
+        .filter(|r| r.mutating && r.path.starts_with("/crm/v3/objects/"))
+        .collect();
+    let sizes: Vec<usize> = writes
+        .iter()
+        .map(|r| r.correlation_id.as_deref().map_or(0, |c| c.split(',').count()))
+        .collect();
+    println!("backfill: {N} write-backs reached HubSpot in calls of {sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), N, "{sizes:?}");
+    assert!(sizes.len() <= 6, "bulk write-backs in full calls: {sizes:?}");
     println!(
         "backfill: {N} contacts paged in {:.2} s ({:.0} records/s read), synced (customers created and linked) in {:.2} s ({:.0} records/s)",
         paged.as_secs_f64(),
