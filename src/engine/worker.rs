@@ -29,7 +29,7 @@ const BULK_CLAIM_EVERY: u64 = 10;
 
 tokio::task_local! {
     /// The budget lane of the record being processed: every request it makes (reads and
-    /// writes) waits in this lane. A bulk record turns live when a live event for it is
+    /// writes) waits in this lane. A bulk record turns live when a live event for it (not an echo of our own write) is
     /// pending. Outside a scope (the console's replay preview sets its own), requests are live.
     pub(super) static LANE: std::cell::Cell<Lane>;
 }
@@ -171,10 +171,6 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
             }
         }
         let events = inner.ledger.unplanned_events(key).await?;
-        // Backfilled records stay bulk work; a live event makes the record live.
-        if events.iter().any(|e| !super::backfill::is_backfill_event(&e.event_id)) {
-            make_live();
-        }
         if events.is_empty() && !replan {
             return Ok(Turn::Done);
         }
@@ -312,6 +308,11 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
             }
             None => real.push(ev),
         }
+    }
+    // Backfilled records stay bulk work; a live event makes the record live — unless it is
+    // the echo of our own write (a backfill's create comes back as a live webhook).
+    if real.iter().any(|e| !super::backfill::is_backfill_event(&e.event_id)) {
+        make_live();
     }
     if real.is_empty() && !replan {
         inner.ledger.apply(&cs, inner.now_ms()).await?;
