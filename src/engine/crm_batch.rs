@@ -20,7 +20,8 @@
 //! its CRM update: the worker parks the record (`worker::wait_for_batch`, reason "waiting for a full
 //! CRM batch") and moves on. Every [`BATCH_CHECK`] the lane sends the waiting updates in calls
 //! of 100 once 100 wait, once the oldest has waited [`BATCH_WAIT_MS`], or at once when no
-//! other bulk work is queued (a small replay is not held back). So a backfill paced by the
+//! other bulk work is queued unparked (a small replay is not held back; records held by a
+//! pause, a freeze or a backoff are not waited for). So a backfill paced by the
 //! billing quota (a few records a second) still reaches HubSpot in full calls. A live event
 //! for a waiting record makes it claimable at once (ingest), and a waiting record a lane never
 //! sends is claimed by a worker after [`BATCH_FALLBACK_MS`].
@@ -44,7 +45,7 @@ const LINGER_MAX: Duration = Duration::from_millis(25);
 
 /// How often a lane looks for bulk updates waiting for a full call.
 const BATCH_CHECK: Duration = Duration::from_millis(500);
-/// The longest a bulk update waits for a full call while other bulk work is queued.
+/// The longest a bulk update waits for a full call while other bulk work is queued unparked.
 pub(super) const BATCH_WAIT_MS: i64 = 30_000;
 /// A waiting record's `not_before`: workers take it back if no lane sent it by then.
 pub(super) const BATCH_FALLBACK_MS: i64 = BATCH_WAIT_MS + 30_000;
@@ -117,7 +118,7 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
 }
 
 /// Send the bulk updates parked for a full call: full calls while 100 wait, then the rest
-/// once the oldest has waited long enough or no other bulk work is queued.
+/// once the oldest has waited long enough or no other bulk work is queued unparked.
 async fn send_waiting(inner: &Inner, kind: CrmObject, rx: &mut mpsc::UnboundedReceiver<Job>) {
     let op = worker::crm_update_op(kind);
     loop {
