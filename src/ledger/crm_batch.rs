@@ -60,8 +60,10 @@ impl Ledger {
     pub async fn batch_waiting(&self, op: &str, now_ms: i64, fallback_ms: i64) -> Result<BatchWaiting> {
         let reason = batch_wait_reason(op);
         let row = sqlx::query(
-            "SELECT COUNT(*), MIN(not_before_ms), \
-               EXISTS (SELECT 1 FROM work_queue WHERE ready_seq >= ?2 AND parked_reason IS NULL) \
+            // The bulk lane is only walked when something waits (every half second, idle
+            // or not, a paused backlog would otherwise be walked for nothing).
+            "SELECT COUNT(*), MIN(not_before_ms), CASE WHEN COUNT(*) = 0 THEN 0 ELSE \
+               EXISTS (SELECT 1 FROM work_queue WHERE ready_seq >= ?2 AND parked_reason IS NULL) END \
              FROM work_queue WHERE parked_reason = ?1 AND lease_until_ms <= ?3",
         )
         .bind(&reason)
