@@ -39,7 +39,7 @@ pub const MIGRATION_FREEZE: WriteHold = WriteHold {
 
 impl Ledger {
     /// Whether writes to `destination` (`crm` or `billing`) of a record of contract object
-    /// `object` are held, read on the writer connection right before the write so a flag set
+    /// `object` are held, read (a fresh read transaction) right before the write so a flag set
     /// a moment ago by another process (the CLI) stops the very next write. A pause wins over
     /// a migration freeze (writes into the authoritative system of an active migration; an
     /// unknown `object`, e.g. a CRM batch call, is frozen by any migration of the
@@ -50,7 +50,7 @@ impl Ledger {
                 .bind(format!("{PAUSE_PREFIX}global"))
                 .bind(format!("{PAUSE_PREFIX}{destination}"))
                 .bind(OBSERVE_KEY)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.hot)
                 .await?;
         if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
             return Ok(Some(PAUSED));
@@ -61,7 +61,7 @@ impl Ledger {
         )
         .bind(destination)
         .bind(object)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.hot)
         .await?;
         Ok(if frozen.is_some() {
             Some(MIGRATION_FREEZE)

@@ -2,7 +2,8 @@
 //! backend is an addition here rather than a rewrite elsewhere.
 //!
 //! One writer connection (all writes go through `BEGIN IMMEDIATE` transactions, so a
-//! read-then-write never fails with "database is locked" on upgrade) and a small read pool.
+//! read-then-write never fails with "database is locked" on upgrade), a small read pool for
+//! the console and CLI, and the workers' `hot` read pool (their own record, the gate's flags).
 //! The file is in WAL mode with `synchronous = FULL`: a commit that returned is on disk.
 
 use std::collections::HashMap;
@@ -223,6 +224,13 @@ pub const BULK_SEQ_BASE: i64 = 1 << 50;
 #[derive(Clone)]
 pub struct Ledger {
     writer: SqlitePool,
+    /// The workers' reads of their own record (its events, operations, shadow, identity) and
+    /// the write gate's flags: read-only connections beside the writer, so these reads run
+    /// while it commits. Each statement is its own read transaction, and in WAL mode a read
+    /// transaction sees every commit that finished before it began: a worker reads what its
+    /// own last commit wrote (its record is leased to it), and a flag another process set a
+    /// moment ago.
+    hot: SqlitePool,
     reader: SqlitePool,
     path: PathBuf,
 }
@@ -274,6 +282,15 @@ impl Ledger {
             path: label.clone(),
             source,
         })?;
+        let hot = SqlitePoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone().read_only(true).pragma("mmap_size", "0"))
+            .await
+            .map_err(|source| LedgerError::Open {
+                path: label.clone(),
+                source,
+            })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -285,6 +302,7 @@ impl Ledger {
             .map_err(|source| LedgerError::Open { path: label, source })?;
         Ok(Ledger {
             writer,
+            hot,
             reader,
             path: path.to_path_buf(),
         })
@@ -300,6 +318,7 @@ impl Ledger {
 
     pub async fn close(&self) {
         self.reader.close().await;
+        self.hot.close().await;
         self.writer.close().await;
     }
 
@@ -580,8 +599,8 @@ impl Ledger {
     }
 
     /// Events of a record that no plan has consumed yet, oldest first. The record's pending
-    /// events come from the partial index (without `INDEXED BY` SQLite picks `inbox_by_state`
-    /// and walks every pending event of every record: quadratic in a backlog).
+    /// events come from the partial index (without `INDEXED BY` SQLite picked `inbox_by_state`,
+    /// dropped since, and walked every pending event of every record: quadratic in a backlog).
     pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
         let rows = sqlx::query(
             "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms \
@@ -590,7 +609,7 @@ impl Ledger {
              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
         )
         .bind(entity_key)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.hot)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -633,7 +652,7 @@ impl Ledger {
             "SELECT {} FROM outbox WHERE entity_key = ?1 AND state = 'pending' ORDER BY id",
             Self::OP_COLUMNS
         );
-        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.writer).await?;
+        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.hot).await?;
         rows.iter().map(Self::op_from_row).collect()
     }
 
@@ -648,7 +667,7 @@ impl Ledger {
             .bind(entity_key)
             .bind(destination.as_str())
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&self.hot)
             .await?;
         rows.iter().map(Self::op_from_row).collect()
     }
@@ -656,7 +675,7 @@ impl Ledger {
     pub async fn shadow(&self, entity_key: &str) -> Result<Vec<ShadowValue>> {
         let rows = sqlx::query("SELECT side, field, value, sync_seq FROM shadow WHERE entity_key = ?1")
             .bind(entity_key)
-            .fetch_all(&self.writer)
+            .fetch_all(&self.hot)
             .await?;
         rows.into_iter()
             .map(|r| {
@@ -675,7 +694,7 @@ impl Ledger {
             sqlx::query_scalar("SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2")
                 .bind(object)
                 .bind(crm_id)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.hot)
                 .await?
                 .flatten(),
         )
@@ -1073,8 +1092,8 @@ impl Ledger {
             .fetch_one(&self.reader)
             .await?;
         let mut lags: Vec<i64> = sqlx::query_scalar(
-            // The partial index, not `inbox_by_state`: the planner otherwise sorts every
-            // applied event (a second at a million events).
+            // The partial index: without it the planner sorted every applied event (a
+            // second at a million events).
             "SELECT decided_at_ms - received_at_ms FROM inbox INDEXED BY inbox_applied_recent \
              WHERE state = 'applied' ORDER BY decided_at_ms DESC LIMIT 1000",
         )
