@@ -391,7 +391,9 @@ struct ServeArgs {
     /// Demo: run the seeded actors that edit records on both sides.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     actors: OnOff,
-    #[arg(long, default_value_t = 8)]
+    /// Workers syncing records (one record each at a time; their decisions share group
+    /// commits, so more workers make fuller commits).
+    #[arg(long, default_value_t = 32)]
     workers: usize,
     /// Public base URL webhooks are sent to (when behind a tunnel or proxy).
     #[arg(long)]

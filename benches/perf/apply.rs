@@ -5,7 +5,7 @@
 //! property changes, as HubSpot sends them) and `PERF_APPLY_EDITS` edits of them (default
 //! 2 per contact); its webhooks are collected, then put in the inbox through
 //! `Engine::ingest` before any worker runs. Then the workers start (`PERF_APPLY_WORKERS`,
-//! default 8 = `serve`'s default) and the clock runs until every event is decided and every
+//! default 32 = `serve`'s default) and the clock runs until every event is decided and every
 //! planned write is done: a billing customer per contact and its id written back to the CRM.
 //! Budgets are lifted (the measure is the engine, not a quota). Checked afterwards: one
 //! customer per contact, every event accounted.
@@ -85,7 +85,7 @@ fn lifted(contract: &mut driftless::contract::Contract) {
 pub async fn end_to_end(report: &mut Report) -> Result<(), String> {
     let records: usize = knob("PERF_APPLY_RECORDS", 2_000);
     let edits: usize = knob("PERF_APPLY_EDITS", 2);
-    let workers: usize = knob("PERF_APPLY_WORKERS", 8);
+    let workers: usize = knob("PERF_APPLY_WORKERS", 32);
     let sims = Simulators::start(SimConfig {
         seed: 21,
         faults: FaultProfile::none(),

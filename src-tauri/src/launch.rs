@@ -21,7 +21,7 @@ use driftless::sim::{self, FaultProfile};
 
 /// The simulators' seed in demo mode (the same default as `driftless serve --demo`).
 const DEMO_SEED: u64 = 1;
-const WORKERS: usize = 8;
+const WORKERS: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {

@@ -232,7 +232,109 @@ pub struct Ledger {
     /// moment ago.
     hot: SqlitePool,
     reader: SqlitePool,
+    /// Decisions and releases waiting for the next group commit (see [`group_commit`]).
+    group: tokio::sync::mpsc::UnboundedSender<GroupJob>,
     path: PathBuf,
+}
+
+/// A write that joins the next group commit: one decision's changes, or a record's release.
+enum GroupJob {
+    Apply {
+        cs: Box<ChangeSet>,
+        now_ms: i64,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<i64>>>,
+    },
+    Release {
+        claim: Claim,
+        owner: String,
+        reply: tokio::sync::oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What a job did inside the group's transaction, answered once the group is committed.
+enum GroupDone {
+    Apply(Vec<i64>),
+    Release,
+}
+
+/// The most jobs one group commit carries.
+const GROUP_MAX: usize = 64;
+
+/// Group commit for the workers' writes: every decision and release waiting when the writer
+/// is free goes into one transaction, and every job is answered only after that commit
+/// returned — durable, as with a transaction of its own. One commit (one fsync, one trip to
+/// the writer's thread) then serves many records: the writer's queue, not the disk, bounded
+/// end-to-end apply. Should any job fail, the group is rolled back and each job runs again
+/// in a transaction of its own, so a failing job is answered with its error and changes
+/// nothing, and the others commit as before.
+async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let done = match run_group(&writer, &jobs).await {
+            Ok(done) => done.into_iter().map(Ok).collect(),
+            Err(_) if jobs.len() > 1 => {
+                let mut each = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    each.push(
+                        run_group(&writer, std::slice::from_ref(job))
+                            .await
+                            .map(|mut d| d.remove(0)),
+                    );
+                }
+                each
+            }
+            Err(e) => vec![Err(e)],
+        };
+        for (job, d) in jobs.into_iter().zip(done) {
+            match (job, d) {
+                (GroupJob::Apply { reply, .. }, Ok(GroupDone::Apply(ids))) => {
+                    let _ = reply.send(Ok(ids));
+                }
+                (GroupJob::Release { reply, .. }, Ok(GroupDone::Release)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (GroupJob::Apply { reply, .. }, Err(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (GroupJob::Release { reply, .. }, Err(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (GroupJob::Apply { reply, .. }, Ok(GroupDone::Release)) => {
+                    let _ = reply.send(Err(LedgerError::WriteFailed(
+                        "group commit: answer out of order".into(),
+                    )));
+                }
+                (GroupJob::Release { reply, .. }, Ok(GroupDone::Apply(_))) => {
+                    let _ = reply.send(Err(LedgerError::WriteFailed(
+                        "group commit: answer out of order".into(),
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// `jobs` in one transaction: all committed, or none (the first error).
+async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<GroupDone>> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        done.push(match job {
+            GroupJob::Apply { cs, now_ms, .. } => GroupDone::Apply(Ledger::apply_in(&mut tx, cs, *now_ms).await?),
+            GroupJob::Release { claim, owner, .. } => {
+                Ledger::release_in(&mut tx, claim, owner).await?;
+                GroupDone::Release
+            }
+        });
+    }
+    tx.commit().await?;
+    Ok(done)
 }
 
 fn side_of(s: &str) -> Result<Side> {
@@ -300,10 +402,13 @@ impl Ledger {
             .connect_with(opts.read_only(true).pragma("mmap_size", "0"))
             .await
             .map_err(|source| LedgerError::Open { path: label, source })?;
+        let (group, group_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit(writer.clone(), group_rx));
         Ok(Ledger {
             writer,
             hot,
             reader,
+            group,
             path: path.to_path_buf(),
         })
     }
@@ -555,7 +660,20 @@ impl Ledger {
     /// Release a claimed record: removed from the queue when nothing new arrived while it was
     /// claimed and it has no pending work; otherwise handed back for another turn.
     pub async fn release(&self, claim: &Claim, owner: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.group
+            .send(GroupJob::Release {
+                claim: claim.clone(),
+                owner: owner.to_string(),
+                reply,
+            })
+            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?;
+        rx.await
+            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?
+    }
+
+    /// [`Ledger::release`] inside the group's transaction.
+    async fn release_in(tx: &mut sqlx::SqliteConnection, claim: &Claim, owner: &str) -> Result<()> {
         let gone = sqlx::query(
             "DELETE FROM work_queue WHERE entity_key = ?1 AND last_seq = ?2 AND lease_owner = ?3 \
              AND replan = 0 \
@@ -579,7 +697,6 @@ impl Ledger {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -704,7 +821,20 @@ impl Ledger {
 
     /// Write one decision's changes atomically. Returns the ids of the new operations.
     pub async fn apply(&self, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
-        let mut tx = self.begin().await?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.group
+            .send(GroupJob::Apply {
+                cs: Box::new(cs.clone()),
+                now_ms,
+                reply,
+            })
+            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?;
+        rx.await
+            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?
+    }
+
+    /// [`Ledger::apply`] inside the group's transaction.
+    async fn apply_in(tx: &mut sqlx::SqliteConnection, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
         // Events decided alike (state and reason) in one statement each.
         let mut alike: Vec<(&str, &str, Vec<i64>)> = Vec::new();
         for (id, state, reason) in &cs.event_states {
@@ -870,7 +1000,6 @@ impl Ledger {
             });
             qb.build().execute(&mut *tx).await?;
         }
-        tx.commit().await?;
         Ok(op_ids)
     }
 

@@ -205,3 +205,66 @@ async fn a_gap_moves_its_cursor_only_when_expired_and_is_recorded_once() {
         .expect("audit");
     assert_eq!(audited, vec!["poll_window_unreadable", "poll_cursor_expired"]);
 }
+
+/// Decisions sent together share one group commit; one that fails (here: its write names an
+/// inbox event that does not exist) is answered with its error and changes nothing, while
+/// the others still commit.
+#[tokio::test]
+async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit() {
+    let (_d, l) = open().await;
+    let keys: Vec<String> = (0..6).map(|i| format!("customer:crm:{i}")).collect();
+    let events: Vec<NewEvent> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ev(Side::Crm, &i.to_string(), k))
+        .collect();
+    let ids: Vec<i64> = l
+        .ingest(&events)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| match o {
+            IngestOutcome::Inserted(id) => id,
+            IngestOutcome::Duplicate(_) => panic!("inserted"),
+        })
+        .collect();
+    let op = |i: usize, cause: i64| NewOp {
+        destination: Side::Billing,
+        op: "update_customer".into(),
+        target_id: Some(format!("cus_{i}")),
+        idempotency_key: format!("group-k{i}"),
+        correlation_id: format!("c{i}"),
+        field_values: serde_json::Map::new(),
+        cause_inbox_id: Some(cause),
+    };
+    let sets: Vec<ChangeSet> = (0..6)
+        .map(|i| ChangeSet {
+            entity_key: keys[i].clone(),
+            event_states: vec![(ids[i], "applied", "decided".into())],
+            // Decision 3's write names an event the inbox does not hold: a foreign-key error.
+            new_ops: vec![op(i, if i == 3 { 999_999 } else { ids[i] })],
+            ..Default::default()
+        })
+        .collect();
+    let results = futures_util::future::join_all(sets.iter().map(|cs| l.apply(cs, 5))).await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 3 {
+            assert!(r.is_err(), "the failing decision is answered with its error: {r:?}");
+        } else {
+            assert_eq!(r.as_ref().map(Vec::len).ok(), Some(1), "decision {i} committed: {r:?}");
+        }
+    }
+    let used = l
+        .writes_by_key(&(0..6).map(|i| format!("group-k{i}")).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        used.len(),
+        5,
+        "five writes planned, none for the failed decision: {used:?}"
+    );
+    assert!(!used.contains_key("group-k3"));
+    // The failed decision's event is still pending (nothing of it was written).
+    assert_eq!(l.unplanned_events(&keys[3]).await.unwrap().len(), 1);
+    assert!(l.unplanned_events(&keys[0]).await.unwrap().is_empty());
+}
