@@ -237,24 +237,16 @@ pub struct Ledger {
     path: PathBuf,
 }
 
-/// A write that joins the next group commit: one decision's changes, or a record's release.
-enum GroupJob {
-    Apply {
-        cs: Box<ChangeSet>,
-        now_ms: i64,
-        reply: tokio::sync::oneshot::Sender<Result<Vec<i64>>>,
-    },
-    Release {
-        claim: Claim,
-        owner: String,
-        reply: tokio::sync::oneshot::Sender<Result<()>>,
-    },
+/// A write that joins the next group commit: one decision's changes, or a record's release;
+/// answered with the new operations' ids (none for a release) once the group is committed.
+struct GroupJob {
+    work: GroupWork,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<i64>>>,
 }
 
-/// What a job did inside the group's transaction, answered once the group is committed.
-enum GroupDone {
-    Apply(Vec<i64>),
-    Release,
+enum GroupWork {
+    Apply { cs: Box<ChangeSet>, now_ms: i64 },
+    Release { claim: Claim, owner: String },
 }
 
 /// The most jobs one group commit carries.
@@ -292,44 +284,21 @@ async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedRe
             Err(e) => vec![Err(e)],
         };
         for (job, d) in jobs.into_iter().zip(done) {
-            match (job, d) {
-                (GroupJob::Apply { reply, .. }, Ok(GroupDone::Apply(ids))) => {
-                    let _ = reply.send(Ok(ids));
-                }
-                (GroupJob::Release { reply, .. }, Ok(GroupDone::Release)) => {
-                    let _ = reply.send(Ok(()));
-                }
-                (GroupJob::Apply { reply, .. }, Err(e)) => {
-                    let _ = reply.send(Err(e));
-                }
-                (GroupJob::Release { reply, .. }, Err(e)) => {
-                    let _ = reply.send(Err(e));
-                }
-                (GroupJob::Apply { reply, .. }, Ok(GroupDone::Release)) => {
-                    let _ = reply.send(Err(LedgerError::WriteFailed(
-                        "group commit: answer out of order".into(),
-                    )));
-                }
-                (GroupJob::Release { reply, .. }, Ok(GroupDone::Apply(_))) => {
-                    let _ = reply.send(Err(LedgerError::WriteFailed(
-                        "group commit: answer out of order".into(),
-                    )));
-                }
-            }
+            let _ = job.reply.send(d);
         }
     }
 }
 
 /// `jobs` in one transaction: all committed, or none (the first error).
-async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<GroupDone>> {
+async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<Vec<i64>>> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
-        done.push(match job {
-            GroupJob::Apply { cs, now_ms, .. } => GroupDone::Apply(Ledger::apply_in(&mut tx, cs, *now_ms).await?),
-            GroupJob::Release { claim, owner, .. } => {
+        done.push(match &job.work {
+            GroupWork::Apply { cs, now_ms } => Ledger::apply_in(&mut tx, cs, *now_ms).await?,
+            GroupWork::Release { claim, owner } => {
                 Ledger::release_in(&mut tx, claim, owner).await?;
-                GroupDone::Release
+                Vec::new()
             }
         });
     }
@@ -660,16 +629,20 @@ impl Ledger {
     /// Release a claimed record: removed from the queue when nothing new arrived while it was
     /// claimed and it has no pending work; otherwise handed back for another turn.
     pub async fn release(&self, claim: &Claim, owner: &str) -> Result<()> {
+        self.grouped(GroupWork::Release {
+            claim: claim.clone(),
+            owner: owner.to_string(),
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Hand `work` to the group commit and wait until it is committed (or failed).
+    async fn grouped(&self, work: GroupWork) -> Result<Vec<i64>> {
+        let stopped = || LedgerError::WriteFailed("the ledger's group commit has stopped".into());
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group
-            .send(GroupJob::Release {
-                claim: claim.clone(),
-                owner: owner.to_string(),
-                reply,
-            })
-            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?;
-        rx.await
-            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?
+        self.group.send(GroupJob { work, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// [`Ledger::release`] inside the group's transaction.
@@ -821,16 +794,11 @@ impl Ledger {
 
     /// Write one decision's changes atomically. Returns the ids of the new operations.
     pub async fn apply(&self, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group
-            .send(GroupJob::Apply {
-                cs: Box::new(cs.clone()),
-                now_ms,
-                reply,
-            })
-            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?;
-        rx.await
-            .map_err(|_| LedgerError::WriteFailed("the ledger's group commit has stopped".into()))?
+        self.grouped(GroupWork::Apply {
+            cs: Box::new(cs.clone()),
+            now_ms,
+        })
+        .await
     }
 
     /// [`Ledger::apply`] inside the group's transaction.
