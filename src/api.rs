@@ -475,6 +475,12 @@ pub struct ReplayPreview {
     /// The replay run the records were queued as (follow it with `replay_run`), once queued.
     #[serde(default)]
     pub run_id: Option<i64>,
+    /// The selection as the engine resolved it: a time range left open at the end is closed
+    /// at the moment of the preview, so running this selector replays exactly the previewed
+    /// records, not also those whose first event arrived since. None for the reconciler's
+    /// repairs (they name their records).
+    #[serde(default)]
+    pub selector: Option<ReplaySelector>,
 }
 
 /// One field of a conflicted record, side by side.

@@ -148,10 +148,19 @@ impl Engine {
     /// returns the writes it would make (create / update / no-op / conflict); the run queues
     /// the records, so pause, budgets and idempotency keys apply as for live events.
     pub async fn replay(&self, sel: &ReplaySelector, dry_run: bool, by: &str) -> Result<ReplayPreview, EngineError> {
-        let keys = self.replay_records(sel).await?;
-        let selector = serde_json::to_string(sel).ok();
-        self.replay_run_keys(&keys, dry_run, by, "replay", selector.as_deref(), &Default::default())
-            .await
+        let mut sel = sel.clone();
+        if sel.from_ms.is_some() && sel.to_ms.is_none() {
+            // "From then on" means up to now: pin it, so the run a preview leads to holds the
+            // previewed records and the audit row names the range that ran.
+            sel.to_ms = Some(self.inner.now_ms());
+        }
+        let keys = self.replay_records(&sel).await?;
+        let selector = serde_json::to_string(&sel).ok();
+        let mut p = self
+            .replay_run_keys(&keys, dry_run, by, "replay", selector.as_deref(), &Default::default())
+            .await?;
+        p.selector = Some(sel);
+        Ok(p)
     }
 
     /// Replay these record keys (replay's selection resolved, or the reconciler's repairs):

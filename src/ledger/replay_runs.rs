@@ -85,6 +85,16 @@ impl Ledger {
             }
         };
         let Some(id) = id else { return Ok(None) };
+        // A record seen without queued work has finished its replay; what is queued for it
+        // later (a webhook's event) is live work, not the run's.
+        sqlx::query(
+            "UPDATE replay_run_records SET finished = 1 \
+             WHERE run_id = ?1 AND finished = 0 AND cancelled = 0 \
+               AND NOT EXISTS (SELECT 1 FROM work_queue w WHERE w.entity_key = replay_run_records.entity_key)",
+        )
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
         let Some(mut run) = self.replay_run_row(id).await? else {
             return Ok(None);
         };
@@ -104,7 +114,7 @@ impl Ledger {
     async fn replay_run_row(&self, id: i64) -> Result<Option<ReplayRun>> {
         let row = sqlx::query(
             "SELECT id, started_by, reason, selector, started_at_ms, state, finished_at_ms, cancelled_by, records, \
-               (SELECT COUNT(*) FROM replay_run_records r WHERE r.run_id = ?1 AND r.cancelled = 0 \
+               (SELECT COUNT(*) FROM replay_run_records r WHERE r.run_id = ?1 AND r.cancelled = 0 AND r.finished = 0 \
                   AND EXISTS (SELECT 1 FROM work_queue w WHERE w.entity_key = r.entity_key)), \
                (SELECT COUNT(*) FROM replay_run_records r WHERE r.run_id = ?1 AND r.cancelled = 1), \
                (SELECT COUNT(*) FROM replay_run_records r WHERE r.run_id = ?1 AND r.joined = 1) \
@@ -430,5 +440,27 @@ mod tests {
         sqlx::query("DELETE FROM work_queue").execute(&l.writer).await.unwrap();
         let r2 = l.replay_run(Some(run2), 50).await.unwrap().unwrap();
         assert_eq!((r2.state.as_str(), r2.finished_at_ms), ("done", Some(50)));
+        // A later event for the record is live work: the done run stays done, 1 of 1.
+        l.ingest(&[ev("x2", "customer:crm:x")]).await.unwrap();
+        assert!(queued(&l, "customer:crm:x").await);
+        let r2 = l.replay_run(Some(run2), 60).await.unwrap().unwrap();
+        assert_eq!((r2.state.as_str(), r2.pending, r2.done), ("done", 0, 1));
+        // A running run's record that finished and got live work since counts done too.
+        let run3 = l
+            .replay_start(&["customer:crm:y".to_string()], "operator:test", "replay", None, 70)
+            .await
+            .unwrap();
+        let both = l
+            .replay_start(&keys, "operator:test", "replay", None, 71)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM work_queue WHERE entity_key = 'customer:crm:x'")
+            .execute(&l.writer)
+            .await
+            .unwrap();
+        let r = l.replay_run(Some(both), 72).await.unwrap().unwrap();
+        assert_eq!((r.state.as_str(), r.pending, r.done), ("done", 0, 1));
+        let r = l.replay_run(Some(run3), 73).await.unwrap().unwrap();
+        assert_eq!((r.state.as_str(), r.pending, r.done), ("running", 1, 0));
     }
 }

@@ -183,6 +183,39 @@ async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_ended_time_range_is_pinned_at_the_preview_so_the_run_replays_what_was_previewed() {
+    let d = demo(FaultProfile::none()).await;
+    let e = d.running.engine.clone();
+    let (first, _) = synced_contact(&d, "early@example.test").await;
+    let open = ReplaySelector {
+        from_ms: Some(0),
+        ..Default::default()
+    };
+    let p = e.replay(&open, true, "test").await.expect("preview");
+    assert_eq!(p.records, 1, "{p:?}");
+    let pinned = p.selector.clone().expect("the resolved selection");
+    assert_eq!(pinned.from_ms, Some(0));
+    assert!(
+        pinned.to_ms.is_some(),
+        "the open end is closed at the preview: {pinned:?}"
+    );
+
+    // A record whose events arrive after the preview is not part of it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (late, _) = synced_contact(&d, "late@example.test").await;
+    assert_ne!(first, late);
+    let run = e.replay(&pinned, false, "test").await.expect("run");
+    assert_eq!(run.records, p.records, "the run holds the previewed records");
+    let r = e.replay_run(run.run_id).await.expect("read").expect("the run");
+    assert_eq!(r.records, 1);
+    // The same open range asked again now reaches the new record too.
+    let again = e.replay(&open, true, "test").await.expect("preview");
+    assert_eq!(again.records, 2, "{again:?}");
+    assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
+    d.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echo_can_be_undropped_and_is_decided_again() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");

@@ -125,6 +125,7 @@ const preview = (queued: boolean): ReplayPreview => ({
   samples: [{ record: 'customer:crm:1', kind: 'update', destination: 'billing', values: '{"email":"a@x.test"}', rules: [], idempotency_key: 'k', key_used_by: null }],
   queued,
   run_id: queued ? 5 : null,
+  selector: null,
 });
 
 function backend() {

@@ -65,6 +65,7 @@ const preview = (over: Partial<ReplayPreview> = {}): ReplayPreview => ({
   ],
   queued: false,
   run_id: null,
+  selector: null,
   ...over,
 });
 
@@ -149,6 +150,29 @@ describe('Replay screen', () => {
     await settle();
     expect(b.cancelReplay).toHaveBeenCalledWith(4);
     expect(byTestId(root, 'replay-run-status')!.dataset.state).toBe('cancelled');
+  });
+
+  it('runs the selection the engine previewed: an open-ended time range stays closed where the preview closed it', async () => {
+    const b = backend();
+    const from = new Date(2026, 10, 28, 4, 0).getTime();
+    const pinned = { record: null, dead_letter_ids: [], from_ms: from, to_ms: from + 3_600_000 };
+    b.replay = vi
+      .fn()
+      .mockResolvedValueOnce(preview({ records: 4, selector: pinned }))
+      .mockResolvedValueOnce(preview({ records: 4, selector: pinned, queued: true, run_id: 6 }));
+    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : run({ id: 6, records: 4, pending: 4 })));
+    const router = new Router(fakeWindow('#/replay?from=2026-11-28T04%3A00') as unknown as Window);
+    const live = { paused: [], refresh: vi.fn(async () => {}) } as unknown as LiveOverview;
+    const root = render(Replay, { backend: b, live, router, pollMs: 60_000 });
+    await settle();
+    expect(b.replay).toHaveBeenNthCalledWith(1, {
+      selector: { record: null, dead_letter_ids: [], from_ms: from, to_ms: null },
+      dry_run: true,
+    });
+    expect(byTestId(root, 'replay-pinned-to')!.textContent).toContain('2026-11-28 05:00');
+    byTestId(root, 'replay-run')!.click();
+    await settle();
+    expect(b.replay).toHaveBeenNthCalledWith(2, { selector: pinned, dry_run: false });
   });
 
   it('takes dead letters from the address and asks for a new preview once the selection changes', async () => {
