@@ -229,23 +229,40 @@ pub struct Ledger {
     path: PathBuf,
 }
 
-/// A write that joins the next group commit: one decision's changes, or a record's release;
-/// answered with the new operations' ids (none for a release) once the group is committed.
+/// A write that joins the next group commit: a worker's claim, one decision's changes, or a
+/// record's release; answered once the group is committed.
 struct GroupJob {
     work: GroupWork,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<i64>>>,
+    reply: tokio::sync::oneshot::Sender<Result<GroupDone>>,
 }
 
 enum GroupWork {
+    Claim(ClaimRequest),
     Apply { cs: Box<ChangeSet>, now_ms: i64 },
     Release { claim: Claim, owner: String },
+}
+
+/// What a committed job answers: a claim the records it claimed, a decision the new
+/// operations' ids; a release nothing.
+#[derive(Default)]
+struct GroupDone {
+    claims: Vec<Claim>,
+    ids: Vec<i64>,
+}
+
+struct ClaimRequest {
+    owner: String,
+    n: i64,
+    now_ms: i64,
+    lease_ms: i64,
+    bulk_first: bool,
 }
 
 /// The most jobs one group commit carries.
 const GROUP_MAX: usize = 64;
 
-/// Group commit for the workers' writes: every decision and release waiting when the writer
-/// is free goes into one transaction, and every job is answered only after that commit
+/// Group commit for the workers' writes: every claim, decision and release waiting when the
+/// writer is free goes into one transaction, and every job is answered only after that commit
 /// returned — durable, as with a transaction of its own. One commit (one fsync, one trip to
 /// the writer's thread) then serves many records: the writer's queue, not the disk, bounded
 /// end-to-end apply. Should any job fail, the group is rolled back and each job runs again
@@ -282,15 +299,22 @@ async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedRe
 }
 
 /// `jobs` in one transaction: all committed, or none (the first error).
-async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<Vec<i64>>> {
+async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<GroupDone>> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::with_capacity(jobs.len());
     for job in jobs {
         done.push(match &job.work {
-            GroupWork::Apply { cs, now_ms } => Ledger::apply_in(&mut tx, cs, *now_ms).await?,
+            GroupWork::Claim(c) => GroupDone {
+                claims: Ledger::claim_in(&mut tx, c).await?,
+                ..Default::default()
+            },
+            GroupWork::Apply { cs, now_ms } => GroupDone {
+                ids: Ledger::apply_in(&mut tx, cs, *now_ms).await?,
+                ..Default::default()
+            },
             GroupWork::Release { claim, owner } => {
                 Ledger::release_in(&mut tx, claim, owner).await?;
-                Vec::new()
+                GroupDone::default()
             }
         });
     }
@@ -553,7 +577,8 @@ impl Ledger {
     }
 
     /// [`Ledger::claim`], live work first; with `bulk_first`, bulk work first (a share of
-    /// claims takes it, so bulk progresses under a steady stream of live events).
+    /// claims takes it, so bulk progresses under a steady stream of live events). The claim
+    /// joins the group commit: the workers' claims share commits with their decisions.
     pub async fn claim_lane(
         &self,
         owner: &str,
@@ -562,6 +587,26 @@ impl Ledger {
         lease_ms: i64,
         bulk_first: bool,
     ) -> Result<Vec<Claim>> {
+        let work = GroupWork::Claim(ClaimRequest {
+            owner: owner.to_string(),
+            n,
+            now_ms,
+            lease_ms,
+            bulk_first,
+        });
+        Ok(self.grouped(work).await?.claims)
+    }
+
+    /// [`Ledger::claim_lane`] inside the group's transaction.
+    async fn claim_in(tx: &mut sqlx::SqliteConnection, c: &ClaimRequest) -> Result<Vec<Claim>> {
+        let ClaimRequest {
+            owner,
+            n,
+            now_ms,
+            lease_ms,
+            bulk_first,
+        } = c;
+        let (n, now_ms, lease_ms) = (*n, *now_ms, *lease_ms);
         // Each lane is read in `ready_seq` order along `work_queue_claimable`; bulk-first takes
         // the bulk lane's head, then the live lane's. (An `ORDER BY ready_seq < ?5, ready_seq`
         // cannot use the index: it sorted the whole queue, 11 ms at 50,000 records.)
@@ -571,7 +616,7 @@ impl Ledger {
                  WHERE {cond} AND lease_until_ms <= ?3 AND not_before_ms <= ?3 ORDER BY ready_seq LIMIT ?4)"
             )
         };
-        let pick = if bulk_first {
+        let pick = if *bulk_first {
             format!(
                 "SELECT entity_key FROM (SELECT entity_key, ready_seq < ?5 AS live, ready_seq FROM ({} UNION ALL {})) \
                  ORDER BY live, ready_seq LIMIT ?4",
@@ -593,7 +638,7 @@ impl Ledger {
             .bind(now_ms)
             .bind(n)
             .bind(BULK_SEQ_BASE)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *tx)
             .await?;
         rows.into_iter()
             .map(|r| {
@@ -619,7 +664,7 @@ impl Ledger {
     }
 
     /// Hand `work` to the group commit and wait until it is committed (or failed).
-    async fn grouped(&self, work: GroupWork) -> Result<Vec<i64>> {
+    async fn grouped(&self, work: GroupWork) -> Result<GroupDone> {
         let stopped = || LedgerError::WriteFailed("the ledger's group commit has stopped".into());
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.group.send(GroupJob { work, reply }).map_err(|_| stopped())?;
@@ -775,11 +820,13 @@ impl Ledger {
 
     /// Write one decision's changes atomically. Returns the ids of the new operations.
     pub async fn apply(&self, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
-        self.grouped(GroupWork::Apply {
-            cs: Box::new(cs.clone()),
-            now_ms,
-        })
-        .await
+        Ok(self
+            .grouped(GroupWork::Apply {
+                cs: Box::new(cs.clone()),
+                now_ms,
+            })
+            .await?
+            .ids)
     }
 
     /// [`Ledger::apply`] inside the group's transaction.
