@@ -34,6 +34,13 @@ struct State {
     customers: HashMap<String, Value>,
     /// Customer ids in creation order.
     order: Vec<String>,
+    /// Customers by email, in creation order (a number per customer): the list endpoint's
+    /// `email=` filter looks them up instead of scanning every customer (Stripe indexes it;
+    /// a scan made the simulator a sixth of the apply benchmark's CPU).
+    by_email: HashMap<String, std::collections::BTreeMap<u64, String>>,
+    /// Each customer's creation number, for `by_email`, and the next one.
+    created_no: HashMap<String, u64>,
+    next_no: u64,
     /// Events in creation order.
     events: Vec<Value>,
     endpoints: Vec<Endpoint>,
@@ -42,6 +49,27 @@ struct State {
     ledger: subs::Ledger,
     /// How long events stay listable (Stripe: 30 days); `None` until set = 30 days.
     event_retention_s: Option<i64>,
+}
+
+impl State {
+    /// Move customer `id` from `old` email to `new` in `by_email`.
+    fn index_email(&mut self, id: &str, old: Option<&str>, new: Option<&str>) {
+        let Some(&no) = self.created_no.get(id) else { return };
+        if let Some(old) = old {
+            if let Some(m) = self.by_email.get_mut(old) {
+                m.remove(&no);
+                if m.is_empty() {
+                    self.by_email.remove(old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.by_email
+                .entry(new.to_string())
+                .or_default()
+                .insert(no, id.to_string());
+        }
+    }
 }
 
 struct Endpoint {
@@ -525,13 +553,15 @@ impl BillingSim {
     /// engine's back (reconciliation tests).
     pub fn remove_customer_silently(&self, id: &str) -> Result<(), SimError> {
         let mut st = self.inner.lock();
-        if st.customers.remove(id).is_none() {
+        let Some(gone) = st.customers.remove(id) else {
             return Err(SimError::UnknownRecord {
                 kind: "customer",
                 id: id.into(),
             });
-        }
+        };
         st.order.retain(|x| x != id);
+        st.index_email(id, gone["email"].as_str(), None);
+        st.created_no.remove(id);
         Ok(())
     }
 
@@ -668,6 +698,10 @@ impl Billing {
             cus[*f] = v.clone().into();
         }
         st.customers.insert(id.clone(), cus.clone());
+        let no = st.next_no;
+        st.next_no += 1;
+        st.created_no.insert(id.clone(), no);
+        st.index_email(&id, None, cus["email"].as_str());
         st.order.push(id);
         self.emit(st, "customer.created", &cus, None, cause);
         cus
@@ -702,7 +736,14 @@ impl Billing {
         if prev.is_empty() {
             return Ok((new, false));
         }
-        st.customers.insert(id.to_string(), new.clone());
+        let old_email = st
+            .customers
+            .insert(id.to_string(), new.clone())
+            .map(|c| c["email"].clone());
+        let old_email = old_email.as_ref().and_then(Value::as_str);
+        if old_email != new["email"].as_str() {
+            st.index_email(id, old_email, new["email"].as_str());
+        }
         self.emit(st, "customer.updated", &new, Some(prev.into()), cause);
         Ok((new, true))
     }
@@ -714,13 +755,12 @@ impl Billing {
             ["v1", "customers"] => check_params(q, &["limit", "starting_after", "ending_before", "email", "created"])
                 .and_then(|_| created_filter(q))
                 .and_then(|created| {
-                    let email = param(q, "email");
-                    let items: Vec<&Value> = st
-                        .order
-                        .iter()
-                        .rev()
+                    let ids: Box<dyn Iterator<Item = &String>> = match param(q, "email") {
+                        Some(e) => Box::new(st.by_email.get(e).into_iter().flat_map(|m| m.values().rev())),
+                        None => Box::new(st.order.iter().rev()),
+                    };
+                    let items: Vec<&Value> = ids
                         .filter_map(|id| st.customers.get(id))
-                        .filter(|c| email.map_or(true, |e| c["email"].as_str() == Some(e)))
                         .filter(|c| created_matches(&created, c))
                         .collect();
                     paginate(items, q, "customer", "/v1/customers")

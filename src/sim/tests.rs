@@ -1977,3 +1977,49 @@ async fn hubspot_batch_update_answers_per_record_like_hubspot() {
     );
     sims.shutdown().await;
 }
+
+#[tokio::test]
+async fn stripe_list_by_email_is_newest_first_and_follows_edits_and_removals() {
+    let sims = start(FaultProfile::none()).await;
+    let s = Stripe::new(&sims);
+    let mut ids = Vec::new();
+    for email in ["a@example.test", "b@example.test", "a@example.test"] {
+        let (st, _, c) = s.post("/v1/customers", &[("email", email)], None).await;
+        assert_eq!(st, 200);
+        ids.push(c["id"].as_str().expect("id").to_string());
+    }
+    let listed = |v: &Value| -> Vec<String> {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|c| c["id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let (st, v) = s.get("/v1/customers?email=a%40example.test").await;
+    assert_eq!(st, 200);
+    assert_eq!(listed(&v), vec![ids[2].clone(), ids[0].clone()], "newest first");
+    // An edit moves the customer to its new email, keeping its place by creation.
+    let (st, _, _) = s
+        .post(
+            &format!("/v1/customers/{}", ids[1]),
+            &[("email", "a@example.test")],
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, v) = s.get("/v1/customers?email=a%40example.test").await;
+    assert_eq!(listed(&v), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    let (_, v) = s.get("/v1/customers?email=b%40example.test").await;
+    assert!(listed(&v).is_empty());
+    sims.billing.remove_customer_silently(&ids[2]).expect("remove");
+    let (_, v) = s.get("/v1/customers?email=a%40example.test").await;
+    assert_eq!(listed(&v), vec![ids[1].clone(), ids[0].clone()]);
+    let (_, v) = s.get("/v1/customers?email=a%40example.test&limit=1").await;
+    assert_eq!(
+        (listed(&v), v["has_more"].as_bool()),
+        (vec![ids[1].clone()], Some(true))
+    );
+    let (_, v) = s.get("/v1/customers").await;
+    assert_eq!(listed(&v).len(), 2);
+}
