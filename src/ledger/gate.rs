@@ -50,7 +50,7 @@ impl Ledger {
                 .bind(format!("{PAUSE_PREFIX}global"))
                 .bind(format!("{PAUSE_PREFIX}{destination}"))
                 .bind(OBSERVE_KEY)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.hot)
                 .await?;
         if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
             return Ok(Some(PAUSED));
@@ -61,7 +61,7 @@ impl Ledger {
         )
         .bind(destination)
         .bind(object)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.hot)
         .await?;
         Ok(if frozen.is_some() {
             Some(MIGRATION_FREEZE)
