@@ -232,7 +232,7 @@ pub struct Ledger {
     /// moment ago.
     hot: SqlitePool,
     reader: SqlitePool,
-    /// Decisions and releases waiting for the next group commit (see [`group_commit`]).
+    /// Claims, decisions and releases waiting for the next group commit (see [`group_commit`]).
     group: tokio::sync::mpsc::UnboundedSender<GroupJob>,
     path: PathBuf,
 }

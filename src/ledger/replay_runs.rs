@@ -445,12 +445,13 @@ mod tests {
         assert!(queued(&l, "customer:crm:x").await);
         let r2 = l.replay_run(Some(run2), 60).await.unwrap().unwrap();
         assert_eq!((r2.state.as_str(), r2.pending, r2.done), ("done", 0, 1));
-        // A running run's record that finished and got live work since counts done too.
+        // Runs are counted apart: one whose record's work is gone is done while another
+        // run's record is still queued.
         let run3 = l
             .replay_start(&["customer:crm:y".to_string()], "operator:test", "replay", None, 70)
             .await
             .unwrap();
-        let both = l
+        let run4 = l
             .replay_start(&keys, "operator:test", "replay", None, 71)
             .await
             .unwrap();
@@ -458,7 +459,7 @@ mod tests {
             .execute(&l.writer)
             .await
             .unwrap();
-        let r = l.replay_run(Some(both), 72).await.unwrap().unwrap();
+        let r = l.replay_run(Some(run4), 72).await.unwrap().unwrap();
         assert_eq!((r.state.as_str(), r.pending, r.done), ("done", 0, 1));
         let r = l.replay_run(Some(run3), 73).await.unwrap().unwrap();
         assert_eq!((r.state.as_str(), r.pending, r.done), ("running", 1, 0));
