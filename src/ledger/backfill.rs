@@ -431,7 +431,7 @@ impl Ledger {
     pub async fn migration_authority(&self) -> Result<Option<(crate::contract::Side, Option<String>)>> {
         let row: Option<(String, Option<String>)> =
             sqlx::query_as("SELECT authority, object FROM migrations_mode WHERE finished_at_ms IS NULL LIMIT 1")
-                .fetch_optional(&self.hot)
+                .fetch_optional(&self.writer)
                 .await?;
         row.map(|(a, o)| {
             crate::contract::Side::parse(&a)

@@ -50,7 +50,7 @@ impl Ledger {
                 .bind(format!("{PAUSE_PREFIX}global"))
                 .bind(format!("{PAUSE_PREFIX}{destination}"))
                 .bind(OBSERVE_KEY)
-                .fetch_all(&self.hot)
+                .fetch_all(&self.writer)
                 .await?;
         if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
             return Ok(Some(PAUSED));
@@ -61,7 +61,7 @@ impl Ledger {
         )
         .bind(destination)
         .bind(object)
-        .fetch_optional(&self.hot)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(if frozen.is_some() {
             Some(MIGRATION_FREEZE)

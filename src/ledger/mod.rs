@@ -2,8 +2,7 @@
 //! backend is an addition here rather than a rewrite elsewhere.
 //!
 //! One writer connection (all writes go through `BEGIN IMMEDIATE` transactions, so a
-//! read-then-write never fails with "database is locked" on upgrade), a small read pool for
-//! the console and CLI, and the workers' `hot` read pool (their own record, the gate's flags).
+//! read-then-write never fails with "database is locked" on upgrade) and a small read pool.
 //! The file is in WAL mode with `synchronous = FULL`: a commit that returned is on disk.
 
 use std::collections::HashMap;
@@ -224,13 +223,6 @@ pub const BULK_SEQ_BASE: i64 = 1 << 50;
 #[derive(Clone)]
 pub struct Ledger {
     writer: SqlitePool,
-    /// The workers' reads of their own record (its events, operations, shadow, identity) and
-    /// the write gate's flags: read-only connections beside the writer, so these reads run
-    /// while it commits. Each statement is its own read transaction, and in WAL mode a read
-    /// transaction sees every commit that finished before it began: a worker reads what its
-    /// own last commit wrote (its record is leased to it), and a flag another process set a
-    /// moment ago.
-    hot: SqlitePool,
     reader: SqlitePool,
     /// Claims, decisions and releases waiting for the next group commit (see [`group_commit`]).
     group: tokio::sync::mpsc::UnboundedSender<GroupJob>,
@@ -377,15 +369,6 @@ impl Ledger {
             path: label.clone(),
             source,
         })?;
-        let hot = SqlitePoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone().read_only(true).pragma("mmap_size", "0"))
-            .await
-            .map_err(|source| LedgerError::Open {
-                path: label.clone(),
-                source,
-            })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -399,7 +382,6 @@ impl Ledger {
         tokio::spawn(group_commit(writer.clone(), group_rx));
         Ok(Ledger {
             writer,
-            hot,
             reader,
             group,
             path: path.to_path_buf(),
@@ -416,7 +398,6 @@ impl Ledger {
 
     pub async fn close(&self) {
         self.reader.close().await;
-        self.hot.close().await;
         self.writer.close().await;
     }
 
@@ -744,7 +725,7 @@ impl Ledger {
              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
         )
         .bind(entity_key)
-        .fetch_all(&self.hot)
+        .fetch_all(&self.writer)
         .await?;
         rows.into_iter()
             .map(|r| {
@@ -787,7 +768,7 @@ impl Ledger {
             "SELECT {} FROM outbox WHERE entity_key = ?1 AND state = 'pending' ORDER BY id",
             Self::OP_COLUMNS
         );
-        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.hot).await?;
+        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.writer).await?;
         rows.iter().map(Self::op_from_row).collect()
     }
 
@@ -802,7 +783,7 @@ impl Ledger {
             .bind(entity_key)
             .bind(destination.as_str())
             .bind(limit)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.writer)
             .await?;
         rows.iter().map(Self::op_from_row).collect()
     }
@@ -810,7 +791,7 @@ impl Ledger {
     pub async fn shadow(&self, entity_key: &str) -> Result<Vec<ShadowValue>> {
         let rows = sqlx::query("SELECT side, field, value, sync_seq FROM shadow WHERE entity_key = ?1")
             .bind(entity_key)
-            .fetch_all(&self.hot)
+            .fetch_all(&self.writer)
             .await?;
         rows.into_iter()
             .map(|r| {
@@ -829,7 +810,7 @@ impl Ledger {
             sqlx::query_scalar("SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2")
                 .bind(object)
                 .bind(crm_id)
-                .fetch_optional(&self.hot)
+                .fetch_optional(&self.writer)
                 .await?
                 .flatten(),
         )

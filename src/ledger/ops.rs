@@ -231,7 +231,7 @@ impl Ledger {
     pub async fn last_cause(&self, key: &str) -> Result<Option<(i64, String)>> {
         let op = sqlx::query("SELECT cause_inbox_id, id FROM outbox WHERE entity_key = ?1 AND cause_inbox_id IS NOT NULL ORDER BY id DESC LIMIT 1")
             .bind(key)
-            .fetch_optional(&self.hot)
+            .fetch_optional(&self.writer)
             .await?;
         if let Some(r) = op {
             let op_id: i64 = r.try_get(1)?;
@@ -241,7 +241,7 @@ impl Ledger {
             "SELECT id, source || ':' || event_id FROM inbox WHERE entity_key = ?1 ORDER BY id DESC LIMIT 1",
         )
         .bind(key)
-        .fetch_optional(&self.hot)
+        .fetch_optional(&self.writer)
         .await?;
         ev.map(|r| {
             let id: i64 = r.try_get(0)?;
