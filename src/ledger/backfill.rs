@@ -429,10 +429,17 @@ impl Ledger {
 
     /// The active migration's authority and object, for the planner.
     pub async fn migration_authority(&self) -> Result<Option<(crate::contract::Side, Option<String>)>> {
-        let row: Option<(String, Option<String>)> =
-            sqlx::query_as("SELECT authority, object FROM migrations_mode WHERE finished_at_ms IS NULL LIMIT 1")
-                .fetch_optional(&self.writer)
-                .await?;
+        let row = self
+            .hot(|db| {
+                let found = super::group::rows(
+                    db,
+                    "SELECT authority, object FROM migrations_mode WHERE finished_at_ms IS NULL LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                )?;
+                Ok(found.into_iter().next())
+            })
+            .await?;
         row.map(|(a, o)| {
             crate::contract::Side::parse(&a)
                 .map(|s| (s, o))

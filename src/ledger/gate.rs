@@ -45,31 +45,37 @@ impl Ledger {
     /// unknown `object`, e.g. a CRM batch call, is frozen by any migration of the
     /// destination), which wins over observe mode.
     pub async fn write_hold(&self, destination: &str, object: Option<&str>) -> Result<Option<WriteHold>> {
-        let keys: Vec<String> =
-            sqlx::query_scalar("SELECT key FROM control_flags WHERE value = 'on' AND key IN (?1, ?2, ?3)")
-                .bind(format!("{PAUSE_PREFIX}global"))
-                .bind(format!("{PAUSE_PREFIX}{destination}"))
-                .bind(OBSERVE_KEY)
-                .fetch_all(&self.writer)
-                .await?;
-        if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
-            return Ok(Some(PAUSED));
-        }
-        let frozen: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM migrations_mode WHERE finished_at_ms IS NULL AND authority = ?1 \
-             AND (object IS NULL OR ?2 IS NULL OR object = ?2) LIMIT 1",
-        )
-        .bind(destination)
-        .bind(object)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(if frozen.is_some() {
-            Some(MIGRATION_FREEZE)
-        } else if keys.iter().any(|k| k == OBSERVE_KEY) {
-            Some(OBSERVING)
-        } else {
-            None
+        let (destination, object) = (destination.to_string(), object.map(str::to_string));
+        self.hot(move |db| {
+            let keys = super::group::rows(
+                db,
+                "SELECT key FROM control_flags WHERE value = 'on' AND key IN (?1, ?2, ?3)",
+                [
+                    format!("{PAUSE_PREFIX}global"),
+                    format!("{PAUSE_PREFIX}{destination}"),
+                    OBSERVE_KEY.to_string(),
+                ],
+                |r| Ok(r.get::<_, String>(0)?),
+            )?;
+            if keys.iter().any(|k| k.starts_with(PAUSE_PREFIX)) {
+                return Ok(Some(PAUSED));
+            }
+            let frozen = super::group::rows(
+                db,
+                "SELECT id FROM migrations_mode WHERE finished_at_ms IS NULL AND authority = ?1 \
+                 AND (object IS NULL OR ?2 IS NULL OR object = ?2) LIMIT 1",
+                rusqlite::params![destination, object],
+                |r| Ok(r.get::<_, i64>(0)?),
+            )?;
+            Ok(if !frozen.is_empty() {
+                Some(MIGRATION_FREEZE)
+            } else if keys.iter().any(|k| k == OBSERVE_KEY) {
+                Some(OBSERVING)
+            } else {
+                None
+            })
         })
+        .await
     }
 
     /// Park a record whose write the gate held, until `hold`'s recheck — unless the hold was

@@ -18,6 +18,7 @@ pub use crate::api::{
     CrmWriteCalls, DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap,
 };
 use crate::contract::Side;
+use group::{ClaimRequest, GroupWork};
 
 /// Embedded migrations, run at open.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -37,9 +38,12 @@ pub enum LedgerError {
         source: sqlx::migrate::MigrateError,
     },
     #[error("the ledger is locked by another writer (is another driftless running on it?): {0}")]
-    Locked(sqlx::Error),
+    Locked(String),
     #[error("ledger query failed: {0}")]
     Sql(sqlx::Error),
+    /// A statement the group-commit thread ran (see `group.rs`) failed.
+    #[error("ledger query failed: {0}")]
+    Native(rusqlite::Error),
     #[error("ledger write failed: {0}")]
     WriteFailed(String),
     #[error("ledger holds unreadable data in {what}: {detail}")]
@@ -57,7 +61,7 @@ impl From<sqlx::Error> for LedgerError {
             .map(|c| c == "5" || c == "6" || c.starts_with("517") || c.starts_with("261"))
             .unwrap_or(false);
         if locked {
-            LedgerError::Locked(e)
+            LedgerError::Locked(e.to_string())
         } else {
             LedgerError::Sql(e)
         }
@@ -224,102 +228,10 @@ pub const BULK_SEQ_BASE: i64 = 1 << 50;
 pub struct Ledger {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Claims, decisions and releases waiting for the next group commit (see [`group_commit`]).
-    group: tokio::sync::mpsc::UnboundedSender<GroupJob>,
+    /// Claims, decisions and releases waiting for the next group commit, and the workers' hot
+    /// reads (see `group.rs`).
+    group: tokio::sync::mpsc::UnboundedSender<group::GroupMsg>,
     path: PathBuf,
-}
-
-/// A write that joins the next group commit: a worker's claim, one decision's changes, or a
-/// record's release; answered once the group is committed.
-struct GroupJob {
-    work: GroupWork,
-    reply: tokio::sync::oneshot::Sender<Result<GroupDone>>,
-}
-
-enum GroupWork {
-    Claim(ClaimRequest),
-    Apply { cs: Box<ChangeSet>, now_ms: i64 },
-    Release { claim: Claim, owner: String },
-}
-
-/// What a committed job answers: a claim the records it claimed, a decision the new
-/// operations' ids; a release nothing.
-#[derive(Default)]
-struct GroupDone {
-    claims: Vec<Claim>,
-    ids: Vec<i64>,
-}
-
-struct ClaimRequest {
-    owner: String,
-    n: i64,
-    now_ms: i64,
-    lease_ms: i64,
-    bulk_first: bool,
-}
-
-/// The most jobs one group commit carries.
-const GROUP_MAX: usize = 64;
-
-/// Group commit for the workers' writes: every claim, decision and release waiting when the
-/// writer is free goes into one transaction, and every job is answered only after that commit
-/// returned — durable, as with a transaction of its own. One commit (one fsync, one trip to
-/// the writer's thread) then serves many records: the writer's queue, not the disk, bounded
-/// end-to-end apply. Should any job fail, the group is rolled back and each job runs again
-/// in a transaction of its own, so a failing job is answered with its error and changes
-/// nothing, and the others commit as before.
-async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let done = match run_group(&writer, &jobs).await {
-            Ok(done) => done.into_iter().map(Ok).collect(),
-            Err(_) if jobs.len() > 1 => {
-                let mut each = Vec::with_capacity(jobs.len());
-                for job in &jobs {
-                    each.push(
-                        run_group(&writer, std::slice::from_ref(job))
-                            .await
-                            .map(|mut d| d.remove(0)),
-                    );
-                }
-                each
-            }
-            Err(e) => vec![Err(e)],
-        };
-        for (job, d) in jobs.into_iter().zip(done) {
-            let _ = job.reply.send(d);
-        }
-    }
-}
-
-/// `jobs` in one transaction: all committed, or none (the first error).
-async fn run_group(writer: &SqlitePool, jobs: &[GroupJob]) -> Result<Vec<GroupDone>> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut done = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        done.push(match &job.work {
-            GroupWork::Claim(c) => GroupDone {
-                claims: Ledger::claim_in(&mut tx, c).await?,
-                ..Default::default()
-            },
-            GroupWork::Apply { cs, now_ms } => GroupDone {
-                ids: Ledger::apply_in(&mut tx, cs, *now_ms).await?,
-                ..Default::default()
-            },
-            GroupWork::Release { claim, owner } => {
-                Ledger::release_in(&mut tx, claim, owner).await?;
-                GroupDone::default()
-            }
-        });
-    }
-    tx.commit().await?;
-    Ok(done)
 }
 
 fn side_of(s: &str) -> Result<Side> {
@@ -359,6 +271,10 @@ impl Ledger {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
+            // A local file has no far end to lose: sqlx's liveness ping on every acquire is
+            // one more trip to the connection's thread per call, on the one writer every
+            // worker's read and write waits for.
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .map_err(|source| LedgerError::Open {
@@ -372,14 +288,14 @@ impl Ledger {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
             // The read pool (console, CLI) reads through SQLite's own bounded page cache: mapped,
             // every page a console call touched stayed resident once per connection (the
             // engine's RSS reached 1.1 GB serving a 1M-event ledger; `perf -- scale`).
             .connect_with(opts.read_only(true).pragma("mmap_size", "0"))
             .await
             .map_err(|source| LedgerError::Open { path: label, source })?;
-        let (group, group_rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(group_commit(writer.clone(), group_rx));
+        let group = group::start(writer.clone())?;
         Ok(Ledger {
             writer,
             reader,
@@ -597,61 +513,6 @@ impl Ledger {
         Ok(self.grouped(work).await?.claims)
     }
 
-    /// [`Ledger::claim_lane`] inside the group's transaction.
-    async fn claim_in(tx: &mut sqlx::SqliteConnection, c: &ClaimRequest) -> Result<Vec<Claim>> {
-        let ClaimRequest {
-            owner,
-            n,
-            now_ms,
-            lease_ms,
-            bulk_first,
-        } = c;
-        let (n, now_ms, lease_ms) = (*n, *now_ms, *lease_ms);
-        // Each lane is read in `ready_seq` order along `work_queue_claimable`; bulk-first takes
-        // the bulk lane's head, then the live lane's. (An `ORDER BY ready_seq < ?5, ready_seq`
-        // cannot use the index: it sorted the whole queue, 11 ms at 50,000 records.)
-        let lane = |cond: &str| {
-            format!(
-                "SELECT * FROM (SELECT entity_key, ready_seq FROM work_queue \
-                 WHERE {cond} AND lease_until_ms <= ?3 AND not_before_ms <= ?3 ORDER BY ready_seq LIMIT ?4)"
-            )
-        };
-        let pick = if *bulk_first {
-            format!(
-                "SELECT entity_key FROM (SELECT entity_key, ready_seq < ?5 AS live, ready_seq FROM ({} UNION ALL {})) \
-                 ORDER BY live, ready_seq LIMIT ?4",
-                lane("ready_seq >= ?5"),
-                lane("ready_seq < ?5")
-            )
-        } else {
-            "SELECT entity_key FROM work_queue WHERE lease_until_ms <= ?3 AND not_before_ms <= ?3 \
-             ORDER BY ready_seq LIMIT ?4"
-                .to_string()
-        };
-        let sql = format!(
-            "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2, replay_run = NULL WHERE entity_key IN ({pick}) \
-             RETURNING entity_key, last_seq, replan, ready_seq >= ?5"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .bind(n)
-            .bind(BULK_SEQ_BASE)
-            .fetch_all(&mut *tx)
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Claim {
-                    entity_key: r.try_get(0)?,
-                    last_seq: r.try_get(1)?,
-                    replan: r.try_get::<i64, _>(2)? != 0,
-                    bulk: r.try_get::<i64, _>(3)? != 0,
-                })
-            })
-            .collect()
-    }
-
     /// Release a claimed record: removed from the queue when nothing new arrived while it was
     /// claimed and it has no pending work; otherwise handed back for another turn.
     pub async fn release(&self, claim: &Claim, owner: &str) -> Result<()> {
@@ -660,42 +521,6 @@ impl Ledger {
             owner: owner.to_string(),
         })
         .await?;
-        Ok(())
-    }
-
-    /// Hand `work` to the group commit and wait until it is committed (or failed).
-    async fn grouped(&self, work: GroupWork) -> Result<GroupDone> {
-        let stopped = || LedgerError::WriteFailed("the ledger's group commit has stopped".into());
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.group.send(GroupJob { work, reply }).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-
-    /// [`Ledger::release`] inside the group's transaction.
-    async fn release_in(tx: &mut sqlx::SqliteConnection, claim: &Claim, owner: &str) -> Result<()> {
-        let gone = sqlx::query(
-            "DELETE FROM work_queue WHERE entity_key = ?1 AND last_seq = ?2 AND lease_owner = ?3 \
-             AND replan = 0 \
-             AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_pending_by_entity \
-                             WHERE i.entity_key = ?1 AND i.state = 'pending' \
-                             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id)) \
-             AND NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?1 AND state = 'pending')",
-        )
-        .bind(&claim.entity_key)
-        .bind(claim.last_seq)
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?;
-        if gone.rows_affected() == 0 {
-            sqlx::query(
-                "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, parked_reason = NULL \
-                 WHERE entity_key = ?1 AND lease_owner = ?2",
-            )
-            .bind(&claim.entity_key)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
-        }
         Ok(())
     }
 
@@ -718,102 +543,95 @@ impl Ledger {
     /// events come from the partial index (without `INDEXED BY` SQLite picked `inbox_by_state`,
     /// dropped since, and walked every pending event of every record: quadratic in a backlog).
     pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
-        let rows = sqlx::query(
-            "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms \
-             FROM inbox i INDEXED BY inbox_pending_by_entity \
-             WHERE entity_key = ?1 AND state = 'pending' \
-             AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
-        )
-        .bind(entity_key)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(InboxEvent {
-                    id: r.try_get(0)?,
-                    source: side_of(&r.try_get::<String, _>(1)?)?,
-                    event_id: r.try_get(2)?,
-                    event_type: r.try_get(3)?,
-                    object_id: r.try_get(4)?,
-                    payload: r.try_get(5)?,
-                    received_at_ms: r.try_get(6)?,
-                })
-            })
-            .collect()
-    }
-
-    fn op_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<OutboxOp> {
-        Ok(OutboxOp {
-            id: r.try_get("id")?,
-            entity_key: r.try_get("entity_key")?,
-            destination: side_of(&r.try_get::<String, _>("destination")?)?,
-            op: r.try_get("op")?,
-            target_id: r.try_get("target_id")?,
-            idempotency_key: r.try_get("idempotency_key")?,
-            correlation_id: r.try_get("correlation_id")?,
-            field_values: json_map(&r.try_get::<String, _>("field_values")?)?,
-            cause_inbox_id: r.try_get("cause_inbox_id")?,
-            state: r.try_get("state")?,
-            attempts: r.try_get("attempts")?,
-            result_id: r.try_get("result_id")?,
+        let key = entity_key.to_string();
+        self.hot(move |db| {
+            group::rows(
+                db,
+                "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms \
+                 FROM inbox i INDEXED BY inbox_pending_by_entity \
+                 WHERE entity_key = ?1 AND state = 'pending' \
+                 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
+                [&key],
+                |r| {
+                    Ok(InboxEvent {
+                        id: r.get(0)?,
+                        source: side_of(&r.get::<_, String>(1)?)?,
+                        event_id: r.get(2)?,
+                        event_type: r.get(3)?,
+                        object_id: r.get(4)?,
+                        payload: r.get(5)?,
+                        received_at_ms: r.get(6)?,
+                    })
+                },
+            )
         })
+        .await
     }
-
-    const OP_COLUMNS: &'static str = "id, entity_key, destination, op, target_id, idempotency_key, \
-        correlation_id, field_values, cause_inbox_id, state, attempts, result_id";
 
     /// Operations planned for a record and not yet finished, in the order they were planned.
     pub async fn open_ops(&self, entity_key: &str) -> Result<Vec<OutboxOp>> {
-        let sql = format!(
-            "SELECT {} FROM outbox WHERE entity_key = ?1 AND state = 'pending' ORDER BY id",
-            Self::OP_COLUMNS
-        );
-        let rows = sqlx::query(&sql).bind(entity_key).fetch_all(&self.writer).await?;
-        rows.iter().map(Self::op_from_row).collect()
+        let key = entity_key.to_string();
+        self.hot(move |db| {
+            let sql = format!(
+                "SELECT {} FROM outbox WHERE entity_key = ?1 AND state = 'pending' ORDER BY id",
+                group::OP_COLUMNS
+            );
+            group::rows(db, &sql, [&key], group::op_from_row)
+        })
+        .await
     }
 
     /// The most recent operations that reached `destination` for a record, newest first.
     pub async fn recent_writes(&self, entity_key: &str, destination: Side, limit: i64) -> Result<Vec<OutboxOp>> {
-        let sql = format!(
-            "SELECT {} FROM outbox WHERE entity_key = ?1 AND destination = ?2 AND state IN ('done', 'pending') \
-             ORDER BY id DESC LIMIT ?3",
-            Self::OP_COLUMNS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(entity_key)
-            .bind(destination.as_str())
-            .bind(limit)
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter().map(Self::op_from_row).collect()
+        let key = entity_key.to_string();
+        self.hot(move |db| {
+            let sql = format!(
+                "SELECT {} FROM outbox WHERE entity_key = ?1 AND destination = ?2 AND state IN ('done', 'pending') \
+                 ORDER BY id DESC LIMIT ?3",
+                group::OP_COLUMNS
+            );
+            group::rows(
+                db,
+                &sql,
+                rusqlite::params![key, destination.as_str(), limit],
+                group::op_from_row,
+            )
+        })
+        .await
     }
 
     pub async fn shadow(&self, entity_key: &str) -> Result<Vec<ShadowValue>> {
-        let rows = sqlx::query("SELECT side, field, value, sync_seq FROM shadow WHERE entity_key = ?1")
-            .bind(entity_key)
-            .fetch_all(&self.writer)
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(ShadowValue {
-                    side: side_of(&r.try_get::<String, _>(0)?)?,
-                    field: r.try_get(1)?,
-                    value: r.try_get(2)?,
-                    sync_seq: r.try_get(3)?,
-                })
-            })
-            .collect()
+        let key = entity_key.to_string();
+        self.hot(move |db| {
+            group::rows(
+                db,
+                "SELECT side, field, value, sync_seq FROM shadow WHERE entity_key = ?1",
+                [&key],
+                |r| {
+                    Ok(ShadowValue {
+                        side: side_of(&r.get::<_, String>(0)?)?,
+                        field: r.get(1)?,
+                        value: r.get(2)?,
+                        sync_seq: r.get(3)?,
+                    })
+                },
+            )
+        })
+        .await
     }
 
     pub async fn billing_id_for(&self, object: &str, crm_id: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2")
-                .bind(object)
-                .bind(crm_id)
-                .fetch_optional(&self.writer)
-                .await?
-                .flatten(),
-        )
+        let (object, crm_id) = (object.to_string(), crm_id.to_string());
+        self.hot(move |db| {
+            let found = group::rows(
+                db,
+                "SELECT billing_id FROM identity_map WHERE object = ?1 AND crm_id = ?2",
+                [&object, &crm_id],
+                |r| Ok(r.get::<_, Option<String>>(0)?),
+            )?;
+            Ok(found.into_iter().next().flatten())
+        })
+        .await
     }
 
     // ------------------------------------------------------------------------------ apply
@@ -827,176 +645,6 @@ impl Ledger {
             })
             .await?
             .ids)
-    }
-
-    /// [`Ledger::apply`] inside the group's transaction.
-    async fn apply_in(tx: &mut sqlx::SqliteConnection, cs: &ChangeSet, now_ms: i64) -> Result<Vec<i64>> {
-        // Events decided alike (state and reason) in one statement each.
-        let mut alike: Vec<(&str, &str, Vec<i64>)> = Vec::new();
-        for (id, state, reason) in &cs.event_states {
-            match alike.iter_mut().find(|(s, r, _)| s == state && *r == reason) {
-                Some((_, _, ids)) => ids.push(*id),
-                None => alike.push((state, reason, vec![*id])),
-            }
-        }
-        for (state, reason, ids) in &alike {
-            for chunk in ids.chunks(500) {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE inbox SET state = ");
-                qb.push_bind(*state)
-                    .push(", state_reason = ")
-                    .push_bind(*reason)
-                    .push(", decided_at_ms = ")
-                    .push_bind(now_ms)
-                    .push(" WHERE state = 'pending' AND id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().execute(&mut *tx).await?;
-            }
-        }
-        let mut op_ids = Vec::with_capacity(cs.new_ops.len());
-        for op in &cs.new_ops {
-            let values = serde_json::Value::Object(op.field_values.clone()).to_string();
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO outbox (entity_key, destination, op, target_id, idempotency_key, correlation_id, \
-                 field_values, cause_inbox_id, created_at_ms, updated_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            )
-            .bind(&cs.entity_key)
-            .bind(op.destination.as_str())
-            .bind(&op.op)
-            .bind(&op.target_id)
-            .bind(&op.idempotency_key)
-            .bind(&op.correlation_id)
-            .bind(values)
-            .bind(op.cause_inbox_id)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(id) = id {
-                op_ids.push(id);
-            }
-        }
-        for o in &cs.op_outcomes {
-            sqlx::query(
-                "UPDATE outbox SET state = ?2, attempts = attempts + 1, response_status = ?3, response = ?4, \
-                 result_id = COALESCE(?5, result_id), last_error = ?6, updated_at_ms = ?7, \
-                 done_at_ms = CASE WHEN ?2 = 'pending' THEN NULL ELSE ?7 END WHERE id = ?1",
-            )
-            .bind(o.op_id)
-            .bind(o.state)
-            .bind(o.response_status.map(i64::from))
-            .bind(&o.response)
-            .bind(&o.result_id)
-            .bind(&o.error)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for chunk in cs.shadow.chunks(200) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO shadow (entity_key, side, field, value, sync_seq, synced_at_ms) ");
-            qb.push_values(chunk, |mut b, s| {
-                b.push_bind(&cs.entity_key)
-                    .push_bind(s.side.as_str())
-                    .push_bind(&s.field)
-                    .push_bind(&s.value)
-                    .push_bind(s.sync_seq)
-                    .push_bind(now_ms);
-            });
-            // A field twice in one change set: the later row wins, as it would one by one.
-            qb.push(
-                " ON CONFLICT (entity_key, side, field) DO UPDATE SET \
-                 value = excluded.value, sync_seq = excluded.sync_seq, synced_at_ms = excluded.synced_at_ms",
-            );
-            qb.build().execute(&mut *tx).await?;
-        }
-        if let Some((object, crm_id, billing_id)) = &cs.identity {
-            sqlx::query(
-                "INSERT INTO identity_map (object, crm_id, billing_id, created_at_ms, updated_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (object, crm_id) DO UPDATE SET \
-                 billing_id = excluded.billing_id, updated_at_ms = excluded.updated_at_ms",
-            )
-            .bind(object)
-            .bind(crm_id)
-            .bind(billing_id)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for d in &cs.dead_letters {
-            sqlx::query(
-                "INSERT INTO dead_letters (outbox_id, entity_key, destination, error_class, error, request, \
-                 response, attempts, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .bind(d.op_id)
-            .bind(&cs.entity_key)
-            .bind(d.destination.as_str())
-            .bind(&d.error_class)
-            .bind(&d.error)
-            .bind(&d.request)
-            .bind(&d.response)
-            .bind(d.attempts)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(r) = &cs.review {
-            sqlx::query(
-                "INSERT INTO review_queue (entity_key, reason, fields, created_at_ms) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (entity_key) WHERE resolved_at_ms IS NULL DO UPDATE SET reason = excluded.reason, \
-                 fields = excluded.fields",
-            )
-            .bind(&cs.entity_key)
-            .bind(&r.reason)
-            .bind(r.fields.to_string())
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for cause in &cs.settle_causes {
-            sqlx::query(
-                "UPDATE inbox SET state = 'applied', decided_at_ms = ?2 WHERE id = ?1 AND state = 'pending' \
-                 AND NOT EXISTS (SELECT 1 FROM outbox WHERE cause_inbox_id = ?1 AND state = 'pending')",
-            )
-            .bind(cause)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(replan) = cs.replan {
-            sqlx::query("UPDATE work_queue SET replan = ?2 WHERE entity_key = ?1")
-                .bind(&cs.entity_key)
-                .bind(i64::from(replan))
-                .execute(&mut *tx)
-                .await?;
-        }
-        for chunk in cs.audit.chunks(100) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO audit (at_ms, entity_key, inbox_id, outbox_id, actor, action, rule, contract_version, detail) ",
-            );
-            qb.push_values(chunk, |mut b, a| {
-                let outbox_id = match (a.outbox_id, op_ids.first()) {
-                    (Some(id), _) => Some(id),
-                    (None, Some(first)) if a.action.starts_with("plan") => Some(*first),
-                    _ => None,
-                };
-                b.push_bind(now_ms)
-                    .push_bind(&cs.entity_key)
-                    .push_bind(a.inbox_id)
-                    .push_bind(outbox_id)
-                    .push_bind(&a.actor)
-                    .push_bind(&a.action)
-                    .push_bind(&a.rule)
-                    .push_bind(&cs.contract_version)
-                    .push_bind(a.detail.to_string());
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        Ok(op_ids)
     }
 
     /// Count one more failed attempt of an operation that will be retried.
@@ -1497,6 +1145,7 @@ mod crm_batch;
 pub use crm_batch::{batch_wait_reason, BatchWaiting};
 mod dead_letters;
 mod gate;
+mod group;
 mod ops;
 pub mod reconcile;
 mod replay_runs;

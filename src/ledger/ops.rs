@@ -229,26 +229,30 @@ impl Ledger {
     /// What a plan without a new event (a follow-up, a replay, a retry) hangs off: the record's
     /// latest write — (its cause, a tag naming it) — or else its latest event.
     pub async fn last_cause(&self, key: &str) -> Result<Option<(i64, String)>> {
-        let op = sqlx::query("SELECT cause_inbox_id, id FROM outbox WHERE entity_key = ?1 AND cause_inbox_id IS NOT NULL ORDER BY id DESC LIMIT 1")
-            .bind(key)
-            .fetch_optional(&self.writer)
-            .await?;
-        if let Some(r) = op {
-            let op_id: i64 = r.try_get(1)?;
-            return Ok(Some((r.try_get(0)?, format!("after-op-{op_id}"))));
-        }
-        let ev = sqlx::query(
-            "SELECT id, source || ':' || event_id FROM inbox WHERE entity_key = ?1 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(key)
-        .fetch_optional(&self.writer)
-        .await?;
-        ev.map(|r| {
-            let id: i64 = r.try_get(0)?;
-            let tag: String = r.try_get(1)?;
-            Ok((id, format!("replan-{tag}-{id}")))
+        let key = key.to_string();
+        self.hot(move |db| {
+            let op = super::group::rows(
+                db,
+                "SELECT cause_inbox_id, id FROM outbox WHERE entity_key = ?1 AND cause_inbox_id IS NOT NULL \
+                 ORDER BY id DESC LIMIT 1",
+                [&key],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            if let Some((cause, op_id)) = op.into_iter().next() {
+                return Ok(Some((cause, format!("after-op-{op_id}"))));
+            }
+            let ev = super::group::rows(
+                db,
+                "SELECT id, source || ':' || event_id FROM inbox WHERE entity_key = ?1 ORDER BY id DESC LIMIT 1",
+                [&key],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )?;
+            Ok(ev
+                .into_iter()
+                .next()
+                .map(|(id, tag)| (id, format!("replan-{tag}-{id}"))))
         })
-        .transpose()
+        .await
     }
 
     /// Find a record's queue key by CRM id, billing id (identity map) or email (shadow).

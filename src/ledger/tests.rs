@@ -267,4 +267,13 @@ async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit(
     // The failed decision's event is still pending (nothing of it was written).
     assert_eq!(l.unplanned_events(&keys[3]).await.unwrap().len(), 1);
     assert!(l.unplanned_events(&keys[0]).await.unwrap().is_empty());
+    // The group thread left no transaction open on the writer: sqlx's own transactions on
+    // it still begin, and a flag set through them is what the group thread reads next.
+    l.set_pause("billing", Some("test"), "test", 6)
+        .await
+        .expect("a write through the pool");
+    assert!(
+        l.write_hold("billing", None).await.unwrap().is_some(),
+        "the pause is seen at once"
+    );
 }
