@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::group::GroupWork;
 use super::{IngestOutcome, Ledger, LedgerError, NewEvent, Result};
 use crate::api::{BackfillRun, MigrationMode, ValidationReport};
 
@@ -65,6 +66,16 @@ pub struct BackfillStart {
     pub run: BackfillRun,
     /// An unfinished run (cancelled, or running when its process died) was resumed.
     pub resumed: bool,
+}
+
+/// One backfill page to make durable (see [`Ledger::backfill_page`]).
+pub(super) struct PageRequest {
+    run_id: i64,
+    stream: String,
+    events: Vec<NewEvent>,
+    records: i64,
+    next: Option<String>,
+    now_ms: i64,
 }
 
 impl Ledger {
@@ -149,8 +160,8 @@ impl Ledger {
 
     /// Make one page durable: its events into the inbox (new records queued as bulk work),
     /// the stream's cursor moved to `next` (the stream marked done when `None`) and the
-    /// run's counts — one transaction. Refused when the run is no longer running (cancelled
-    /// from another process): nothing of the page is kept.
+    /// run's counts — one transaction (the group commit's). Refused when the run is no
+    /// longer running (cancelled from another process): nothing of the page is kept.
     pub async fn backfill_page(
         &self,
         run_id: i64,
@@ -160,60 +171,61 @@ impl Ledger {
         next: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<(usize, usize)>> {
-        let mut tx = self.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM backfill_runs WHERE id = ?1")
-            .bind(run_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if state.as_deref() != Some("running") {
+        let page = PageRequest {
+            run_id,
+            stream: stream.to_string(),
+            events: events.to_vec(),
+            records,
+            next: next.map(str::to_string),
+            now_ms,
+        };
+        Ok(self.grouped(GroupWork::BackfillPage(Box::new(page))).await?.page)
+    }
+
+    /// [`Ledger::backfill_page`] inside the group's transaction.
+    pub(super) fn backfill_page_in(db: &rusqlite::Connection, p: &PageRequest) -> Result<Option<(usize, usize)>> {
+        let state = super::group::rows(db, "SELECT state FROM backfill_runs WHERE id = ?1", [p.run_id], |r| {
+            Ok(r.get::<_, String>(0)?)
+        })?;
+        if state.first().map(String::as_str) != Some("running") {
             return Ok(None);
         }
-        let outcomes = Self::ingest_in(&mut tx, events, true).await?;
+        let outcomes = Self::ingest_in(db, &p.events, true)?;
         let accepted = outcomes
             .iter()
             .filter(|o| matches!(o, IngestOutcome::Inserted(_)))
             .count();
         let duplicates = outcomes.len() - accepted;
-        let name = format!("{BACKFILL_PREFIX}{stream}");
-        match next {
+        let name = format!("{BACKFILL_PREFIX}{}", p.stream);
+        match &p.next {
             Some(cursor) => {
-                sqlx::query(
+                db.prepare_cached(
                     "INSERT INTO watermarks (name, cursor, updated_at_ms) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at_ms = excluded.updated_at_ms",
-                )
-                .bind(&name)
-                .bind(cursor)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
+                )?
+                .execute(rusqlite::params![name, cursor, p.now_ms])?;
             }
             None => {
-                sqlx::query("DELETE FROM watermarks WHERE name = ?1")
-                    .bind(&name)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
+                db.prepare_cached("DELETE FROM watermarks WHERE name = ?1")?
+                    .execute([&name])?;
+                db.prepare_cached(
                     "UPDATE backfill_runs SET streams_done = CASE WHEN streams_done = '' THEN ?2 \
                      ELSE streams_done || ',' || ?2 END WHERE id = ?1",
-                )
-                .bind(run_id)
-                .bind(stream)
-                .execute(&mut *tx)
-                .await?;
+                )?
+                .execute(rusqlite::params![p.run_id, p.stream])?;
             }
         }
-        sqlx::query(
+        db.prepare_cached(
             "UPDATE backfill_runs SET pages = pages + 1, records = records + ?2, accepted = accepted + ?3, \
              duplicates = duplicates + ?4, updated_at_ms = ?5 WHERE id = ?1",
-        )
-        .bind(run_id)
-        .bind(records)
-        .bind(accepted as i64)
-        .bind(duplicates as i64)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        )?
+        .execute(rusqlite::params![
+            p.run_id,
+            p.records,
+            accepted as i64,
+            duplicates as i64,
+            p.now_ms
+        ])?;
         Ok(Some((accepted, duplicates)))
     }
 

@@ -205,10 +205,13 @@ mod tests {
             payload: "{}".into(),
             received_at_ms: 1,
         };
-        let mut tx = l.begin().await.unwrap();
         let bulk: Vec<NewEvent> = (0..3).map(|i| event(i, &format!("b{i}"))).collect();
-        Ledger::ingest_in(&mut tx, &bulk, true).await.unwrap();
-        tx.commit().await.unwrap();
+        l.grouped(super::super::group::GroupWork::Ingest {
+            events: bulk,
+            bulk: true,
+        })
+        .await
+        .unwrap();
         let claims = l.claim("w", 10, 10, 1000).await.unwrap();
         assert!(claims.iter().all(|c| c.bulk), "{claims:?}");
         let reason = batch_wait_reason("update_contact");

@@ -15,7 +15,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use sqlx::SqlitePool;
 
-use super::{side_of, ChangeSet, Claim, Ledger, LedgerError, Result, BULK_SEQ_BASE};
+use super::{side_of, ChangeSet, Claim, IngestOutcome, Ledger, LedgerError, NewEvent, Result, BULK_SEQ_BASE};
 
 /// What the group-commit thread is asked to do: a write for the next group commit, or a read.
 pub(super) enum GroupMsg {
@@ -28,8 +28,9 @@ pub(super) enum GroupMsg {
 /// hears that the ledger stopped.
 pub(super) type HotRead = Box<dyn FnOnce(&rusqlite::Connection) + Send>;
 
-/// A write that joins the next group commit: a worker's claim, one decision's changes, or a
-/// record's release; answered once the group is committed.
+/// A write that joins the next group commit: a worker's claim, one decision's changes, a
+/// record's release, a batch of inbound events, a backfill page; answered once the group is
+/// committed.
 pub(super) struct GroupJob {
     work: GroupWork,
     reply: tokio::sync::oneshot::Sender<Result<GroupDone>>,
@@ -39,14 +40,19 @@ pub(super) enum GroupWork {
     Claim(ClaimRequest),
     Apply { cs: Box<ChangeSet>, now_ms: i64 },
     Release { claim: Claim, owner: String },
+    Ingest { events: Vec<NewEvent>, bulk: bool },
+    BackfillPage(Box<super::backfill::PageRequest>),
 }
 
 /// What a committed job answers: a claim the records it claimed, a decision the new
-/// operations' ids; a release nothing.
+/// operations' ids, an ingest one outcome per event, a backfill page its counts (none when
+/// its run no longer runs); a release nothing.
 #[derive(Default)]
 pub(super) struct GroupDone {
     pub(super) claims: Vec<Claim>,
     pub(super) ids: Vec<i64>,
+    pub(super) outcomes: Vec<IngestOutcome>,
+    pub(super) page: Option<(usize, usize)>,
 }
 
 pub(super) struct ClaimRequest {
@@ -185,6 +191,14 @@ fn run_group(db: &rusqlite::Connection, jobs: &[GroupJob]) -> Result<Vec<GroupDo
                 release_in(&tx, claim, owner)?;
                 GroupDone::default()
             }
+            GroupWork::Ingest { events, bulk } => GroupDone {
+                outcomes: Ledger::ingest_in(&tx, events, *bulk)?,
+                ..Default::default()
+            },
+            GroupWork::BackfillPage(page) => GroupDone {
+                page: Ledger::backfill_page_in(&tx, page)?,
+                ..Default::default()
+            },
         });
     }
     tx.commit()?;
@@ -292,7 +306,7 @@ fn release_in(db: &rusqlite::Connection, claim: &Claim, owner: &str) -> Result<(
 }
 
 /// `?, ?, …` for `n` values.
-fn marks(n: usize) -> String {
+pub(super) fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 

@@ -319,26 +319,25 @@ impl Ledger {
 
     // ----------------------------------------------------------------------------- ingest
 
-    /// Make a batch of inbound events durable in one transaction (group commit): new events
-    /// land in the inbox and their records in the work queue; deliveries of events already
-    /// held are recorded as duplicates. Returns one outcome per input, in order.
+    /// Make a batch of inbound events durable in one transaction (the group commit's, shared
+    /// with the workers' decisions): new events land in the inbox and their records in the
+    /// work queue; deliveries of events already held are recorded as duplicates. Returns one
+    /// outcome per input, in order.
     pub async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
-        let out = Self::ingest_in(&mut tx, events, false).await?;
-        tx.commit().await?;
-        Ok(out)
+        let work = GroupWork::Ingest {
+            events: events.to_vec(),
+            bulk: false,
+        };
+        Ok(self.grouped(work).await?.outcomes)
     }
 
-    /// [`Ledger::ingest`] inside a transaction; `bulk` queues new records behind live work
-    /// (backfill), a record already queued keeps its place.
-    pub(super) async fn ingest_in(
-        tx: &mut Transaction<'static, Sqlite>,
-        events: &[NewEvent],
-        bulk: bool,
-    ) -> Result<Vec<IngestOutcome>> {
+    /// [`Ledger::ingest`] inside the group's transaction; `bulk` queues new records behind
+    /// live work (backfill), a record already queued keeps its place.
+    pub(super) fn ingest_in(db: &rusqlite::Connection, events: &[NewEvent], bulk: bool) -> Result<Vec<IngestOutcome>> {
+        use rusqlite::types::ToSql;
         let bulk_base = if bulk { BULK_SEQ_BASE } else { 0 };
         // A billing id belongs to one CRM record, whichever object linked it (a contact's or a
         // company's customer); prefer the event's own object. One lookup for the whole batch
@@ -348,16 +347,14 @@ impl Ledger {
         billing_ids.dedup();
         let mut linked: HashMap<(String, String), String> = HashMap::new();
         for chunk in billing_ids.chunks(500) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "SELECT object, billing_id, object || ':crm:' || crm_id FROM identity_map WHERE billing_id IN (",
+            let sql = format!(
+                "SELECT object, billing_id, object || ':crm:' || crm_id FROM identity_map WHERE billing_id IN ({})",
+                group::marks(chunk.len())
             );
-            let mut sep = qb.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            qb.push(")");
-            for r in qb.build().fetch_all(&mut **tx).await? {
-                linked.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            for (object, billing_id, key) in group::rows(db, &sql, rusqlite::params_from_iter(chunk), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })? {
+                linked.insert((object, billing_id), key);
             }
         }
         let entity_of = |e: &NewEvent| -> String {
@@ -377,26 +374,37 @@ impl Ledger {
         };
         let mut inserted: HashMap<(String, String), (i64, String)> = HashMap::new();
         for chunk in events.chunks(200) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO inbox (source, event_id, via, event_type, object_type, object_id, \
-                 entity_key, payload, received_at_ms) ",
+            let sql = format!(
+                "INSERT INTO inbox (source, event_id, via, event_type, object_type, object_id, entity_key, payload, \
+                 received_at_ms) VALUES {} \
+                 ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id, entity_key",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
-            qb.push_values(chunk, |mut b, e| {
-                b.push_bind(e.source.as_str())
-                    .push_bind(&e.event_id)
-                    .push_bind(e.via)
-                    .push_bind(&e.event_type)
-                    .push_bind(&e.object_type)
-                    .push_bind(&e.object_id)
-                    .push_bind(entity_of(e))
-                    .push_bind(&e.payload)
-                    .push_bind(e.received_at_ms);
-            });
-            qb.push(" ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id, entity_key");
-            let rows = qb.build().fetch_all(&mut **tx).await?;
-            for r in rows {
-                let key = (r.try_get::<String, _>(1)?, r.try_get::<String, _>(2)?);
-                inserted.insert(key, (r.try_get(0)?, r.try_get(3)?));
+            let entities: Vec<String> = chunk.iter().map(entity_of).collect();
+            let sources: Vec<&str> = chunk.iter().map(|e| e.source.as_str()).collect();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 9);
+            for ((e, entity), source) in chunk.iter().zip(&entities).zip(&sources) {
+                values.extend([
+                    source as &dyn ToSql,
+                    &e.event_id,
+                    &e.via,
+                    &e.event_type,
+                    &e.object_type,
+                    &e.object_id,
+                    entity,
+                    &e.payload,
+                    &e.received_at_ms,
+                ]);
+            }
+            for (id, source, event_id, entity) in group::rows(db, &sql, rusqlite::params_from_iter(values), |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })? {
+                inserted.insert((source, event_id), (id, entity));
             }
         }
         // Each record's new events, as one head row: ready at its first, newest is its last.
@@ -428,39 +436,48 @@ impl Ledger {
             }
         }
         for chunk in heads.chunks(300) {
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO work_queue (entity_key, ready_seq, last_seq) ");
-            qb.push_values(chunk, |mut b, (entity, first, last)| {
-                b.push_bind(*entity).push_bind(first + bulk_base).push_bind(*last);
-            });
             // A live event for a record whose bulk CRM update waits for a full batch call
             // makes it claimable now: live work does not wait for bulk batching.
-            qb.push(format_args!(
-                " ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
+            let sql = format!(
+                "INSERT INTO work_queue (entity_key, ready_seq, last_seq) VALUES {} \
+                 ON CONFLICT (entity_key) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), \
                  ready_seq = min(ready_seq, excluded.ready_seq), replay_run = NULL, \
                  not_before_ms = CASE WHEN excluded.ready_seq < {BULK_SEQ_BASE} \
                    AND parked_reason LIKE '{}%' THEN 0 ELSE not_before_ms END",
+                vec!["(?, ?, ?)"; chunk.len()].join(", "),
                 crm_batch::BATCH_WAIT_PREFIX
-            ));
-            qb.build().execute(&mut **tx).await?;
+            );
+            let seqs: Vec<(i64, i64)> = chunk
+                .iter()
+                .map(|(_, first, last)| (first + bulk_base, *last))
+                .collect();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 3);
+            for ((entity, _, _), (ready, last)) in chunk.iter().zip(&seqs) {
+                values.extend([entity as &dyn ToSql, ready, last]);
+            }
+            db.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))?;
         }
         // Deliveries of events already held: find what they duplicate, record each delivery.
         for chunk in dups.chunks(300) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH d (pos, source, event_id) AS (");
-            qb.push_values(chunk, |mut b, &pos| {
-                b.push_bind(pos as i64)
-                    .push_bind(events[pos].source.as_str())
-                    .push_bind(&events[pos].event_id);
-            });
-            qb.push(") SELECT d.pos, i.id FROM d JOIN inbox i ON i.source = d.source AND i.event_id = d.event_id");
-            let found = qb.build().fetch_all(&mut **tx).await?;
-            let mut original: HashMap<usize, i64> = HashMap::with_capacity(found.len());
-            for r in found {
-                original.insert(r.try_get::<i64, _>(0)? as usize, r.try_get(1)?);
+            let sql = format!(
+                "WITH d (pos, source, event_id) AS (VALUES {}) \
+                 SELECT d.pos, i.id FROM d JOIN inbox i ON i.source = d.source AND i.event_id = d.event_id",
+                vec!["(?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let positions: Vec<(i64, &str)> = chunk
+                .iter()
+                .map(|&pos| (pos as i64, events[pos].source.as_str()))
+                .collect();
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 3);
+            for (&pos, (p, source)) in chunk.iter().zip(&positions) {
+                values.extend([p as &dyn ToSql, source, &events[pos].event_id]);
             }
-            let mut qb: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) ");
-            let mut rows = Vec::with_capacity(chunk.len());
+            let original: HashMap<usize, i64> = group::rows(db, &sql, rusqlite::params_from_iter(values), |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)?))
+            })?
+            .into_iter()
+            .collect();
+            let mut rows: Vec<(i64, &NewEvent)> = Vec::with_capacity(chunk.len());
             for &pos in chunk {
                 let id = *original.get(&pos).ok_or_else(|| {
                     LedgerError::WriteFailed(format!("duplicate event {} not in the inbox", events[pos].event_id))
@@ -468,10 +485,15 @@ impl Ledger {
                 out[pos] = IngestOutcome::Duplicate(id);
                 rows.push((id, &events[pos]));
             }
-            qb.push_values(rows, |mut b, (id, e)| {
-                b.push_bind(id).push_bind(e.via).push_bind(e.received_at_ms);
-            });
-            qb.build().execute(&mut **tx).await?;
+            let sql = format!(
+                "INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES {}",
+                vec!["(?, ?, ?)"; rows.len()].join(", ")
+            );
+            let mut values: Vec<&dyn ToSql> = Vec::with_capacity(rows.len() * 3);
+            for (id, e) in &rows {
+                values.extend([id as &dyn ToSql, &e.via, &e.received_at_ms]);
+            }
+            db.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))?;
         }
         Ok(out)
     }
