@@ -111,6 +111,9 @@ pub(super) struct Ctx<'a> {
     mapping: &'a ObjectMapping,
     crm_id: Option<&'a str>,
     side_id: (Side, &'a str),
+    /// Creates planned in this turn right after a lookup by origin found no customer for the
+    /// record (their ids): under the same lease, before any attempt, that lookup stands.
+    origin_checked: std::sync::Mutex<Vec<i64>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -126,6 +129,7 @@ impl<'a> Ctx<'a> {
             mapping,
             crm_id: (side == Side::Crm).then_some(id),
             side_id: (side, id),
+            origin_checked: Default::default(),
         })
     }
 }
@@ -160,6 +164,7 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
         mapping,
         crm_id: (side == Side::Crm).then_some(id),
         side_id: (side, id),
+        origin_checked: Default::default(),
     };
     let mut replan = claim.replan;
     for _ in 0..MAX_ROUNDS {
@@ -321,7 +326,7 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
 
     // 2. Re-read both records now: never trust an old payload.
     let m = ctx.mapping;
-    let (crm, billing, known_billing_id) = match load(inner, m, ctx.crm_id, ctx.side_id).await? {
+    let (crm, billing, known_billing_id, origin_checked) = match load(inner, m, ctx.crm_id, ctx.side_id).await? {
         Ok(x) => x,
         Err(e) => return park_for_read(ctx, e).await,
     };
@@ -430,6 +435,11 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
     }
     let planned = cs.new_ops.len();
     let inserted = inner.ledger.apply(&cs, inner.now_ms()).await?;
+    if origin_checked {
+        if let Ok(mut ids) = ctx.origin_checked.lock() {
+            ids.extend(&inserted);
+        }
+    }
     if planned > 0 && inserted.is_empty() && has_real {
         // An idempotency key was already taken: the write exists (or existed). Settle the
         // event rather than planning it again and again.
@@ -621,10 +631,11 @@ fn merge_plan(into: &mut plan::Plan, from: plan::Plan, m: &ObjectMapping, summar
     }
 }
 
-type Loaded = (Option<RemoteRecord>, Option<RemoteRecord>, Option<String>);
+type Loaded = (Option<RemoteRecord>, Option<RemoteRecord>, Option<String>, bool);
 
 /// Read both records as they are now: (CRM record, billing record, billing id the identity
-/// map knows). A connector failure is returned inside `Ok(Err(..))` so callers can park.
+/// map knows, whether a lookup by origin marker just found no customer for the CRM record).
+/// A connector failure is returned inside `Ok(Err(..))` so callers can park.
 async fn load(
     inner: &Inner,
     m: &ObjectMapping,
@@ -661,6 +672,7 @@ async fn load(
             crm.as_ref()?.get(prop).map(str::to_string)
         })
         .or_else(|| (side_id.0 == Side::Billing).then(|| side_id.1.to_string()));
+    let mut origin_checked = false;
     let billing = match &billing_id {
         Some(bid) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
             Ok(r) => r,
@@ -669,14 +681,17 @@ async fn load(
         None => match (crm_id, &crm) {
             (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
                 match read(inner, Side::Billing, find_by_origin(inner, m.crm, cid, c.get("email"))).await {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        origin_checked = r.is_none();
+                        r
+                    }
                     Err(e) => return Ok(Err(e)),
                 }
             }
             _ => None,
         },
     };
-    Ok(Ok((crm, billing, known_billing_id)))
+    Ok(Ok((crm, billing, known_billing_id, origin_checked)))
 }
 
 /// The object pairs the worker syncs record by record: a CRM contact or company with a billing
@@ -701,7 +716,7 @@ pub(super) async fn preview(
         return Ok(None);
     };
     let crm_id = (side == Side::Crm).then_some(id);
-    let (crm, billing, _) = load(inner, m, crm_id, (side, id)).await??;
+    let (crm, billing, _, _) = load(inner, m, crm_id, (side, id)).await??;
     let shadow = shadow_map(inner.ledger.shadow(key).await?);
     let migration = inner.ledger.migration_authority().await?;
     let p = plan_record(
@@ -945,17 +960,31 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
         "create_customer" => {
             let crm_id = ctx.crm_id.unwrap_or_default();
             let email = fields.get("email").and_then(|v| v.as_deref());
-            // The lookup is a request of its own: it spends budget too.
-            match read(
-                inner,
-                Side::Billing,
-                find_by_origin(inner, ctx.mapping.crm, crm_id, email),
-            )
-            .await
-            {
-                Ok(Some(found)) => Ok(found),
-                Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
-                Err(e) => Err(e),
+            // A customer an earlier, lost attempt made is found by its origin marker before
+            // creating again. Not needed for a create never attempted and planned in this
+            // turn right after that same lookup found none: the record is leased to this
+            // worker, so nothing of ours created one since.
+            let checked = op.attempts == 0
+                && ctx
+                    .origin_checked
+                    .lock()
+                    .map(|ids| ids.contains(&op.id))
+                    .unwrap_or(false);
+            if checked {
+                inner.billing.create_customer(&op.idempotency_key, &fields).await
+            } else {
+                // The lookup is a request of its own: it spends budget too.
+                match read(
+                    inner,
+                    Side::Billing,
+                    find_by_origin(inner, ctx.mapping.crm, crm_id, email),
+                )
+                .await
+                {
+                    Ok(Some(found)) => Ok(found),
+                    Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
+                    Err(e) => Err(e),
+                }
             }
         }
         "update_customer" => {

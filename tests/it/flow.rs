@@ -47,6 +47,15 @@ async fn new_contact_creates_one_customer_writes_the_id_back_and_the_echo_causes
     assert_eq!(creates.len(), 1);
     let key = creates[0].idempotency_key.clone().unwrap_or_default();
     assert!(key.starts_with(&format!("billing:create:{id}:")), "key {key}");
+    // One look for a customer an earlier create made (by the contact's email) before the
+    // create: the create, planned right after it in the same turn, does not look again.
+    let lookups = sims
+        .billing
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/customers")
+        .count();
+    assert_eq!(lookups, 1, "one lookup by origin before the first create");
 
     // The write-back's webhook (and the create's) came back as echoes and caused no write:
     // one write per destination in total.
@@ -188,6 +197,20 @@ async fn a_create_that_times_out_after_commit_is_retried_with_the_same_key_and_y
     assert!(
         keys.len() <= 1,
         "every create attempt used the same idempotency key: {keys:?}"
+    );
+    // The attempt after the lost one first looked for the customer it may have made.
+    let log = sims.billing.request_log();
+    let lost = log
+        .iter()
+        .position(|r| {
+            r.method == "POST" && r.path == "/v1/customers" && r.fault.as_deref() == Some("timeout_after_commit")
+        })
+        .expect("the lost create is logged");
+    assert!(
+        log[lost..]
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/v1/customers"),
+        "the retry looked the customer up by origin before creating again"
     );
     d.running.shutdown().await;
 }
