@@ -3,6 +3,8 @@
 //!
 //! One writer connection (all writes go through `BEGIN IMMEDIATE` transactions, so a
 //! read-then-write never fails with "database is locked" on upgrade) and a small read pool.
+//! The workers' hot path (claims, decisions, releases, their reads of their own record) and
+//! inbound batches go through the group-commit thread on that writer (`group.rs`).
 //! The file is in WAL mode with `synchronous = FULL`: a commit that returned is on disk.
 
 use std::collections::HashMap;
