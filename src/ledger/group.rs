@@ -1,5 +1,6 @@
-//! The group-commit thread: the workers' claims, decisions and releases, and their reads of
-//! their own record, all on the writer's connection, run in this thread.
+//! The group-commit thread: the workers' claims, decisions and releases, their reads of their
+//! own record, inbound batches and backfill pages, all on the writer's connection, run in
+//! this thread.
 //!
 //! sqlx runs each SQLite connection on a thread of its own and every statement is a round
 //! trip to it: on this 2-core machine, under the workers' load, that trip cost 70–90 µs, ten
@@ -92,8 +93,8 @@ pub(super) fn start(writer: SqlitePool) -> Result<tokio::sync::mpsc::UnboundedSe
     Ok(tx)
 }
 
-/// Group commit for the workers' writes: every claim, decision and release waiting when the
-/// writer is free goes into one transaction, and every job is answered only after that commit
+/// Group commit: every claim, decision, release, inbound batch and backfill page waiting when
+/// the writer is free goes into one transaction, and every job is answered only after that commit
 /// returned — durable, as with a transaction of its own. One commit (one fsync) then serves
 /// many records. Should any job fail, the group is rolled back and each job runs again in a
 /// transaction of its own, so a failing job is answered with its error and changes nothing,

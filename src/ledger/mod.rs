@@ -230,8 +230,8 @@ pub const BULK_SEQ_BASE: i64 = 1 << 50;
 pub struct Ledger {
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Claims, decisions and releases waiting for the next group commit, and the workers' hot
-    /// reads (see `group.rs`).
+    /// Work for the group-commit thread: claims, decisions, releases, inbound batches and
+    /// backfill pages for its next transaction, and the workers' hot reads (see `group.rs`).
     group: tokio::sync::mpsc::UnboundedSender<group::GroupMsg>,
     path: PathBuf,
 }
