@@ -426,7 +426,10 @@ describe('Dead letters screen in Chromium', { concurrency: 1 }, () => {
   it('g. screenshot: the retried dead letter in the drawer over the 100k table', async () => {
     const page = S.page;
     await clearFilters();
-    await waitFor('the full table', async () => ((await pageTotal()) ?? 0) > 90_000);
+    // Known issue (#8 notes, stop 17): right after a retry, the unfiltered list has been seen to
+    // answer only after ~10 s here (1 run in 4; SQLite's busy timeout is 10 s). The wait covers
+    // it while the cause is looked for; test a times the list itself.
+    await waitFor('the full table', async () => ((await pageTotal()) ?? 0) > 90_000, { timeoutMs: 30_000 });
     // The drawer opens from the address too (a shared link), also for a resolved one.
     assert.ok(realDl, 'test f found a real dead letter');
     await page.evaluate((id) => (window.location.hash = `#/dead-letters?dl=${id}`), realDl.id);
