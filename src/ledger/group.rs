@@ -499,7 +499,7 @@ pub(super) fn op_from_row(r: &rusqlite::Row<'_>) -> Result<super::OutboxOp> {
 pub(super) const OP_COLUMNS: &str = "id, entity_key, destination, op, target_id, idempotency_key, \
     correlation_id, field_values, cause_inbox_id, state, attempts, result_id";
 
-/// Every row `stmt` returns for `params`, each through `f`.
+/// Every row `sql` returns for `params`, each through `f` (the statement cached for the round).
 pub(super) fn rows<T>(
     db: &rusqlite::Connection,
     sql: &str,
