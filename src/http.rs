@@ -287,8 +287,18 @@ async fn require_token(State(st): State<AppState>, req: Request, next: Next) -> 
         };
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
-    next.run(req).await
+    let path = req.uri().path().to_string();
+    let t0 = std::time::Instant::now();
+    let res = next.run(req).await;
+    let took = t0.elapsed();
+    if took >= SLOW_REQUEST && path != "/api/stream" {
+        tracing::warn!(path = %path, status = res.status().as_u16(), ms = took.as_millis() as u64, "slow API request");
+    }
+    res
 }
+
+/// An API call slower than this is logged (the console polls; a stall shows in the log).
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The console's files; unknown paths get `index.html` (client-side routes).
 async fn ui(uri: Uri) -> Response {
