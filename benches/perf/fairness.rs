@@ -84,7 +84,7 @@ pub async fn claims(report: &mut Report) -> Result<(), String> {
             }
         }
         events_in += batch.len();
-        ledger.ingest(&batch).await.map_err(|e| format!("ingest: {e}"))?;
+        ledger.ingest(batch.clone()).await.map_err(|e| format!("ingest: {e}"))?;
         let t = Instant::now();
         enqueued[lo..hi].iter_mut().for_each(|e| *e = t);
     }
@@ -117,7 +117,7 @@ pub async fn claims(report: &mut Report) -> Result<(), String> {
                         event(((n + k) as usize * 7919) % hot, n, now)
                     })
                     .collect();
-                if ledger.ingest(&batch).await.is_err() {
+                if ledger.ingest(batch.clone()).await.is_err() {
                     return;
                 }
                 fed.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{watch, Notify};
 
 pub use metrics::Metrics;
 pub use overview::newly_crossed;
@@ -124,11 +124,6 @@ pub struct EngineConfig {
 pub use crate::api::Status;
 use crate::api::{PauseRequest, PauseResult};
 
-struct IngestJob {
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<IngestOutcome>, LedgerError>>,
-}
-
 pub(crate) struct Inner {
     pub(crate) ledger: Ledger,
     pub(crate) contract: Contract,
@@ -142,7 +137,6 @@ pub(crate) struct Inner {
     /// CRM record updates coalesced into batch calls (`crm_batch.rs`).
     pub(crate) crm_writes: crm_batch::CrmWrites,
     pub(crate) crm_reads: crm_reads::CrmReads,
-    ingest_tx: mpsc::Sender<IngestJob>,
     shutdown: watch::Sender<bool>,
     workers: usize,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -252,15 +246,14 @@ pub fn required_crm_properties(contract: &Contract) -> Vec<PropertyDef> {
 }
 
 impl Engine {
-    /// Open the ledger (migrating it), forget leases of a previous run, start the ingest
-    /// batcher. Workers start with [`Engine::start`].
+    /// Open the ledger (migrating it) and forget leases of a previous run. Workers start with
+    /// [`Engine::start`].
     pub async fn open(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let ledger = Ledger::open(&cfg.ledger).await?;
         ledger.reset_leases().await?;
         ledger
             .record_contract_version(&cfg.contract.version, cfg.clock.now_ms())
             .await?;
-        let (ingest_tx, ingest_rx) = mpsc::channel::<IngestJob>(1024);
         let (shutdown, _) = watch::channel(false);
         let rl = &cfg.contract.rate_limits;
         let budgets = [
@@ -283,7 +276,6 @@ impl Engine {
             budgets,
             crm_writes: crm_batch::CrmWrites::new(),
             crm_reads: crm_reads::CrmReads::new(),
-            ingest_tx,
             shutdown,
             workers: cfg.workers.max(1),
             tasks: std::sync::Mutex::new(Vec::new()),
@@ -293,8 +285,6 @@ impl Engine {
             poll: poll::PollState::default(),
             jobs: jobs::Jobs::default(),
         });
-        let batcher = tokio::spawn(ingest_batcher(inner.clone(), ingest_rx));
-        inner.push_task(batcher);
         Ok(Engine { inner })
     }
 
@@ -457,15 +447,12 @@ impl Engine {
         self.ingest(events).await
     }
 
-    /// Record already-verified events (pollers, replay) through the group-commit batcher.
+    /// Record already-verified events (webhooks, pollers, replay): durable once this returns.
+    /// Batches waiting at the same moment share one multi-row insert and one commit (the
+    /// ledger's group commit).
     pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<IngestReport, EngineError> {
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .ingest_tx
-            .send(IngestJob { events, reply })
-            .await
-            .map_err(|_| EngineError::Stopped)?;
-        let outcomes = rx.await.map_err(|_| EngineError::Stopped)??;
+        let outcomes = self.inner.ledger.ingest(events).await?;
+
         let mut report = IngestReport::default();
         for o in outcomes {
             match o {
@@ -627,64 +614,5 @@ impl Inner {
 
     pub(crate) fn shutdown_rx(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
-    }
-}
-
-/// Group commit: take every job waiting (up to a batch), write them in one transaction,
-/// answer each sender.
-async fn ingest_batcher(inner: Arc<Inner>, mut rx: mpsc::Receiver<IngestJob>) {
-    const MAX_BATCH: usize = 1000;
-    const LINGER_YIELDS: usize = 4;
-    let mut stop = inner.shutdown_rx();
-    loop {
-        // At shutdown the HTTP server has already stopped: finish what is queued, then end.
-        if inner.stopping() && rx.is_empty() {
-            break;
-        }
-        let first = tokio::select! {
-            j = rx.recv() => match j {
-                Some(j) => j,
-                None => break,
-            },
-            _ = stop.changed() => continue,
-        };
-        let mut jobs = vec![first];
-        let mut n = jobs[0].events.len();
-        // Let the tasks that are ready to run (requests being read and verified) reach the
-        // queue before this batch closes: a yield costs microseconds when nothing else is
-        // ready, and a bigger batch shares one commit's fsync and page writes. Stops as soon
-        // as a yield brings nothing new.
-        let (mut yields, mut at_yield) = (0, 0);
-        while n < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => {
-                    n += j.events.len();
-                    jobs.push(j);
-                }
-                Err(_) if yields < LINGER_YIELDS && (yields == 0 || jobs.len() > at_yield) => {
-                    yields += 1;
-                    at_yield = jobs.len();
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => break,
-            }
-        }
-        let all: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-        match inner.ledger.ingest(&all).await {
-            Ok(outcomes) => {
-                let mut it = outcomes.into_iter();
-                for j in jobs {
-                    let mine: Vec<IngestOutcome> = it.by_ref().take(j.events.len()).collect();
-                    let _ = j.reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "ingest batch failed; senders will retry");
-                let msg = e.to_string();
-                for j in jobs {
-                    let _ = j.reply.send(Err(LedgerError::WriteFailed(msg.clone())));
-                }
-            }
-        }
     }
 }

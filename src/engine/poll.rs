@@ -226,7 +226,7 @@ where
     }
 }
 
-/// Make a page's events durable (group commit through the batcher).
+/// Make a page's events durable (the ledger's group commit).
 async fn make_durable(engine: &Engine, events: Vec<NewEvent>, report: &mut PollReport) -> Result<(), EngineError> {
     if events.is_empty() {
         return Ok(());

@@ -190,7 +190,8 @@ impl Ledger {
         if state.first().map(String::as_str) != Some("running") {
             return Ok(None);
         }
-        let outcomes = Self::ingest_in(db, &p.events, true)?;
+        let events: Vec<&NewEvent> = p.events.iter().collect();
+        let outcomes = Self::ingest_in(db, &events, true)?;
         let accepted = outcomes
             .iter()
             .filter(|o| matches!(o, IngestOutcome::Inserted(_)))

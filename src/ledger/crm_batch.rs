@@ -132,7 +132,7 @@ mod tests {
                 received_at_ms: 1,
             })
             .collect();
-        l.ingest(&events).await.unwrap();
+        l.ingest(events.clone()).await.unwrap();
         let claims = l.claim("w", 10, 10, 1000).await.unwrap();
         assert_eq!(claims.len(), 4);
         // 1: a CRM update; 2: a billing write first, then a CRM update; 3: a CRM update;
@@ -240,7 +240,7 @@ mod tests {
         );
         assert_eq!(l.batch_waiting("update_company", 30, 60_000).await.unwrap().count, 0);
         // A live event for the first: claimable by a worker at once, in the live lane.
-        l.ingest(&[event(0, "live")]).await.unwrap();
+        l.ingest(vec![event(0, "live")]).await.unwrap();
         let mut worker = l.claim("w", 10, 30, 1000).await.unwrap();
         worker.sort_by(|a, b| a.entity_key.cmp(&b.entity_key));
         let got: Vec<(&str, bool)> = worker.iter().map(|c| (c.entity_key.as_str(), c.bulk)).collect();

@@ -22,6 +22,8 @@ use super::{side_of, ChangeSet, Claim, IngestOutcome, Ledger, LedgerError, NewEv
 pub(super) enum GroupMsg {
     Write(GroupJob),
     Read(HotRead),
+    /// The ledger closes: drop the kept statements (answered when done).
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A read run by the group-commit thread before the round's transaction. It answers through
@@ -100,20 +102,23 @@ pub(super) fn start(writer: SqlitePool) -> Result<tokio::sync::mpsc::UnboundedSe
 /// transaction of its own, so a failing job is answered with its error and changes nothing,
 /// and the others commit as before. The reads waiting run first, outside the transaction.
 async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupMsg>) {
+    let mut kept: Option<Kept> = None;
     while let Some(first) = rx.recv().await {
         let mut jobs = Vec::new();
         let mut reads = Vec::new();
+        let mut closing = Vec::new();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
                 GroupMsg::Write(j) => jobs.push(j),
                 GroupMsg::Read(r) => reads.push(r),
+                GroupMsg::Close(ack) => closing.push(ack),
             }
-            if jobs.len() < GROUP_MAX && reads.len() < GROUP_MAX {
+            if jobs.len() < GROUP_MAX && reads.len() < GROUP_MAX && closing.is_empty() {
                 next = rx.try_recv().ok();
             }
         }
-        let done = match native(&writer, |db| {
+        let done = match native(&writer, &mut kept, |db| {
             for read in reads {
                 read(db);
             }
@@ -133,29 +138,87 @@ async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedRe
         for (job, d) in jobs.into_iter().zip(done) {
             let _ = job.reply.send(d);
         }
+        if !closing.is_empty() {
+            forget(&writer, &mut kept).await;
+            for ack in closing {
+                let _ = ack.send(());
+            }
+        }
     }
+    forget(&writer, &mut kept).await;
 }
+
+/// The group thread's rusqlite connection on the writer's handle, kept from round to round so
+/// each statement is compiled once, not once a round (compiling the inbox's 100-row insert and
+/// the rest each round was most of an inbound page's time in the ledger).
+struct Kept {
+    /// The sqlite3 handle `db` was made for.
+    raw: usize,
+    db: rusqlite::Connection,
+}
+
+/// Prepared statements kept (the multi-row statements come in one text per row count).
+const STATEMENTS: usize = 512;
 
 /// Run `f` on the writer's SQLite handle, in this thread: checked out of its pool and locked
 /// away from sqlx's worker thread for the duration.
-async fn native<T>(writer: &SqlitePool, f: impl FnOnce(&rusqlite::Connection) -> T) -> Result<T> {
+async fn native<T>(
+    writer: &SqlitePool,
+    kept: &mut Option<Kept>,
+    f: impl FnOnce(&rusqlite::Connection) -> T,
+) -> Result<T> {
     let mut conn = writer.acquire().await?;
     let mut handle = conn.lock_handle().await?;
-    // SAFETY: the handle is sqlx's open connection, locked so sqlx's worker makes no call on
-    // it until `handle` drops; rusqlite links the same SQLite (libsqlite3-sys, one copy).
-    // `from_handle` does not take ownership (dropping `db` closes nothing) and `db`, with
-    // every statement it prepared, is dropped before `handle` unlocks.
-    let db = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    let out = f(&db);
+    let raw = handle.as_raw_handle().as_ptr();
+    if kept.as_ref().is_some_and(|k| k.raw != raw as usize) {
+        // The pool has no lifetime or idle limit on its one connection, so this is not
+        // expected. The old handle is still open: SQLite refuses to close a connection with
+        // statements not finalized (sqlx's close then fails); finalizing them here is safe.
+        tracing::error!("the ledger's writer connection was replaced; its statements are dropped");
+        *kept = None;
+    }
+    let db = match kept {
+        Some(k) => &k.db,
+        None => {
+            // SAFETY: the handle is sqlx's open connection and rusqlite links the same SQLite
+            // (libsqlite3-sys, one copy). `from_handle` does not take ownership: dropping `db`
+            // finalizes the statements it prepared and closes nothing. It makes calls on the
+            // handle only here, while `handle` keeps sqlx's worker off it, and in `forget`,
+            // likewise locked. Between rounds its statements stay prepared, reset and idle
+            // (no lock, no open read), which SQLite allows beside sqlx's own; and they keep
+            // the handle alive: `sqlite3_close` refuses a connection with statements left.
+            let db = unsafe { rusqlite::Connection::from_handle(raw) }?;
+            db.set_prepared_statement_cache_capacity(STATEMENTS);
+            &kept.insert(Kept { raw: raw as usize, db }).db
+        }
+    };
+    let out = f(db);
     if !db.is_autocommit() {
         // A transaction a failed rollback left open would make sqlx's next `BEGIN` fail.
         if let Err(e) = db.execute_batch("ROLLBACK") {
             tracing::error!(error = %e, "the group commit could not roll back an open transaction");
         }
     }
-    drop(db);
     drop(handle);
     Ok(out)
+}
+
+/// Finalize the kept statements (before the writer's pool closes its connection: sqlx's close
+/// fails on a connection with statements left), with the handle locked as in a round.
+async fn forget(writer: &SqlitePool, kept: &mut Option<Kept>) {
+    if kept.is_none() {
+        return;
+    }
+    match writer.acquire().await {
+        Ok(mut conn) => {
+            let handle = conn.lock_handle().await;
+            *kept = None;
+            drop(handle);
+        }
+        // Closed already: its close could not succeed with our statements left, so the
+        // handle is still open and nothing else uses it.
+        Err(_) => *kept = None,
+    }
 }
 
 /// The round's writes, in one transaction if they can; else each in its own.
@@ -174,12 +237,47 @@ fn run_jobs(db: &rusqlite::Connection, jobs: &[GroupJob]) -> Vec<Result<GroupDon
 }
 
 /// `jobs` in one transaction: all committed, or none (the first error).
+///
+/// Inbound batches go first, every waiting one of a lane (live, bulk) as one multi-row batch:
+/// concurrent webhook deliveries and polled pages share one insert per table, as well as the
+/// commit. The round's jobs come from callers each waiting for its own answer, so any order
+/// among them is one they could have run in.
 fn run_group(db: &rusqlite::Connection, jobs: &[GroupJob]) -> Result<Vec<GroupDone>> {
     // Dropped without a commit, the transaction rolls back.
     let tx = rusqlite::Transaction::new_unchecked(db, rusqlite::TransactionBehavior::Immediate)?;
+    let mut ingested: Vec<Option<GroupDone>> = jobs.iter().map(|_| None).collect();
+    for lane in [false, true] {
+        let mine: Vec<(usize, &[NewEvent])> = jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, job)| match &job.work {
+                GroupWork::Ingest { events, bulk } if *bulk == lane => Some((i, events.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let events: Vec<&NewEvent> = mine.iter().flat_map(|(_, evs)| evs.iter()).collect();
+        let mut outcomes = Ledger::ingest_in(&tx, &events, lane)?.into_iter();
+        for (i, evs) in mine {
+            ingested[i] = Some(GroupDone {
+                outcomes: outcomes.by_ref().take(evs.len()).collect(),
+                ..Default::default()
+            });
+        }
+    }
     let mut done = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (job, ingested) in jobs.iter().zip(ingested) {
+        if let Some(d) = ingested {
+            done.push(d);
+            continue;
+        }
         done.push(match &job.work {
+            GroupWork::Ingest { events, bulk } => GroupDone {
+                outcomes: Ledger::ingest_in(&tx, &events.iter().collect::<Vec<_>>(), *bulk)?,
+                ..Default::default()
+            },
             GroupWork::Claim(c) => GroupDone {
                 claims: claim_in(&tx, c)?,
                 ..Default::default()
@@ -192,10 +290,6 @@ fn run_group(db: &rusqlite::Connection, jobs: &[GroupJob]) -> Result<Vec<GroupDo
                 release_in(&tx, claim, owner)?;
                 GroupDone::default()
             }
-            GroupWork::Ingest { events, bulk } => GroupDone {
-                outcomes: Ledger::ingest_in(&tx, events, *bulk)?,
-                ..Default::default()
-            },
             GroupWork::BackfillPage(page) => GroupDone {
                 page: Ledger::backfill_page_in(&tx, page)?,
                 ..Default::default()

@@ -277,6 +277,10 @@ impl Ledger {
             // one more trip to the connection's thread per call, on the one writer every
             // worker's read and write waits for.
             .test_before_acquire(false)
+            // One connection for the ledger's life: the group thread keeps its prepared
+            // statements on it between rounds (`group.rs`), so the pool never retires it.
+            .max_lifetime(None)
+            .idle_timeout(None)
             .connect_with(opts.clone())
             .await
             .map_err(|source| LedgerError::Open {
@@ -315,6 +319,12 @@ impl Ledger {
     }
 
     pub async fn close(&self) {
+        // The group thread's prepared statements go first (sqlx cannot close a connection
+        // with statements left on it).
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if self.group.send(group::GroupMsg::Close(ack)).is_ok() {
+            let _ = done.await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
@@ -325,20 +335,17 @@ impl Ledger {
     /// with the workers' decisions): new events land in the inbox and their records in the
     /// work queue; deliveries of events already held are recorded as duplicates. Returns one
     /// outcome per input, in order.
-    pub async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>> {
+    pub async fn ingest(&self, events: Vec<NewEvent>) -> Result<Vec<IngestOutcome>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let work = GroupWork::Ingest {
-            events: events.to_vec(),
-            bulk: false,
-        };
+        let work = GroupWork::Ingest { events, bulk: false };
         Ok(self.grouped(work).await?.outcomes)
     }
 
     /// [`Ledger::ingest`] inside the group's transaction; `bulk` queues new records behind
     /// live work (backfill), a record already queued keeps its place.
-    pub(super) fn ingest_in(db: &rusqlite::Connection, events: &[NewEvent], bulk: bool) -> Result<Vec<IngestOutcome>> {
+    pub(super) fn ingest_in(db: &rusqlite::Connection, events: &[&NewEvent], bulk: bool) -> Result<Vec<IngestOutcome>> {
         use rusqlite::types::ToSql;
         let bulk_base = if bulk { BULK_SEQ_BASE } else { 0 };
         // A billing id belongs to one CRM record, whichever object linked it (a contact's or a
@@ -359,7 +366,7 @@ impl Ledger {
                 linked.insert((object, billing_id), key);
             }
         }
-        let entity_of = |e: &NewEvent| -> String {
+        let entity_of = |e: &&NewEvent| -> String {
             let Some(bid) = e.billing_id.as_deref() else {
                 return e.entity_key.clone();
             };
@@ -485,7 +492,7 @@ impl Ledger {
                     LedgerError::WriteFailed(format!("duplicate event {} not in the inbox", events[pos].event_id))
                 })?;
                 out[pos] = IngestOutcome::Duplicate(id);
-                rows.push((id, &events[pos]));
+                rows.push((id, events[pos]));
             }
             let sql = format!(
                 "INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) VALUES {}",

@@ -337,7 +337,7 @@ mod tests {
         let l = Ledger::open(&dir.path().join("l.db")).await.expect("open");
         // a: live work queued before the replay (joined); b: an event arrives after it;
         // c: claimed by a worker; d, e: replay only.
-        l.ingest(&[ev("a1", "customer:crm:a")]).await.unwrap();
+        l.ingest(vec![ev("a1", "customer:crm:a")]).await.unwrap();
         let keys: Vec<String> = ["a", "b", "c", "d", "e"]
             .iter()
             .map(|k| format!("customer:crm:{k}"))
@@ -346,7 +346,7 @@ mod tests {
             .replay_start(&keys, "operator:test", "replay", None, 10)
             .await
             .unwrap();
-        l.ingest(&[ev("b1", "customer:crm:b")]).await.unwrap();
+        l.ingest(vec![ev("b1", "customer:crm:b")]).await.unwrap();
         // A worker claims c (b, d and e are parked for now, so the claim cannot take them).
         sqlx::query(
             "UPDATE work_queue SET not_before_ms = 1000000 \
@@ -420,7 +420,7 @@ mod tests {
                 .unwrap();
         assert_eq!(mark, Some(run));
         // A webhook event for the record takes the row out of the run's hands.
-        l.ingest(&[ev("x1", "customer:crm:x")]).await.unwrap();
+        l.ingest(vec![ev("x1", "customer:crm:x")]).await.unwrap();
         let mark: Option<i64> =
             sqlx::query_scalar("SELECT replay_run FROM work_queue WHERE entity_key = 'customer:crm:x'")
                 .fetch_one(&l.reader)
@@ -441,7 +441,7 @@ mod tests {
         let r2 = l.replay_run(Some(run2), 50).await.unwrap().unwrap();
         assert_eq!((r2.state.as_str(), r2.finished_at_ms), ("done", Some(50)));
         // A later event for the record is live work: the done run stays done, 1 of 1.
-        l.ingest(&[ev("x2", "customer:crm:x")]).await.unwrap();
+        l.ingest(vec![ev("x2", "customer:crm:x")]).await.unwrap();
         assert!(queued(&l, "customer:crm:x").await);
         let r2 = l.replay_run(Some(run2), 60).await.unwrap().unwrap();
         assert_eq!((r2.state.as_str(), r2.pending, r2.done), ("done", 0, 1));

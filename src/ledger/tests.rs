@@ -26,7 +26,7 @@ async fn open() -> (tempfile::TempDir, Ledger) {
 async fn ingest_dedupes_within_and_across_batches_and_counts_duplicates() {
     let (_d, l) = open().await;
     let out = l
-        .ingest(&[
+        .ingest(vec![
             ev(Side::Crm, "1", "customer:crm:1"),
             ev(Side::Crm, "1", "customer:crm:1"),
             ev(Side::Billing, "1", "customer:crm:1"),
@@ -36,7 +36,7 @@ async fn ingest_dedupes_within_and_across_batches_and_counts_duplicates() {
     assert!(matches!(out[0], IngestOutcome::Inserted(_)));
     assert!(matches!(out[1], IngestOutcome::Duplicate(_)));
     assert!(matches!(out[2], IngestOutcome::Inserted(_)));
-    let again = l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    let again = l.ingest(vec![ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
     assert!(matches!(again[0], IngestOutcome::Duplicate(_)));
     let st = l.status().await.unwrap();
     assert_eq!(st.events["pending"], 2);
@@ -60,7 +60,7 @@ async fn billing_events_follow_the_identity_map() {
     .unwrap();
     let mut e = ev(Side::Billing, "evt_1", "customer:billing:cus_7");
     e.billing_id = Some("cus_7".into());
-    l.ingest(&[e]).await.unwrap();
+    l.ingest(vec![e]).await.unwrap();
     let claims = l.claim("w", 10, 10, 1000).await.unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].entity_key, "customer:crm:7");
@@ -69,12 +69,12 @@ async fn billing_events_follow_the_identity_map() {
 #[tokio::test]
 async fn a_claimed_record_is_not_claimed_twice_and_release_keeps_new_work() {
     let (_d, l) = open().await;
-    l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    l.ingest(vec![ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
     let c = l.claim("a", 10, 100, 1000).await.unwrap();
     assert_eq!(c.len(), 1);
     assert!(l.claim("b", 10, 100, 1000).await.unwrap().is_empty());
     // A new event arrives while claimed: release must keep the record queued.
-    l.ingest(&[ev(Side::Crm, "2", "customer:crm:1")]).await.unwrap();
+    l.ingest(vec![ev(Side::Crm, "2", "customer:crm:1")]).await.unwrap();
     l.release(&c[0], "a").await.unwrap();
     assert_eq!(l.claim("b", 10, 100, 1000).await.unwrap().len(), 1);
 }
@@ -82,7 +82,7 @@ async fn a_claimed_record_is_not_claimed_twice_and_release_keeps_new_work() {
 #[tokio::test]
 async fn apply_settles_and_release_removes_finished_records() {
     let (_d, l) = open().await;
-    let out = l.ingest(&[ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
+    let out = l.ingest(vec![ev(Side::Crm, "1", "customer:crm:1")]).await.unwrap();
     let IngestOutcome::Inserted(id) = out[0] else {
         panic!("inserted")
     };
@@ -206,6 +206,63 @@ async fn a_gap_moves_its_cursor_only_when_expired_and_is_recorded_once() {
     assert_eq!(audited, vec!["poll_window_unreadable", "poll_cursor_expired"]);
 }
 
+/// Batches sent together share one multi-row insert in the group commit: each caller still
+/// gets one outcome per event of its own batch, in order, and an event delivered to two
+/// callers at once is inserted once, the other delivery counted as its duplicate.
+#[tokio::test]
+async fn concurrent_batches_merge_into_one_insert_and_each_gets_its_own_outcomes() {
+    let (_d, l) = open().await;
+    // 16 callers, 5 events each; caller c's events are c*3 .. c*3+4, so neighbours overlap
+    // by two events (sent to both at the same moment).
+    let batches: Vec<Vec<NewEvent>> = (0..16)
+        .map(|c| {
+            (c * 3..c * 3 + 5)
+                .map(|i| ev(Side::Crm, &format!("e{i}"), &format!("customer:crm:{}", i % 7)))
+                .collect()
+        })
+        .collect();
+    let results = futures_util::future::join_all(batches.iter().map(|b| l.ingest(b.clone()))).await;
+    let mut inserted: HashMap<String, i64> = HashMap::new();
+    let mut dup_of: Vec<(String, i64)> = Vec::new();
+    for (b, r) in batches.iter().zip(&results) {
+        let out = r.as_ref().expect("ingest");
+        assert_eq!(out.len(), b.len(), "one outcome per event of the caller's own batch");
+        for (e, o) in b.iter().zip(out) {
+            match *o {
+                IngestOutcome::Inserted(id) => {
+                    assert!(
+                        inserted.insert(e.event_id.clone(), id).is_none(),
+                        "{} inserted twice",
+                        e.event_id
+                    );
+                }
+                IngestOutcome::Duplicate(id) => dup_of.push((e.event_id.clone(), id)),
+            }
+        }
+    }
+    let distinct = 15 * 3 + 5;
+    assert_eq!(inserted.len(), distinct, "every distinct event inserted exactly once");
+    assert_eq!(dup_of.len(), 16 * 5 - distinct);
+    for (event, id) in &dup_of {
+        assert_eq!(
+            inserted.get(event),
+            Some(id),
+            "a duplicate names the row its event holds"
+        );
+    }
+    let (held, dups): (i64, i64) =
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM inbox), (SELECT COUNT(*) FROM inbox_duplicates)")
+            .fetch_one(&l.reader)
+            .await
+            .expect("counts");
+    assert_eq!((held, dups), (distinct as i64, dup_of.len() as i64));
+    let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM work_queue")
+        .fetch_one(&l.reader)
+        .await
+        .expect("queue");
+    assert_eq!(heads, 7, "one queue head per record");
+}
+
 /// Decisions sent together share one group commit; one that fails (here: its write names an
 /// inbox event that does not exist) is answered with its error and changes nothing, while
 /// the others still commit.
@@ -219,7 +276,7 @@ async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit(
         .map(|(i, k)| ev(Side::Crm, &i.to_string(), k))
         .collect();
     let ids: Vec<i64> = l
-        .ingest(&events)
+        .ingest(events.clone())
         .await
         .unwrap()
         .into_iter()
