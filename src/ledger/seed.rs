@@ -90,6 +90,14 @@ impl Ledger {
         .bind(base)
         .execute(&mut *tx)
         .await?;
+        // The inbox's per-state counts: its insert paths add what they insert (migration 16).
+        sqlx::query(
+            "UPDATE ledger_counts SET n = n + (SELECT COUNT(*) FROM inbox WHERE id > ?1 AND state = ledger_counts.key) \
+             WHERE tbl = 'inbox'",
+        )
+        .bind(base)
+        .execute(&mut *tx)
+        .await?;
         let duplicates = sqlx::query(
             "INSERT INTO inbox_duplicates (inbox_id, via, received_at_ms) \
              SELECT id, CASE WHEN id % 40 = 7 THEN 'poll' ELSE 'webhook' END, received_at_ms + 1500 \

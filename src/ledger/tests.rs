@@ -261,6 +261,11 @@ async fn concurrent_batches_merge_into_one_insert_and_each_gets_its_own_outcomes
         .await
         .expect("queue");
     assert_eq!(heads, 7, "one queue head per record");
+    // The per-state counts the status reads (kept by the insert path, migration 16).
+    let st = l.status_at(0).await.expect("status");
+    assert_eq!(st.distinct_events, distinct as i64);
+    assert_eq!(st.events["pending"], distinct as i64);
+    assert_eq!(st.events_total, 16 * 5);
 }
 
 /// Decisions sent together share one group commit; one that fails (here: its write names an
