@@ -13,8 +13,8 @@
 //! an engine run minutes later gave ratios that moved by a third.
 //!
 //! `batch`: polled pages of 100 Stripe events (20 % re-reads of events an earlier page held,
-//! as an overlap window gives) → parsed → `Engine::ingest` (the pollers' path: the group-commit
-//! batcher, dedupe, work queue) one page at a time. Baseline: sqlx's raw multi-row `INSERT` of
+//! as an overlap window gives) → parsed → `Engine::ingest` (the pollers' path: the ledger's group
+//! commit — dedupe, inbox, work queue) one page at a time. Baseline: sqlx's raw multi-row `INSERT` of
 //! the same rows, one statement and one transaction per page, into a table with the inbox's
 //! columns and its `(source, event_id)` key, on a ledger file with the same pragmas (WAL,
 //! `synchronous=FULL`).
@@ -282,7 +282,7 @@ pub async fn batch(report: &mut Report) -> Result<(), String> {
             schema_s = raw_baseline(&dir.path().join("schema.db"), &rows, true).await?;
         }
 
-        // The pollers' path: parse the page, then Engine::ingest (batcher, dedupe, queue).
+        // The pollers' path: parse the page, then Engine::ingest (group commit: dedupe, queue).
         let engine = bare_engine(dir.path()).await?;
         let start = Instant::now();
         let mut parsing = 0f64;

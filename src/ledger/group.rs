@@ -384,7 +384,7 @@ fn release_in(db: &rusqlite::Connection, claim: &Claim, owner: &str) -> Result<(
         .prepare_cached(
             "DELETE FROM work_queue WHERE entity_key = ?1 AND last_seq = ?2 AND lease_owner = ?3 \
              AND replan = 0 \
-             AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_pending_by_entity \
+             AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_by_entity_state \
                              WHERE i.entity_key = ?1 AND i.state = 'pending' \
                              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id)) \
              AND NOT EXISTS (SELECT 1 FROM outbox WHERE entity_key = ?1 AND state = 'pending')",

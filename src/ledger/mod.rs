@@ -560,15 +560,16 @@ impl Ledger {
     }
 
     /// Events of a record that no plan has consumed yet, oldest first. The record's pending
-    /// events come from the partial index (without `INDEXED BY` SQLite picked `inbox_by_state`,
-    /// dropped since, and walked every pending event of every record: quadratic in a backlog).
+    /// events are one range of its index, named: without `INDEXED BY` SQLite once picked an
+    /// index (`inbox_by_state`, dropped since) that walked every pending event of every
+    /// record — quadratic in a backlog.
     pub async fn unplanned_events(&self, entity_key: &str) -> Result<Vec<InboxEvent>> {
         let key = entity_key.to_string();
         self.hot(move |db| {
             group::rows(
                 db,
                 "SELECT id, source, event_id, event_type, object_id, payload, received_at_ms \
-                 FROM inbox i INDEXED BY inbox_pending_by_entity \
+                 FROM inbox i INDEXED BY inbox_by_entity_state \
                  WHERE entity_key = ?1 AND state = 'pending' \
                  AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.cause_inbox_id = i.id) ORDER BY id",
                 [&key],

@@ -435,7 +435,7 @@ impl Ledger {
     /// Inbound events from `source` about this record still waiting for a decision.
     pub async fn pending_deliveries(&self, entity_key: &str, source: &str) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM inbox INDEXED BY inbox_pending_by_entity \
+            "SELECT COUNT(*) FROM inbox INDEXED BY inbox_by_entity_state \
                  WHERE entity_key = ?1 AND source = ?2 AND state = 'pending'",
         )
         .bind(entity_key)

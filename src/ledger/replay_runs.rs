@@ -159,7 +159,7 @@ impl Ledger {
         }
         let dropped: Vec<String> = sqlx::query_scalar(
             "DELETE FROM work_queue WHERE replay_run = ?1 AND lease_owner IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_pending_by_entity \
+               AND NOT EXISTS (SELECT 1 FROM inbox i INDEXED BY inbox_by_entity_state \
                                WHERE i.entity_key = work_queue.entity_key AND i.state = 'pending') \
                AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.entity_key = work_queue.entity_key AND o.state = 'pending') \
              RETURNING entity_key",
