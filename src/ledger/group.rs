@@ -101,51 +101,134 @@ pub(super) fn start(writer: SqlitePool) -> Result<tokio::sync::mpsc::UnboundedSe
 /// many records. Should any job fail, the group is rolled back and each job runs again in a
 /// transaction of its own, so a failing job is answered with its error and changes nothing,
 /// and the others commit as before. The reads waiting run first, outside the transaction.
+///
+/// The writer stays checked out (and its handle locked) from one round to the next while work
+/// keeps coming — up to `HOLD_MAX`, and while the next message arrives within `LINGER` — so a
+/// busy ledger pays the checkout (two trips to sqlx's worker thread) once per run of rounds,
+/// not once a round; between runs the pool serves its other users, first come first served.
 async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupMsg>) {
     let mut kept: Option<Kept> = None;
-    while let Some(first) = rx.recv().await {
-        let mut jobs = Vec::new();
-        let mut reads = Vec::new();
-        let mut closing = Vec::new();
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                GroupMsg::Write(j) => jobs.push(j),
-                GroupMsg::Read(r) => reads.push(r),
-                GroupMsg::Close(ack) => closing.push(ack),
-            }
-            if jobs.len() < GROUP_MAX && reads.len() < GROUP_MAX && closing.is_empty() {
-                next = rx.try_recv().ok();
-            }
-        }
-        let done = match native(&writer, &mut kept, |db| {
-            for read in reads {
-                read(db);
-            }
-            run_jobs(db, &jobs)
-        })
-        .await
-        {
-            Ok(done) => done,
+    let mut carried: Option<GroupMsg> = None;
+    let mut open = true;
+    while open {
+        let first = match carried.take() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let mut conn = match writer.acquire().await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "the ledger's writer is unavailable");
-                let why = e.to_string();
-                jobs.iter()
-                    .map(|_| Err(LedgerError::WriteFailed(why.clone())))
-                    .collect()
+                unavailable(gather(first, &mut rx), &e.into());
+                continue;
             }
         };
-        for (job, d) in jobs.into_iter().zip(done) {
-            let _ = job.reply.send(d);
-        }
-        if !closing.is_empty() {
-            forget(&writer, &mut kept).await;
-            for ack in closing {
-                let _ = ack.send(());
+        let mut handle = match conn.lock_handle().await {
+            Ok(h) => h,
+            Err(e) => {
+                unavailable(gather(first, &mut rx), &e.into());
+                continue;
             }
+        };
+        let db = match keep(&mut kept, handle.as_raw_handle().as_ptr()) {
+            Ok(db) => db,
+            Err(e) => {
+                unavailable(gather(first, &mut rx), &e);
+                continue;
+            }
+        };
+        let since = std::time::Instant::now();
+        let mut next = Some(first);
+        while let Some(first) = next.take() {
+            let round = gather(first, &mut rx);
+            for read in round.reads {
+                read(db);
+            }
+            let done = run_jobs(db, &round.jobs);
+            if !db.is_autocommit() {
+                // A transaction a failed rollback left open would make sqlx's next `BEGIN` fail.
+                if let Err(e) = db.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "the group commit could not roll back an open transaction");
+                }
+            }
+            for (job, d) in round.jobs.into_iter().zip(done) {
+                let _ = job.reply.send(d);
+            }
+            if !round.closing.is_empty() {
+                // The ledger closes: its statements go while the handle is still locked.
+                kept = None;
+                for ack in round.closing {
+                    let _ = ack.send(());
+                }
+                break;
+            }
+            if since.elapsed() >= HOLD_MAX {
+                break;
+            }
+            match tokio::time::timeout(LINGER, rx.recv()).await {
+                Ok(Some(m)) => next = Some(m),
+                Ok(None) => open = false,
+                Err(_) => {}
+            }
+        }
+        if !open {
+            kept = None;
+        }
+        drop(handle);
+        drop(conn);
+        // A message that arrived after HOLD_MAX starts the next run (after the pool's waiters).
+        if open {
+            carried = rx.try_recv().ok();
         }
     }
     forget(&writer, &mut kept).await;
+}
+
+/// How long the writer stays checked out while work keeps coming, at most.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long the group thread waits for more work before it gives the writer back.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// One round's messages: the first and whatever else is waiting (up to `GROUP_MAX` of each).
+struct Round {
+    jobs: Vec<GroupJob>,
+    reads: Vec<HotRead>,
+    closing: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn gather(first: GroupMsg, rx: &mut tokio::sync::mpsc::UnboundedReceiver<GroupMsg>) -> Round {
+    let mut round = Round {
+        jobs: Vec::new(),
+        reads: Vec::new(),
+        closing: Vec::new(),
+    };
+    let mut next = Some(first);
+    while let Some(msg) = next.take() {
+        match msg {
+            GroupMsg::Write(j) => round.jobs.push(j),
+            GroupMsg::Read(r) => round.reads.push(r),
+            GroupMsg::Close(ack) => round.closing.push(ack),
+        }
+        if round.jobs.len() < GROUP_MAX && round.reads.len() < GROUP_MAX && round.closing.is_empty() {
+            next = rx.try_recv().ok();
+        }
+    }
+    round
+}
+
+/// The writer could not be checked out: every write of the round is answered with why; its
+/// reads are dropped unrun (their callers hear that the ledger did not answer).
+fn unavailable(round: Round, e: &LedgerError) {
+    tracing::warn!(error = %e, "the ledger's writer is unavailable");
+    let why = e.to_string();
+    for job in round.jobs {
+        let _ = job.reply.send(Err(LedgerError::WriteFailed(why.clone())));
+    }
+    for ack in round.closing {
+        let _ = ack.send(());
+    }
 }
 
 /// The group thread's rusqlite connection on the writer's handle, kept from round to round so
@@ -160,16 +243,8 @@ struct Kept {
 /// Prepared statements kept (the multi-row statements come in one text per row count).
 const STATEMENTS: usize = 512;
 
-/// Run `f` on the writer's SQLite handle, in this thread: checked out of its pool and locked
-/// away from sqlx's worker thread for the duration.
-async fn native<T>(
-    writer: &SqlitePool,
-    kept: &mut Option<Kept>,
-    f: impl FnOnce(&rusqlite::Connection) -> T,
-) -> Result<T> {
-    let mut conn = writer.acquire().await?;
-    let mut handle = conn.lock_handle().await?;
-    let raw = handle.as_raw_handle().as_ptr();
+/// The kept connection for the writer's handle `raw` (locked by the caller), made on first use.
+fn keep(kept: &mut Option<Kept>, raw: *mut rusqlite::ffi::sqlite3) -> Result<&rusqlite::Connection> {
     if kept.as_ref().is_some_and(|k| k.raw != raw as usize) {
         // The pool has no lifetime or idle limit on its one connection, so this is not
         // expected. The old handle is still open: SQLite refuses to close a connection with
@@ -177,30 +252,22 @@ async fn native<T>(
         tracing::error!("the ledger's writer connection was replaced; its statements are dropped");
         *kept = None;
     }
-    let db = match kept {
+    Ok(match kept {
         Some(k) => &k.db,
         None => {
             // SAFETY: the handle is sqlx's open connection and rusqlite links the same SQLite
             // (libsqlite3-sys, one copy). `from_handle` does not take ownership: dropping `db`
             // finalizes the statements it prepared and closes nothing. It makes calls on the
-            // handle only here, while `handle` keeps sqlx's worker off it, and in `forget`,
-            // likewise locked. Between rounds its statements stay prepared, reset and idle
-            // (no lock, no open read), which SQLite allows beside sqlx's own; and they keep
-            // the handle alive: `sqlite3_close` refuses a connection with statements left.
+            // handle only while the group thread holds it locked (sqlx's worker is kept off
+            // it) — rounds, and dropping it in `group_commit` or `forget`. Between runs its
+            // statements stay prepared, reset and idle (no lock, no open read), which SQLite
+            // allows beside sqlx's own; and they keep the handle alive: `sqlite3_close`
+            // refuses a connection with statements left.
             let db = unsafe { rusqlite::Connection::from_handle(raw) }?;
             db.set_prepared_statement_cache_capacity(STATEMENTS);
             &kept.insert(Kept { raw: raw as usize, db }).db
         }
-    };
-    let out = f(db);
-    if !db.is_autocommit() {
-        // A transaction a failed rollback left open would make sqlx's next `BEGIN` fail.
-        if let Err(e) = db.execute_batch("ROLLBACK") {
-            tracing::error!(error = %e, "the group commit could not roll back an open transaction");
-        }
-    }
-    drop(handle);
-    Ok(out)
+    })
 }
 
 /// Finalize the kept statements (before the writer's pool closes its connection: sqlx's close
