@@ -388,19 +388,20 @@ impl Ledger {
         let before: i64 = db
             .prepare_cached("SELECT COALESCE(MAX(id), 0) FROM inbox")?
             .query_row([], |r| r.get(0))?;
-        let mut held: HashMap<(String, String), (i64, String)> = HashMap::with_capacity(events.len());
-        for chunk in events.chunks(200) {
+        // Each event's queue key, and the inbox id its upsert answered with.
+        let entities: Vec<String> = events.iter().map(entity_of).collect();
+        let mut ids: Vec<i64> = Vec::with_capacity(events.len());
+        for (chunk, keys) in events.chunks(200).zip(entities.chunks(200)) {
             let sql = format!(
                 "INSERT INTO inbox (source, event_id, via, event_type, object_type, object_id, entity_key, payload, \
                  received_at_ms) VALUES {} \
                  ON CONFLICT (source, event_id) DO UPDATE SET via = inbox.via \
-                 RETURNING id, source, event_id, entity_key",
+                 RETURNING id, source, event_id",
                 vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
-            let entities: Vec<String> = chunk.iter().map(entity_of).collect();
             let sources: Vec<&str> = chunk.iter().map(|e| e.source.as_str()).collect();
             let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * 9);
-            for ((e, entity), source) in chunk.iter().zip(&entities).zip(&sources) {
+            for ((e, entity), source) in chunk.iter().zip(keys).zip(&sources) {
                 values.extend([
                     source as &dyn ToSql,
                     &e.event_id,
@@ -413,15 +414,35 @@ impl Ledger {
                     &e.received_at_ms,
                 ]);
             }
-            for (id, source, event_id, entity) in group::rows(db, &sql, rusqlite::params_from_iter(values), |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })? {
-                held.insert((source, event_id), (id, entity));
+            // SQLite does not promise RETURNING's order: each row is checked against the event
+            // at its position, and only a row that differs is carried by its key.
+            let mut at = 0;
+            let rows = group::rows(db, &sql, rusqlite::params_from_iter(values), |r| {
+                let id: i64 = r.get(0)?;
+                let text = |i: usize| r.get_ref(i).and_then(|v| v.as_str().map_err(rusqlite::Error::from));
+                let (source, event_id) = (text(1)?, text(2)?);
+                let same = chunk
+                    .get(at)
+                    .is_some_and(|e| e.source.as_str() == source && e.event_id == event_id);
+                at += 1;
+                Ok((id, (!same).then(|| (source.to_string(), event_id.to_string()))))
+            })?;
+            if rows.len() == chunk.len() && rows.iter().all(|(_, other)| other.is_none()) {
+                ids.extend(rows.iter().map(|(id, _)| *id));
+                continue;
+            }
+            let mut by_key: HashMap<(&str, &str), i64> = HashMap::with_capacity(rows.len());
+            for (pos, (id, other)) in rows.iter().enumerate() {
+                let key = match other {
+                    Some((source, event_id)) => (source.as_str(), event_id.as_str()),
+                    None => (sources[pos], chunk[pos].event_id.as_str()),
+                };
+                by_key.insert(key, *id);
+            }
+            for e in chunk {
+                ids.push(*by_key.get(&(e.source.as_str(), e.event_id.as_str())).ok_or_else(|| {
+                    LedgerError::WriteFailed(format!("event {} is not in the inbox after its insert", e.event_id))
+                })?);
             }
         }
         // Each record's new events, as one head row: ready at its first, newest is its last.
@@ -431,26 +452,22 @@ impl Ledger {
         let mut heads: Vec<(&str, i64, i64)> = Vec::new();
         let mut head_of: HashMap<&str, usize> = HashMap::new();
         let mut dups: Vec<(i64, &NewEvent)> = Vec::new();
-        for e in events {
-            let key = (e.source.as_str().to_string(), e.event_id.clone());
-            let (id, entity) = held.get(&key).ok_or_else(|| {
-                LedgerError::WriteFailed(format!("event {} is not in the inbox after its insert", e.event_id))
-            })?;
-            if *id > before && seen_new.insert(*id) {
+        for ((e, entity), &id) in events.iter().zip(&entities).zip(&ids) {
+            if id > before && seen_new.insert(id) {
                 match head_of.get(entity.as_str()) {
                     Some(&h) => {
-                        heads[h].1 = heads[h].1.min(*id);
-                        heads[h].2 = heads[h].2.max(*id);
+                        heads[h].1 = heads[h].1.min(id);
+                        heads[h].2 = heads[h].2.max(id);
                     }
                     None => {
                         head_of.insert(entity.as_str(), heads.len());
-                        heads.push((entity.as_str(), *id, *id));
+                        heads.push((entity.as_str(), id, id));
                     }
                 }
-                out.push(IngestOutcome::Inserted(*id));
+                out.push(IngestOutcome::Inserted(id));
             } else {
-                dups.push((*id, e));
-                out.push(IngestOutcome::Duplicate(*id));
+                dups.push((id, e));
+                out.push(IngestOutcome::Duplicate(id));
             }
         }
         // The per-state counts (`ledger_counts`): new events are pending. Kept here, once a
