@@ -970,21 +970,21 @@ async fn dispatch(ctx: &Ctx<'_>, op: &OutboxOp) -> Result<Step, EngineError> {
                     .lock()
                     .map(|ids| ids.contains(&op.id))
                     .unwrap_or(false);
-            if checked {
-                inner.billing.create_customer(&op.idempotency_key, &fields).await
+            let found = if checked {
+                Ok(None)
             } else {
                 // The lookup is a request of its own: it spends budget too.
-                match read(
+                read(
                     inner,
                     Side::Billing,
                     find_by_origin(inner, ctx.mapping.crm, crm_id, email),
                 )
                 .await
-                {
-                    Ok(Some(found)) => Ok(found),
-                    Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
-                    Err(e) => Err(e),
-                }
+            };
+            match found {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => inner.billing.create_customer(&op.idempotency_key, &fields).await,
+                Err(e) => Err(e),
             }
         }
         "update_customer" => {

@@ -336,15 +336,11 @@ fn run_group(db: &rusqlite::Connection, jobs: &[GroupJob]) -> Result<Vec<GroupDo
     }
     let mut done = Vec::with_capacity(jobs.len());
     for (job, ingested) in jobs.iter().zip(ingested) {
-        if let Some(d) = ingested {
-            done.push(d);
-            continue;
-        }
         done.push(match &job.work {
-            GroupWork::Ingest { events, bulk } => GroupDone {
-                outcomes: Ledger::ingest_in(&tx, &events.iter().collect::<Vec<_>>(), *bulk)?,
-                ..Default::default()
-            },
+            // Answered by its lane's batch above.
+            GroupWork::Ingest { .. } => {
+                ingested.ok_or_else(|| LedgerError::WriteFailed("an inbound batch missed its lane".into()))?
+            }
             GroupWork::Claim(c) => GroupDone {
                 claims: claim_in(&tx, c)?,
                 ..Default::default()
