@@ -99,7 +99,7 @@ pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64, routes: &Rout
         identity_object: object.to_string(),
         entity_key: entity_key(object, Side::Crm, &object_id),
         billing_id: None,
-        payload: e.to_string(),
+        payload: super::payload_text(e),
         received_at_ms: now_ms,
     })
 }

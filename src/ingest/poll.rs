@@ -50,7 +50,7 @@ pub fn crm_snapshot_event(
         identity_object: object.to_string(),
         entity_key: entity_key(object, Side::Crm, &record.id),
         billing_id: None,
-        payload: payload.to_string(),
+        payload: super::payload_text(&payload),
         received_at_ms: now_ms,
     })
 }

@@ -138,7 +138,7 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Rout
         identity_object: identity_object.to_string(),
         entity_key: key,
         billing_id: Some(billing_id),
-        payload: v.to_string(),
+        payload: super::payload_text(v),
         received_at_ms: now_ms,
     })
 }
