@@ -121,4 +121,14 @@ mod tests {
         assert_eq!(parse_entity_key(&k), Some(("customer", Side::Crm, "42")));
         assert_eq!(parse_entity_key("nonsense"), None);
     }
+
+    #[test]
+    fn payload_text_is_the_compact_json_display_gave() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{ "id": "evt_1", "data": { "object": { "name": "Zoë \"Z\" Ng\n", "n": [1, 2.5, -3e2, null, true] } }, "emoji": "\ud83d\ude00" }"#,
+        )
+        .unwrap();
+        assert_eq!(payload_text(&v), v.to_string());
+        assert!(!payload_text(&v).contains(": "));
+    }
 }
