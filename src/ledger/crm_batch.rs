@@ -132,7 +132,7 @@ mod tests {
                 received_at_ms: 1,
             })
             .collect();
-        l.ingest(events.clone()).await.unwrap();
+        l.ingest(events).await.unwrap();
         let claims = l.claim("w", 10, 10, 1000).await.unwrap();
         assert_eq!(claims.len(), 4);
         // 1: a CRM update; 2: a billing write first, then a CRM update; 3: a CRM update;

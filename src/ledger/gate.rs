@@ -283,7 +283,7 @@ mod tests {
                 received_at_ms: 1,
             })
             .collect();
-        l.ingest(events.clone()).await.unwrap();
+        l.ingest(events).await.unwrap();
         other.set_pause("crm", None, "cli", 1).await.unwrap();
         other.set_observe(None, "cli", 1).await.unwrap();
         let claims = l.claim("w", 3, 10, 1_000).await.unwrap();
