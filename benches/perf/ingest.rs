@@ -5,10 +5,15 @@
 //! 20 % of them re-deliveries of an event already sent. Baseline: the same HTTP stack (axum,
 //! the same listener, client and layers — `http::outer_layers`: body cap, security headers) answering the same POSTs without verifying or
 //! storing. The engine runs no workers here (ingest alone is measured).
+//! Each round also measures two durable floors with the same stack and senders (reported
+//! without a target, to read the engine's ratio against): a handler that only makes the raw
+//! body durable — a group commit into an append-only log (`fdatasync`), and one into SQLite
+//! with the ledger's pragmas (one multi-row insert of (unique key, body) rows). Whatever the
+//! engine does, an acknowledged delivery costs at least what the SQLite floor pays.
 //! Knobs: `PERF_WEBHOOK_EVENTS` (deliveries, default 20,000), `PERF_WEBHOOK_SENDERS` (default 32).
 //!
-//! Both sections run `PERF_ROUNDS` rounds (default 3), each a baseline run then an engine run
-//! on fresh files, and report the round with the median ratio: this machine's speed drifts
+//! Both sections run `PERF_ROUNDS` rounds (default 3), each a baseline run (then the floors)
+//! then an engine run on fresh files, and report the round with the median ratio: this machine's speed drifts
 //! (the same baseline measured 28,000–43,000/s within an hour), so a baseline taken once and
 //! an engine run minutes later gave ratios that moved by a third.
 //!
@@ -195,6 +200,139 @@ async fn serve(app: axum::Router) -> Result<(SocketAddr, tokio::sync::oneshot::S
     Ok((addr, stop))
 }
 
+/// A durable floor: the same HTTP stack with a handler that only makes each POST's body
+/// durable before it answers, with the cheapest group commit there is. One thread takes every
+/// body waiting, stores them all with one write and one sync, and answers them all. No
+/// verifying, parsing, dedupe or queue: what durability alone costs on this disk and these
+/// cores, measured beside the engine so its ratio can be read against it.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// An append-only log of raw bodies: one `pwrite` a group over blocks written and synced
+    /// beforehand (so `fdatasync` flushes data, not file metadata). The machine's floor.
+    Log,
+    /// One multi-row `INSERT` a group of (unique key, raw body) rows into SQLite, with the
+    /// ledger's pragmas (WAL, `synchronous = FULL`). The floor of any SQLite ledger.
+    Sqlite,
+}
+
+/// The floors each round measures, in this order.
+const FLOORS: [Floor; 2] = [Floor::Log, Floor::Sqlite];
+
+/// A body to make durable, and where to say it is.
+type Delivery = (axum::body::Bytes, tokio::sync::oneshot::Sender<()>);
+/// A floor's group commit: every delivery of the group durable, or why not.
+type Store = Box<dyn FnMut(&[Delivery]) -> Result<(), String> + Send>;
+
+impl Floor {
+    fn name(self) -> &'static str {
+        match self {
+            Floor::Log => "raw log, fdatasync",
+            Floor::Sqlite => "raw SQLite insert",
+        }
+    }
+
+    /// The floor's app, storing into `dir` (room for `bytes` of bodies).
+    fn app(self, dir: &std::path::Path, bytes: usize) -> Result<axum::Router, String> {
+        let err = |e: &dyn std::fmt::Display| format!("durable floor ({}): {e}", self.name());
+        let mut store: Store = match self {
+            Floor::Log => {
+                use std::io::Write as _;
+                use std::os::unix::fs::FileExt as _;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(dir.join("floor.log"))
+                    .map_err(|e| err(&e))?;
+                let zeros = vec![0u8; 1 << 20];
+                for _ in 0..bytes.div_ceil(zeros.len()) {
+                    file.write_all(&zeros).map_err(|e| err(&e))?;
+                }
+                file.sync_all().map_err(|e| err(&e))?;
+                let (mut at, mut buf) = (0u64, Vec::new());
+                Box::new(move |group| {
+                    buf.clear();
+                    for (body, _) in group {
+                        buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                        buf.extend_from_slice(body);
+                    }
+                    file.write_all_at(&buf, at)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| e.to_string())?;
+                    at += buf.len() as u64;
+                    Ok(())
+                })
+            }
+            Floor::Sqlite => {
+                let db = rusqlite::Connection::open(dir.join("floor.db")).map_err(|e| err(&e))?;
+                db.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     CREATE TABLE raw (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, body BLOB NOT NULL);",
+                )
+                .map_err(|e| err(&e))?;
+                let mut seq = 0u64;
+                Box::new(move |group| {
+                    let sql = format!(
+                        "INSERT INTO raw (key, body) VALUES {}",
+                        vec!["(?, ?)"; group.len()].join(", ")
+                    );
+                    let keys: Vec<String> = group
+                        .iter()
+                        .map(|_| {
+                            seq += 1;
+                            format!("k{seq:012}")
+                        })
+                        .collect();
+                    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(group.len() * 2);
+                    let bodies: Vec<&[u8]> = group.iter().map(|(b, _)| b.as_ref()).collect();
+                    for (key, body) in keys.iter().zip(&bodies) {
+                        values.extend([key as &dyn rusqlite::ToSql, body]);
+                    }
+                    let tx = db.unchecked_transaction().map_err(|e| e.to_string())?;
+                    tx.prepare_cached(&sql)
+                        .and_then(|mut st| st.execute(rusqlite::params_from_iter(values)))
+                        .map_err(|e| e.to_string())?;
+                    tx.commit().map_err(|e| e.to_string())
+                })
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Delivery>();
+        std::thread::Builder::new()
+            .name("durable-floor".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut group = vec![first];
+                    group.extend(rx.try_iter());
+                    // A failed store leaves its group unanswered: each sender counts a failure.
+                    if let Err(e) = store(&group) {
+                        eprintln!("perf: [webhook] durable floor: {e}");
+                        continue;
+                    }
+                    for (_, done) in group {
+                        let _ = done.send(());
+                    }
+                }
+            })
+            .map_err(|e| err(&e))?;
+        let tx = Arc::new(std::sync::Mutex::new(tx));
+        Ok(driftless::http::outer_layers(axum::Router::new().route(
+            "/webhooks/stripe",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let (done, durable) = tokio::sync::oneshot::channel();
+                    let sent = tx.lock().map(|t| t.send((body, done)).is_ok()).unwrap_or(false);
+                    if sent && durable.await.is_ok() {
+                        Ok(axum::Json(json!({"accepted": 1, "duplicates": 0})))
+                    } else {
+                        Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    }
+                }
+            }),
+        )))
+    }
+}
+
 /// The round whose engine/baseline ratio is the median of `rounds` (engine s, baseline s).
 pub fn median_round(rounds: &[(f64, f64)]) -> (f64, f64) {
     let mut by_ratio = rounds.to_vec();
@@ -222,6 +360,7 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
     // moves both sides of the ratio alike; the median round is reported.
     let mut times = Vec::with_capacity(rounds);
     let mut per_round = Vec::with_capacity(rounds);
+    let mut floor_times: Vec<Vec<(f64, f64)>> = FLOORS.iter().map(|_| Vec::with_capacity(rounds)).collect();
     for round in 0..rounds {
         let requests: Vec<(Vec<u8>, String)> = order
             .iter()
@@ -237,6 +376,20 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
             blast(&base_url, warm, senders).await?;
         }
         let base = blast(&base_url, requests.clone(), senders).await?;
+
+        // The durable floors, on fresh files.
+        let mut floors = Vec::with_capacity(FLOORS.len());
+        for floor in FLOORS {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let bytes = requests.iter().map(|(b, _)| b.len() + 4).sum();
+            let (addr, stop) = serve(floor.app(dir.path(), bytes)?).await?;
+            let f = blast(&format!("http://{addr}/webhooks/stripe"), requests.clone(), senders).await?;
+            let _ = stop.send(());
+            if f.bad > 0 {
+                return Err(format!("durable floor ({}): {} non-2xx answers", floor.name(), f.bad));
+            }
+            floors.push(f);
+        }
 
         // The engine, on a fresh ledger: verify, parse, group commit, answer.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -261,22 +414,37 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
             ));
         }
         let us = |b: &Blast| b.cpu_us_per(n).map_or("?".to_string(), |c| format!("{c:.0}"));
+        let line = |b: &Blast| {
+            format!(
+                "{:.0}/s ({} µs CPU and {:.2} ms a delivery)",
+                n as f64 / b.secs,
+                us(b),
+                b.latency_ms
+            )
+        };
         eprintln!(
-            "perf: [webhook] round {}: engine {:.0}/s ({} µs CPU and {:.2} ms a delivery), \
-             baseline {:.0}/s ({} µs CPU and {:.2} ms a delivery)",
+            "perf: [webhook] round {}: engine {}, baseline {}; durable floors: {}",
             round + 1,
-            n as f64 / eng.secs,
-            us(&eng),
-            eng.latency_ms,
-            n as f64 / base.secs,
-            us(&base),
-            base.latency_ms
+            line(&eng),
+            line(&base),
+            FLOORS
+                .iter()
+                .zip(&floors)
+                .map(|(fl, f)| format!("{} {} = {:.2} x baseline", fl.name(), line(f), base.secs / f.secs))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
         times.push((eng.secs, base.secs));
+        for (k, f) in floors.iter().enumerate() {
+            floor_times[k].push((f.secs, base.secs));
+        }
+        let blast_json =
+            |b: &Blast| json!({"s": b.secs, "cpu_us_per_delivery": b.cpu_us_per(n), "latency_ms": b.latency_ms});
         per_round.push(json!({
             "engine_s": eng.secs, "baseline_s": base.secs, "ratio": base.secs / eng.secs,
             "engine_cpu_us_per_delivery": eng.cpu_us_per(n), "baseline_cpu_us_per_delivery": base.cpu_us_per(n),
             "engine_latency_ms": eng.latency_ms, "baseline_latency_ms": base.latency_ms,
+            "floors": FLOORS.iter().zip(&floors).map(|(fl, f)| json!({"floor": fl.name(), "blast": blast_json(f)})).collect::<Vec<_>>(),
         }));
     }
     let _ = base_stop.send(());
@@ -298,6 +466,23 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
             "cpu": "process CPU (server, client and ledger threads) over the blast, per delivery; latency is the senders' mean",
         }),
     });
+    // What durability alone allows here, for reading the figure above: no target of their own.
+    for (floor, t) in FLOORS.iter().zip(&floor_times) {
+        let (secs, base_s) = median_round(t);
+        report.add(Figure {
+            name: format!("  durable floor: {}", floor.name()),
+            value: n as f64 / secs,
+            unit: "events/s".into(),
+            baseline: Some(n as f64 / base_s),
+            target: "(reference: no target)".into(),
+            met: None,
+            detail: json!({
+                "floor": floor.name(),
+                "what": "the same HTTP stack and senders; the handler only makes the raw body durable (one thread, group commit: every body waiting, one write, one sync) and answers; no verify, parse, dedupe or queue",
+                "rounds": t.iter().map(|(f, b)| json!({"floor_s": f, "baseline_s": b, "ratio": b / f})).collect::<Vec<_>>(),
+            }),
+        });
+    }
     Ok(())
 }
 
