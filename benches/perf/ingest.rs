@@ -8,8 +8,8 @@
 //! Each round also measures two durable floors with the same stack and senders (reported
 //! without a target, to read the engine's ratio against): a handler that only makes the raw
 //! body durable — a group commit into an append-only log (`fdatasync`), and one into SQLite
-//! with the ledger's pragmas (one multi-row insert of (unique key, body) rows). Whatever the
-//! engine does, an acknowledged delivery costs at least what the SQLite floor pays.
+//! with the ledger's pragmas (one multi-row insert of (unique key, body) rows). The engine's
+//! path holds all of the SQLite floor's work (a group commit of keyed rows) and more.
 //! Knobs: `PERF_WEBHOOK_EVENTS` (deliveries, default 20,000), `PERF_WEBHOOK_SENDERS` (default 32).
 //!
 //! Both sections run `PERF_ROUNDS` rounds (default 3), each a baseline run (then the floors)
