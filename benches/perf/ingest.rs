@@ -314,16 +314,14 @@ impl Floor {
                 }
             })
             .map_err(|e| err(&e))?;
-        let tx = Arc::new(std::sync::Mutex::new(tx));
         Ok(driftless::http::outer_layers(axum::Router::new().route(
             "/webhooks/stripe",
             axum::routing::post(move |body: axum::body::Bytes| {
                 let tx = tx.clone();
                 async move {
                     let (done, durable) = tokio::sync::oneshot::channel();
-                    let sent = tx.lock().map(|t| t.send((body, done)).is_ok()).unwrap_or(false);
-                    if sent && durable.await.is_ok() {
-                        Ok(axum::Json(json!({"accepted": 1, "duplicates": 0})))
+                    if tx.send((body, done)).is_ok() && durable.await.is_ok() {
+                        Ok(accepted())
                     } else {
                         Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
                     }
@@ -331,6 +329,11 @@ impl Floor {
             }),
         )))
     }
+}
+
+/// What the baseline and the floors answer: the engine's answer to one new event.
+fn accepted() -> axum::Json<Value> {
+    axum::Json(json!({"accepted": 1, "duplicates": 0}))
 }
 
 /// The round whose engine/baseline ratio is the median of `rounds` (engine s, baseline s).
@@ -351,16 +354,15 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
     // Baseline: the same stack, answering without verifying or storing.
     let baseline_app = driftless::http::outer_layers(axum::Router::new().route(
         "/webhooks/stripe",
-        axum::routing::post(|_body: axum::body::Bytes| async { axum::Json(json!({"accepted": 1, "duplicates": 0})) }),
+        axum::routing::post(|_body: axum::body::Bytes| async { accepted() }),
     ));
     let (base_addr, base_stop) = serve(baseline_app).await?;
     let base_url = format!("http://{base_addr}/webhooks/stripe");
 
     // Rounds alternate baseline and engine, so a machine whose speed drifts (a shared VM)
     // moves both sides of the ratio alike; the median round is reported.
-    let mut times = Vec::with_capacity(rounds);
-    let mut per_round = Vec::with_capacity(rounds);
-    let mut floor_times: Vec<Vec<(f64, f64)>> = FLOORS.iter().map(|_| Vec::with_capacity(rounds)).collect();
+    // Each round's (engine, baseline, floors), in `FLOORS` order.
+    let mut done: Vec<(Blast, Blast, Vec<Blast>)> = Vec::with_capacity(rounds);
     for round in 0..rounds {
         let requests: Vec<(Vec<u8>, String)> = order
             .iter()
@@ -434,20 +436,23 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
-        times.push((eng.secs, base.secs));
-        for (k, f) in floors.iter().enumerate() {
-            floor_times[k].push((f.secs, base.secs));
-        }
-        let blast_json =
-            |b: &Blast| json!({"s": b.secs, "cpu_us_per_delivery": b.cpu_us_per(n), "latency_ms": b.latency_ms});
-        per_round.push(json!({
-            "engine_s": eng.secs, "baseline_s": base.secs, "ratio": base.secs / eng.secs,
-            "engine_cpu_us_per_delivery": eng.cpu_us_per(n), "baseline_cpu_us_per_delivery": base.cpu_us_per(n),
-            "engine_latency_ms": eng.latency_ms, "baseline_latency_ms": base.latency_ms,
-            "floors": FLOORS.iter().zip(&floors).map(|(fl, f)| json!({"floor": fl.name(), "blast": blast_json(f)})).collect::<Vec<_>>(),
-        }));
+        done.push((eng, base, floors));
     }
     let _ = base_stop.send(());
+    let blast_json =
+        |b: &Blast| json!({"s": b.secs, "cpu_us_per_delivery": b.cpu_us_per(n), "latency_ms": b.latency_ms});
+    let per_round: Vec<Value> = done
+        .iter()
+        .map(|(eng, base, floors)| {
+            json!({
+                "engine_s": eng.secs, "baseline_s": base.secs, "ratio": base.secs / eng.secs,
+                "engine_cpu_us_per_delivery": eng.cpu_us_per(n), "baseline_cpu_us_per_delivery": base.cpu_us_per(n),
+                "engine_latency_ms": eng.latency_ms, "baseline_latency_ms": base.latency_ms,
+                "floors": FLOORS.iter().zip(floors).map(|(fl, f)| json!({"floor": fl.name(), "blast": blast_json(f)})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let times: Vec<(f64, f64)> = done.iter().map(|(eng, base, _)| (eng.secs, base.secs)).collect();
     let (secs, base_s) = median_round(&times);
     let rate = n as f64 / secs;
     let baseline = n as f64 / base_s;
@@ -467,8 +472,12 @@ pub async fn webhook(report: &mut Report) -> Result<(), String> {
         }),
     });
     // What durability alone allows here, for reading the figure above: no target of their own.
-    for (floor, t) in FLOORS.iter().zip(&floor_times) {
-        let (secs, base_s) = median_round(t);
+    for (k, floor) in FLOORS.iter().enumerate() {
+        let t: Vec<(f64, f64)> = done
+            .iter()
+            .map(|(_, base, floors)| (floors[k].secs, base.secs))
+            .collect();
+        let (secs, base_s) = median_round(&t);
         report.add(Figure {
             name: format!("  durable floor: {}", floor.name()),
             value: n as f64 / secs,
