@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as .ci/run sets it).
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 
-.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill bench clean
+.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill bench fuzz clean
 
 run: setup-run ui
 	@bash scripts/run.sh
@@ -59,6 +59,13 @@ drill:
 bench:
 	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench perf
 	CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) bench --locked --bench rates --bench reconcile
+
+# Every fuzz target for FUZZ_SECS each (default ten minutes) in an optimised build with
+# overflow checks on, with a fresh seed (printed). `make test` runs them briefly (tests/fuzz).
+FUZZ_SECS ?= 600
+fuzz:
+	DRIFTLESS_FUZZ_SECS=$(FUZZ_SECS) DRIFTLESS_FUZZ_SEED=$${DRIFTLESS_FUZZ_SEED:-$$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')} \
+		$(CARGO) test --locked --profile fuzz --test fuzz -- --test-threads=1 --nocapture
 
 clean:
 	$(CARGO) clean
