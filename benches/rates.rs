@@ -107,6 +107,7 @@ async fn phase(measured: &'static str, k: &Knobs) -> Result<Phase, String> {
             workers: k.workers,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 5_000,
     })

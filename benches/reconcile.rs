@@ -43,6 +43,7 @@ async fn bench() -> Result<(), String> {
             workers: 8,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 5_000,
     })

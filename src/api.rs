@@ -283,9 +283,17 @@ pub struct Alert {
     pub params: String,
 }
 
+/// The body of a state-changing route that takes no arguments (`cancel_reconcile`,
+/// `cancel_backfill`): `{}`. Required all the same, as JSON: see `http/extract.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
 /// Body of `pause_outbound` / `resume_outbound`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// `global` (default), `crm` or `billing`.
     pub scope: Option<String>,
@@ -324,6 +332,7 @@ impl From<crate::engine::EngineError> for ApiError {
 /// Which dead letters an operation applies to. Every field narrows the set.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct DeadLetterFilter {
     /// `crm` or `billing`.
     pub destination: Option<String>,
@@ -428,6 +437,7 @@ pub struct Timeline {
 /// records behind a dead-letter selection.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReplaySelector {
     pub from_ms: Option<i64>,
     pub to_ms: Option<i64>,
@@ -521,6 +531,7 @@ pub struct ReviewItem {
 /// How one field is settled: take the CRM's value, the billing value, or a typed value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct FieldChoice {
     pub field: String,
     /// `crm`, `billing` or `value`.
@@ -530,6 +541,7 @@ pub struct FieldChoice {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReviewResolution {
     pub choices: Vec<FieldChoice>,
     pub reason: String,
@@ -715,6 +727,7 @@ pub struct ReconcileReport {
 /// What an operator asks of a reconciliation: the CLI's flags, the console's form.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReconcileAsk {
     /// Days back the missed-event detector looks (1 to 90; the contract's window when absent).
     #[serde(default)]
@@ -754,6 +767,7 @@ pub struct ReconciliationState {
 /// Start a backfill from the console.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct BackfillAsk {
     /// `crm`, `billing` or `both`.
     pub systems: String,
@@ -764,6 +778,7 @@ pub struct BackfillAsk {
 /// Retry or discard the dead letters a filter selects; `dry_run` only measures the blast radius.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct DeadLetterAction {
     pub filter: DeadLetterFilter,
     #[serde(default)]
@@ -776,6 +791,7 @@ pub struct DeadLetterAction {
 /// Requeue a dropped event for a fresh decision.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct UndropRequest {
     pub inbox_id: i64,
     pub reason: String,
@@ -784,6 +800,7 @@ pub struct UndropRequest {
 /// A replay: the preview (`dry_run`) or the run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     pub selector: ReplaySelector,
     #[serde(default)]
@@ -793,6 +810,7 @@ pub struct ReplayRequest {
 /// Settle one conflicted record of the review queue.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReviewDecision {
     pub id: i64,
     pub resolution: ReviewResolution,
@@ -838,6 +856,7 @@ pub struct ReplayRun {
 /// Which audit rows to list. Every field narrows the set.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct AuditFilter {
     /// Actor, or its beginning (`operator:` matches every operator).
     #[serde(default)]
@@ -954,6 +973,7 @@ pub struct ContractInfo {
 /// Which replay run (cancel).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayRunRef {
     pub id: i64,
 }
@@ -986,6 +1006,7 @@ pub struct DeadLetterDetail {
 /// Which dead letter the drawer opens.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct DeadLetterRef {
     pub id: i64,
 }
@@ -1014,6 +1035,7 @@ pub struct ReconRunSummary {
 /// comparing again. Only the latest finished run may be acted on.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ReconRepairAsk {
     pub run_id: i64,
     /// `["all"]`, record keys or CRM ids of the run's mismatched records.
@@ -1034,6 +1056,7 @@ pub struct ReconRepairAsk {
 /// ledger; its `Debug` hides it.
 #[derive(Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectKey {
     /// `crm` or `billing`.
     pub system: String,
@@ -1080,6 +1103,7 @@ pub struct ConnectProperty {
 /// properties, with the CRM key (not echoed back).
 #[derive(Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectPropertiesRequest {
     pub key: String,
     pub create: bool,
@@ -1123,6 +1147,7 @@ pub struct ConnectSaved {
 /// `confirm` previews the held writes, with `confirm` sends them (`driftless writes on --yes`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
+#[serde(deny_unknown_fields)]
 pub struct WritesRequest {
     pub on: bool,
     #[serde(default)]

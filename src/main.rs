@@ -380,8 +380,15 @@ struct ServeArgs {
     /// The ledger file. With --demo and no --ledger, a fresh ledger in a temporary directory.
     #[arg(long, env = "DRIFTLESS_LEDGER")]
     ledger: Option<PathBuf>,
+    /// Where the console, its API and the webhook receivers listen (loopback unless
+    /// --allow-non-loopback).
     #[arg(long, default_value = "127.0.0.1:8417")]
     addr: SocketAddr,
+    /// Allow --addr to be an address other machines reach. Requires --public-url (the only
+    /// host name, besides loopback, the console answers for) and a token from --token-file or
+    /// DRIFTLESS_TOKEN.
+    #[arg(long)]
+    allow_non_loopback: bool,
     /// Demo: simulator seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -398,9 +405,38 @@ struct ServeArgs {
     /// Public base URL webhooks are sent to (when behind a tunnel or proxy).
     #[arg(long)]
     public_url: Option<String>,
-    /// Fixed API token (e.g. for a Prometheus scraper); default: a fresh random token per launch.
-    #[arg(long, env = "DRIFTLESS_TOKEN", hide_env_values = true)]
+    /// Fixed API token, at least 32 characters (e.g. for a Prometheus scraper); default: a fresh
+    /// random token per launch. Prefer --token-file or DRIFTLESS_TOKEN: a command line shows
+    /// in `ps`.
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// Read the fixed API token from this file (its first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// Where a fixed API token came from.
+#[derive(PartialEq)]
+enum TokenFrom {
+    CommandLine,
+    Elsewhere,
+}
+
+impl ServeArgs {
+    /// The fixed token, if any: `--token`, `--token-file`, or `DRIFTLESS_TOKEN` (set but empty
+    /// is a token too, and refused as too short: an empty token once turned authentication off).
+    fn token(&self) -> Result<Option<(String, TokenFrom)>> {
+        if let Some(t) = &self.token {
+            return Ok(Some((t.clone(), TokenFrom::CommandLine)));
+        }
+        if let Some(f) = &self.token_file {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("cannot read the token file {}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            return Ok(Some((line, TokenFrom::Elsewhere)));
+        }
+        Ok(std::env::var("DRIFTLESS_TOKEN").ok().map(|t| (t, TokenFrom::Elsewhere)))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -673,7 +709,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Pause(a) => {
             let l = Ledger::open(&a.ledger.ledger).await?;
             let scope = scope_of(a.destination);
-            l.set_pause(scope, a.reason.as_deref(), "cli", chrono::Utc::now().timestamp_millis())
+            // Every pause carries a reason (shown on every screen, audited).
+            let reason = a
+                .reason
+                .as_deref()
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .unwrap_or("paused with `driftless pause` (no --reason given)");
+            l.set_pause(scope, Some(reason), "cli", chrono::Utc::now().timestamp_millis())
                 .await?;
             println!("outbound writes paused ({scope})");
             Ok(ExitCode::SUCCESS)
@@ -1384,6 +1427,15 @@ fn scope_of(d: Option<Destination>) -> &'static str {
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let token = a.token()?;
+    if a.allow_non_loopback && token.as_ref().is_some_and(|(_, from)| *from == TokenFrom::CommandLine) {
+        anyhow::bail!(
+            "with --allow-non-loopback the API token must come from --token-file or DRIFTLESS_TOKEN, \
+             not --token (a command line shows in `ps` to every user of this machine)"
+        );
+    }
+    let token = token.map(|(t, _)| t);
+    let fixed_token = token.is_some();
     let contract = load_contract(a.contract.as_deref())?;
     let mut demo_dir = None;
     let running = if a.demo {
@@ -1406,7 +1458,8 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
                 addr: a.addr,
                 workers: a.workers,
                 public_url: a.public_url,
-                token: a.token,
+                token,
+                allow_non_loopback: a.allow_non_loopback,
             },
             request_timeout_ms: 2_000,
         })
@@ -1426,7 +1479,8 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
                 addr: a.addr,
                 workers: a.workers,
                 public_url: a.public_url,
-                token: a.token,
+                token,
+                allow_non_loopback: a.allow_non_loopback,
             },
         )
         .await?
@@ -1439,11 +1493,20 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
             ""
         }
     );
-    println!("  console/API: {}", running.url());
-    println!(
-        "  status:      curl -s 'http://{}/api/status?token={}'",
-        running.addr, running.token
-    );
+    if fixed_token {
+        // A token the operator chose is not printed (it may be shared with a scraper).
+        println!("  console/API: http://{}/?token=<your token>", running.addr);
+        println!(
+            "  status:      curl -s -H 'Authorization: Bearer <your token>' http://{}/api/status",
+            running.addr
+        );
+    } else {
+        println!("  console/API: {}", running.url());
+        println!(
+            "  status:      curl -s 'http://{}/api/status?token={}'",
+            running.addr, running.token
+        );
+    }
     println!("  ledger:      {}", running.engine.ledger().path().display());
     println!(
         "  CLI status:  driftless status --json --ledger {}",

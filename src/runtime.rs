@@ -10,6 +10,7 @@ use crate::connectors::stripe::StripeClient;
 use crate::connectors::ConnectorError;
 use crate::contract::Contract;
 use crate::engine::{Engine, EngineConfig, EngineError, SystemClock, WebhookSecrets};
+use crate::ledger::lock::{Holder, LedgerLock};
 use crate::secrets::{self, SecretError};
 use crate::sim::{FaultProfile, SimConfig, SimError, Simulators};
 
@@ -44,6 +45,9 @@ pub enum RuntimeError {
     /// The drill's engine process did not start, stopped on its own, or never became healthy.
     #[error("engine process: {0}")]
     EngineProcess(String),
+    /// The serve options are unsafe (a short token, a public address without its safeguards).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// An engine serving HTTP.
@@ -54,6 +58,8 @@ pub struct Running {
     pub sims: Option<Simulators>,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    /// This engine's hold on its ledger; released after the ledger is closed.
+    lock: LedgerLock,
 }
 
 impl Running {
@@ -69,6 +75,7 @@ impl Running {
         if let Some(s) = &self.sims {
             s.shutdown().await;
         }
+        drop(self.lock);
     }
 }
 
@@ -77,8 +84,67 @@ pub struct ServeOptions {
     pub addr: SocketAddr,
     pub workers: usize,
     pub public_url: Option<String>,
-    /// A fixed API token; `None` makes a fresh random one for this launch.
+    /// A fixed API token (at least [`MIN_TOKEN_CHARS`] characters); `None` makes a fresh
+    /// random one for this launch.
     pub token: Option<String>,
+    /// Listen on an address other than loopback. Refused without a `public_url` (the host the
+    /// API accepts requests for) and a fixed `token`.
+    pub allow_non_loopback: bool,
+}
+
+/// The shortest fixed API token accepted (a launch's own token is 48 hex digits).
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+impl ServeOptions {
+    /// Refuse what would leave the API open: a short or empty token (an empty one turned
+    /// authentication off), an address reachable from other machines unless the operator said
+    /// so, with the public URL and a fixed token that come with it.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        if let Some(t) = &self.token {
+            let n = t.chars().count();
+            if n < MIN_TOKEN_CHARS {
+                return Err(RuntimeError::Refused(format!(
+                    "the API token is {n} characters long; it must be at least {MIN_TOKEN_CHARS} \
+                     (leave --token and DRIFTLESS_TOKEN unset for a fresh random token each launch, \
+                     or make one with `openssl rand -hex 32`)"
+                )));
+            }
+            if !t.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(RuntimeError::Refused(
+                    "the API token must be printable ASCII without spaces (it travels in an HTTP header and a URL)"
+                        .into(),
+                ));
+            }
+        }
+        if !self.addr.ip().is_loopback() {
+            if !self.allow_non_loopback {
+                return Err(RuntimeError::Refused(format!(
+                    "{} is not a loopback address: the console and its API would be reachable from other \
+                     machines. Listen on 127.0.0.1, or pass --allow-non-loopback together with --public-url \
+                     and a token from --token-file or DRIFTLESS_TOKEN",
+                    self.addr
+                )));
+            }
+            if self.public_url.is_none() {
+                return Err(RuntimeError::Refused(format!(
+                    "listening on {} needs --public-url: the address people and webhooks use, whose host is \
+                     the only one (besides loopback) the API answers",
+                    self.addr
+                )));
+            }
+            if self.token.is_none() {
+                return Err(RuntimeError::Refused(format!(
+                    "listening on {} needs a fixed API token from --token-file or DRIFTLESS_TOKEN \
+                     (a token on the command line shows in `ps`)",
+                    self.addr
+                )));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            crate::http::public_host(u).map_err(RuntimeError::Refused)?;
+        }
+        Ok(())
+    }
 }
 
 async fn serve_engine(
@@ -86,6 +152,7 @@ async fn serve_engine(
     listener: tokio::net::TcpListener,
     opts: &ServeOptions,
     sims: Option<Simulators>,
+    lock: LedgerLock,
 ) -> Result<Running, RuntimeError> {
     let public_url = opts.public_url.clone();
     let addr = listener.local_addr().map_err(|source| RuntimeError::Bind {
@@ -111,7 +178,19 @@ async fn serve_engine(
         sims,
         stop,
         server,
+        lock,
     })
+}
+
+/// Take the ledger for the engine about to serve on `listener` (before the ledger is opened):
+/// one serving engine per ledger.
+fn lock_ledger(opts: &ServeOptions, listener: &tokio::net::TcpListener) -> Result<LedgerLock, RuntimeError> {
+    let console = match (&opts.public_url, listener.local_addr()) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Ok(a)) => format!("http://{a}"),
+        (None, Err(_)) => format!("http://{}", opts.addr),
+    };
+    Ok(LedgerLock::acquire(&opts.ledger, &Holder::this_process(&console))?)
 }
 
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, RuntimeError> {
@@ -232,9 +311,11 @@ pub async fn serve_contract_with(
     secrets: EngineSecrets,
     opts: ServeOptions,
 ) -> Result<Running, RuntimeError> {
+    opts.check()?;
     let listener = bind(opts.addr).await?;
+    let lock = lock_ledger(&opts, &listener)?;
     let engine = open_engine(contract, secrets, opts.ledger.clone(), opts.workers, false).await?;
-    serve_engine(engine, listener, &opts, None).await
+    serve_engine(engine, listener, &opts, None, lock).await
 }
 
 pub struct DemoOptions {
@@ -249,13 +330,17 @@ pub struct DemoOptions {
 /// The embedded default: both simulators in-process, the engine pointed at them over real
 /// HTTP on loopback, webhooks registered the way the real systems register them.
 pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
+    opts.serve.check()?;
     let sims = Simulators::start(SimConfig {
         seed: opts.seed,
         faults: opts.faults,
+        // A fresh webhook secret each launch (the HubSpot app's client secret).
+        crm_webhook_secret: crate::http::new_token(),
         ..SimConfig::default()
     })
     .await?;
     let listener = bind(opts.serve.addr).await?;
+    let lock = lock_ledger(&opts.serve, &listener)?;
     let local = listener.local_addr().map_err(|source| RuntimeError::Bind {
         addr: opts.serve.addr,
         source,
@@ -289,7 +374,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<Running, RuntimeError> {
     };
     ensure_crm_properties(&contract, &secrets).await?;
     let engine = open_engine(contract, secrets, opts.serve.ledger.clone(), opts.serve.workers, true).await?;
-    serve_engine(engine, listener, &opts.serve, Some(sims)).await
+    serve_engine(engine, listener, &opts.serve, Some(sims), lock).await
 }
 
 /// An engine for one CLI command: the ledger, the contract and — where the contract's

@@ -260,6 +260,7 @@ pub async fn lag(report: &mut Report) -> Result<(), String> {
             workers: 8,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 2_000,
     })

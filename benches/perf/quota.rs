@@ -70,6 +70,7 @@ pub async fn backfill(report: &mut Report) -> Result<(), String> {
             workers,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 10_000,
     })

@@ -52,6 +52,11 @@ impl Mode {
 pub struct Listen {
     pub addr: SocketAddr,
     pub public_url: Option<String>,
+    /// `DRIFTLESS_ALLOW_NON_LOOPBACK=1`: listen on an address other machines reach (refused
+    /// without `DRIFTLESS_PUBLIC_URL` and `DRIFTLESS_TOKEN`; see `ServeOptions::check`).
+    pub allow_non_loopback: bool,
+    /// `DRIFTLESS_TOKEN`: a fixed API token (at least 32 characters).
+    pub token: Option<String>,
 }
 
 /// The address a tunnel forwards to when `DRIFTLESS_PUBLIC_URL` is set without `DRIFTLESS_LISTEN`.
@@ -81,18 +86,51 @@ impl Listen {
                 .map_err(|e| format!("default listen address: {e}"))?,
             (None, None) => loopback_any_port(),
         };
+        if !addr.ip().is_loopback() {
+            return Err(format!(
+                "DRIFTLESS_LISTEN {addr} is not a loopback address: the console's API would be reachable from \
+                 other machines; use 127.0.0.1 (a tunnel forwards to it), or set DRIFTLESS_ALLOW_NON_LOOPBACK=1 \
+                 with DRIFTLESS_PUBLIC_URL and DRIFTLESS_TOKEN"
+            ));
+        }
         Ok(Listen {
             addr,
             public_url: public_url.map(|u| u.trim_end_matches('/').to_string()),
+            allow_non_loopback: false,
+            token: None,
         })
     }
 
     /// From the process environment.
     pub fn from_env() -> Result<Listen, String> {
-        Listen::choose(
-            std::env::var("DRIFTLESS_PUBLIC_URL").ok(),
-            std::env::var("DRIFTLESS_LISTEN").ok(),
-        )
+        let var = |k: &str| std::env::var(k).ok();
+        let allow = var("DRIFTLESS_ALLOW_NON_LOOPBACK").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        let listen = var("DRIFTLESS_LISTEN");
+        let public_url = var("DRIFTLESS_PUBLIC_URL");
+        let mut l = if allow {
+            // The loopback rule is lifted; `ServeOptions::check` then requires the public URL
+            // and a fixed token.
+            let addr = listen
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<SocketAddr>()
+                        .map_err(|e| format!("DRIFTLESS_LISTEN must be address:port: {s:?}: {e}"))
+                })
+                .transpose()?;
+            let mut l = Listen::choose(public_url, None)?;
+            if let Some(a) = addr {
+                l.addr = a;
+            }
+            l.allow_non_loopback = true;
+            l
+        } else {
+            Listen::choose(public_url, listen)?
+        };
+        // Set but empty is not a token: an empty token once turned authentication off.
+        l.token = var("DRIFTLESS_TOKEN");
+        Ok(l)
     }
 }
 
@@ -134,6 +172,8 @@ pub async fn start(mode: &Mode, listen: &Listen) -> Result<Launched> {
                     &Listen {
                         addr: loopback_any_port(),
                         public_url: None,
+                        allow_non_loopback: false,
+                        token: None,
                     },
                 ),
                 request_timeout_ms: 2_000,
@@ -188,7 +228,8 @@ fn serve_options(ledger: &Path, listen: &Listen) -> ServeOptions {
         addr: listen.addr,
         workers: WORKERS,
         public_url: listen.public_url.clone(),
-        token: None,
+        token: listen.token.clone(),
+        allow_non_loopback: listen.allow_non_loopback,
     }
 }
 
@@ -256,7 +297,9 @@ mod tests {
             l,
             Listen {
                 addr: loopback_any_port(),
-                public_url: None
+                public_url: None,
+                allow_non_loopback: false,
+                token: None,
             }
         );
         assert_eq!(Listen::choose(Some(" ".into()), Some(String::new())).unwrap(), l);
@@ -281,6 +324,11 @@ mod tests {
         assert!(e.contains("DRIFTLESS_PUBLIC_URL"), "{e}");
         let e = Listen::choose(Some("https://x.test".into()), Some("localhost".into())).unwrap_err();
         assert!(e.contains("DRIFTLESS_LISTEN"), "{e}");
+        let e = Listen::choose(None, Some("0.0.0.0:8417".into())).unwrap_err();
+        assert!(
+            e.contains("not a loopback address") && e.contains("DRIFTLESS_ALLOW_NON_LOOPBACK"),
+            "{e}"
+        );
     }
 
     #[test]

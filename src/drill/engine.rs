@@ -42,6 +42,7 @@ impl EngineUnderTest {
                 workers: spec.workers,
                 public_url: None,
                 token: None,
+                allow_non_loopback: false,
             },
         )
         .await?;

@@ -125,7 +125,9 @@ async fn send_waiting(inner: &Inner, kind: CrmObject, rx: &mut mpsc::UnboundedRe
         let waiting = match inner.ledger.batch_waiting(op, inner.now_ms(), BATCH_FALLBACK_MS).await {
             Ok(w) => w,
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the CRM updates waiting for a batch");
+                if !inner.ledger.explains(&e) {
+                    tracing::warn!(error = %e, "could not read the CRM updates waiting for a batch");
+                }
                 return;
             }
         };
@@ -238,7 +240,9 @@ async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Ve
     {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "could not claim the CRM backlog; the workers will send it");
+            if !inner.ledger.explains(&e) {
+                tracing::warn!(error = %e, "could not claim the CRM backlog; the workers will send it");
+            }
             return Vec::new();
         }
     };
@@ -247,7 +251,9 @@ async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Ve
         let first = match inner.ledger.open_ops(&claim.entity_key).await {
             Ok(ops) => ops.into_iter().next(),
             Err(e) => {
-                tracing::warn!(error = %e, record = %claim.entity_key, "could not read a claimed record's writes");
+                if !inner.ledger.explains(&e) {
+                    tracing::warn!(error = %e, record = %claim.entity_key, "could not read a claimed record's writes");
+                }
                 None
             }
         };

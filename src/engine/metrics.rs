@@ -70,7 +70,9 @@ pub(super) async fn flush(inner: &Inner) {
         .map(|((n, l), v)| (n, l, minute, v))
         .collect();
     if let Err(e) = inner.ledger.add_metric_samples(&samples).await {
-        tracing::warn!(error = %e, "could not store metric samples; they are lost for this minute");
+        if !inner.ledger.explains(&e) {
+            tracing::warn!(error = %e, "could not store metric samples; they are lost for this minute");
+        }
     }
     let maxima: Vec<(String, String, i64, f64)> = {
         let mut g = match inner.metrics.maxima.lock() {
@@ -83,7 +85,9 @@ pub(super) async fn flush(inner: &Inner) {
             .collect()
     };
     if let Err(e) = inner.ledger.max_metric_samples(&maxima).await {
-        tracing::warn!(error = %e, "could not store metric maxima; they are lost for this minute");
+        if !inner.ledger.explains(&e) {
+            tracing::warn!(error = %e, "could not store metric maxima; they are lost for this minute");
+        }
     }
     // Gauges: the last sample of each minute stands for the minute.
     match inner.ledger.gauges(minute * 60_000).await {
@@ -120,7 +124,9 @@ pub(super) async fn flush(inner: &Inner) {
                 set.push(("lag_p95_ms".to_string(), String::new(), minute, g.lag.p95 as f64));
             }
             if let Err(e) = inner.ledger.set_metric_samples(&set).await {
-                tracing::warn!(error = %e, "could not store gauge samples");
+                if !inner.ledger.explains(&e) {
+                    tracing::warn!(error = %e, "could not store gauge samples");
+                }
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not sample gauges"),

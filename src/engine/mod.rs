@@ -92,6 +92,14 @@ impl EngineError {
     }
 }
 
+impl Inner {
+    /// Whether an error is the ledger being unwritable, which the ledger logs once per episode
+    /// (so a loop that hits it need not log every failure).
+    pub(crate) fn ledger_explains(&self, e: &EngineError) -> bool {
+        matches!(e, EngineError::Ledger(l) if self.ledger.explains(l))
+    }
+}
+
 /// Webhook signing secrets, resolved from the contract's references (never stored).
 #[derive(Clone, Default)]
 pub struct WebhookSecrets {
@@ -367,9 +375,17 @@ impl Engine {
     /// audited; the dispatcher sees it before its next write.
     pub async fn pause_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
         let scope = check_scope(req.scope.as_deref())?;
+        // A pause is shown on every screen and in the audit log with why: an operator on the
+        // next shift must not find writes stopped with no reason.
+        let reason = req
+            .reason
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or(EngineError::ReasonRequired)?;
         self.inner
             .ledger
-            .set_pause(scope, req.reason.as_deref(), by, self.inner.now_ms())
+            .set_pause(scope, Some(reason), by, self.inner.now_ms())
             .await?;
         Ok(PauseResult {
             scope: scope.to_string(),

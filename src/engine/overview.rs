@@ -225,6 +225,21 @@ impl Engine {
             ));
         }
         let paused = !reasons.is_empty();
+        // The ledger itself first: nothing else works while it cannot be written.
+        if let Some(ep) = self.inner.ledger.unwritable() {
+            let since = chrono::DateTime::from_timestamp_millis(ep.since_ms)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_else(|| "a moment ago".into());
+            let m = format!(
+                "ledger unwritable ({}) since {since}: {} writes refused, webhooks answered 503 \
+                 (the senders retry), sync waiting; {}",
+                ep.why.label(),
+                ep.failures,
+                ep.why.remedy()
+            );
+            crossed.push(alert("ledger_unwritable", &m, "overview", ""));
+            reasons.insert(0, m);
+        }
         let observing = status.ledger.observe.is_some();
         if let Some(o) = &status.ledger.observe {
             let held: i64 = status.ledger.held_writes.values().sum();

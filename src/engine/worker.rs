@@ -58,7 +58,9 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
         {
             Ok(mut c) => c.pop(),
             Err(e) => {
-                tracing::warn!(error = %e, "claim failed; retrying");
+                if !inner.ledger.explains(&e) {
+                    tracing::warn!(error = %e, "claim failed; retrying");
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
@@ -79,12 +81,16 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
         {
             Ok(Turn::Done) => {
                 if let Err(e) = inner.ledger.release(&claim, &owner).await {
-                    tracing::warn!(error = %e, record = %key, "release failed; the lease will expire");
+                    if !inner.ledger.explains(&e) {
+                        tracing::warn!(error = %e, record = %key, "release failed; the lease will expire");
+                    }
                 }
             }
             Ok(Turn::Parked) => {}
             Err(e) => {
-                tracing::warn!(error = %e, record = %key, "record processing failed; parked for a retry");
+                if !inner.ledger_explains(&e) {
+                    tracing::warn!(error = %e, record = %key, "record processing failed; parked for a retry");
+                }
                 inner.metrics.add("errors", "engine", 1.0);
                 let reason = format!("error: {e}");
                 let _ = inner.ledger.park(&key, &owner, inner.now_ms() + 2_000, &reason).await;

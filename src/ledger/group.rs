@@ -81,13 +81,16 @@ impl From<rusqlite::Error> for LedgerError {
 
 /// Start the group-commit thread for `writer` (its own single-threaded runtime, so a round
 /// never waits behind the workers' tasks for a turn).
-pub(super) fn start(writer: SqlitePool) -> Result<tokio::sync::mpsc::UnboundedSender<GroupMsg>> {
+pub(super) fn start(
+    writer: SqlitePool,
+    trouble: std::sync::Arc<super::trouble::Trouble>,
+) -> Result<tokio::sync::mpsc::UnboundedSender<GroupMsg>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("ledger-group".into())
         .spawn(
             move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(group_commit(writer, rx)),
+                Ok(rt) => rt.block_on(group_commit(writer, rx, trouble)),
                 Err(e) => tracing::error!(error = %e, "the ledger's group-commit thread has no runtime"),
             },
         )
@@ -106,7 +109,11 @@ pub(super) fn start(writer: SqlitePool) -> Result<tokio::sync::mpsc::UnboundedSe
 /// keeps coming — up to `HOLD_MAX`, and while the next message arrives within `LINGER` — so a
 /// busy ledger pays the checkout (two trips to sqlx's worker thread) once per run of rounds,
 /// not once a round; between runs the pool serves its other users, first come first served.
-async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupMsg>) {
+async fn group_commit(
+    writer: SqlitePool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<GroupMsg>,
+    trouble: std::sync::Arc<super::trouble::Trouble>,
+) {
     let mut kept: Option<Kept> = None;
     let mut carried: Option<GroupMsg> = None;
     let mut open = true;
@@ -121,21 +128,21 @@ async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedRe
         let mut conn = match writer.acquire().await {
             Ok(c) => c,
             Err(e) => {
-                unavailable(gather(first, &mut rx), &e.into());
+                unavailable(gather(first, &mut rx), &e.into(), &trouble);
                 continue;
             }
         };
         let mut handle = match conn.lock_handle().await {
             Ok(h) => h,
             Err(e) => {
-                unavailable(gather(first, &mut rx), &e.into());
+                unavailable(gather(first, &mut rx), &e.into(), &trouble);
                 continue;
             }
         };
         let db = match keep(&mut kept, handle.as_raw_handle().as_ptr()) {
             Ok(db) => db,
             Err(e) => {
-                unavailable(gather(first, &mut rx), &e);
+                unavailable(gather(first, &mut rx), &e, &trouble);
                 continue;
             }
         };
@@ -146,7 +153,19 @@ async fn group_commit(writer: SqlitePool, mut rx: tokio::sync::mpsc::UnboundedRe
             for read in round.reads {
                 read(db);
             }
+            let changes = db.total_changes();
             let done = run_jobs(db, &round.jobs);
+            // Writability: a failure that means the ledger cannot be written starts or extends
+            // an episode; a commit that wrote something ends it (a claim that found nothing
+            // commits without writing, also on a full disk).
+            for d in &done {
+                if let Err(e) = d {
+                    trouble.failed(e);
+                }
+            }
+            if db.total_changes() > changes && done.iter().any(|d| d.is_ok()) {
+                trouble.succeeded();
+            }
             if !db.is_autocommit() {
                 // A transaction a failed rollback left open would make sqlx's next `BEGIN` fail.
                 if let Err(e) = db.execute_batch("ROLLBACK") {
@@ -220,8 +239,10 @@ fn gather(first: GroupMsg, rx: &mut tokio::sync::mpsc::UnboundedReceiver<GroupMs
 
 /// The writer could not be checked out: every write of the round is answered with why; its
 /// reads are dropped unrun (their callers hear that the ledger did not answer).
-fn unavailable(round: Round, e: &LedgerError) {
-    tracing::warn!(error = %e, "the ledger's writer is unavailable");
+fn unavailable(round: Round, e: &LedgerError, trouble: &super::trouble::Trouble) {
+    if !trouble.failed(e) {
+        tracing::warn!(error = %e, "the ledger's writer is unavailable");
+    }
     let why = e.to_string();
     for job in round.jobs {
         let _ = job.reply.send(Err(LedgerError::WriteFailed(why.clone())));

@@ -9,12 +9,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+pub use trouble::{Episode, Unwritable};
+use tx::WriteTx;
 
 pub use crate::api::{
     CrmWriteCalls, DestinationWrites, LagFigures, LedgerStatus, PauseFlag, PollerStatus, ReconciliationGap,
@@ -41,6 +42,25 @@ pub enum LedgerError {
     },
     #[error("the ledger is locked by another writer (is another driftless running on it?): {0}")]
     Locked(String),
+    /// Another engine serves this ledger (its lock file is held).
+    #[error("the ledger {path} is already served by another driftless ({holder}); stop that one first, or give this one its own --ledger")]
+    InUse { path: String, holder: String },
+    /// The file is not a ledger; nothing was written to it.
+    #[error("{path} is not a driftless ledger: {detail}; it was left untouched: move it aside or point --ledger at another file")]
+    NotALedger { path: String, detail: String },
+    /// The ledger (or its directory) cannot be written, found at open.
+    #[error("the ledger {path} cannot be written ({}): {detail}; driftless records every event in its ledger: {}, or point --ledger at another file", why.label(), why.remedy())]
+    OpenUnwritable {
+        path: String,
+        why: Unwritable,
+        detail: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("ledger query failed: {0}")]
     Sql(sqlx::Error),
     /// A statement the group-commit thread ran (see `group.rs`) failed.
@@ -234,6 +254,8 @@ pub struct Ledger {
     /// backfill pages for its next transaction, and the workers' hot reads (see `group.rs`).
     group: tokio::sync::mpsc::UnboundedSender<group::GroupMsg>,
     path: PathBuf,
+    /// Whether writes fail because the ledger cannot be written (disk full, read-only).
+    trouble: std::sync::Arc<trouble::Trouble>,
 }
 
 fn side_of(s: &str) -> Result<Side> {
@@ -252,15 +274,145 @@ fn json_map(s: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
 
 const PAUSE_PREFIX: &str = "pause:";
 
+/// SQLite's file header.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Before a ledger is opened for writing: an existing file must be an SQLite database whose
+/// tables are a driftless ledger's (or none yet), and writable.
+fn preflight(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let label = path.display().to_string();
+    let not_a_ledger = |detail: String| LedgerError::NotALedger {
+        path: label.clone(),
+        detail,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // A new ledger: created empty here, so a directory that cannot be written is named as
+        // such (SQLite would only say it cannot open the file).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(match lock::unwritable_io(&e) {
+                    Some(why) => LedgerError::OpenUnwritable {
+                        path: label.clone(),
+                        why,
+                        detail: format!("cannot create it: {e}"),
+                    },
+                    None => LedgerError::Io {
+                        path: label.clone(),
+                        source: e,
+                    },
+                }),
+            };
+        }
+        Err(e) => {
+            return Err(LedgerError::Io {
+                path: label.clone(),
+                source: e,
+            })
+        }
+    };
+    if meta.is_dir() {
+        return Err(not_a_ledger("it is a directory".into()));
+    }
+    if !meta.is_file() {
+        return Err(not_a_ledger("it is not a regular file".into()));
+    }
+    let io = |e: std::io::Error| match lock::unwritable_io(&e) {
+        Some(why) => LedgerError::OpenUnwritable {
+            path: label.clone(),
+            why,
+            detail: e.to_string(),
+        },
+        None => LedgerError::Io {
+            path: label.clone(),
+            source: e,
+        },
+    };
+    // Opened for writing (and closed again, untouched): a read-only file or file system shows
+    // here, where SQLite would quietly open it read-only and fail at the first write.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let mut head = [0u8; 16];
+    let n = f.read(&mut head).map_err(io)?;
+    if n < head.len() || &head != SQLITE_HEADER {
+        return Err(not_a_ledger(
+            "it is not an SQLite database (its first bytes are not SQLite's file header)".into(),
+        ));
+    }
+    let db = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| not_a_ledger(format!("SQLite cannot read it: {e}")))?;
+    let tables: Vec<String> = group::rows(
+        &db,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        [],
+        |r| Ok(r.get(0)?),
+    )
+    .map_err(|e| not_a_ledger(format!("SQLite cannot read it: {e}")))?;
+    if !tables.is_empty() && !tables.iter().any(|t| t == "_sqlx_migrations") {
+        let mut shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+        if tables.len() > shown.len() {
+            shown.push("…");
+        }
+        return Err(not_a_ledger(format!(
+            "it is an SQLite database of another program (tables {})",
+            shown.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// An error opening or migrating the ledger, named for what it means.
+fn opening(path: &str, source: sqlx::Error) -> LedgerError {
+    let code = source
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok());
+    if let Some(why) = code.and_then(Unwritable::from_code) {
+        return LedgerError::OpenUnwritable {
+            path: path.to_string(),
+            why,
+            detail: source.to_string(),
+        };
+    }
+    match code.map(|c| c & 0xff) {
+        // SQLITE_CORRUPT, SQLITE_NOTADB
+        Some(11) | Some(26) => LedgerError::NotALedger {
+            path: path.to_string(),
+            detail: format!("SQLite reports it damaged: {source}"),
+        },
+        _ => LedgerError::Open {
+            path: path.to_string(),
+            source,
+        },
+    }
+}
+
 impl Ledger {
     /// Open (creating if needed) and migrate the ledger at `path`.
     pub async fn open(path: &Path) -> Result<Ledger> {
         let label = path.display().to_string();
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|source| LedgerError::Open {
-                path: label.clone(),
-                source,
-            })?
+        // Look before touching: a file that is not a ledger (another program's database, a
+        // document, garbage) is refused without a byte written to it, and a read-only one is
+        // named as such rather than failing somewhere in the migrations.
+        let checked = path.to_path_buf();
+        tokio::task::spawn_blocking(move || preflight(&checked))
+            .await
+            .map_err(|e| LedgerError::WriteFailed(format!("the ledger check did not finish: {e}")))??;
+        // The path as a file name, never parsed as a URL (`?` and `#` are file name characters).
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -283,13 +435,20 @@ impl Ledger {
             .idle_timeout(None)
             .connect_with(opts.clone())
             .await
-            .map_err(|source| LedgerError::Open {
+            .map_err(|source| opening(&label, source))?;
+        MIGRATOR.run(&writer).await.map_err(|source| match source {
+            sqlx::migrate::MigrateError::Execute(e) => opening(&label, e),
+            sqlx::migrate::MigrateError::VersionMissing(v) => LedgerError::NotALedger {
+                path: label.clone(),
+                detail: format!(
+                    "it was last opened by a newer driftless (its migration {v} is unknown to this one); \
+                     run that version, or restore a backup"
+                ),
+            },
+            source => LedgerError::Migrate {
                 path: label.clone(),
                 source,
-            })?;
-        MIGRATOR.run(&writer).await.map_err(|source| LedgerError::Migrate {
-            path: label.clone(),
-            source,
+            },
         })?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -301,12 +460,14 @@ impl Ledger {
             .connect_with(opts.read_only(true).pragma("mmap_size", "0"))
             .await
             .map_err(|source| LedgerError::Open { path: label, source })?;
-        let group = group::start(writer.clone())?;
+        let trouble = std::sync::Arc::new(trouble::Trouble::new(path.display().to_string()));
+        let group = group::start(writer.clone(), trouble.clone())?;
         Ok(Ledger {
             writer,
             reader,
             group,
             path: path.to_path_buf(),
+            trouble,
         })
     }
 
@@ -314,8 +475,21 @@ impl Ledger {
         &self.path
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin(&self) -> Result<WriteTx> {
+        let conn = self.writer.acquire().await?;
+        WriteTx::begin(conn, self.trouble.clone()).await
+    }
+
+    /// Why the ledger cannot be written right now (disk full, read-only), since when and how
+    /// many writes were refused; `None` while writes succeed.
+    pub fn unwritable(&self) -> Option<Episode> {
+        self.trouble.current()
+    }
+
+    /// Whether a failed ledger call is explained by the ledger being unwritable — the episode
+    /// is logged once, then summarised (`trouble.rs`), so the caller need not log it again.
+    pub fn explains(&self, e: &LedgerError) -> bool {
+        e.unwritable().is_some() || (matches!(e, LedgerError::WriteFailed(_)) && self.trouble.current().is_some())
     }
 
     pub async fn close(&self) {
@@ -778,7 +952,7 @@ impl Ledger {
 
     /// An operator action in the audit log (rule `operator`), inside a write transaction.
     pub(super) async fn audit_operator(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut WriteTx,
         now_ms: i64,
         entity_key: Option<&str>,
         inbox_id: Option<i64>,
@@ -1185,10 +1359,13 @@ pub use crm_batch::{batch_wait_reason, BatchWaiting};
 mod dead_letters;
 mod gate;
 mod group;
+pub mod lock;
 mod ops;
 pub mod reconcile;
 mod replay_runs;
 mod seed;
+pub mod trouble;
+mod tx;
 mod watermarks;
 
 pub use backfill::{BackfillStart, BACKFILL_PREFIX};

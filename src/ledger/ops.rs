@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{Ledger, Result};
+use super::{Ledger, Result, WriteTx};
 use crate::api::{BlastRadius, Change, DeadLetter, DeadLetterFilter, ReviewField, ReviewItem, TimelineEntry};
 
 /// The record's contract object: the part of the queue key before the first `:`.
@@ -177,13 +177,13 @@ impl Ledger {
     }
 
     /// Put a record in the queue with its "plan again" mark (replay, retry, review resolution).
-    pub(super) async fn enqueue_replan(tx: &mut sqlx::Transaction<'static, Sqlite>, key: &str) -> Result<()> {
+    pub(super) async fn enqueue_replan(tx: &mut WriteTx, key: &str) -> Result<()> {
         Self::enqueue_replan_lane(tx, key, false).await
     }
 
     /// Queue a record to be planned again; `bulk` work queues behind all live work (a record
     /// already queued keeps its place).
-    async fn enqueue_replan_lane(tx: &mut sqlx::Transaction<'static, Sqlite>, key: &str, bulk: bool) -> Result<()> {
+    async fn enqueue_replan_lane(tx: &mut WriteTx, key: &str, bulk: bool) -> Result<()> {
         let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM inbox")
             .fetch_one(&mut **tx)
             .await?;

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::{Ledger, LedgerError, Result};
+use super::{Ledger, LedgerError, Result, WriteTx};
 pub use crate::api::{MismatchRow, NewMismatch, ReconRunRow};
 
 /// A billing customer a run paged through.
@@ -187,12 +187,7 @@ impl Ledger {
         Ok(())
     }
 
-    async fn insert_mismatches(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        run_id: i64,
-        ms: &[NewMismatch],
-        now_ms: i64,
-    ) -> Result<()> {
+    async fn insert_mismatches(tx: &mut WriteTx, run_id: i64, ms: &[NewMismatch], now_ms: i64) -> Result<()> {
         for m in ms {
             sqlx::query(
                 "INSERT INTO recon_mismatches (run_id, entity_key, kind, name, crm_value, billing_value, owner, detail, first_seen_ms) \

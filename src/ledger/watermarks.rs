@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 
-use super::{Ledger, LedgerError, PollerStatus, ReconciliationGap, Result};
+use super::{Ledger, LedgerError, PollerStatus, ReconciliationGap, Result, WriteTx};
 use crate::contract::Side;
 
 /// Cursors the pollers own are named `poll:{source}:{stream}`.
@@ -75,12 +75,7 @@ impl Ledger {
         parse_cursor(name, &raw)
     }
 
-    async fn advance_in(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-        name: &str,
-        to_ms: i64,
-        now_ms: i64,
-    ) -> Result<()> {
+    async fn advance_in(tx: &mut WriteTx, name: &str, to_ms: i64, now_ms: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO watermarks (name, cursor, updated_at_ms) VALUES (?1, ?2, ?3) \
              ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, updated_at_ms = excluded.updated_at_ms \

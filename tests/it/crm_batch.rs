@@ -50,6 +50,7 @@ async fn start(workers: usize) -> Demo {
             workers,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 5_000,
     })

@@ -206,6 +206,7 @@ async fn localstripe_behind_the_fault_proxy_gets_exactly_one_customer_per_contac
             workers: 4,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
     )
     .await
@@ -492,6 +493,7 @@ async fn reconciliation_against_localstripe_reports_drift_made_there_and_repairs
             workers: 4,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
     )
     .await

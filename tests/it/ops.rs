@@ -149,7 +149,11 @@ async fn replay_previews_then_repairs_drift_made_behind_the_engines_back() {
     assert_eq!(writes_before, 1, "the dry run wrote nothing");
 
     // Replay is refused while paused, with a clear error.
-    e.pause_outbound(&Default::default(), "test").await.unwrap();
+    let pause = driftless::api::PauseRequest {
+        scope: None,
+        reason: Some("replay refusal test".into()),
+    };
+    e.pause_outbound(&pause, "test").await.unwrap();
     let err = e.replay(&sel, false, "test").await.unwrap_err();
     assert_eq!(err.code(), "paused");
     e.resume_outbound(&Default::default(), "test").await.unwrap();

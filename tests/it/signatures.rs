@@ -68,6 +68,7 @@ impl Rig {
                 workers: 2,
                 public_url,
                 token: None,
+                allow_non_loopback: false,
             },
         )
         .await

@@ -29,6 +29,7 @@ pub async fn demo_with(contract: contract::Contract, faults: FaultProfile) -> De
             workers: 4,
             public_url: None,
             token: None,
+            allow_non_loopback: false,
         },
         request_timeout_ms: 800,
     })

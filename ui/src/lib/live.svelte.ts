@@ -109,7 +109,8 @@ export class LiveOverview {
   /** Pause outbound writes. Rejects with an ApiFailure the caller shows. */
   async pause(scope: string, reason: string): Promise<void> {
     try {
-      await this.backend.pauseOutbound({ scope, reason: reason.trim() || null });
+      // The engine requires a reason (audited, shown while paused); a click without one says where it came from.
+      await this.backend.pauseOutbound({ scope, reason: reason.trim() || 'paused from the console (no reason typed)' });
     } catch (e) {
       throw new ApiFailure(toApiError(e));
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -20,8 +20,9 @@ use utoipa::OpenApi;
 
 use crate::api::{
     ApiError, BackfillAsk, BackfillProgress, BulkResult, DeadLetterAction, DeadLetterFilter, DeadLetterList,
-    MigrationMode, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconcileReport, ReconciliationState, RecordRef,
-    ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest, ValidationReport,
+    MigrationMode, NoArgs, Overview, PauseRequest, PauseResult, ReconcileAsk, ReconcileReport, ReconciliationState,
+    RecordRef, ReplayPreview, ReplayRequest, ReviewDecision, ReviewItem, Status, Timeline, UndropRequest,
+    ValidationReport,
 };
 use crate::api::{AuditFilter, AuditList, ContractInfo, ReplayRun, ReplayRunRef};
 use crate::api::{
@@ -31,6 +32,10 @@ use crate::api::{DeadLetterDetail, DeadLetterRef};
 use crate::api::{ReconRepairAsk, ReconRunSummary};
 use crate::engine::{Engine, EngineError};
 use crate::ingest::{IngestError, MAX_WEBHOOK_BYTES};
+
+mod extract;
+pub use extract::public_host;
+use extract::{Args, JsonBody};
 
 /// The console build, embedded at compile time (see build.rs).
 static UI: Dir<'static> = include_dir!("$DRIFTLESS_UI_DIR");
@@ -131,7 +136,9 @@ pub fn new_token() -> String {
         connect_save_key,
         set_writes
     ),
+    modifiers(&ErrorAnswers),
     components(schemas(
+        NoArgs,
         Status,
         Overview,
         PauseRequest,
@@ -174,7 +181,68 @@ pub fn new_token() -> String {
 )]
 pub struct ApiDoc;
 
+/// The error answers the server gives besides each route's own, added to every operation of
+/// the document in one place (so the document lists what each route can answer): the
+/// console's guards (401 token, 403 host or origin), a request that cannot be read (400; for
+/// bodies also 413 too large and 415 not JSON), 405 for a method the route does not take,
+/// and 503 while the ledger cannot answer.
+struct ErrorAnswers;
+
+impl utoipa::Modify for ErrorAnswers {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApiError")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let guarded = path.starts_with("/api/") || path == "/metrics";
+            let ops = [(false, item.get.as_mut()), (true, item.post.as_mut())];
+            for (is_post, op) in ops {
+                let Some(op) = op else { continue };
+                let mut add = |code: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| answer(what).into());
+                };
+                if guarded {
+                    add("401", "`unauthorized`: the launch token is missing or wrong");
+                    add(
+                        "403",
+                        "`host_not_allowed` / `origin_not_allowed`: the request names another host, or comes from another origin",
+                    );
+                }
+                add(
+                    "400",
+                    "`bad_request`: a parameter or the body cannot be read (the message says which)",
+                );
+                add("405", "`method_not_allowed`: the route does not take this method");
+                add(
+                    "503",
+                    "`ledger_error` / `engine_stopped`: the ledger cannot answer right now",
+                );
+                if is_post {
+                    add("413", "`too_large`: the body is over 1 MiB");
+                    add(
+                        "415",
+                        "`unsupported_media_type`: the body must be JSON (Content-Type: application/json)",
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Router {
+    let hosts = extract::Hosts::new(public_url.as_deref());
     let state = AppState {
         engine,
         token,
@@ -220,13 +288,19 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
         .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // The console and its API answer only for this server's own names and origin; webhooks
+    // are authenticated by their signatures and reach the server under whatever name the
+    // tunnel or proxy in front of it uses.
+    let console = Router::new()
+        .merge(guarded)
+        .fallback(get(ui))
+        .layer(middleware::from_fn_with_state(hosts, extract::guard_origin));
     outer_layers(
         Router::new()
-            .merge(guarded)
+            .merge(console)
             .route("/healthz", get(|| async { "ok" }))
             .route("/webhooks/stripe", post(stripe_webhook))
-            .route("/webhooks/hubspot", post(hubspot_webhook))
-            .fallback(get(ui)),
+            .route("/webhooks/hubspot", post(hubspot_webhook)),
     )
     .with_state(state)
 }
@@ -235,6 +309,7 @@ pub fn router(engine: Engine, token: String, public_url: Option<String>) -> Rout
 /// shared with the performance suite's HTTP baseline so the two differ only in the handler.
 pub fn outer_layers<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
     app.layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .layer(middleware::from_fn(extract::json_errors))
         .layer(middleware::from_fn(security_headers))
 }
 
@@ -355,9 +430,8 @@ async fn overview(State(st): State<AppState>) -> Result<Json<Overview>, HttpErro
 #[utoipa::path(post, path = "/api/pause_outbound", request_body = PauseRequest, responses((status = 200, body = PauseResult), (status = 400, body = ApiError)))]
 async fn pause_outbound(
     State(st): State<AppState>,
-    body: Option<Json<PauseRequest>>,
+    JsonBody(b): JsonBody<PauseRequest>,
 ) -> Result<Json<PauseResult>, HttpError> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
     Ok(Json(st.engine.pause_outbound(&b, BY).await?))
 }
 
@@ -365,9 +439,8 @@ async fn pause_outbound(
 #[utoipa::path(post, path = "/api/resume_outbound", request_body = PauseRequest, responses((status = 200, body = PauseResult), (status = 400, body = ApiError)))]
 async fn resume_outbound(
     State(st): State<AppState>,
-    body: Option<Json<PauseRequest>>,
+    JsonBody(b): JsonBody<PauseRequest>,
 ) -> Result<Json<PauseResult>, HttpError> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
     Ok(Json(st.engine.resume_outbound(&b, BY).await?))
 }
 
@@ -384,15 +457,17 @@ async fn reconciliation_state(State(st): State<AppState>) -> Result<Json<Reconci
 #[utoipa::path(post, path = "/api/start_reconcile", request_body = ReconcileAsk, responses((status = 200, body = ReconciliationState), (status = 409, body = ApiError)))]
 async fn start_reconcile(
     State(st): State<AppState>,
-    body: Option<Json<ReconcileAsk>>,
+    JsonBody(b): JsonBody<ReconcileAsk>,
 ) -> Result<Json<ReconciliationState>, HttpError> {
-    let b = body.map(|Json(b)| b).unwrap_or_default();
     Ok(Json(st.engine.start_reconcile(&b, BY).await?))
 }
 
 /// Stop the running reconciliation at its next page; it stays resumable.
-#[utoipa::path(post, path = "/api/cancel_reconcile", responses((status = 200, body = ReconciliationState)))]
-async fn cancel_reconcile(State(st): State<AppState>) -> Result<Json<ReconciliationState>, HttpError> {
+#[utoipa::path(post, path = "/api/cancel_reconcile", request_body = NoArgs, responses((status = 200, body = ReconciliationState)))]
+async fn cancel_reconcile(
+    State(st): State<AppState>,
+    JsonBody(_): JsonBody<crate::api::NoArgs>,
+) -> Result<Json<ReconciliationState>, HttpError> {
     Ok(Json(st.engine.cancel_reconcile(BY).await?))
 }
 
@@ -406,14 +481,17 @@ async fn backfill_state(State(st): State<AppState>) -> Result<Json<BackfillProgr
 #[utoipa::path(post, path = "/api/start_backfill", request_body = BackfillAsk, responses((status = 200, body = BackfillProgress), (status = 409, body = ApiError)))]
 async fn start_backfill(
     State(st): State<AppState>,
-    Json(b): Json<BackfillAsk>,
+    JsonBody(b): JsonBody<BackfillAsk>,
 ) -> Result<Json<BackfillProgress>, HttpError> {
     Ok(Json(st.engine.start_backfill(&b.systems, BY).await?))
 }
 
 /// Cancel the running backfill before its next page; it stays resumable.
-#[utoipa::path(post, path = "/api/cancel_backfill", responses((status = 200, body = BackfillProgress)))]
-async fn cancel_backfill(State(st): State<AppState>) -> Result<Json<BackfillProgress>, HttpError> {
+#[utoipa::path(post, path = "/api/cancel_backfill", request_body = NoArgs, responses((status = 200, body = BackfillProgress)))]
+async fn cancel_backfill(
+    State(st): State<AppState>,
+    JsonBody(_): JsonBody<crate::api::NoArgs>,
+) -> Result<Json<BackfillProgress>, HttpError> {
     Ok(Json(st.engine.cancel_backfill(BY).await?))
 }
 
@@ -424,6 +502,7 @@ async fn migration_status(State(st): State<AppState>) -> Result<Json<Option<Migr
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ObjectQuery {
     object: String,
 }
@@ -432,7 +511,7 @@ struct ObjectQuery {
 #[utoipa::path(get, path = "/api/validation_report", params(("object" = String, Query, description = "a contract object, e.g. customer")), responses((status = 200, body = ValidationReport), (status = 400, body = ApiError)))]
 async fn validation_report(
     State(st): State<AppState>,
-    Query(q): Query<ObjectQuery>,
+    Args(q): Args<ObjectQuery>,
 ) -> Result<Json<ValidationReport>, HttpError> {
     Ok(Json(st.engine.validation_report(&q.object).await?))
 }
@@ -441,7 +520,7 @@ async fn validation_report(
 #[utoipa::path(post, path = "/api/list_dead_letters", request_body = DeadLetterFilter, responses((status = 200, body = DeadLetterList)))]
 async fn list_dead_letters(
     State(st): State<AppState>,
-    Json(f): Json<DeadLetterFilter>,
+    JsonBody(f): JsonBody<DeadLetterFilter>,
 ) -> Result<Json<DeadLetterList>, HttpError> {
     Ok(Json(st.engine.list_dead_letters(&f).await?))
 }
@@ -450,7 +529,7 @@ async fn list_dead_letters(
 #[utoipa::path(post, path = "/api/retry_dead_letters", request_body = DeadLetterAction, responses((status = 200, body = BulkResult), (status = 400, body = ApiError)))]
 async fn retry_dead_letters(
     State(st): State<AppState>,
-    Json(a): Json<DeadLetterAction>,
+    JsonBody(a): JsonBody<DeadLetterAction>,
 ) -> Result<Json<BulkResult>, HttpError> {
     Ok(Json(
         st.engine
@@ -463,7 +542,7 @@ async fn retry_dead_letters(
 #[utoipa::path(post, path = "/api/discard_dead_letters", request_body = DeadLetterAction, responses((status = 200, body = BulkResult), (status = 400, body = ApiError)))]
 async fn discard_dead_letters(
     State(st): State<AppState>,
-    Json(a): Json<DeadLetterAction>,
+    JsonBody(a): JsonBody<DeadLetterAction>,
 ) -> Result<Json<BulkResult>, HttpError> {
     Ok(Json(
         st.engine
@@ -473,29 +552,33 @@ async fn discard_dead_letters(
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RecordQuery {
     query: String,
 }
 
 /// A record's causal timeline, found by email, CRM id, billing id or record key.
 #[utoipa::path(get, path = "/api/record_timeline", params(("query" = String, Query, description = "email, CRM id, billing id or record key")), responses((status = 200, body = Timeline), (status = 404, body = ApiError)))]
-async fn record_timeline(
-    State(st): State<AppState>,
-    Query(q): Query<RecordQuery>,
-) -> Result<Json<Timeline>, HttpError> {
+async fn record_timeline(State(st): State<AppState>, Args(q): Args<RecordQuery>) -> Result<Json<Timeline>, HttpError> {
     Ok(Json(st.engine.record_timeline(&q.query).await?))
 }
 
 /// Requeue a dropped event for a fresh decision (reason required).
 #[utoipa::path(post, path = "/api/undrop_event", request_body = UndropRequest, responses((status = 200, body = RecordRef), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
-async fn undrop_event(State(st): State<AppState>, Json(r): Json<UndropRequest>) -> Result<Json<RecordRef>, HttpError> {
+async fn undrop_event(
+    State(st): State<AppState>,
+    JsonBody(r): JsonBody<UndropRequest>,
+) -> Result<Json<RecordRef>, HttpError> {
     let record = st.engine.undrop_event(r.inbox_id, &r.reason, BY).await?;
     Ok(Json(RecordRef { record }))
 }
 
 /// Replay a selection: the dry-run preview, or the run (refused with 409 `paused` while paused).
 #[utoipa::path(post, path = "/api/replay", request_body = ReplayRequest, responses((status = 200, body = ReplayPreview), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
-async fn replay(State(st): State<AppState>, Json(r): Json<ReplayRequest>) -> Result<Json<ReplayPreview>, HttpError> {
+async fn replay(
+    State(st): State<AppState>,
+    JsonBody(r): JsonBody<ReplayRequest>,
+) -> Result<Json<ReplayPreview>, HttpError> {
     Ok(Json(st.engine.replay(&r.selector, r.dry_run, BY).await?))
 }
 
@@ -509,7 +592,7 @@ async fn list_reviews(State(st): State<AppState>) -> Result<Json<Vec<ReviewItem>
 #[utoipa::path(post, path = "/api/resolve_review", request_body = ReviewDecision, responses((status = 200, body = RecordRef), (status = 400, body = ApiError), (status = 404, body = ApiError)))]
 async fn resolve_review(
     State(st): State<AppState>,
-    Json(d): Json<ReviewDecision>,
+    JsonBody(d): JsonBody<ReviewDecision>,
 ) -> Result<Json<RecordRef>, HttpError> {
     let record = st.engine.resolve_review(d.id, &d.resolution, BY).await?;
     Ok(Json(RecordRef { record }))
@@ -518,35 +601,39 @@ async fn resolve_review(
 // ---- Replay runs, the audit log and the contract (issue 7). ----
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RunQuery {
     id: Option<i64>,
 }
 
 /// A replay run with its progress (`id` absent: the latest; `null` when none ever ran).
 #[utoipa::path(get, path = "/api/replay_run", params(("id" = Option<i64>, Query, description = "replay run id; the latest when absent")), responses((status = 200, body = Option<ReplayRun>), (status = 404, body = ApiError)))]
-async fn replay_run(
-    State(st): State<AppState>,
-    Query(q): Query<RunQuery>,
-) -> Result<Json<Option<ReplayRun>>, HttpError> {
+async fn replay_run(State(st): State<AppState>, Args(q): Args<RunQuery>) -> Result<Json<Option<ReplayRun>>, HttpError> {
     Ok(Json(st.engine.replay_run(q.id).await?))
 }
 
 /// Cancel a replay run: records no worker has claimed yet leave the queue (audited).
 #[utoipa::path(post, path = "/api/cancel_replay", request_body = ReplayRunRef, responses((status = 200, body = ReplayRun), (status = 404, body = ApiError)))]
-async fn cancel_replay(State(st): State<AppState>, Json(r): Json<ReplayRunRef>) -> Result<Json<ReplayRun>, HttpError> {
+async fn cancel_replay(
+    State(st): State<AppState>,
+    JsonBody(r): JsonBody<ReplayRunRef>,
+) -> Result<Json<ReplayRun>, HttpError> {
     Ok(Json(st.engine.cancel_replay(r.id, BY).await?))
 }
 
 /// Audit rows (decisions and operator actions) matching a filter, newest first, with the total.
 #[utoipa::path(post, path = "/api/list_audit", request_body = AuditFilter, responses((status = 200, body = AuditList), (status = 400, body = ApiError)))]
-async fn list_audit(State(st): State<AppState>, Json(f): Json<AuditFilter>) -> Result<Json<AuditList>, HttpError> {
+async fn list_audit(
+    State(st): State<AppState>,
+    JsonBody(f): JsonBody<AuditFilter>,
+) -> Result<Json<AuditList>, HttpError> {
     Ok(Json(st.engine.list_audit(&f).await?))
 }
 
 /// The filtered audit log as CSV (the `AuditFilter` fields as query parameters, no paging),
 /// streamed page by page.
 #[utoipa::path(get, path = "/api/audit.csv", params(("actor" = Option<String>, Query), ("action" = Option<String>, Query), ("record" = Option<String>, Query), ("text" = Option<String>, Query), ("from_ms" = Option<i64>, Query), ("to_ms" = Option<i64>, Query)), responses((status = 200, description = "text/csv"), (status = 400, body = ApiError)))]
-async fn audit_csv(State(st): State<AppState>, Query(f): Query<AuditFilter>) -> Result<Response, HttpError> {
+async fn audit_csv(State(st): State<AppState>, Args(f): Args<AuditFilter>) -> Result<Response, HttpError> {
     // The first page is read before answering, so a bad filter is a proper error.
     let first = st.engine.audit_page(&f, None).await?;
     let engine = st.engine.clone();
@@ -594,7 +681,7 @@ async fn audit_csv(State(st): State<AppState>, Query(f): Query<AuditFilter>) -> 
 #[utoipa::path(get, path = "/api/dead_letter_detail", params(("id" = i64, Query, description = "the dead letter's id")), responses((status = 200, body = DeadLetterDetail), (status = 404, body = ApiError)))]
 async fn dead_letter_detail(
     State(st): State<AppState>,
-    Query(q): Query<DeadLetterRef>,
+    Args(q): Args<DeadLetterRef>,
 ) -> Result<Json<DeadLetterDetail>, HttpError> {
     Ok(Json(st.engine.dead_letter_detail(q.id).await?))
 }
@@ -613,7 +700,7 @@ async fn dead_letter_detail(
 ), responses((status = 200, description = "text/csv, newest first"), (status = 400, body = ApiError)))]
 async fn export_dead_letters(
     State(st): State<AppState>,
-    Query(f): Query<DeadLetterFilter>,
+    Args(f): Args<DeadLetterFilter>,
 ) -> Result<Response, HttpError> {
     use futures_util::StreamExt;
     // The first page is read before answering, so a ledger error is a proper JSON error.
@@ -648,6 +735,7 @@ async fn contract_info(State(st): State<AppState>) -> Json<ContractInfo> {
 // ---- The reconciliation screen (issue 7). ----
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct LimitQuery {
     limit: Option<i64>,
 }
@@ -656,12 +744,13 @@ struct LimitQuery {
 #[utoipa::path(get, path = "/api/reconcile_runs", params(("limit" = Option<i64>, Query, description = "at most this many runs (1 to 500; 100)")), responses((status = 200, body = Vec<ReconRunSummary>), (status = 400, body = ApiError)))]
 async fn reconcile_runs(
     State(st): State<AppState>,
-    Query(q): Query<LimitQuery>,
+    Args(q): Args<LimitQuery>,
 ) -> Result<Json<Vec<ReconRunSummary>>, HttpError> {
     Ok(Json(st.engine.reconcile_runs(q.limit).await?))
 }
 
 #[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct IdQuery {
     id: i64,
 }
@@ -670,7 +759,7 @@ struct IdQuery {
 #[utoipa::path(get, path = "/api/reconcile_report", params(("id" = i64, Query, description = "reconciliation run id")), responses((status = 200, body = ReconcileReport), (status = 404, body = ApiError)))]
 async fn reconcile_report(
     State(st): State<AppState>,
-    Query(q): Query<IdQuery>,
+    Args(q): Args<IdQuery>,
 ) -> Result<Json<ReconcileReport>, HttpError> {
     Ok(Json(st.engine.reconcile_report(q.id).await?))
 }
@@ -680,14 +769,14 @@ async fn reconcile_report(
 #[utoipa::path(post, path = "/api/reconcile_repair", request_body = ReconRepairAsk, responses((status = 200, body = ReconcileReport), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
 async fn reconcile_repair(
     State(st): State<AppState>,
-    Json(a): Json<ReconRepairAsk>,
+    JsonBody(a): JsonBody<ReconRepairAsk>,
 ) -> Result<Json<ReconcileReport>, HttpError> {
     Ok(Json(st.engine.reconcile_repair(&a, BY).await?))
 }
 
 /// A run's mismatches as CSV, streamed page by page.
 #[utoipa::path(get, path = "/api/reconcile.csv", params(("id" = i64, Query, description = "reconciliation run id")), responses((status = 200, description = "text/csv"), (status = 404, body = ApiError)))]
-async fn reconcile_csv(State(st): State<AppState>, Query(q): Query<IdQuery>) -> Result<Response, HttpError> {
+async fn reconcile_csv(State(st): State<AppState>, Args(q): Args<IdQuery>) -> Result<Response, HttpError> {
     // The first page is read before answering, so an unknown run is a proper error.
     let first = st.engine.reconcile_csv_page(q.id, 0).await?;
     let engine = st.engine.clone();
@@ -800,7 +889,10 @@ async fn hubspot_webhook(
 /// Test a key read-only against the system the contract configures (`ok: false` with the
 /// specific reason when it fails).
 #[utoipa::path(post, path = "/api/connect_test", request_body = ConnectKey, responses((status = 200, body = ConnectStep), (status = 400, body = ApiError)))]
-async fn connect_test(State(st): State<AppState>, Json(b): Json<ConnectKey>) -> Result<Json<ConnectStep>, HttpError> {
+async fn connect_test(
+    State(st): State<AppState>,
+    JsonBody(b): JsonBody<ConnectKey>,
+) -> Result<Json<ConnectStep>, HttpError> {
     Ok(Json(st.engine.connect_test(&b.system, &b.key).await?))
 }
 
@@ -809,7 +901,7 @@ async fn connect_test(State(st): State<AppState>, Json(b): Json<ConnectKey>) -> 
 #[utoipa::path(post, path = "/api/connect_properties", request_body = ConnectPropertiesRequest, responses((status = 200, body = ConnectProperties), (status = 400, body = ApiError)))]
 async fn connect_properties(
     State(st): State<AppState>,
-    Json(b): Json<ConnectPropertiesRequest>,
+    JsonBody(b): JsonBody<ConnectPropertiesRequest>,
 ) -> Result<Json<ConnectProperties>, HttpError> {
     Ok(Json(st.engine.connect_properties(&b.key, b.create).await?))
 }
@@ -818,14 +910,17 @@ async fn connect_properties(
 #[utoipa::path(post, path = "/api/connect_save_key", request_body = ConnectKey, responses((status = 200, body = ConnectSaved), (status = 400, body = ApiError)))]
 async fn connect_save_key(
     State(st): State<AppState>,
-    Json(b): Json<ConnectKey>,
+    JsonBody(b): JsonBody<ConnectKey>,
 ) -> Result<Json<ConnectSaved>, HttpError> {
     Ok(Json(st.engine.connect_save_key(&b.system, &b.key, BY).await?))
 }
 
 /// Observe mode: writes off, or the held writes previewed / sent (`driftless writes on --yes`).
 #[utoipa::path(post, path = "/api/set_writes", request_body = WritesRequest, responses((status = 200, body = WritesAnswer), (status = 400, body = ApiError)))]
-async fn set_writes(State(st): State<AppState>, Json(b): Json<WritesRequest>) -> Result<Json<WritesAnswer>, HttpError> {
+async fn set_writes(
+    State(st): State<AppState>,
+    JsonBody(b): JsonBody<WritesRequest>,
+) -> Result<Json<WritesAnswer>, HttpError> {
     Ok(Json(st.engine.set_writes(&b, BY).await?))
 }
 
