@@ -10,6 +10,7 @@ mod console;
 mod crash;
 mod crm_batch;
 mod drill;
+mod faults;
 mod flow;
 mod hostile;
 mod localstripe;
