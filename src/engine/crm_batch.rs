@@ -272,7 +272,7 @@ async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Ve
 /// Settle a backlog record's write as its worker would, then hand the record back.
 async fn settle_backlog(inner: &Inner, owner: &str, claim: Claim, op: OutboxOp, sent: Sent) {
     let key = claim.entity_key.as_str();
-    let step = match Ctx::for_claimed(inner, owner, key) {
+    let step = match Ctx::for_claimed(inner, owner, &claim) {
         None => Ok(Step::Done),
         Some(ctx) => match sent {
             Sent::Done(result) => worker::settle(&ctx, &op, result).await,
@@ -282,15 +282,14 @@ async fn settle_backlog(inner: &Inner, owner: &str, claim: Claim, op: OutboxOp, 
     };
     let handed_back = match step {
         Ok(Step::Parked) => Ok(()),
-        Ok(Step::Done | Step::DeadLettered) => inner.ledger.release(&claim, owner).await,
-        Err(e) => {
-            tracing::warn!(error = %e, record = %key, "settling a batched write failed; parked for a retry");
-            let reason = format!("error: {e}");
-            inner.ledger.park(key, owner, inner.now_ms() + 2_000, &reason).await
-        }
+        Ok(Step::Done | Step::DeadLettered) => inner.ledger.release(&claim, owner).await.map_err(Into::into),
+        // Counted and bounded like a worker's failed turn.
+        Err(e) => worker::after_failed_turn(inner, owner, &claim, &e).await,
     };
     if let Err(e) = handed_back {
-        tracing::warn!(error = %e, record = %key, "could not hand a record back; its lease will expire");
+        if !inner.ledger_explains(&e) {
+            tracing::warn!(error = %e, record = %key, "could not hand a record back; its lease will expire");
+        }
     }
 }
 

@@ -23,6 +23,10 @@ use crate::plan::{self, Sequencing, Shadow};
 pub(super) const LEASE_MS: i64 = 120_000;
 /// Rounds of (dispatch, plan) per claim before the record goes back in line.
 const MAX_ROUNDS: usize = 4;
+/// However a record fails — reads, refused decisions, writes, rate limits — it is given up
+/// (to review or the dead letters, with the reason) once it has been failing this long.
+/// Counted failures give up sooner, after the contract's `retry.max_attempts`.
+pub(super) const GIVE_UP_AFTER_MS: i64 = 60 * 60 * 1000;
 /// Every this many claims a worker takes bulk work (replay) ahead of live work, so bulk
 /// progresses under a steady stream of events; otherwise live work is claimed first.
 const BULK_CLAIM_EVERY: u64 = 10;
@@ -88,12 +92,12 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
             }
             Ok(Turn::Parked) => {}
             Err(e) => {
-                if !inner.ledger_explains(&e) {
-                    tracing::warn!(error = %e, record = %key, "record processing failed; parked for a retry");
-                }
                 inner.metrics.add("errors", "engine", 1.0);
-                let reason = format!("error: {e}");
-                let _ = inner.ledger.park(&key, &owner, inner.now_ms() + 2_000, &reason).await;
+                if let Err(e2) = after_failed_turn(&inner, &owner, &claim, &e).await {
+                    if !inner.ledger_explains(&e2) {
+                        tracing::warn!(error = %e2, record = %key, "could not park a failed record; its lease will expire");
+                    }
+                }
             }
         }
     }
@@ -102,6 +106,66 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
 enum Turn {
     Done,
     Parked,
+}
+
+/// A turn failed with an engine error (the ledger refused a decision, a read of the ledger
+/// failed): park the record with backoff, counted, and give it up to review with the reason
+/// once it has failed `retry.max_attempts` times in a row or for `GIVE_UP_AFTER_MS`. While the
+/// ledger itself cannot be written nothing is counted: the whole engine waits for it (health
+/// says why), and giving up would need the same ledger.
+pub(super) async fn after_failed_turn(
+    inner: &Inner,
+    owner: &str,
+    claim: &Claim,
+    e: &EngineError,
+) -> Result<(), EngineError> {
+    let key = claim.entity_key.as_str();
+    let now = inner.now_ms();
+    if inner.ledger_explains(e) {
+        let reason = format!("waiting for the ledger: {e}");
+        inner.ledger.park(key, owner, now + 2_000, &reason).await?;
+        return Ok(());
+    }
+    let attempts = claim.failures + 1;
+    let max = i64::from(inner.contract.retry.max_attempts);
+    let too_long = claim.failing_since_ms.is_some_and(|t| now - t >= GIVE_UP_AFTER_MS);
+    if attempts < max && !too_long {
+        tracing::warn!(error = %e, record = %key, attempt = attempts, max, "record processing failed; parked for a retry");
+        let reason = format!("error (attempt {attempts} of {max}): {e}");
+        inner
+            .ledger
+            .park_failed(key, owner, now + backoff_ms(inner, attempts), &reason, true, now)
+            .await?;
+        return Ok(());
+    }
+    tracing::warn!(error = %e, record = %key, attempts, "record processing keeps failing; sent to review");
+    let events = inner.ledger.unplanned_events(key).await?;
+    let since = claim.failing_since_ms.unwrap_or(now);
+    let reason = format!(
+        "could not be synced: {e} ({attempts} failed attempts over {} s); fix the cause, then resolve to plan it again",
+        (now - since).max(0) / 1000
+    );
+    let cs = ChangeSet {
+        entity_key: key.to_string(),
+        contract_version: inner.contract.version.clone(),
+        event_states: events.iter().map(|ev| (ev.id, "conflicted", reason.clone())).collect(),
+        review: Some(NewReview {
+            reason: reason.clone(),
+            fields: json!([]),
+        }),
+        audit: vec![NewAudit {
+            inbox_id: events.last().map(|ev| ev.id),
+            outbox_id: None,
+            actor: "engine".into(),
+            action: "give_up".into(),
+            rule: Some("retry:engine".into()),
+            detail: json!({"error": e.to_string(), "attempts": attempts}),
+        }],
+        ..Default::default()
+    };
+    inner.ledger.apply(&cs, now).await?;
+    inner.ledger.release(claim, owner).await?;
+    Ok(())
 }
 
 pub(super) enum Step {
@@ -120,12 +184,17 @@ pub(super) struct Ctx<'a> {
     /// Creates planned in this turn right after a lookup by origin found no customer for the
     /// record (their ids): under the same lease, before any attempt, that lookup stands.
     origin_checked: std::sync::Mutex<Vec<i64>>,
+    /// The record's failed turns in a row that no write counts, and when its run of failures
+    /// began (from its claim): the bounds of every retry (`give_up_*`).
+    failures: i64,
+    failing_since_ms: Option<i64>,
 }
 
 impl<'a> Ctx<'a> {
     /// A record claimed by `owner` outside the worker loop (the CRM batcher's backlog), when it
     /// is one the worker syncs.
-    pub(super) fn for_claimed(inner: &'a Inner, owner: &'a str, key: &'a str) -> Option<Ctx<'a>> {
+    pub(super) fn for_claimed(inner: &'a Inner, owner: &'a str, claim: &'a Claim) -> Option<Ctx<'a>> {
+        let key = claim.entity_key.as_str();
         let (object, side, id) = parse_entity_key(key)?;
         let mapping = inner.contract.object(object).filter(|m| syncs_customers(m))?;
         Some(Ctx {
@@ -136,7 +205,15 @@ impl<'a> Ctx<'a> {
             crm_id: (side == Side::Crm).then_some(id),
             side_id: (side, id),
             origin_checked: Default::default(),
+            failures: claim.failures,
+            failing_since_ms: claim.failing_since_ms,
         })
+    }
+
+    /// Whether this record has been failing (any failure, rate limits included) for longer
+    /// than any retry may go on.
+    fn failing_too_long(&self, now_ms: i64) -> bool {
+        self.failing_since_ms.is_some_and(|t| now_ms - t >= GIVE_UP_AFTER_MS)
     }
 }
 
@@ -171,6 +248,8 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
         crm_id: (side == Side::Crm).then_some(id),
         side_id: (side, id),
         origin_checked: Default::default(),
+        failures: claim.failures,
+        failing_since_ms: claim.failing_since_ms,
     };
     let mut replan = claim.replan;
     for _ in 0..MAX_ROUNDS {
@@ -225,24 +304,110 @@ fn backoff_ms(inner: &Inner, attempts: i64) -> i64 {
     rand::thread_rng().gen_range(cap / 2.0..=cap) as i64
 }
 
-/// A read failed: park the record (retryable) or report it.
-async fn park_for_read(ctx: &Ctx<'_>, e: ConnectorError) -> Result<Option<Turn>, EngineError> {
+/// A read the worker needed failed: what was read, from which system, and the error.
+pub(super) struct ReadFailure {
+    error: ConnectorError,
+    side: Side,
+    /// The dead-lettered operation's name if the read is given up (`read_customer`, …).
+    op: &'static str,
+    /// The id read, when there was one.
+    target: Option<String>,
+    /// What was read, for a person: `billing customer "cus_1" (contact 42's billing_customer_id)`.
+    what: String,
+}
+
+impl ReadFailure {
+    fn new(error: ConnectorError, side: Side, op: &'static str, target: Option<&str>, what: String) -> ReadFailure {
+        ReadFailure {
+            error,
+            side,
+            op,
+            target: target.map(str::to_string),
+            what,
+        }
+    }
+}
+
+impl From<ReadFailure> for EngineError {
+    fn from(f: ReadFailure) -> EngineError {
+        EngineError::Connector(f.error)
+    }
+}
+
+/// A read failed. A rate limit waits (the budget slows down); a failure worth retrying parks
+/// the record with backoff, counted; a failure not worth retrying (a malformed id, a key
+/// refused), `retry.max_attempts` failures in a row, or failing for `GIVE_UP_AFTER_MS` gives
+/// the read up: a dead letter naming what was read and why, the record's events
+/// dead-lettered with it, never a loop.
+async fn park_for_read(ctx: &Ctx<'_>, f: ReadFailure) -> Result<Option<Turn>, EngineError> {
     let inner = ctx.inner;
+    let e = &f.error;
+    let now = inner.now_ms();
     inner.metrics.add("read_errors", e.class(), 1.0);
-    let side = Side::parse(e.system()).unwrap_or(Side::Crm);
-    let wait = if matches!(e, ConnectorError::RateLimited { .. }) {
-        inner.note_rate_limited(side, e.retry_after()).as_millis() as i64
-    } else if e.retryable() {
-        backoff_ms(inner, 2)
-    } else {
-        30_000
+    let max = i64::from(inner.contract.retry.max_attempts);
+    let attempts = ctx.failures + 1;
+    let give_up = |class: &'static str| give_up_read(ctx, &f, attempts, class);
+    let (wait, count) = match e {
+        ConnectorError::RateLimited { .. } => {
+            let wait = inner.note_rate_limited(f.side, e.retry_after()).as_millis() as i64;
+            if ctx.failing_too_long(now) {
+                return give_up("rate_limited").await;
+            }
+            (wait, false)
+        }
+        _ if !e.retryable() => return give_up(e.class()).await,
+        _ if attempts >= max || ctx.failing_too_long(now) => return give_up("exhausted").await,
+        _ => (backoff_ms(inner, attempts), true),
     };
-    let reason = format!("read failed: {e}");
+    let reason = if count {
+        format!("read failed (attempt {attempts} of {max}): {}: {e}", f.what)
+    } else {
+        format!("read failed: {}: {e}", f.what)
+    };
     inner
         .ledger
-        .park(ctx.key, ctx.owner, inner.now_ms() + wait, &reason)
+        .park_failed(ctx.key, ctx.owner, now + wait, &reason, count, now)
         .await?;
     Ok(Some(Turn::Parked))
+}
+
+/// Give a read up: a dead-lettered `read_…` operation with its dead letter (retrying it plans
+/// the record again), the record's unplanned events dead-lettered with the reason, audited.
+async fn give_up_read(ctx: &Ctx<'_>, f: &ReadFailure, attempts: i64, class: &str) -> Result<Option<Turn>, EngineError> {
+    let inner = ctx.inner;
+    let now = inner.now_ms();
+    let error = format!("{}: {}", f.what, f.error);
+    let events = inner.ledger.unplanned_events(ctx.key).await?;
+    inner.metrics.add("dead_letters", f.side.as_str(), 1.0);
+    let cs = ChangeSet {
+        entity_key: ctx.key.to_string(),
+        contract_version: inner.contract.version.clone(),
+        event_states: events
+            .iter()
+            .map(|ev| (ev.id, "dead_lettered", error.clone()))
+            .collect(),
+        failed_reads: vec![crate::ledger::FailedRead {
+            destination: f.side,
+            op: f.op.to_string(),
+            target_id: f.target.clone(),
+            error_class: class.to_string(),
+            error: error.clone(),
+            response: f.error.body().map(str::to_string),
+            attempts,
+            cause_inbox_id: events.last().map(|ev| ev.id),
+        }],
+        audit: vec![NewAudit {
+            inbox_id: events.last().map(|ev| ev.id),
+            outbox_id: None,
+            actor: "engine".into(),
+            action: "dead_letter".into(),
+            rule: Some(format!("read:{class}")),
+            detail: json!({"error": error, "attempts": attempts, "read": f.op, "target": f.target}),
+        }],
+        ..Default::default()
+    };
+    inner.ledger.apply(&cs, now).await?;
+    Ok(Some(Turn::Done))
 }
 
 /// Reads spend the destination's rate budget too, in the record's lane.
@@ -366,6 +531,43 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
         return Ok(None);
     }
     if let (Some(cid), Some(b), None) = (ctx.crm_id, &billing, &known_billing_id) {
+        // About to link this customer to this CRM record. A customer that belongs to another
+        // record (linked to it, or created for it) is never taken over: the CRM's billing id
+        // was typed or copied wrongly, and a person decides (once, not in a retry loop).
+        let kind = m.crm.as_str();
+        let linked = inner.ledger.crm_id_linked_to(&m.name, &b.id).await?;
+        let marker = b.get(&format!("metadata.{}", m.crm.origin_key()));
+        let owner = linked.as_deref().filter(|o| *o != cid).or(marker.filter(|o| *o != cid));
+        if let Some(other) = owner {
+            let prop = billing_id_property(m).unwrap_or("billing id");
+            let how = if linked.as_deref() == Some(other) {
+                "is linked to"
+            } else {
+                "was created for"
+            };
+            let reason = format!(
+                "{kind} {cid}'s {prop} names billing customer {}, which {how} {kind} {other}; \
+                 correct {prop} in the CRM (or merge the two records), then resolve",
+                b.id
+            );
+            cs.review = Some(NewReview {
+                reason: reason.clone(),
+                fields: json!([{"field": prop, "crm": b.id, "billing": null, "owner": "billing", "last_synced": null}]),
+            });
+            if real.last().is_some() {
+                cs.event_states.push((cause_id, "conflicted", reason.clone()));
+            }
+            cs.audit.push(NewAudit {
+                inbox_id: real.last().map(|e| e.id),
+                outbox_id: None,
+                actor: "engine".into(),
+                action: "decide".into(),
+                rule: Some("billing_id_taken".into()),
+                detail: json!({"billing_id": b.id, "other": other, "reason": reason}),
+            });
+            inner.ledger.apply(&cs, inner.now_ms()).await?;
+            return Ok(None);
+        }
         cs.identity = Some((m.name.clone(), cid.to_string(), b.id.clone()));
     }
 
@@ -390,7 +592,18 @@ async fn decide(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> Result<
     .await
     {
         Ok(p) => p,
-        Err(e) => return park_for_read(ctx, e).await,
+        Err(e) => {
+            let bid = billing.as_ref().map(|b| b.id.as_str());
+            let what = format!(
+                "the subscriptions and invoices of billing customer {:?}",
+                bid.unwrap_or_default()
+            );
+            return park_for_read(
+                ctx,
+                ReadFailure::new(e, Side::Billing, "read_billing_summary", bid, what),
+            )
+            .await;
+        }
     };
     for (field, value) in &p.in_sync {
         for side in [Side::Crm, Side::Billing] {
@@ -647,7 +860,7 @@ async fn load(
     m: &ObjectMapping,
     crm_id: Option<&str>,
     side_id: (Side, &str),
-) -> Result<Result<Loaded, ConnectorError>, EngineError> {
+) -> Result<Result<Loaded, ReadFailure>, EngineError> {
     let mut props: Vec<String> = m.fields.iter().map(|f| f.crm.clone()).collect();
     props.extend(billing_object_mappings(&inner.contract, m).flat_map(|o| o.fields.iter().map(|f| f.crm.clone())));
     let extra: &[&str] = match m.crm {
@@ -659,11 +872,15 @@ async fn load(
             props.push(p.to_string());
         }
     }
+    let kind = m.crm.as_str();
     let crm = match crm_id {
         // Through the object type's read lane: reads waiting together go as one batch/read.
         Some(id) => match super::crm_reads::get(inner, m.crm, id, std::sync::Arc::new(props), lane()).await? {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                let what = format!("CRM {kind} {id:?}");
+                return Ok(Err(ReadFailure::new(e, Side::Crm, crm_read_op(m.crm), Some(id), what)));
+            }
         },
         None => None,
     };
@@ -671,18 +888,34 @@ async fn load(
         Some(id) => inner.ledger.billing_id_for(&m.name, id).await?,
         None => None,
     };
-    let billing_id = known_billing_id
+    // Where the billing id came from, for a person reading why a read failed.
+    let from_crm = |prop: &str| match crm_id {
+        Some(id) => format!("{kind} {id}'s {prop}"),
+        None => format!("the CRM's {prop}"),
+    };
+    let billing_id: Option<(String, String)> = known_billing_id
         .clone()
+        .map(|b| (b, "linked in the identity map".to_string()))
         .or_else(|| {
             let prop = billing_id_property(m)?;
-            crm.as_ref()?.get(prop).map(str::to_string)
+            let v = crm.as_ref()?.get(prop)?;
+            Some((v.to_string(), from_crm(prop)))
         })
-        .or_else(|| (side_id.0 == Side::Billing).then(|| side_id.1.to_string()));
+        .or_else(|| (side_id.0 == Side::Billing).then(|| (side_id.1.to_string(), "the record's billing event".into())));
     let mut origin_checked = false;
     let billing = match &billing_id {
-        Some(bid) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
+        Some((bid, source)) => match read(inner, Side::Billing, inner.billing.get_customer(bid)).await {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                let what = format!("billing customer {bid:?} ({source})");
+                return Ok(Err(ReadFailure::new(
+                    e,
+                    Side::Billing,
+                    "read_customer",
+                    Some(bid),
+                    what,
+                )));
+            }
         },
         None => match (crm_id, &crm) {
             (Some(cid), Some(c)) if m.create_in == Some(Side::Billing) => {
@@ -691,13 +924,24 @@ async fn load(
                         origin_checked = r.is_none();
                         r
                     }
-                    Err(e) => return Ok(Err(e)),
+                    Err(e) => {
+                        let what = format!("billing customers created for {kind} {cid} (lookup by origin marker)");
+                        return Ok(Err(ReadFailure::new(e, Side::Billing, "read_customer", None, what)));
+                    }
                 }
             }
             _ => None,
         },
     };
     Ok(Ok((crm, billing, known_billing_id, origin_checked)))
+}
+
+/// The dead-lettered operation's name when a read of a CRM record is given up.
+fn crm_read_op(kind: crate::contract::CrmObject) -> &'static str {
+    match kind {
+        crate::contract::CrmObject::Contact => "read_contact",
+        crate::contract::CrmObject::Company => "read_company",
+    }
 }
 
 /// The object pairs the worker syncs record by record: a CRM contact or company with a billing
@@ -1072,7 +1316,7 @@ pub(super) async fn settle(
             inner.ledger.apply(&cs, now).await?;
             Ok(Step::Done)
         }
-        Err(ConnectorError::RateLimited { retry_after_ms, .. }) => {
+        Err(ConnectorError::RateLimited { retry_after_ms, .. }) if !ctx.failing_too_long(now) => {
             // Rate pressure, not a failure: the provider asks for a retry (a 429 it says not
             // to retry arrives as a rejection and dead-letters below). The record waits out
             // Retry-After (every worker does once 429s are not isolated; without guidance the
@@ -1083,7 +1327,7 @@ pub(super) async fn settle(
             let reason = format!("rate limited by {}: waiting {} ms", dest.as_str(), wait.as_millis());
             inner
                 .ledger
-                .park(ctx.key, ctx.owner, now + wait.as_millis() as i64, &reason)
+                .park_failed(ctx.key, ctx.owner, now + wait.as_millis() as i64, &reason, false, now)
                 .await?;
             Ok(Step::Parked)
         }
@@ -1091,7 +1335,10 @@ pub(super) async fn settle(
             let attempts = op.attempts + 1;
             inner.metrics.add("errors", dest.as_str(), 1.0);
             let max = i64::from(inner.contract.retry.max_attempts);
-            if e.retryable() && attempts < max {
+            // A rate limit reaches here only once the record has been failing for longer than
+            // any retry may go on: it is given up like an exhausted write.
+            let rate_limited = matches!(e, ConnectorError::RateLimited { .. });
+            if e.retryable() && attempts < max && !rate_limited && !ctx.failing_too_long(now) {
                 inner
                     .ledger
                     .record_attempt(op.id, &e.to_string(), e.status(), now)
@@ -1101,10 +1348,17 @@ pub(super) async fn settle(
                     None => backoff_ms(inner, attempts),
                 };
                 let reason = format!("retry {attempts}/{max}: {e}");
-                inner.ledger.park(ctx.key, ctx.owner, now + wait, &reason).await?;
+                inner
+                    .ledger
+                    .park_failed(ctx.key, ctx.owner, now + wait, &reason, false, now)
+                    .await?;
                 return Ok(Step::Parked);
             }
-            let class = if e.retryable() { "exhausted" } else { e.class() };
+            let class = match &e {
+                ConnectorError::RateLimited { .. } => "rate_limited",
+                e if e.retryable() => "exhausted",
+                e => e.class(),
+            };
             inner.metrics.add("dead_letters", dest.as_str(), 1.0);
             cs.op_outcomes.push(OpOutcome {
                 op_id: op.id,

@@ -29,7 +29,7 @@ impl Ledger {
                  AND o.state = 'pending' AND o.op = ?4 \
                  AND o.id = (SELECT MIN(o2.id) FROM outbox o2 WHERE o2.entity_key = w.entity_key AND o2.state = 'pending') \
                ORDER BY w.ready_seq LIMIT ?5) \
-             RETURNING entity_key, last_seq, replan, ready_seq >= ?6",
+             RETURNING entity_key, last_seq, replan, ready_seq >= ?6, failures, failing_since_ms",
         )
         .bind(owner)
         .bind(now_ms + lease_ms)
@@ -47,6 +47,8 @@ impl Ledger {
                     last_seq: r.try_get(1)?,
                     replan: r.try_get::<i64, _>(2)? != 0,
                     bulk: r.try_get::<i64, _>(3)? != 0,
+                    failures: r.try_get(4)?,
+                    failing_since_ms: r.try_get(5)?,
                 })
             })
             .collect()

@@ -448,7 +448,7 @@ fn claim_in(db: &rusqlite::Connection, c: &ClaimRequest) -> Result<Vec<Claim>> {
     };
     let sql = format!(
         "UPDATE work_queue SET lease_owner = ?1, lease_until_ms = ?2, replay_run = NULL WHERE entity_key IN ({pick}) \
-         RETURNING entity_key, last_seq, replan, ready_seq >= ?5"
+         RETURNING entity_key, last_seq, replan, ready_seq >= ?5, failures, failing_since_ms"
     );
     let mut stmt = db.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![owner, now_ms + lease_ms, now_ms, n, BULK_SEQ_BASE], |r| {
@@ -457,6 +457,8 @@ fn claim_in(db: &rusqlite::Connection, c: &ClaimRequest) -> Result<Vec<Claim>> {
             last_seq: r.get(1)?,
             replan: r.get::<_, i64>(2)? != 0,
             bulk: r.get::<_, i64>(3)? != 0,
+            failures: r.get(4)?,
+            failing_since_ms: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -476,8 +478,8 @@ fn release_in(db: &rusqlite::Connection, claim: &Claim, owner: &str) -> Result<(
         .execute(params![claim.entity_key, claim.last_seq, owner])?;
     if gone == 0 {
         db.prepare_cached(
-            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, parked_reason = NULL \
-             WHERE entity_key = ?1 AND lease_owner = ?2",
+            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, parked_reason = NULL, \
+             failures = 0, failing_since_ms = NULL WHERE entity_key = ?1 AND lease_owner = ?2",
         )?
         .execute(params![claim.entity_key, owner])?;
     }
@@ -603,6 +605,54 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
             d.request,
             d.response,
             d.attempts,
+            now_ms
+        ])?;
+    }
+    for (i, f) in cs.failed_reads.iter().enumerate() {
+        // A read given up on: an operation that was never a write, dead-lettered at once, so
+        // the dead-letter screen shows it with its error and a retry plans the record again.
+        let key = format!(
+            "{}:{}:{}:{now_ms}:{i}",
+            f.op,
+            cs.entity_key,
+            f.target_id.as_deref().unwrap_or("-")
+        );
+        let request = serde_json::json!({"op": f.op, "target": f.target_id, "read": true}).to_string();
+        let id: i64 = db
+            .prepare_cached(
+                "INSERT INTO outbox (entity_key, destination, op, target_id, idempotency_key, correlation_id, \
+                 field_values, cause_inbox_id, state, attempts, last_error, response, created_at_ms, updated_at_ms, \
+                 done_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, '', '{}', ?6, 'dead_lettered', ?7, ?8, ?9, ?10, ?10, ?10) \
+                 RETURNING id",
+            )?
+            .query_row(
+                params![
+                    cs.entity_key,
+                    f.destination.as_str(),
+                    f.op,
+                    f.target_id,
+                    key,
+                    f.cause_inbox_id,
+                    f.attempts,
+                    f.error,
+                    f.response,
+                    now_ms
+                ],
+                |r| r.get(0),
+            )?;
+        db.prepare_cached(
+            "INSERT INTO dead_letters (outbox_id, entity_key, destination, error_class, error, request, \
+             response, attempts, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            id,
+            cs.entity_key,
+            f.destination.as_str(),
+            f.error_class,
+            f.error,
+            request,
+            f.response,
+            f.attempts,
             now_ms
         ])?;
     }

@@ -205,6 +205,21 @@ pub struct NewDeadLetter {
     pub attempts: i64,
 }
 
+/// A read of a record the engine gave up on (see [`ChangeSet::failed_reads`]).
+#[derive(Debug, Clone)]
+pub struct FailedRead {
+    pub destination: Side,
+    /// `read_customer`, `read_contact`, …
+    pub op: String,
+    /// The id that was read.
+    pub target_id: Option<String>,
+    pub error_class: String,
+    pub error: String,
+    pub response: Option<String>,
+    pub attempts: i64,
+    pub cause_inbox_id: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewReview {
     pub reason: String,
@@ -225,6 +240,10 @@ pub struct ChangeSet {
     pub audit: Vec<NewAudit>,
     pub dead_letters: Vec<NewDeadLetter>,
     pub review: Option<NewReview>,
+    /// Reads the engine gave up on: each becomes a dead-lettered operation (op `read_…`) with
+    /// its dead letter, so it is triaged, retried (the record is planned again) or discarded
+    /// like a failed write.
+    pub failed_reads: Vec<FailedRead>,
     /// Inbox ids whose event becomes `applied` once none of its operations is still pending.
     pub settle_causes: Vec<i64>,
     /// Set (true) or clear (false) the record's "plan again" mark.
@@ -239,6 +258,10 @@ pub struct Claim {
     pub replan: bool,
     /// Queued as bulk work (replay) with no live event since: its requests take the bulk lane.
     pub bulk: bool,
+    /// Failed turns in a row that no write counts (reads, refused decisions).
+    pub failures: i64,
+    /// When this record's current run of failures began (any failure, rate limits included).
+    pub failing_since_ms: Option<i64>,
 }
 
 /// Bulk work (replay) is queued with `ready_seq` at or above this, so live work (ordered by
@@ -736,6 +759,34 @@ impl Ledger {
     }
 
     /// Hand a claimed record back, not to be claimed again before `not_before_ms`.
+    /// Park a record whose turn failed, until `not_before_ms`: one more failure in its count
+    /// when `count` (a read or a decision failed; a write counts its own attempts), and the
+    /// start of its run of failures kept (any failure, rate limits included).
+    pub async fn park_failed(
+        &self,
+        entity_key: &str,
+        owner: &str,
+        not_before_ms: i64,
+        reason: &str,
+        count: bool,
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, not_before_ms = ?3, \
+             parked_reason = ?4, failures = failures + ?5, failing_since_ms = COALESCE(failing_since_ms, ?6) \
+             WHERE entity_key = ?1 AND lease_owner = ?2",
+        )
+        .bind(entity_key)
+        .bind(owner)
+        .bind(not_before_ms)
+        .bind(reason)
+        .bind(i64::from(count))
+        .bind(now_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     pub async fn park(&self, entity_key: &str, owner: &str, not_before_ms: i64, reason: &str) -> Result<()> {
         sqlx::query(
             "UPDATE work_queue SET lease_owner = NULL, lease_until_ms = 0, not_before_ms = ?3, \
@@ -828,6 +879,21 @@ impl Ledger {
                     })
                 },
             )
+        })
+        .await
+    }
+
+    /// The CRM record the identity map links a billing id to (for `object`), if any.
+    pub async fn crm_id_linked_to(&self, object: &str, billing_id: &str) -> Result<Option<String>> {
+        let (object, billing_id) = (object.to_string(), billing_id.to_string());
+        self.hot(move |db| {
+            let found = group::rows(
+                db,
+                "SELECT crm_id FROM identity_map WHERE object = ?1 AND billing_id = ?2",
+                [&object, &billing_id],
+                |r| Ok(r.get::<_, String>(0)?),
+            )?;
+            Ok(found.into_iter().next())
         })
         .await
     }

@@ -101,7 +101,10 @@ async fn call(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
 async fn wait_for<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f().await {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -194,7 +197,10 @@ async fn a_full_disk_degrades_health_logs_once_and_every_write_works_again_once_
                 serde_json::json!({"scope": "crm", "reason": format!("disk full test {i}")}),
             )
             .await;
-        assert!(status == 200 || (status == 503 && v["code"] == "ledger_error"), "{status} {v}");
+        assert!(
+            status == 200 || (status == 503 && v["code"] == "ledger_error"),
+            "{status} {v}"
+        );
         if status == 503 {
             refused += 1;
             assert!(v["message"].as_str().unwrap_or("").contains("full"), "{v}");
@@ -262,10 +268,17 @@ async fn a_read_only_ledger_is_refused_at_start_with_the_reason() {
 async fn a_file_that_is_not_a_ledger_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let garbage = dir.path().join("garbage.db");
-    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..70_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&garbage, &bytes).expect("write");
-    let err = Server::start(&garbage, &dir.path().join("g.log")).err().expect("refused");
-    assert!(err.contains("is not a driftless ledger") && err.contains("not an SQLite database"), "{err}");
+    let err = Server::start(&garbage, &dir.path().join("g.log"))
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("is not a driftless ledger") && err.contains("not an SQLite database"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&garbage).expect("read"), bytes, "the file was changed");
     assert!(!dir.path().join("garbage.db-wal").exists());
 
@@ -273,8 +286,10 @@ async fn a_file_that_is_not_a_ledger_is_refused_and_left_untouched() {
     let other = dir.path().join("notes.db");
     {
         let db = rusqlite::Connection::open(&other).expect("sqlite");
-        db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me');")
-            .expect("notes");
+        db.execute_batch(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me');",
+        )
+        .expect("notes");
     }
     let before = std::fs::read(&other).expect("read");
     let err = Server::start(&other, &dir.path().join("n.log")).err().expect("refused");
@@ -282,7 +297,9 @@ async fn a_file_that_is_not_a_ledger_is_refused_and_left_untouched() {
     assert_eq!(std::fs::read(&other).expect("read"), before, "the database was changed");
 
     // A directory.
-    let err = Server::start(dir.path(), &dir.path().join("d.log")).err().expect("refused");
+    let err = Server::start(dir.path(), &dir.path().join("d.log"))
+        .err()
+        .expect("refused");
     assert!(err.contains("is a directory"), "{err}");
 }
 
@@ -292,7 +309,9 @@ async fn a_second_server_on_one_ledger_is_refused_naming_the_first_until_it_dies
     let ledger = dir.path().join("ledger.db");
     let first = Server::start(&ledger, &dir.path().join("1.log")).expect("first serves");
     let pid = first.child.id();
-    let err = Server::start(&ledger, &dir.path().join("2.log")).err().expect("second refused");
+    let err = Server::start(&ledger, &dir.path().join("2.log"))
+        .err()
+        .expect("second refused");
     assert!(err.contains("already served by another driftless"), "{err}");
     assert!(err.contains(&format!("process {pid}")), "{err}");
     assert!(err.contains(&first.base), "{err}");

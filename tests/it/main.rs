@@ -3,6 +3,7 @@
 
 mod backfill;
 mod billing_objects;
+mod bounded;
 mod cli;
 mod companies;
 mod connect;
