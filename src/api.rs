@@ -469,6 +469,10 @@ pub struct ReplayWrite {
 #[ts(export)]
 pub struct ReplayPreview {
     pub records: i64,
+    /// Records the counts below are of: all of them, or the first 200 of a larger selection
+    /// (each preview reads both systems); the run replays every record.
+    #[serde(default)]
+    pub previewed: i64,
     pub creates: i64,
     pub updates: i64,
     pub noops: i64,

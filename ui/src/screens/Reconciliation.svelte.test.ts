@@ -116,6 +116,7 @@ function report(id: number, repair: ReplayPreview | null = null): ReconcileRepor
 
 const preview = (queued: boolean): ReplayPreview => ({
   records: 1,
+  previewed: 1,
   creates: 0,
   updates: 1,
   noops: 0,

@@ -46,6 +46,7 @@ function backend() {
 
 const preview = (over: Partial<ReplayPreview> = {}): ReplayPreview => ({
   records: 1,
+  previewed: 1,
   creates: 0,
   updates: 2,
   noops: 0,

@@ -2,7 +2,12 @@
 import type { ReplaySelector } from "./ReplaySelector";
 import type { ReplayWrite } from "./ReplayWrite";
 
-export type ReplayPreview = { records: number, creates: number, updates: number, noops: number, conflicts: number, 
+export type ReplayPreview = { records: number, 
+/**
+ * Records the counts below are of: all of them, or the first 200 of a larger selection
+ * (each preview reads both systems); the run replays every record.
+ */
+previewed: number, creates: number, updates: number, noops: number, conflicts: number, 
 /**
  * Planned writes (among creates and updates) whose idempotency key an earlier write
  * already used: the run would record them as made, not write them again.
