@@ -68,6 +68,19 @@ if [ "$mode" = test ]; then
   fi
 fi
 
+# schemathesis (API-schema testing of the console API, tests/it/schema.rs) in a venv of its
+# own; DRIFTLESS_SCHEMATHESIS names its command for the tests.
+if [ "$mode" = test ]; then
+  schema="${DRIFTLESS_PEERS_DIR:-$HOME/.cache/driftless/peers}/schema"
+  stamp="$schema/requirements.txt"
+  if [ ! -x "$schema/bin/schemathesis" ] || ! cmp -s tests/peers/schema-requirements.txt "$stamp"; then
+    say "installing schemathesis into $schema (pip, once)"
+    python3 -m venv "$schema"
+    "$schema/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/peers/schema-requirements.txt
+    cp tests/peers/schema-requirements.txt "$stamp"
+  fi
+fi
+
 # Node peers (Prism, the OpenAPI mock for tests/it/prism.rs) installed outside the clone from
 # tests/peers/package-lock.json; DRIFTLESS_PEERS_NODE names the directory for the tests.
 if [ "$mode" = test ]; then

@@ -190,7 +190,16 @@ struct ErrorAnswers;
 
 impl utoipa::Modify for ErrorAnswers {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        // Every route takes the launch token as a bearer token (or `?token=`, for links).
+        if let Some(c) = doc.components.as_mut() {
+            c.add_security_scheme(
+                "token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+        doc.security = Some(vec![SecurityRequirement::new("token", Vec::<String>::new())]);
         let answer = |what: &str| {
             ResponseBuilder::new()
                 .description(what)

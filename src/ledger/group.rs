@@ -608,6 +608,7 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
             now_ms
         ])?;
     }
+    let mut read_ids = Vec::with_capacity(cs.failed_reads.len());
     for (i, f) in cs.failed_reads.iter().enumerate() {
         // A read given up on: an operation that was never a write, dead-lettered at once, so
         // the dead-letter screen shows it with its error and a retry plans the record again.
@@ -640,6 +641,7 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
                 ],
                 |r| r.get(0),
             )?;
+        read_ids.push(id);
         db.prepare_cached(
             "INSERT INTO dead_letters (outbox_id, entity_key, destination, error_class, error, request, \
              response, attempts, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -686,6 +688,9 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
             let outbox_id = match (a.outbox_id, op_ids.first()) {
                 (Some(id), _) => Some(id),
                 (None, Some(first)) if a.action.starts_with("plan") => Some(*first),
+                // A read given up: its audit row belongs to its dead-lettered operation (the
+                // dead letter's history shows it).
+                (None, _) if a.action == "dead_letter" => read_ids.first().copied(),
                 _ => None,
             };
             values.extend([
