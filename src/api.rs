@@ -296,8 +296,10 @@ pub struct NoArgs {}
 #[serde(deny_unknown_fields)]
 pub struct PauseRequest {
     /// `global` (default), `crm` or `billing`.
+    #[schema(pattern = "^(global|crm|billing)$")]
     pub scope: Option<String>,
-    /// Why — shown on every screen while paused, and audited.
+    /// Why — shown on every screen while paused, and audited. Required to pause.
+    #[schema(pattern = "\\S")]
     pub reason: Option<String>,
 }
 
@@ -539,6 +541,7 @@ pub struct ReviewItem {
 pub struct FieldChoice {
     pub field: String,
     /// `crm`, `billing` or `value`.
+    #[schema(pattern = "^(crm|billing|value)$")]
     pub take: String,
     pub value: Option<String>,
 }
@@ -548,6 +551,8 @@ pub struct FieldChoice {
 #[serde(deny_unknown_fields)]
 pub struct ReviewResolution {
     pub choices: Vec<FieldChoice>,
+    /// Why (audited).
+    #[schema(pattern = "\\S")]
     pub reason: String,
 }
 
@@ -774,6 +779,7 @@ pub struct ReconciliationState {
 #[serde(deny_unknown_fields)]
 pub struct BackfillAsk {
     /// `crm`, `billing` or `both`.
+    #[schema(pattern = "^(crm|billing|both)$")]
     pub systems: String,
 }
 
@@ -798,6 +804,8 @@ pub struct DeadLetterAction {
 #[serde(deny_unknown_fields)]
 pub struct UndropRequest {
     pub inbox_id: i64,
+    /// Why (audited).
+    #[schema(pattern = "\\S")]
     pub reason: String,
 }
 
@@ -1063,7 +1071,9 @@ pub struct ReconRepairAsk {
 #[serde(deny_unknown_fields)]
 pub struct ConnectKey {
     /// `crm` or `billing`.
+    #[schema(pattern = "^(crm|billing)$")]
     pub system: String,
+    #[schema(pattern = "\\S")]
     pub key: String,
 }
 
@@ -1078,7 +1088,8 @@ impl std::fmt::Debug for ConnectKey {
 
 /// One step of connecting, as `driftless connect --json` prints it (`step`, `ok`, `detail`).
 /// A failed connection test is `ok: false` with the specific reason and a `code`:
-/// `empty_key`, `key_refused`, `unreachable`, `not_the_api` or `unexpected_answer`.
+/// `key_refused`, `unreachable`, `not_the_api` or `unexpected_answer` (no key at all is a
+/// 400 `bad_request`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]
 pub struct ConnectStep {
@@ -1109,6 +1120,7 @@ pub struct ConnectProperty {
 #[ts(export)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectPropertiesRequest {
+    #[schema(pattern = "\\S")]
     pub key: String,
     pub create: bool,
 }

@@ -90,17 +90,9 @@ impl Engine {
     /// step, or `ok: false` with the specific reason and its code.
     pub async fn connect_test(&self, system: &str, key: &str) -> Result<ConnectStep, EngineError> {
         let system = side(system)?;
-        let key = match secret(key) {
-            Ok(k) => k,
-            Err(_) => {
-                return Ok(ConnectStep {
-                    step: "error".into(),
-                    ok: false,
-                    detail: ConnectError::EmptyKey.to_string(),
-                    code: Some("empty_key".into()),
-                })
-            }
-        };
+        // No key is a bad request (400), as for the other connect routes; a key the system
+        // refuses is an answer (`ok: false` with the reason).
+        let key = secret(key)?;
         match connect::test_connection(self.system_cfg(system), system, &key).await {
             Ok(r) => Ok(step(r)),
             Err(e) => Ok(ConnectStep {

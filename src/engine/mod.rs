@@ -397,6 +397,11 @@ impl Engine {
     /// Resume outbound writes; the backlog drains in per-record order.
     pub async fn resume_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
         let scope = check_scope(req.scope.as_deref())?;
+        if req.reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(EngineError::BadRequest(
+                "a reason, when given, must say something (leave it out instead)".into(),
+            ));
+        }
         let was = self
             .inner
             .ledger

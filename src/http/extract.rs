@@ -69,14 +69,24 @@ where
                 "this route needs a JSON object as its body (`{}` where every field is optional)",
             ));
         }
-        match serde_json::from_slice::<T>(&bytes) {
-            Ok(v) => Ok(JsonBody(v)),
-            Err(e) => Err(refuse(
+        let bad = |e: serde_json::Error| {
+            refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("request body: {}", plain_serde(&e)),
-            )),
+            )
+        };
+        // An object, always: serde would also read a struct from an array of its fields in
+        // order (`[null, null]` resumed everything).
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(bad)?;
+        if !value.is_object() {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "request body: expected a JSON object",
+            ));
         }
+        T::deserialize(value).map(JsonBody).map_err(bad)
     }
 }
 

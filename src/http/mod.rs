@@ -583,7 +583,7 @@ async fn undrop_event(
 }
 
 /// Replay a selection: the dry-run preview, or the run (refused with 409 `paused` while paused).
-#[utoipa::path(post, path = "/api/replay", request_body = ReplayRequest, responses((status = 200, body = ReplayPreview), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+#[utoipa::path(post, path = "/api/replay", request_body = ReplayRequest, responses((status = 200, body = ReplayPreview), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
 async fn replay(
     State(st): State<AppState>,
     JsonBody(r): JsonBody<ReplayRequest>,
@@ -750,7 +750,7 @@ struct LimitQuery {
 }
 
 /// Finished reconciliation runs with their rates, newest first (`limit` 1 to 500, default 100).
-#[utoipa::path(get, path = "/api/reconcile_runs", params(("limit" = Option<i64>, Query, description = "at most this many runs (1 to 500; 100)")), responses((status = 200, body = Vec<ReconRunSummary>), (status = 400, body = ApiError)))]
+#[utoipa::path(get, path = "/api/reconcile_runs", params(("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "at most this many runs (1 to 500; 100)")), responses((status = 200, body = Vec<ReconRunSummary>), (status = 400, body = ApiError)))]
 async fn reconcile_runs(
     State(st): State<AppState>,
     Args(q): Args<LimitQuery>,

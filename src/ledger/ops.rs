@@ -29,10 +29,10 @@ pub(super) fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &DeadLetterFilte
         qb.push(" AND d.entity_key LIKE ").push_bind(format!("{o}:%"));
     }
     if let Some(a) = f.min_age_ms {
-        qb.push(" AND d.created_at_ms <= ").push_bind(now_ms - a);
+        qb.push(" AND d.created_at_ms <= ").push_bind(now_ms.saturating_sub(a));
     }
     if let Some(a) = f.max_age_ms {
-        qb.push(" AND d.created_at_ms >= ").push_bind(now_ms - a);
+        qb.push(" AND d.created_at_ms >= ").push_bind(now_ms.saturating_sub(a));
     }
     if let Some(t) = f.text.as_ref().filter(|t| !t.is_empty()) {
         let like = format!("%{t}%");

@@ -782,7 +782,7 @@ async fn console_connect_screen_api_tests_creates_saves_and_turns_writes_on_with
         assert_eq!(a["step"], "test");
         answers.push_str(&a.to_string());
     }
-    let (_, a) = api_post(
+    let (code, a) = api_post(
         &http,
         &base,
         &api_token,
@@ -790,7 +790,9 @@ async fn console_connect_screen_api_tests_creates_saves_and_turns_writes_on_with
         serde_json::json!({ "system": "crm", "key": "  " }),
     )
     .await;
-    assert_eq!(a["code"], "empty_key", "{a}");
+    // No key is a bad request, as for every connect route.
+    assert_eq!((code, a["code"].as_str()), (400, Some("bad_request")), "{a}");
+    assert!(a["message"].as_str().unwrap_or("").contains("empty"), "{a}");
 
     // CRM properties: preview writes nothing; create makes each missing one exactly once.
     let (code, a) = api_post(

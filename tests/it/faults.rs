@@ -4,99 +4,12 @@
 //! small tmpfs of their own (and remove it); where mounting is not permitted they say so and
 //! skip.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "faults-test-token-0123456789abcdef";
-
-/// A `driftless serve --demo` child with its stderr in a file.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Start on `ledger`; `Err` with its stderr when it exits instead of serving.
-    fn start(ledger: &Path, log: &Path) -> Result<Server, String> {
-        let err = std::fs::File::create(log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
-            .args(["serve", "--demo", "--workers", "8", "--addr", "127.0.0.1:0", "--ledger"])
-            .arg(ledger)
-            .env("DRIFTLESS_TOKEN", TOKEN)
-            .env("DRIFTLESS_LOG", "warn,driftless=info")
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("spawn serve");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.trim().strip_prefix("console/API: ") {
-                    let _ = tx.send(rest.split("/?").next().unwrap_or("").to_string());
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(base) = rx.try_recv() {
-                return Ok(Server {
-                    child,
-                    base,
-                    log: log.to_path_buf(),
-                });
-            }
-            if let Some(status) = child.try_wait().expect("wait") {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(format!("exited with {status}: {text}"));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("serve did not start within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        call(reqwest::Client::new().get(format!("{}{path}", self.base))).await
-    }
-
-    async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        call(reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body)).await
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.log()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn call(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
-    match r.bearer_auth(TOKEN).timeout(Duration::from_secs(30)).send().await {
-        Ok(res) => {
-            let status = res.status().as_u16();
-            let v = res.json().await.unwrap_or(serde_json::Value::Null);
-            (status, v)
-        }
-        Err(e) => (0, serde_json::json!({ "error": e.to_string() })),
-    }
-}
+use crate::support::ServeChild as Server;
 
 async fn wait_for<F: std::future::Future<Output = bool>>(secs: u64, what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(secs);

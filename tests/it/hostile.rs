@@ -6,7 +6,7 @@ use std::process::Command;
 
 use driftless::sim::FaultProfile;
 
-use crate::support::demo;
+use crate::support::{demo, Api};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_driftless"))
@@ -131,21 +131,6 @@ fn serve_options_refuse_short_tokens_and_open_addresses_in_every_shell() {
         .is_err());
 }
 
-struct Api {
-    base: String,
-    host: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-    }
-}
-
 async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
     let res = r.send().await.expect("send");
     let status = res.status().as_u16();
@@ -163,30 +148,34 @@ async fn answer(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_origin_games_are_refused_and_webhooks_are_not_affected() {
     let d = demo(FaultProfile::none()).await;
-    let api = Api {
-        base: format!("http://{}", d.running.addr),
-        host: d.running.addr.to_string(),
-        token: d.running.token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::of(&d);
+    let host = d.running.addr.to_string();
     // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own Host.
     for path in ["/api/status", "/", "/assets/x.js", "/metrics"] {
-        let (status, v) = answer(api.req(reqwest::Method::GET, path).header("Host", "evil.example:8417")).await;
+        let (status, v) = answer(
+            api.request(reqwest::Method::GET, path)
+                .header("Host", "evil.example:8417"),
+        )
+        .await;
         assert_eq!((status, v["code"].as_str()), (403, Some("host_not_allowed")), "{path}");
     }
-    let (status, _) = answer(api.req(reqwest::Method::GET, "/api/status").header("Host", "localhost")).await;
+    let (status, _) = answer(
+        api.request(reqwest::Method::GET, "/api/status")
+            .header("Host", "localhost"),
+    )
+    .await;
     assert_eq!(status, 200);
     // A cross-origin page with a leaked token cannot drive the API.
     let pause = serde_json::json!({"scope": "global", "reason": "origin test"});
     let (status, v) = answer(
-        api.req(reqwest::Method::POST, "/api/pause_outbound")
+        api.request(reqwest::Method::POST, "/api/pause_outbound")
             .header("Origin", "http://evil.example")
             .json(&pause),
     )
     .await;
     assert_eq!((status, v["code"].as_str()), (403, Some("origin_not_allowed")));
     let (status, _) = answer(
-        api.req(reqwest::Method::POST, "/api/pause_outbound")
+        api.request(reqwest::Method::POST, "/api/pause_outbound")
             .header("Origin", "null")
             .json(&pause),
     )
@@ -195,16 +184,16 @@ async fn host_and_origin_games_are_refused_and_webhooks_are_not_affected() {
     assert!(d.running.engine.ledger().pauses().await.expect("pauses").is_empty());
     // The console's own origin is fine.
     let (status, _) = answer(
-        api.req(reqwest::Method::POST, "/api/pause_outbound")
-            .header("Origin", format!("http://{}", api.host))
+        api.request(reqwest::Method::POST, "/api/pause_outbound")
+            .header("Origin", format!("http://{host}"))
             .json(&pause),
     )
     .await;
     assert_eq!(status, 200);
     // Webhooks are authenticated by signature, whatever name the tunnel uses.
     let (status, v) = answer(
-        api.http
-            .post(format!("{}/webhooks/stripe", api.base))
+        reqwest::Client::new()
+            .post(format!("{}/webhooks/stripe", api.base()))
             .header("Host", "hooks.example.com")
             .header("Stripe-Signature", "t=1,v1=00")
             .body("{}"),
@@ -217,13 +206,8 @@ async fn host_and_origin_games_are_refused_and_webhooks_are_not_affected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_routes_need_a_json_body_with_known_fields_and_pause_needs_a_reason() {
     let d = demo(FaultProfile::none()).await;
-    let api = Api {
-        base: format!("http://{}", d.running.addr),
-        host: d.running.addr.to_string(),
-        token: d.running.token.clone(),
-        http: reqwest::Client::new(),
-    };
-    let post = |path: &str| api.req(reqwest::Method::POST, path);
+    let api = Api::of(&d);
+    let post = |path: &str| api.request(reqwest::Method::POST, path);
     // No body at all: once paused everything with no reason.
     let (status, v) = answer(post("/api/pause_outbound")).await;
     assert_eq!((status, v["code"].as_str()), (415, Some("unsupported_media_type")));
@@ -269,36 +253,37 @@ async fn state_changing_routes_need_a_json_body_with_known_fields_and_pause_need
     let big = "x".repeat(2 * 1024 * 1024);
     let (status, v) = answer(
         reqwest::Client::new()
-            .post(format!("{}/api/list_audit", api.base))
-            .bearer_auth(&api.token)
+            .post(format!("{}/api/list_audit", api.base()))
+            .bearer_auth(api.token())
             .header("Content-Type", "application/json")
             .body(format!(r#"{{"text":"{big}"}}"#)),
     )
     .await;
     assert_eq!((status, v["code"].as_str()), (413, Some("too_large")));
-    let (status, v) = answer(api.req(reqwest::Method::GET, "/api/pause_outbound")).await;
+    let (status, v) = answer(api.request(reqwest::Method::GET, "/api/pause_outbound")).await;
     assert_eq!((status, v["code"].as_str()), (405, Some("method_not_allowed")));
-    let (status, v) = answer(api.req(reqwest::Method::GET, "/api/reconcile_report?id=abc")).await;
+    let (status, v) = answer(api.request(reqwest::Method::GET, "/api/reconcile_report?id=abc")).await;
     assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")));
-    let (status, _) = answer(api.req(reqwest::Method::GET, "/api/reconcile_runs?limit=5&lmit=6")).await;
+    let (status, _) = answer(api.request(reqwest::Method::GET, "/api/reconcile_runs?limit=5&lmit=6")).await;
     assert_eq!(status, 400);
     // The launch token in the query is not an argument.
-    let (status, _) = answer(
-        api.http
-            .get(format!("{}/api/reconcile_runs?limit=5&token={}", api.base, api.token)),
-    )
+    let (status, _) = answer(reqwest::Client::new().get(format!(
+        "{}/api/reconcile_runs?limit=5&token={}",
+        api.base(),
+        api.token()
+    )))
     .await;
     assert_eq!(status, 200);
     let (status, v) = answer(
         reqwest::Client::new()
-            .post(format!("{}/webhooks/stripe", api.base))
+            .post(format!("{}/webhooks/stripe", api.base()))
             .body(big),
     )
     .await;
     assert_eq!((status, v["code"].as_str()), (413, Some("too_large")));
 
     // The document lists those answers for every route.
-    let (_, doc) = answer(api.req(reqwest::Method::GET, "/api/openapi.json")).await;
+    let (_, doc) = answer(api.request(reqwest::Method::GET, "/api/openapi.json")).await;
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, op) in item.as_object().expect("item") {
             let codes = op["responses"].as_object().expect("responses");

@@ -22,5 +22,6 @@ mod pollers;
 mod prism;
 mod rates;
 mod reconcile;
+mod schema;
 mod signatures;
 mod support;

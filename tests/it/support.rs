@@ -1,4 +1,7 @@
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use driftless::drill::wait_quiescent;
@@ -120,6 +123,22 @@ impl Api {
         }
     }
 
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A request to `path` (from the server root) carrying the token, to add headers or a
+    /// body of one's own to.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
     /// The request is built at once, so the answer does not borrow `path` (it may be a
     /// temporary `format!`).
     pub fn call(
@@ -140,5 +159,101 @@ impl Api {
             let code = r.status().as_u16();
             (code, r.json::<serde_json::Value>().await.expect("json"))
         }
+    }
+}
+
+/// The API token of the `serve` children tests start.
+pub const SERVE_TOKEN: &str = "serve-child-token-0123456789abcdef";
+
+/// A `driftless serve --demo` child (the real binary) with its stderr in a file.
+pub struct ServeChild {
+    pub child: Child,
+    pub base: String,
+    log: PathBuf,
+}
+
+impl ServeChild {
+    /// Start on `ledger`; `Err` with its stderr when it exits instead of serving.
+    pub fn start(ledger: &Path, log: &Path) -> Result<ServeChild, String> {
+        ServeChild::start_with(ledger, log, &[])
+    }
+
+    /// Start on `ledger` with more `serve` arguments.
+    pub fn start_with(ledger: &Path, log: &Path, args: &[&str]) -> Result<ServeChild, String> {
+        let err = std::fs::File::create(log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+            .args(["serve", "--demo", "--workers", "8", "--addr", "127.0.0.1:0", "--ledger"])
+            .arg(ledger)
+            .args(args)
+            .env("DRIFTLESS_TOKEN", SERVE_TOKEN)
+            .env("DRIFTLESS_LOG", "warn,driftless=info")
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn serve");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.trim().strip_prefix("console/API: ") {
+                    let _ = tx.send(rest.split("/?").next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(base) = rx.try_recv() {
+                return Ok(ServeChild {
+                    child,
+                    base,
+                    log: log.to_path_buf(),
+                });
+            }
+            if let Some(status) = child.try_wait().expect("wait") {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(format!("exited with {status}: {text}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("serve did not start within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        call_api(reqwest::Client::new().get(format!("{}{path}", self.base))).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        call_api(reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call_api(r: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    match r.bearer_auth(SERVE_TOKEN).timeout(Duration::from_secs(30)).send().await {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            let v = res.json().await.unwrap_or(serde_json::Value::Null);
+            (status, v)
+        }
+        Err(e) => (0, serde_json::json!({ "error": e.to_string() })),
     }
 }
