@@ -698,6 +698,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => match contract::load(&file) {
             Ok(c) => {
                 println!("{}", contract::ownership_matrix(&c));
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -1385,6 +1388,9 @@ fn scope_of(d: Option<Destination>) -> &'static str {
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let contract = load_contract(a.contract.as_deref())?;
+    for w in &contract.warnings {
+        tracing::warn!("contract: {w}");
+    }
     let mut demo_dir = None;
     let running = if a.demo {
         let ledger = match a.ledger {
