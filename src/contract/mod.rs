@@ -462,9 +462,13 @@ struct Tbl<'a> {
     span: Span,
 }
 
+/// `parent.key`, the key written as TOML writes it: bare when it can be, else quoted (an
+/// empty key is `""`, never an empty path).
 fn child_path(parent: &str, key: &str) -> String {
+    let key = toml_edit::Key::new(key);
+    let key = key.display_repr();
     if parent.is_empty() {
-        key.to_string()
+        key.into_owned()
     } else {
         format!("{parent}.{key}")
     }

@@ -1087,3 +1087,22 @@ fn http_base_urls_are_refused_except_to_loopback_or_when_allowed_with_a_warning(
     assert_eq!(got[0].field, "systems.billing.allow_insecure_http");
     assert!(got[0].expected.contains("expected true or false, found a string"));
 }
+
+// --- fuzz findings ---------------------------------------------------------------------------
+
+#[test]
+fn fuzz_an_empty_or_odd_key_is_named_as_toml_writes_it() {
+    // Found by the contract_compiler fuzz target: `["".billing]` gave an empty field.
+    let text = default_with("[systems.billing]", "[\"\".billing]");
+    let got = problems("c.toml", &text);
+    let p = got
+        .iter()
+        .find(|p| p.line == pos(&text, "[\"\"").0)
+        .expect("the odd table");
+    assert_eq!(p.field, "\"\"");
+    assert!(p.expected.starts_with("unknown key"), "{p}");
+    let text = default_with("retention_days = 30", "\"retention days\" = 30");
+    let got = problems("c.toml", &text);
+    assert_eq!(got.len(), 1, "{}", render_problems(&got));
+    assert_eq!(got[0].field, "dedupe.\"retention days\"");
+}
