@@ -338,10 +338,7 @@ pub fn rewrite_secret_reference(path: &Path, system: Side, service: &str, accoun
         path: label.clone(),
         detail,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConnectError::Io {
-        what: format!("reading {label}"),
-        source,
-    })?;
+    let text = contract::read_text(path)?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| edit_err(e.message().to_string()))?;

@@ -364,10 +364,7 @@ fn engine_contract_text(contract: &Contract, crm_url: &str, billing_url: &str) -
     let text = if contract.path.as_os_str() == DEFAULT_CONTRACT_LABEL {
         DEFAULT_CONTRACT.to_string()
     } else {
-        let t = std::fs::read_to_string(&contract.path).map_err(|source| RuntimeError::Io {
-            what: format!("read {}", contract.path.display()),
-            source,
-        })?;
+        let t = crate::contract::read_text(&contract.path)?;
         if crate::contract::contract_version(t.as_bytes()) != contract.version {
             return Err(RuntimeError::Internal(format!(
                 "{} changed since it was loaded",
@@ -420,7 +417,7 @@ fn engine_contract_text(contract: &Contract, crm_url: &str, billing_url: &str) -
         t.insert("requests_per_second", value(rl.requests_per_second.max(1_000.0)));
         t.insert("burst", value(i64::from(rl.burst.max(100))));
         // The drill measures sync, not the provider's daily quota.
-        t.insert("daily_cap", value(i64::MAX));
+        t.insert("daily_cap", value(crate::contract::MAX_DAILY_CAP));
     }
     Ok(doc.to_string())
 }

@@ -741,6 +741,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => match contract::load(&file) {
             Ok(c) => {
                 println!("{}", contract::ownership_matrix(&c));
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -1437,6 +1440,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let token = token.map(|(t, _)| t);
     let fixed_token = token.is_some();
     let contract = load_contract(a.contract.as_deref())?;
+    for w in &contract.warnings {
+        tracing::warn!("contract: {w}");
+    }
     let mut demo_dir = None;
     let running = if a.demo {
         let ledger = match a.ledger {

@@ -8,6 +8,7 @@ pub mod model;
 pub mod schedule;
 pub use model::*;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -53,7 +54,15 @@ pub enum ContractError {
         #[source]
         source: std::io::Error,
     },
-    /// Every problem found, in file order.
+    /// A whole-file failure with no line to point at: the file holds more than `limit`
+    /// bytes (only `limit + 1` were read).
+    #[error(
+        "contract {path} is larger than {} ({limit} bytes), the most a contract file may hold: \
+         is this the right file?",
+        human_size(*.limit)
+    )]
+    TooLarge { path: String, limit: usize },
+    /// Every problem found, in file order. Each one has a location inside the file.
     #[error("{}", render_problems(.0))]
     Invalid(Vec<ContractProblem>),
 }
@@ -67,19 +76,89 @@ pub fn render_problems(problems: &[ContractProblem]) -> String {
         .join("\n")
 }
 
-/// Read and compile a contract file.
-pub fn load(path: &Path) -> Result<Contract, ContractError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ContractError::Read {
-        path: path.display().to_string(),
+/// The most a contract file may hold: 1 MiB. The shipped default is under 10 KiB; anything
+/// near the limit is the wrong file (or `/dev/zero`), and is refused before it is parsed.
+pub const MAX_CONTRACT_BYTES: usize = 1024 * 1024;
+
+fn human_size(bytes: usize) -> String {
+    if bytes % (1024 * 1024) == 0 {
+        format!("{} MiB", bytes / (1024 * 1024))
+    } else if bytes % 1024 == 0 {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Read a contract file: the one way contract files are read (the CLI, `serve`, the connect
+/// flow's rewrite, the console's re-validation). Never reads more than
+/// [`MAX_CONTRACT_BYTES`] + 1 bytes, so `/dev/zero`, a FIFO or a huge file is refused with
+/// [`ContractError::TooLarge`] instead of filling memory.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ContractError> {
+    use std::io::Read;
+    let label = path.display().to_string();
+    let read_error = |source| ContractError::Read {
+        path: label.clone(),
         source,
-    })?;
-    compile_at(&path.display().to_string(), path.to_path_buf(), &text)
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONTRACT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() > MAX_CONTRACT_BYTES {
+        return Err(ContractError::TooLarge {
+            path: label,
+            limit: MAX_CONTRACT_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Read a contract file as text ([`read_file`]'s cap; invalid UTF-8 is a problem located at
+/// the first invalid byte).
+pub fn read_text(path: &Path) -> Result<String, ContractError> {
+    let bytes = read_file(path)?;
+    let label = path.display().to_string();
+    String::from_utf8(bytes)
+        .map_err(|e| ContractError::Invalid(vec![utf8_problem(&label, e.as_bytes(), &e.utf8_error())]))
+}
+
+/// The problem for bytes that are not UTF-8: at the line and column (in characters) of the
+/// first invalid byte.
+fn utf8_problem(file: &str, bytes: &[u8], e: &std::str::Utf8Error) -> ContractProblem {
+    let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
+    let before = std::str::from_utf8(valid).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
+    let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+    ContractProblem {
+        file: file.to_string(),
+        line,
+        column,
+        field: "(encoding)".to_string(),
+        expected: format!("invalid UTF-8 (byte 0x{byte:02X}): a contract must be UTF-8 text"),
+    }
+}
+
+/// Read and compile a contract file (through [`read_file`]).
+pub fn load(path: &Path) -> Result<Contract, ContractError> {
+    let bytes = read_file(path)?;
+    compile_bytes_at(&path.display().to_string(), path.to_path_buf(), &bytes)
 }
 
 /// Compile contract text; `file_label` names it in problems and becomes `Contract.path`.
 /// Reports all problems at once.
 pub fn compile(file_label: &str, text: &str) -> Result<Contract, ContractError> {
-    compile_at(file_label, PathBuf::from(file_label), text)
+    compile_bytes_at(file_label, PathBuf::from(file_label), text.as_bytes())
+}
+
+/// Compile a contract file's bytes: what [`load`] does after reading. Whole-file failures
+/// (more than [`MAX_CONTRACT_BYTES`]) are [`ContractError::TooLarge`]; everything else,
+/// invalid UTF-8 included, is a [`ContractProblem`] at a line and column inside the bytes.
+pub fn compile_bytes(file_label: &str, bytes: &[u8]) -> Result<Contract, ContractError> {
+    compile_bytes_at(file_label, PathBuf::from(file_label), bytes)
 }
 
 /// The shipped default contract (tested to compile).
@@ -95,22 +174,62 @@ pub fn contract_version(bytes: &[u8]) -> String {
     hex
 }
 
+fn compile_bytes_at(file: &str, path: PathBuf, bytes: &[u8]) -> Result<Contract, ContractError> {
+    if bytes.len() > MAX_CONTRACT_BYTES {
+        return Err(ContractError::TooLarge {
+            path: file.to_string(),
+            limit: MAX_CONTRACT_BYTES,
+        });
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => compile_at(file, path, text),
+        Err(e) => Err(ContractError::Invalid(vec![utf8_problem(file, bytes, &e)])),
+    }
+}
+
+/// The description of a TOML syntax error. toml_edit leaves some failures without one (a
+/// NUL byte where a key or value starts, for one), and names others only by what it was
+/// parsing: a control character at the error is named in either case.
+fn syntax_message(e: &toml_edit::TomlError, text: &str) -> String {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let at = e.span().map_or(0, |s| s.start);
+    let found = text.get(at..).and_then(|rest| rest.chars().next());
+    let hint = match found {
+        Some('\0') => Some("a NUL byte (0x00) is not allowed in TOML".to_string()),
+        Some(c) if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => Some(format!(
+            "control character U+{:04X} is not allowed in TOML (only tab, and line breaks between lines)",
+            u32::from(c)
+        )),
+        _ => None,
+    };
+    match (message.is_empty(), hint) {
+        (false, Some(hint)) => format!("{message}; {hint}"),
+        (false, None) => message,
+        (true, Some(hint)) => hint,
+        (true, None) => match found {
+            None => "unexpected end of file".to_string(),
+            Some(c) => format!("unexpected character `{}` (U+{:04X})", c.escape_default(), u32::from(c)),
+        },
+    }
+}
+
 fn compile_at(file: &str, path: PathBuf, text: &str) -> Result<Contract, ContractError> {
     let mut w = Walker {
         file,
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let doc = match text.parse::<ImDocument<String>>() {
         Ok(doc) => doc,
         Err(e) => {
-            let message = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = syntax_message(&e, text);
             w.report(&e.span(), "(toml syntax)", format!("invalid TOML: {message}"));
             return Err(ContractError::Invalid(w.problems));
         }
@@ -123,18 +242,23 @@ fn compile_at(file: &str, path: PathBuf, text: &str) -> Result<Contract, Contrac
     let body = w.contract(&root);
     let mut problems = w.problems;
     match body {
-        Some(b) if problems.is_empty() => Ok(Contract {
-            path,
-            version: contract_version(text.as_bytes()),
-            name: b.name,
-            systems: b.systems,
-            objects: b.objects,
-            dedupe: b.dedupe,
-            reconciliation: b.reconciliation,
-            retry: b.retry,
-            rate_limits: b.rate_limits,
-            alerts: b.alerts,
-        }),
+        Some(b) if problems.is_empty() => {
+            let mut warnings = w.warnings;
+            warnings.sort_by_key(|p| (p.line, p.column));
+            Ok(Contract {
+                path,
+                version: contract_version(text.as_bytes()),
+                name: b.name,
+                systems: b.systems,
+                objects: b.objects,
+                dedupe: b.dedupe,
+                reconciliation: b.reconciliation,
+                retry: b.retry,
+                rate_limits: b.rate_limits,
+                alerts: b.alerts,
+                warnings,
+            })
+        }
         _ => {
             if problems.is_empty() {
                 // Unreachable if every failed check reports; never return an empty list.
@@ -176,6 +300,7 @@ const SYSTEM_KEYS: &[&str] = &[
     "ingest",
     "poll_interval_ms",
     "poll_overlap_ms",
+    "allow_insecure_http",
 ];
 const INGEST_MODES: &[(&str, IngestMode)] = &[
     ("webhooks", IngestMode::Webhooks),
@@ -246,7 +371,24 @@ fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'stat
 const SECRET_LITERAL: &str = "secrets are referenced, never written in the contract: \
 use { env = \"VAR\" } or { keychain = \"service/account\" }";
 
-const NO_MAX: i64 = i64::MAX;
+// Upper bounds of the numeric settings. Each is far past any sensible value and small enough
+// that the engine's arithmetic on it (milliseconds added to a Unix-ms clock, days times a
+// day's milliseconds, counts compared as i64) cannot overflow.
+
+/// One hour: the longest wait between two tries of a write.
+const MAX_BACKOFF_MS: i64 = 3_600_000;
+/// One day: a p95 lag past that is an outage, not a threshold.
+const MAX_LAG_ALERT_MS: i64 = 86_400_000;
+/// A queue depth past a million is an alert already.
+const MAX_DEPTH_ALERT: i64 = 1_000_000;
+/// Requests per second to one destination (Stripe's live limit is 100, HubSpot's 19).
+const MAX_REQUESTS_PER_SECOND: f64 = 10_000.0;
+/// The slowest budget the engine paces (one request per 1000 s).
+const MIN_REQUESTS_PER_SECOND: f64 = 0.001;
+/// A token bucket's capacity.
+const MAX_BURST: i64 = 10_000;
+/// Requests per UTC day (HubSpot Enterprise allows 1,000,000).
+pub const MAX_DAILY_CAP: i64 = 1_000_000_000;
 
 // ---------------------------------------------------------------------------
 // The walker
@@ -320,9 +462,13 @@ struct Tbl<'a> {
     span: Span,
 }
 
+/// `parent.key`, the key written as TOML writes it: bare when it can be, else quoted (an
+/// empty key is `""`, never an empty path).
 fn child_path(parent: &str, key: &str) -> String {
+    let key = toml_edit::Key::new(key);
+    let key = key.display_repr();
     if parent.is_empty() {
-        key.to_string()
+        key.into_owned()
     } else {
         format!("{parent}.{key}")
     }
@@ -348,6 +494,8 @@ struct Walker<'t> {
     file: &'t str,
     text: &'t str,
     problems: Vec<ContractProblem>,
+    /// Accepted but risky settings (an allowed clear-text URL), located like problems.
+    warnings: Vec<ContractProblem>,
 }
 
 impl<'t> Walker<'t> {
@@ -535,16 +683,18 @@ impl<'t> Walker<'t> {
             return None;
         };
         let v = *i.value();
-        if !range.contains(&v) {
-            let bounds = if *range.end() == NO_MAX {
-                format!(">= {}", range.start())
-            } else {
-                format!("in {}..={}", range.start(), range.end())
-            };
-            self.report(&e.span, &e.path, format!("expected an integer {bounds} (found {v})"));
-            return None;
+        match T::try_from(v) {
+            Ok(t) if range.contains(&v) => Some(t),
+            _ => {
+                let (lo, hi) = (range.start(), range.end());
+                self.report(
+                    &e.span,
+                    &e.path,
+                    format!("expected an integer in {lo}..={hi} (found {v})"),
+                );
+                None
+            }
         }
-        T::try_from(v).ok()
     }
 
     /// A finite number (integers accepted) satisfying `ok`, described by `what`.
@@ -611,6 +761,10 @@ impl<'t> Walker<'t> {
         let t = self.table(e, Some(SYSTEM_KEYS))?;
         let kind = self.required(&t, "kind", |w, e| w.choice(e, kinds));
         let base_url = self.required(&t, "base_url", Self::url);
+        let allow_insecure_http = self.defaulted(Some(&t), "allow_insecure_http", false, Self::boolean);
+        if let (Some(url), Some(allow)) = (&base_url, allow_insecure_http) {
+            self.clear_text_check(&t, url, allow);
+        }
         let secret = self.required(&t, "secret", Self::secret);
         let webhook_secret = self.optional(&t, "webhook_secret", Self::secret);
         let request_timeout_ms = self.defaulted(Some(&t), "request_timeout_ms", 10_000, |w, e| w.int(e, 100..=120_000));
@@ -632,6 +786,62 @@ impl<'t> Walker<'t> {
             poll_interval_ms: poll_interval_ms?,
             poll_overlap_ms: poll_overlap_ms?,
         })
+    }
+
+    /// `http://` sends the API key in clear text: only to a loopback host (a local
+    /// simulator), or anywhere when the section says `allow_insecure_http = true` (then the
+    /// compiled contract carries a warning).
+    fn clear_text_check(&mut self, t: &Tbl<'_>, url: &str, allow: bool) {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return;
+        };
+        let host = url_host(rest);
+        if is_loopback_host(host) {
+            return;
+        }
+        let Some(e) = self.lookup(t, "base_url") else {
+            return;
+        };
+        if allow {
+            let warning = format!(
+                "http:// to {host}, which is not a loopback host: the API key and every record are \
+                 sent in clear text (allowed by allow_insecure_http = true in [{}])",
+                t.path
+            );
+            let (line, column) = self.line_col(e.span.as_ref().map_or(0, |s| s.start));
+            self.warnings.push(ContractProblem {
+                file: self.file.to_string(),
+                line,
+                column,
+                field: e.path,
+                expected: warning,
+            });
+        } else {
+            self.report(
+                &e.span,
+                &e.path,
+                format!(
+                    "expected https:// (http:// would send the API key to {host} in clear text); \
+                     http:// is accepted only for a loopback host (127.0.0.1, ::1, localhost), \
+                     or with allow_insecure_http = true in [{}]",
+                    t.path
+                ),
+            );
+        }
+    }
+
+    fn boolean(&mut self, e: &Entry<'_>) -> Option<bool> {
+        match e.node.value() {
+            Some(Value::Boolean(b)) => Some(*b.value()),
+            _ => {
+                self.report(
+                    &e.span,
+                    &e.path,
+                    format!("expected true or false, found {}", e.node.kind()),
+                );
+                None
+            }
+        }
     }
 
     fn url(&mut self, e: &Entry<'_>) -> Option<String> {
@@ -740,23 +950,160 @@ impl<'t> Walker<'t> {
             );
             return None;
         }
-        let mut out = Some(Vec::new());
+        let mut compiled = Vec::new();
+        let mut all_valid = true;
         let names: Vec<&str> = t.t.iter().map(|(k, _)| k).collect();
         for name in names {
             let Some(e) = self.lookup(&t, name) else {
                 continue;
             };
-            let object = self.object(name, &e);
             // Keep walking after a bad object so later ones are checked too.
-            match (object, out.as_mut()) {
-                (Some(o), Some(v)) => v.push(o),
-                _ => out = None,
+            match self.object(name, &e) {
+                Some(o) => compiled.push(o),
+                None => all_valid = false,
             }
         }
-        out
+        // Across the objects that compiled, so a contradiction shows with the other problems.
+        self.one_owner_per_field(&compiled);
+        all_valid.then(|| compiled.into_iter().map(|(o, _)| o).collect())
     }
 
-    fn object(&mut self, name: &str, e: &Entry<'_>) -> Option<ObjectMapping> {
+    /// Enforce the contract-wide ownership rule (see [`Role`]): every physical field —
+    /// (system, object kind, path), e.g. (crm, contact, `email`) or (billing, customer,
+    /// `metadata.lifecycle_stage`) — has one owner and at most one source.
+    ///
+    /// A mapping gives each of its two fields a role: the owner's field is the source of the
+    /// other (`Owns`), the other is a copy written from it (`CopyOf`, its edits reverted or
+    /// flagged), and a shared pair makes each field both (`Shared`: either side's edits
+    /// propagate). The field's *owner* is its own side for `Owns` and `Shared` (its edits are
+    /// the truth) and the counterpart for `CopyOf`; its *source* is the counterpart for
+    /// `CopyOf` and `Shared`. Across all mappings of one physical field:
+    ///
+    /// - the owner is the same: a field that is a copy in one mapping is no one's source or
+    ///   shared partner in another (its edits would be reverted by one and propagated by the
+    ///   other);
+    /// - there is at most one source (one counterpart field writes into it), mapped with one
+    ///   rule (owner, `on_non_owner_edit`, `conflict`) wherever the pair appears.
+    ///
+    /// A field its own side owns may feed any number of copies and share with one partner:
+    /// the default's billing subscription `plan` feeds CRM `plan` and is shared with CRM
+    /// `requested_plan`, its one writer. Each contradiction is reported once per field
+    /// mapping, at its value, naming the first mapping it contradicts (file:line:column).
+    fn one_owner_per_field(&mut self, objects: &[(ObjectMapping, Vec<FieldSite>)]) {
+        let mut uses: Vec<Use<'_>> = Vec::new();
+        for (o, sites) in objects {
+            for (f, site) in o.fields.iter().zip(sites) {
+                let crm = Physical {
+                    side: Side::Crm,
+                    kind: o.crm.as_str(),
+                    path: &f.crm,
+                };
+                let billing = Physical {
+                    side: Side::Billing,
+                    kind: o.billing.as_str(),
+                    path: &f.billing,
+                };
+                let (crm_role, billing_role) = match f.owner {
+                    Owner::Crm => (Role::Owns, Role::CopyOf(f.on_non_owner_edit)),
+                    Owner::Billing => (Role::CopyOf(f.on_non_owner_edit), Role::Owns),
+                    Owner::Shared(rule) => (Role::Shared(rule), Role::Shared(rule)),
+                };
+                let mapping = uses.len();
+                uses.push(Use {
+                    field: crm,
+                    partner: billing,
+                    role: crm_role,
+                    mapping,
+                    at: site.crm.clone(),
+                    path: format!("{}.crm", site.path),
+                    mapping_path: site.path.clone(),
+                });
+                uses.push(Use {
+                    field: billing,
+                    partner: crm,
+                    role: billing_role,
+                    mapping,
+                    at: site.billing.clone(),
+                    path: format!("{}.billing", site.path),
+                    mapping_path: site.path.clone(),
+                });
+            }
+        }
+        uses.sort_by_key(|u| u.at.as_ref().map_or(0, |s| s.start));
+        // Per physical field: its first use (the owner to agree with) and its first use with a
+        // source (the source to agree with).
+        let mut first: HashMap<Physical<'_>, (usize, Option<usize>)> = HashMap::new();
+        let mut reported: HashSet<usize> = HashSet::new();
+        for (i, u) in uses.iter().enumerate() {
+            let entry = first.entry(u.field).or_insert((i, None));
+            let (owner_ref, source_ref) = *entry;
+            if source_ref.is_none() && u.source().is_some() {
+                entry.1 = Some(i);
+            }
+            if reported.contains(&u.mapping) {
+                continue;
+            }
+            let earlier = |j: usize| uses.get(j).filter(|_| j != i);
+            let problem = earlier(owner_ref)
+                .and_then(|e| self.owner_conflict(e, u))
+                .or_else(|| source_ref.and_then(earlier).and_then(|e| self.source_conflict(e, u)));
+            if let Some(message) = problem {
+                reported.insert(u.mapping);
+                self.report(&u.at, &u.path, message);
+            }
+        }
+    }
+
+    /// `file:line:column` of a location, for naming a second place in a message.
+    fn place(&self, span: &Span) -> String {
+        let (line, column) = self.line_col(span.as_ref().map_or(0, |s| s.start));
+        format!("{}:{line}:{column}", self.file)
+    }
+
+    fn owner_conflict(&self, first: &Use<'_>, u: &Use<'_>) -> Option<String> {
+        if first.owner() == u.owner() {
+            return None;
+        }
+        Some(format!(
+            "{} has two owners: here {}, but at {} ({}) {}; expected one owner for each field \
+             across the contract (a copy of one field is nobody's source or shared partner)",
+            u.field,
+            u.describe(),
+            first.mapping_path,
+            self.place(&first.at),
+            first.describe()
+        ))
+    }
+
+    fn source_conflict(&self, first: &Use<'_>, u: &Use<'_>) -> Option<String> {
+        let (theirs, mine) = (first.source()?, u.source()?);
+        if theirs.0 != mine.0 {
+            return Some(format!(
+                "{} is written from two sources: here from {}, but {} ({}) writes it from {}; \
+                 expected at most one source for each field across the contract",
+                u.field,
+                mine.0,
+                first.mapping_path,
+                self.place(&first.at),
+                theirs.0
+            ));
+        }
+        if theirs.1 != mine.1 {
+            return Some(format!(
+                "{} and {} are mapped again with a different rule: here {}, but {} ({}) has {}; \
+                 expected the same owner and rule wherever a pair is mapped",
+                u.field,
+                u.partner,
+                u.rule(),
+                first.mapping_path,
+                self.place(&first.at),
+                first.rule()
+            ));
+        }
+        None
+    }
+
+    fn object(&mut self, name: &str, e: &Entry<'_>) -> Option<(ObjectMapping, Vec<FieldSite>)> {
         let t = self.table(e, Some(OBJECT_KEYS))?;
         let valid_name = if is_ident(name) {
             Some(())
@@ -775,15 +1122,17 @@ impl<'t> Walker<'t> {
         let idempotency_key = self.required(&t, "idempotency_key", Self::key_template);
         let fields = self.required(&t, "fields", Self::fields);
         valid_name?;
-        Some(ObjectMapping {
+        let (fields, sites) = fields?.into_iter().unzip();
+        let object = ObjectMapping {
             name: name.to_string(),
             crm: crm?,
             billing: billing?,
             match_on: match_on?,
             create_in: create_in?,
             idempotency_key: idempotency_key?,
-            fields: fields?,
-        })
+            fields,
+        };
+        Some((object, sites))
     }
 
     fn match_rules(&mut self, e: &Entry<'_>) -> Option<Vec<MatchRule>> {
@@ -867,7 +1216,7 @@ impl<'t> Walker<'t> {
         }
     }
 
-    fn fields(&mut self, e: &Entry<'_>) -> Option<Vec<FieldMapping>> {
+    fn fields(&mut self, e: &Entry<'_>) -> Option<Vec<(FieldMapping, FieldSite)>> {
         let tables: Vec<(&dyn TableLike, Span)> = match e.node {
             Node::Tables(a) => a
                 .iter()
@@ -905,7 +1254,15 @@ impl<'t> Walker<'t> {
                 path: format!("{}[{i}]", e.path),
                 span,
             };
-            let field = self.field(&t, &mut seen);
+            let field = self.field(&t, &mut seen).map(|f| {
+                let at = |key: &str| self.lookup(&t, key).and_then(|e| e.span);
+                let site = FieldSite {
+                    crm: at("crm"),
+                    billing: at("billing"),
+                    path: t.path.clone(),
+                };
+                (f, site)
+            });
             match (field, out.as_mut()) {
                 (Some(f), Some(v)) => v.push(f),
                 _ => out = None,
@@ -1068,8 +1425,8 @@ impl<'t> Walker<'t> {
         let t = self.section(root, "retry", RETRY_KEYS);
         let t = t.as_ref();
         let max_attempts = self.defaulted(t, "max_attempts", 8, |w, e| w.int(e, 1..=100));
-        let base_backoff_ms = self.defaulted(t, "base_backoff_ms", 200, |w, e| w.int(e, 1..=NO_MAX));
-        let max_backoff_ms = self.defaulted(t, "max_backoff_ms", 30_000, |w, e| w.int(e, 1..=NO_MAX));
+        let base_backoff_ms = self.defaulted(t, "base_backoff_ms", 200, |w, e| w.int(e, 1..=MAX_BACKOFF_MS));
+        let max_backoff_ms = self.defaulted(t, "max_backoff_ms", 30_000, |w, e| w.int(e, 1..=MAX_BACKOFF_MS));
         if let (Some(base), Some(max)) = (base_backoff_ms, max_backoff_ms) {
             if max < base {
                 let e = t.and_then(|t| {
@@ -1145,9 +1502,15 @@ impl<'t> Walker<'t> {
             .into_iter()
             .filter(|k| t.is_some_and(|t| t.t.contains_key(k)))
             .collect();
-        let requests_per_second = self.defaulted(t, "requests_per_second", rps, |w, e| w.number(e, |v| v > 0.0, "> 0"));
-        let burst = self.defaulted(t, "burst", burst, |w, e| w.int(e, 1..=i64::from(u32::MAX)));
-        let daily_cap = self.defaulted(t, "daily_cap", daily_cap, |w, e| w.int(e, 1..=NO_MAX).map(Some));
+        let requests_per_second = self.defaulted(t, "requests_per_second", rps, |w, e| {
+            w.number(
+                e,
+                |v| (MIN_REQUESTS_PER_SECOND..=MAX_REQUESTS_PER_SECOND).contains(&v),
+                "in 0.001..=10000",
+            )
+        });
+        let burst = self.defaulted(t, "burst", burst, |w, e| w.int(e, 1..=MAX_BURST));
+        let daily_cap = self.defaulted(t, "daily_cap", daily_cap, |w, e| w.int(e, 1..=MAX_DAILY_CAP).map(Some));
         let source = if overridden.is_empty() {
             format!("{preset} default")
         } else {
@@ -1165,9 +1528,9 @@ impl<'t> Walker<'t> {
         let t = self.section(root, "alerts", ALERT_KEYS);
         let t = t.as_ref();
         let fraction = |w: &mut Self, e: &Entry<'_>| w.number(e, |v| v > 0.0 && v <= 1.0, "in (0, 1]");
-        let lag_p95_ms = self.defaulted(t, "lag_p95_ms", 60_000, |w, e| w.int(e, 1..=NO_MAX));
-        let dead_letters = self.defaulted(t, "dead_letters", 10, |w, e| w.int(e, 0..=NO_MAX));
-        let review_depth = self.defaulted(t, "review_depth", 25, |w, e| w.int(e, 0..=NO_MAX));
+        let lag_p95_ms = self.defaulted(t, "lag_p95_ms", 60_000, |w, e| w.int(e, 1..=MAX_LAG_ALERT_MS));
+        let dead_letters = self.defaulted(t, "dead_letters", 10, |w, e| w.int(e, 0..=MAX_DEPTH_ALERT));
+        let review_depth = self.defaulted(t, "review_depth", 25, |w, e| w.int(e, 0..=MAX_DEPTH_ALERT));
         let error_rate = self.defaulted(t, "error_rate", 0.05, fraction);
         let mismatch_rate = self.defaulted(t, "mismatch_rate", 0.01, fraction);
         Some(Alerts {
@@ -1177,6 +1540,112 @@ impl<'t> Walker<'t> {
             error_rate: error_rate?,
             mismatch_rate: mismatch_rate?,
         })
+    }
+}
+
+/// Where a compiled field mapping was written: `objects.<name>.fields[i]` and the locations
+/// of its `crm` and `billing` values.
+struct FieldSite {
+    path: String,
+    crm: Span,
+    billing: Span,
+}
+
+/// A physical field: (system, object kind, path), e.g. (crm, contact, `email`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Physical<'a> {
+    side: Side,
+    kind: &'static str,
+    path: &'a str,
+}
+
+impl fmt::Display for Physical<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} `{}`", self.side.as_str(), self.kind, self.path)
+    }
+}
+
+/// What one field mapping makes of one of its two physical fields.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Its own side owns the pair: its edits are the truth, copied to the counterpart, and
+    /// the mapping never writes it.
+    Owns,
+    /// The counterpart owns the pair: it is written from the counterpart, and its own edits
+    /// are reverted or flagged by the rule.
+    CopyOf(NonOwnerRule),
+    /// Shared: either side's edits propagate; concurrent ones are settled by the rule.
+    Shared(ConflictRule),
+}
+
+/// One physical field as one field mapping uses it.
+struct Use<'a> {
+    field: Physical<'a>,
+    partner: Physical<'a>,
+    role: Role,
+    /// Which field mapping (both of its uses share the number).
+    mapping: usize,
+    /// The location of the field's value (`crm = "..."` or `billing = "..."`).
+    at: Span,
+    /// `objects.<name>.fields[i].crm` or `.billing`.
+    path: String,
+    /// `objects.<name>.fields[i]`.
+    mapping_path: String,
+}
+
+impl Use<'_> {
+    /// The side whose edits of this field are the truth.
+    fn owner(&self) -> Side {
+        match self.role {
+            Role::Owns | Role::Shared(_) => self.field.side,
+            Role::CopyOf(_) => self.partner.side,
+        }
+    }
+
+    /// The field written into this one, with the rule it is written by.
+    fn source(&self) -> Option<(Physical<'_>, Role)> {
+        match self.role {
+            Role::Owns => None,
+            Role::CopyOf(_) | Role::Shared(_) => Some((self.partner, self.role)),
+        }
+    }
+
+    /// The mapping's rule as written in the contract.
+    fn rule(&self) -> String {
+        match self.role {
+            Role::Owns => format!("owner = \"{}\"", self.field.side.as_str()),
+            Role::CopyOf(rule) => format!(
+                "owner = \"{}\", on_non_owner_edit = \"{}\"",
+                self.partner.side.as_str(),
+                name_of(NON_OWNER_RULES, rule)
+            ),
+            Role::Shared(rule) => format!("owner = \"shared\", conflict = \"{}\"", name_of(CONFLICT_RULES, rule)),
+        }
+    }
+
+    /// What the mapping makes of the field, for a person.
+    fn describe(&self) -> String {
+        match self.role {
+            Role::Owns => format!(
+                "owner = \"{}\" makes it the source of {}",
+                self.field.side.as_str(),
+                self.partner
+            ),
+            Role::CopyOf(rule) => format!(
+                "owner = \"{}\" makes it a copy of {} (its own edits {})",
+                self.partner.side.as_str(),
+                self.partner,
+                match rule {
+                    NonOwnerRule::Revert => "reverted",
+                    NonOwnerRule::Flag => "flagged",
+                }
+            ),
+            Role::Shared(rule) => format!(
+                "owner = \"shared\" shares it with {} (conflict = \"{}\")",
+                self.partner,
+                name_of(CONFLICT_RULES, rule)
+            ),
+        }
     }
 }
 
@@ -1247,6 +1716,23 @@ fn parse_template(raw: &str) -> Result<Vec<KeyPart>, Vec<(usize, String)>> {
     } else {
         Err(errors)
     }
+}
+
+/// The host of a URL's remainder after `scheme://`: without userinfo, port or path; an IPv6
+/// literal without its brackets.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or_default();
+    }
+    host_port.split(':').next().unwrap_or_default()
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: traffic that never leaves the machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `nightly`, `hourly`, `manual`, or a 5-field cron expression (the scheduler's own parser).

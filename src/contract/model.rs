@@ -1,5 +1,6 @@
 //! The checked sync contract: what the rest of the engine reads. Built only by
-//! `contract::compile`, which has already proven every invariant stated on these types.
+//! `contract::compile`, which has already proven every invariant stated on these types
+//! (numeric ranges included: code may add these to a Unix-ms clock without overflow).
 
 use std::path::PathBuf;
 
@@ -57,12 +58,14 @@ pub struct SystemConfig {
     pub secret: SecretRef,
     /// Webhook signing secret (Stripe `whsec_…` / HubSpot app client secret).
     pub webhook_secret: Option<SecretRef>,
+    /// 100..=120000.
     pub request_timeout_ms: u64,
     /// How changes reach the engine: signed webhooks, polling, or both (deduplicated).
     pub ingest: IngestMode,
-    /// Time between poll passes (when polling).
+    /// Time between poll passes (when polling): 100..=3600000.
     pub poll_interval_ms: u64,
-    /// How far each poll window reaches back before the cursor (late-indexed changes).
+    /// How far each poll window reaches back before the cursor (late-indexed changes):
+    /// 1000..=86400000.
     pub poll_overlap_ms: u64,
 }
 
@@ -259,6 +262,7 @@ pub struct ObjectMapping {
 
 #[derive(Debug, Clone)]
 pub struct Dedupe {
+    /// 1..=365.
     pub retention_days: u32,
 }
 
@@ -266,23 +270,27 @@ pub struct Dedupe {
 pub struct Reconciliation {
     /// `nightly`, `hourly`, `manual`, or a 5-field cron expression.
     pub schedule: String,
+    /// 1..=90.
     pub window_days: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Retry {
+    /// 1..=100.
     pub max_attempts: u32,
+    /// 1..=3600000 (one hour).
     pub base_backoff_ms: u64,
+    /// base_backoff_ms..=3600000 (one hour).
     pub max_backoff_ms: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct RateLimit {
-    /// Sustained requests per second allowed to this destination.
+    /// Sustained requests per second allowed to this destination: 0.001..=10000.
     pub requests_per_second: f64,
-    /// Burst size (token bucket capacity).
+    /// Burst size (token bucket capacity): 1..=10000.
     pub burst: u32,
-    /// Optional daily cap on requests (reset at 00:00 UTC).
+    /// Optional daily cap on requests (reset at 00:00 UTC): 1..=1000000000.
     pub daily_cap: Option<u64>,
     /// How the figures were chosen, for `status` (e.g. `stripe test mode default`,
     /// `hubspot free_starter tier, requests_per_second from the contract`).
@@ -297,10 +305,15 @@ pub struct RateLimits {
 
 #[derive(Debug, Clone)]
 pub struct Alerts {
+    /// 1..=86400000 (one day).
     pub lag_p95_ms: u64,
+    /// 0..=1000000.
     pub dead_letters: u64,
+    /// 0..=1000000.
     pub review_depth: u64,
+    /// In (0, 1].
     pub error_rate: f64,
+    /// In (0, 1].
     pub mismatch_rate: f64,
 }
 
@@ -319,6 +332,10 @@ pub struct Contract {
     pub retry: Retry,
     pub rate_limits: RateLimits,
     pub alerts: Alerts,
+    /// Settings accepted but risky, located like problems (e.g. an `http://` base URL to a
+    /// non-loopback host allowed by `allow_insecure_http`). `contract check` prints them and
+    /// `serve` logs them at start.
+    pub warnings: Vec<super::ContractProblem>,
 }
 
 impl Contract {

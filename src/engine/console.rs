@@ -120,8 +120,9 @@ impl Engine {
                 Err(contract::ContractError::Read { path, source }) => {
                     info.read_error = Some(format!("cannot read {path}: {source}"));
                 }
+                Err(e @ contract::ContractError::TooLarge { .. }) => info.read_error = Some(e.to_string()),
                 Err(contract::ContractError::Invalid(problems)) => {
-                    if let Ok(bytes) = std::fs::read(&c.path) {
+                    if let Ok(bytes) = contract::read_file(&c.path) {
                         info.file_version = Some(contract::contract_version(&bytes));
                     }
                     info.issues = problems

@@ -7,4 +7,5 @@
 //! writes the input to `$CARGO_TARGET_TMPDIR/fuzz-crashes/`, from where
 //! `DRIFTLESS_FUZZ_REPLAY=<file>` runs that one input again.
 
+mod contract;
 mod harness;

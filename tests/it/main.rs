@@ -8,6 +8,7 @@ mod cli;
 mod companies;
 mod connect;
 mod console;
+mod contract_check;
 mod crash;
 mod crm_batch;
 mod drill;
