@@ -58,13 +58,18 @@ pub fn retry_after_ms(h: &HeaderMap, now_ms: i64) -> Option<u64> {
     let s = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = s.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Some((secs * 1000.0).min(u64::MAX as f64 / 2.0) as u64);
+            return Some((secs * 1000.0).min(MAX_RETRY_AFTER_MS as f64) as u64);
         }
         return None;
     }
     let at = chrono::DateTime::parse_from_rfc2822(s).ok()?;
-    Some(u64::try_from(at.timestamp_millis() - now_ms).unwrap_or(0))
+    let wait = at.timestamp_millis().saturating_sub(now_ms);
+    Some(u64::try_from(wait).unwrap_or(0).min(MAX_RETRY_AFTER_MS))
 }
+
+/// The longest wait a `Retry-After` is taken at (a day): an absurd one would otherwise
+/// overflow the times it is added to, and no provider asks for longer.
+pub const MAX_RETRY_AFTER_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Stripe's `Stripe-Should-Retry`: `Some(true)` / `Some(false)` when sent, `None` otherwise.
 pub fn stripe_should_retry(h: &HeaderMap) -> Option<bool> {
@@ -107,6 +112,15 @@ mod tests {
             Some(0)
         );
         assert_eq!(retry_after_ms(&headers(&[("Retry-After", "soon")]), now), None);
+        // An absurd wait is capped at a day (added to times, it would overflow).
+        assert_eq!(
+            retry_after_ms(&headers(&[("Retry-After", "1e300")]), now),
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        assert_eq!(
+            retry_after_ms(&headers(&[("Retry-After", "Fri, 31 Dec 9999 23:59:59 GMT")]), now),
+            Some(MAX_RETRY_AFTER_MS)
+        );
         assert_eq!(retry_after_ms(&headers(&[("Retry-After", "-3")]), now), None);
         assert_eq!(retry_after_ms(&headers(&[]), now), None);
     }

@@ -191,6 +191,8 @@ pub fn run(
         });
         let path = dir.join(format!("{name}-{hash:016x}.bin"));
         let _ = std::fs::write(&path, input);
+        // The quiet hook would swallow this report too: the default one prints it.
+        let _ = std::panic::take_hook();
         panic!(
             "fuzz target {name}: failure after {cases} cases (seed {}): {why}\n  input ({} bytes) saved to {}\n  input as text: {:?}\n  replay: DRIFTLESS_FUZZ_REPLAY={} cargo test --test fuzz {name}",
             seed(),

@@ -3,6 +3,7 @@
 /**
  * One step of connecting, as `driftless connect --json` prints it (`step`, `ok`, `detail`).
  * A failed connection test is `ok: false` with the specific reason and a `code`:
- * `empty_key`, `key_refused`, `unreachable`, `not_the_api` or `unexpected_answer`.
+ * `key_refused`, `unreachable`, `not_the_api` or `unexpected_answer` (no key at all is a
+ * 400 `bad_request`).
  */
 export type ConnectStep = { step: string, ok: boolean, detail: string, code: string | null, };

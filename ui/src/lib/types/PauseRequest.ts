@@ -9,6 +9,6 @@ export type PauseRequest = {
  */
 scope: string | null, 
 /**
- * Why — shown on every screen while paused, and audited.
+ * Why — shown on every screen while paused, and audited. Required to pause.
  */
 reason: string | null, };

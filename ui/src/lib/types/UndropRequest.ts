@@ -3,4 +3,8 @@
 /**
  * Requeue a dropped event for a fresh decision.
  */
-export type UndropRequest = { inbox_id: number, reason: string, };
+export type UndropRequest = { inbox_id: number, 
+/**
+ * Why (audited).
+ */
+reason: string, };
