@@ -256,7 +256,7 @@ impl Budget {
         let quiet = s
             .recent_429
             .back()
-            .map_or(true, |t| now.duration_since(*t) >= DECREASE_EVERY);
+            .is_none_or(|t| now.duration_since(*t) >= DECREASE_EVERY);
         if quiet && s.rate < self.configured {
             s.rate = (s.rate + self.configured * RECOVERY_PER_SEC * elapsed).min(self.configured);
         }
@@ -322,7 +322,7 @@ impl Budget {
     }
 
     fn block(&self, s: &mut State, until: Instant, reason: String) {
-        if s.blocked.as_ref().map_or(true, |b| b.until < until) {
+        if s.blocked.as_ref().is_none_or(|b| b.until < until) {
             s.blocked = Some(Block { until, reason });
         }
         s.tokens = s.tokens.min(0.0);
@@ -367,9 +367,7 @@ impl Budget {
                 d
             }
             None => {
-                if s.last_decrease
-                    .map_or(true, |t| now.duration_since(t) >= DECREASE_EVERY)
-                {
+                if s.last_decrease.is_none_or(|t| now.duration_since(t) >= DECREASE_EVERY) {
                     s.rate = (s.rate * 0.5).max(self.configured * MIN_SHARE);
                     s.last_decrease = Some(now);
                 }
@@ -449,7 +447,7 @@ fn share_slot(s: &mut State, now: Instant) -> &mut (Instant, u64, u64) {
     let fresh = s
         .share
         .back()
-        .map_or(true, |(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1));
+        .is_none_or(|(at, _, _)| now.duration_since(*at) >= Duration::from_secs(1));
     if fresh {
         s.share.push_back((now, 0, 0));
     }

@@ -144,7 +144,7 @@ pub async fn claims(report: &mut Report) -> Result<(), String> {
                     mine += 1;
                     let t = Instant::now();
                     let claim = ledger
-                        .claim_lane(&owner, 1, now_ms(), LEASE_MS, mine % BULK_CLAIM_EVERY == 0)
+                        .claim_lane(&owner, 1, now_ms(), LEASE_MS, mine.is_multiple_of(BULK_CLAIM_EVERY))
                         .await
                         .map_err(|e| format!("claim: {e}"))?
                         .pop();

@@ -81,9 +81,9 @@ pub fn render_problems(problems: &[ContractProblem]) -> String {
 pub const MAX_CONTRACT_BYTES: usize = 1024 * 1024;
 
 fn human_size(bytes: usize) -> String {
-    if bytes % (1024 * 1024) == 0 {
+    if bytes.is_multiple_of(1024 * 1024) {
         format!("{} MiB", bytes / (1024 * 1024))
-    } else if bytes % 1024 == 0 {
+    } else if bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} bytes")

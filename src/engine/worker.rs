@@ -54,7 +54,7 @@ pub(super) async fn run(inner: Arc<Inner>, idx: usize) {
     while !inner.stopping() {
         let notified = inner.work.notified();
         claims += 1;
-        let bulk_first = claims % BULK_CLAIM_EVERY == 0;
+        let bulk_first = claims.is_multiple_of(BULK_CLAIM_EVERY);
         let claim = match inner
             .ledger
             .claim_lane(&owner, 1, inner.now_ms(), LEASE_MS, bulk_first)

@@ -58,10 +58,7 @@ impl LedgerError {
                 .and_then(|d| d.code())
                 .and_then(|c| c.parse::<i32>().ok())
                 .and_then(Unwritable::from_code),
-            LedgerError::Native(e) => match e {
-                rusqlite::Error::SqliteFailure(f, _) => Unwritable::from_code(f.extended_code),
-                _ => None,
-            },
+            LedgerError::Native(rusqlite::Error::SqliteFailure(f, _)) => Unwritable::from_code(f.extended_code),
             _ => None,
         }
     }

@@ -218,7 +218,7 @@ pub(crate) fn values_agree(crm: Option<&str>, billing: Option<&str>) -> bool {
 
 fn zero(v: &Option<String>) -> bool {
     v.as_deref()
-        .map_or(true, |s| s.parse::<f64>().is_ok_and(|x| x.abs() < 0.005))
+        .is_none_or(|s| s.parse::<f64>().is_ok_and(|x| x.abs() < 0.005))
 }
 
 fn parse_time_ms(s: &str) -> Option<i64> {

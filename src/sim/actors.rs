@@ -405,7 +405,7 @@ pub fn spawn_background_actors(sims: &Simulators, seed: u64) -> tokio::task::Joi
         let mut t: u64 = 0;
         while !sims.crm.core().stopping() {
             tick.tick().await;
-            if t % 3 == 0 {
+            if t.is_multiple_of(3) {
                 a.new_contact(&sims);
             }
             a.crm_edit(&sims);

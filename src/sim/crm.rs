@@ -532,11 +532,9 @@ impl Filter {
         match (self.op.as_str(), have.as_deref()) {
             ("HAS_PROPERTY", h) => h.is_some(),
             ("NOT_HAS_PROPERTY", h) => h.is_none(),
-            ("NEQ", h) => h.map_or(true, |h| cmp(h) != Ordering::Equal),
-            ("NOT_IN", h) => h.map_or(true, |h| {
-                !self.values.iter().any(|v| cmp_values(h, v) == Ordering::Equal)
-            }),
-            ("NOT_CONTAINS_TOKEN", h) => h.map_or(true, |h| !token(h)),
+            ("NEQ", h) => h.is_none_or(|h| cmp(h) != Ordering::Equal),
+            ("NOT_IN", h) => h.is_none_or(|h| !self.values.iter().any(|v| cmp_values(h, v) == Ordering::Equal)),
+            ("NOT_CONTAINS_TOKEN", h) => h.is_none_or(|h| !token(h)),
             (_, None) => false,
             ("EQ", Some(h)) => cmp(h) == Ordering::Equal,
             ("GT", Some(h)) => cmp(h) == Ordering::Greater,
@@ -1368,7 +1366,7 @@ impl Crm {
             .values()
             .filter(|c| parsed.is_empty() || parsed.iter().any(|g| g.iter().all(|f| f.matches(c))))
             .filter(|c| {
-                query.as_ref().map_or(true, |q| {
+                query.as_ref().is_none_or(|q| {
                     kind.query_props()
                         .iter()
                         .any(|p| c.props.get(*p).is_some_and(|v| v.to_lowercase().contains(q.as_str())))

@@ -1290,10 +1290,10 @@ fn list_prices(l: &Ledger, q: &[(String, String)]) -> Result<Value, Reply> {
         .iter()
         .rev()
         .filter(|p| keys.is_empty() || keys.iter().any(|k| p["lookup_key"] == *k))
-        .filter(|p| param(q, "active").map_or(true, |a| p["active"].as_bool() == a.parse::<bool>().ok()))
-        .filter(|p| param(q, "currency").map_or(true, |c| p["currency"] == c))
-        .filter(|p| param(q, "product").map_or(true, |c| p["product"] == c))
-        .filter(|p| param(q, "type").map_or(true, |c| p["type"] == c))
+        .filter(|p| param(q, "active").is_none_or(|a| p["active"].as_bool() == a.parse::<bool>().ok()))
+        .filter(|p| param(q, "currency").is_none_or(|c| p["currency"] == c))
+        .filter(|p| param(q, "product").is_none_or(|c| p["product"] == c))
+        .filter(|p| param(q, "type").is_none_or(|c| p["type"] == c))
         .filter(|p| created_matches(&created, p))
         .collect();
     paginate(items, q, "price", "/v1/prices")
@@ -1327,10 +1327,10 @@ fn list_subscriptions(l: &Ledger, q: &[(String, String)]) -> Result<Value, Reply
     let items: Vec<&Value> = ordered(&l.subs, &l.sub_order)
         .rev()
         .filter(|s| status_ok(&s["status"]))
-        .filter(|s| param(q, "customer").map_or(true, |c| s["customer"] == c))
-        .filter(|s| param(q, "collection_method").map_or(true, |c| s["collection_method"] == c))
+        .filter(|s| param(q, "customer").is_none_or(|c| s["customer"] == c))
+        .filter(|s| param(q, "collection_method").is_none_or(|c| s["collection_method"] == c))
         .filter(|s| {
-            param(q, "price").map_or(true, |p| {
+            param(q, "price").is_none_or(|p| {
                 s["items"]["data"]
                     .as_array()
                     .is_some_and(|a| a.iter().any(|it| it["price"]["id"] == p))
@@ -1375,10 +1375,10 @@ fn list_invoices(l: &Ledger, q: &[(String, String)]) -> Result<Value, Reply> {
     }
     let items: Vec<&Value> = ordered(&l.invoices, &l.invoice_order)
         .rev()
-        .filter(|i| param(q, "status").map_or(true, |s| i["status"] == s))
-        .filter(|i| param(q, "customer").map_or(true, |c| i["customer"] == c))
-        .filter(|i| param(q, "subscription").map_or(true, |c| i["subscription"] == c))
-        .filter(|i| param(q, "collection_method").map_or(true, |c| i["collection_method"] == c))
+        .filter(|i| param(q, "status").is_none_or(|s| i["status"] == s))
+        .filter(|i| param(q, "customer").is_none_or(|c| i["customer"] == c))
+        .filter(|i| param(q, "subscription").is_none_or(|c| i["subscription"] == c))
+        .filter(|i| param(q, "collection_method").is_none_or(|c| i["collection_method"] == c))
         .filter(|i| created_matches(&created, i))
         .collect();
     paginate(items, q, "invoice", "/v1/invoices")
@@ -1399,8 +1399,8 @@ fn list_credit_notes(l: &Ledger, q: &[(String, String)]) -> Result<Value, Reply>
     let created = created_filter(q)?;
     let items: Vec<&Value> = ordered(&l.credit_notes, &l.credit_note_order)
         .rev()
-        .filter(|c| param(q, "invoice").map_or(true, |i| c["invoice"] == i))
-        .filter(|c| param(q, "customer").map_or(true, |i| c["customer"] == i))
+        .filter(|c| param(q, "invoice").is_none_or(|i| c["invoice"] == i))
+        .filter(|c| param(q, "customer").is_none_or(|i| c["customer"] == i))
         .filter(|c| created_matches(&created, c))
         .collect();
     paginate(items, q, "credit_note", "/v1/credit_notes")
