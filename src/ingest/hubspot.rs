@@ -28,11 +28,11 @@ pub fn verify(
         system: SYSTEM,
         detail: "X-HubSpot-Request-Timestamp is not a number of milliseconds".into(),
     })?;
-    let age = now_ms - ts;
-    if age.abs() > TOLERANCE_MS {
+    let age_ms = super::age(now_ms, ts);
+    if !super::within(age_ms, TOLERANCE_MS) {
         return Err(IngestError::Stale {
             system: SYSTEM,
-            age_secs: age / 1000,
+            age_secs: age_ms.map(|a| a / 1000),
             tolerance_secs: TOLERANCE_MS / 1000,
         });
     }
@@ -128,6 +128,43 @@ mod tests {
             verify("s", "POST", uri, body, &sig, "100000", 100_000 + TOLERANCE_MS + 1),
             Err(IngestError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_stale_not_an_overflow() {
+        // `now_ms - ts` overflows for these (a panic with overflow checks; a skipped stale
+        // check without them, since the wrapped age's `abs()` is negative).
+        let body = br#"[{"eventId":1}]"#;
+        let uri = "http://127.0.0.1:9/webhooks/hubspot";
+        let now = 100_000;
+        let far_past = (now as i128 - (1i128 << 63)) as i64;
+        for ts in [far_past, i64::MIN, i64::MAX] {
+            let ts = ts.to_string();
+            let sig = sign("s", "POST", uri, body, &ts);
+            match verify("s", "POST", uri, body, &sig, &ts, now) {
+                Err(e @ IngestError::Stale { .. }) => assert_eq!(e.code(), "stale_timestamp"),
+                other => panic!("ts = {ts}: expected a stale timestamp, got {other:?}"),
+            }
+        }
+        let ts = far_past.to_string();
+        let e = verify("s", "POST", uri, body, &sign("s", "POST", uri, body, &ts), &ts, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crm webhook: timestamp too far from now to measure, outside the 300 s tolerance"
+        );
+        for (now, ts) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN)] {
+            let ts = ts.to_string();
+            let sig = sign("s", "POST", uri, body, &ts);
+            assert!(matches!(
+                verify("s", "POST", uri, body, &sig, &ts, now),
+                Err(IngestError::Stale { age_secs: None, .. })
+            ));
+        }
+        let e = verify("s", "POST", uri, body, &sign("s", "POST", uri, body, "1"), "1", 400_002).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crm webhook: timestamp 400 s away from now, outside the 300 s tolerance"
+        );
     }
 
     #[test]

@@ -17,17 +17,23 @@ pub const META_CRM_COMPANY_ID: &str = "driftless_crm_company_id";
 pub const META_ORIGIN: &str = "driftless_origin";
 pub const META_CORRELATION: &str = "driftless_correlation_id";
 
-/// Verify a `Stripe-Signature` header against the raw body.
+/// Verify a `Stripe-Signature` header against the raw body. The signed bytes are the header's
+/// `t` value exactly as sent, `.`, and the body; the header must carry exactly one `t`.
 pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<(), IngestError> {
-    let mut t: Option<i64> = None;
+    let malformed = |detail: &str| IngestError::Malformed {
+        system: SYSTEM,
+        detail: detail.to_string(),
+    };
+    let mut t_text: Option<&str> = None;
     let mut sigs: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or_else(|| IngestError::Malformed {
-            system: SYSTEM,
-            detail: "Stripe-Signature is not a list of key=value pairs".into(),
-        })?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| malformed("Stripe-Signature is not a list of key=value pairs"))?;
         match k {
-            "t" => t = v.parse().ok(),
+            "t" if t_text.is_some() => return Err(malformed("Stripe-Signature has more than one timestamp (t=)")),
+            "t" => t_text = Some(v),
             "v1" => {
                 if let Ok(b) = hex::decode(v) {
                     sigs.push(b);
@@ -36,15 +42,15 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<
             _ => {}
         }
     }
-    let t = t.ok_or_else(|| IngestError::Malformed {
-        system: SYSTEM,
-        detail: "Stripe-Signature has no timestamp".into(),
-    })?;
+    let t_text = t_text.ok_or_else(|| malformed("Stripe-Signature has no timestamp"))?;
+    let t: i64 = t_text
+        .parse()
+        .map_err(|_| malformed("Stripe-Signature timestamp (t=) is not a whole number of seconds"))?;
     if sigs.is_empty() {
         return Err(IngestError::BadSignature { system: SYSTEM });
     }
-    let age = now_secs - t;
-    if age.abs() > TOLERANCE_SECS {
+    let age = super::age(now_secs, t);
+    if !super::within(age, TOLERANCE_SECS) {
         return Err(IngestError::Stale {
             system: SYSTEM,
             age_secs: age,
@@ -54,7 +60,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<
     for sig in &sigs {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
             .map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
-        mac.update(t.to_string().as_bytes());
+        mac.update(t_text.as_bytes());
         mac.update(b".");
         mac.update(body);
         if mac.verify_slice(sig).is_ok() {
@@ -175,6 +181,71 @@ mod tests {
             verify("whsec_a", "garbage", body, 1000),
             Err(IngestError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_stale_not_an_overflow() {
+        // `now - t` overflows for these: with overflow checks that panicked; without them the
+        // age wrapped to i64::MIN, whose `abs()` is negative, and the stale check passed.
+        let body = br#"{"id":"evt_1"}"#;
+        let now = 1_000;
+        let far_past = (now as i128 - (1i128 << 63)) as i64; // now − 2^63 fits; now − t does not
+        for t in [far_past, i64::MIN, i64::MAX, i64::MIN + 1] {
+            let h = sign("whsec_a", t, body);
+            match verify("whsec_a", &h, body, now) {
+                Err(e @ IngestError::Stale { .. }) => {
+                    assert_eq!(e.code(), "stale_timestamp");
+                    assert!(e.to_string().contains("outside the 300 s tolerance"), "{e}");
+                }
+                other => panic!("t = {t}: expected a stale timestamp, got {other:?}"),
+            }
+        }
+        let e = verify("whsec_a", &sign("whsec_a", far_past, body), body, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: timestamp too far from now to measure, outside the 300 s tolerance"
+        );
+        // A measurable age is still reported.
+        let e = verify("whsec_a", &sign("whsec_a", now - 301, body), body, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: timestamp 301 s away from now, outside the 300 s tolerance"
+        );
+        // `now` itself at the ends of the range.
+        for (now, t) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (i64::MAX, -1)] {
+            assert!(matches!(
+                verify("whsec_a", &sign("whsec_a", t, body), body, now),
+                Err(IngestError::Stale { age_secs: None, .. })
+            ));
+        }
+        assert!(verify("whsec_a", &sign("whsec_a", i64::MAX, body), body, i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn the_signature_covers_the_timestamp_text_as_sent_and_one_timestamp_only() {
+        let body = br#"{"id":"evt_1"}"#;
+        let h = sign("whsec_a", 1000, body);
+        // The same number written differently is not what was signed.
+        for t in ["01000", "+1000"] {
+            let forged = h.replacen("t=1000", &format!("t={t}"), 1);
+            assert!(
+                matches!(
+                    verify("whsec_a", &forged, body, 1000),
+                    Err(IngestError::BadSignature { .. })
+                ),
+                "{forged}"
+            );
+        }
+        // A second timestamp is refused whichever one is signed.
+        for extra in [",t=1000", ",t=999"] {
+            let e = verify("whsec_a", &format!("{h}{extra}"), body, 1000).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "billing webhook: malformed: Stripe-Signature has more than one timestamp (t=)"
+            );
+        }
+        let e = verify("whsec_a", &h.replacen("t=1000", "t=soon", 1), body, 1000).unwrap_err();
+        assert!(e.to_string().contains("is not a whole number of seconds"), "{e}");
     }
 
     #[test]
