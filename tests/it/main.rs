@@ -11,6 +11,7 @@ mod crash;
 mod crm_batch;
 mod drill;
 mod flow;
+mod ids;
 mod localstripe;
 mod migration;
 mod ops;
