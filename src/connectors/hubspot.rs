@@ -484,7 +484,7 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
         body: clip(&v.to_string()),
     };
     let id = match v.get("id") {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(garbage("object without an id")),
     };
@@ -517,7 +517,21 @@ pub fn list_page(status: u16, v: &Value) -> ConnResult<ListPage> {
         });
     };
     let records = results.iter().map(contact_record).collect::<ConnResult<Vec<_>>>()?;
-    let next = v.pointer("/paging/next/after").and_then(scalar);
+    // A next page without a cursor would restart the listing at its first page.
+    let next = match v.pointer("/paging/next") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(
+            n.get("after")
+                .and_then(scalar)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status,
+                    detail: "list answer with paging.next but no after cursor".into(),
+                    body: clip(&v.to_string()),
+                })?,
+        ),
+    };
     Ok(ListPage { records, next })
 }
 
@@ -1075,6 +1089,35 @@ mod tests {
             json!({"id": "a@example.test", "idProperty": "email", "objectWriteTraceId": "0",
             "properties": {"email": "a@example.test", "lifecyclestage": "lead"}})
         );
+    }
+
+    #[test]
+    fn an_empty_id_or_a_next_page_without_a_cursor_is_garbage() {
+        // Found by the connector_hubspot_responses fuzz target: `"id": ""` made a record
+        // with an empty id (a queue key `customer:crm:`).
+        assert_eq!(
+            contact_record(&json!({"id": "", "properties": {}}))
+                .unwrap_err()
+                .class(),
+            "garbage"
+        );
+        assert_eq!(contact_record(&json!({"id": 7, "properties": {}})).unwrap().id, "7");
+        let page = |paging: Value| json!({"results": [{"id": "7", "properties": {}}], "paging": paging});
+        for paging in [
+            json!({"next": {}}),
+            json!({"next": {"after": ""}}),
+            json!({"next": {"after": null}}),
+        ] {
+            assert_eq!(list_page(200, &page(paging)).unwrap_err().class(), "garbage");
+        }
+        assert_eq!(
+            list_page(200, &page(json!({"next": {"after": "NTI1Cg%3D%3D"}})))
+                .unwrap()
+                .next
+                .as_deref(),
+            Some("NTI1Cg%3D%3D")
+        );
+        assert_eq!(list_page(200, &page(json!({}))).unwrap().next, None);
     }
 
     #[test]

@@ -207,6 +207,7 @@ pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| garbage("customer without an id"))?;
     let mut fields = Fields::new();
     for attr in ["email", "name", "phone", "description"] {
@@ -252,6 +253,7 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| garbage("subscription without an id", v))?;
     let items = v
         .get("items")
@@ -279,13 +281,16 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
             .and_then(Value::as_i64)
             .unwrap_or(1)
             .max(1);
+        // Amounts and quantities are outside numbers: saturating, never an overflow.
+        let total = amount.saturating_mul(qty);
+        let per_year = |n: i64| total.saturating_mul(n) / count.saturating_mul(12);
         let monthly = match interval {
-            "year" => amount * qty / (12 * count),
-            "week" => amount * qty * 52 / (12 * count),
-            "day" => amount * qty * 365 / (12 * count),
-            _ => amount * qty / count,
+            "year" => per_year(1),
+            "week" => per_year(52),
+            "day" => per_year(365),
+            _ => total / count,
         };
-        mrr_cents += monthly;
+        mrr_cents = mrr_cents.saturating_add(monthly);
         if plan.is_none() {
             plan = price
                 .and_then(|p| p.get("lookup_key").or_else(|| p.get("id")))
@@ -322,13 +327,14 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
 }
 
 /// A customer's invoices summarised (`BillingApi::invoice_summary`): `amount_remaining`, the
-/// open invoices' sum, and `last_payment_at`.
+/// open invoices' sum (saturating), and `last_payment_at`.
 pub fn invoice_summary_record(customer_id: &str, invoices: &[Value]) -> RemoteRecord {
     let mut remaining: i64 = 0;
     let mut last_paid: Option<i64> = None;
     for inv in invoices {
         if inv.get("status").and_then(Value::as_str) == Some("open") {
-            remaining += inv.get("amount_remaining").and_then(Value::as_i64).unwrap_or(0);
+            // An outside number: saturating, never an overflow.
+            remaining = remaining.saturating_add(inv.get("amount_remaining").and_then(Value::as_i64).unwrap_or(0));
         }
         let paid_at = inv
             .get("status_transitions")
@@ -668,6 +674,43 @@ mod tests {
             "items": {"data": [{"price": {"unit_amount": 120000, "recurring": {"interval": "year"}}}]}});
         assert_eq!(subscription_record(&yearly).unwrap().get("mrr"), Some("0.00"));
         assert_eq!(money(-5), "-0.05");
+    }
+
+    #[test]
+    fn extreme_amounts_saturate_instead_of_overflowing() {
+        // Found by the connector_stripe_responses fuzz target: open invoices whose
+        // amount_remaining sum past i64 (attempt to add with overflow).
+        let inv = |remaining: i64| serde_json::json!({"id": "in_1", "status": "open", "amount_remaining": remaining});
+        let r = invoice_summary_record("cus_1", &[inv(i64::MIN), inv(-500)]);
+        assert_eq!(r.get("amount_remaining"), Some("-92233720368547758.08"));
+        let r = invoice_summary_record("cus_1", &[inv(i64::MAX), inv(1)]);
+        assert_eq!(r.get("amount_remaining"), Some("92233720368547758.07"));
+        // The same in a subscription's MRR: price × quantity × 52 / 12, summed over items.
+        let item = |amount: i64, qty: i64, interval: &str, count: i64| {
+            serde_json::json!({"quantity": qty, "price": {"unit_amount": amount,
+                "recurring": {"interval": interval, "interval_count": count}}})
+        };
+        for (amount, qty, interval, count) in [
+            (i64::MAX, 2, "week", 1),
+            (i64::MAX, i64::MAX, "day", i64::MAX),
+            (i64::MIN, 3, "month", 1),
+            (4900, 3, "year", i64::MAX),
+        ] {
+            let v = serde_json::json!({"id": "sub_1", "status": "active",
+                "items": {"data": [item(amount, qty, interval, count), item(i64::MAX, 1, "month", 1)]}});
+            assert!(subscription_record(&v).is_ok(), "{v}");
+        }
+    }
+
+    #[test]
+    fn records_with_an_empty_id_are_garbage() {
+        for v in [
+            serde_json::json!({"id": ""}),
+            serde_json::json!({"id": "", "object": "customer"}),
+        ] {
+            assert_eq!(customer_record(&v).unwrap_err().class(), "garbage");
+            assert_eq!(subscription_record(&v).unwrap_err().class(), "garbage");
+        }
     }
 
     #[test]

@@ -86,7 +86,15 @@ pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64, routes: &Rout
         .and_then(Value::as_str)
         .ok_or("no subscriptionType")?;
     let object_id = id_string(e.get("objectId")).ok_or("no objectId")?;
-    let (hs_object, _) = sub.split_once('.').ok_or("subscriptionType is not object.change")?;
+    let (hs_object, _) = sub
+        .split_once('.')
+        .filter(|(o, _)| super::is_object_name(o))
+        .ok_or_else(|| {
+            format!(
+                "subscriptionType {:?} is not object.change (an object name of letters, digits and _)",
+                sub.chars().take(64).collect::<String>()
+            )
+        })?;
     // Objects the contract does not pair keep HubSpot's name: recorded, settled as unsynced.
     let object = routes.crm(hs_object).unwrap_or(hs_object);
     Ok(NewEvent {
@@ -165,6 +173,26 @@ mod tests {
             e.to_string(),
             "crm webhook: timestamp 400 s away from now, outside the 300 s tolerance"
         );
+    }
+
+    #[test]
+    fn a_subscription_type_without_a_plain_object_name_is_malformed() {
+        // Found by the webhook_hubspot fuzz target: `.c[]ontact.privacyDeletion` gave the
+        // object `""` and the key `:crm:1003`; a `:` in it would read back as another key.
+        for typ in [
+            ".c[]ontact.privacyDeletion",
+            "a:b.change",
+            ".creation",
+            "con tact.creation",
+        ] {
+            let body = serde_json::json!([{"eventId": 1, "subscriptionType": typ, "objectId": 1003}]).to_string();
+            let e = parse_events(body.as_bytes(), "webhook", 1, &Routes::default()).unwrap_err();
+            assert_eq!(e.code(), "malformed", "{typ}");
+            assert!(e.to_string().contains("is not object.change"), "{e}");
+        }
+        let body = br#"[{"eventId":1,"subscriptionType":"deal.propertyChange","objectId":7}]"#;
+        let ev = parse_events(body, "webhook", 1, &Routes::default()).unwrap();
+        assert_eq!(ev[0].entity_key, "deal:crm:7");
     }
 
     #[test]

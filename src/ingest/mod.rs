@@ -116,6 +116,15 @@ impl Routes {
     }
 }
 
+/// Whether an object type from outside (Stripe's `data.object.object`, the object part of
+/// HubSpot's `subscriptionType`) can name a queue: non-empty, at most 64 ASCII letters,
+/// digits, `_`, `-` or `.`. A `:` would make the entity key read back as another record.
+pub(crate) fn is_object_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
 /// Queue key of a record: `{object}:{side}:{id}`. Records are keyed on their CRM id once
 /// known, so both systems' events about one pair share one queue.
 pub fn entity_key(object: &str, side: crate::contract::Side, id: &str) -> String {

@@ -92,7 +92,12 @@ pub fn parse_event(body: &[u8], via: &'static str, now_ms: i64, routes: &Routes)
 }
 
 pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
-    let id = v.get("id").and_then(Value::as_str).ok_or("event has no id")?;
+    let non_empty = |s: &&str| !s.is_empty();
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(non_empty)
+        .ok_or("event has no id")?;
     if v.get("object").and_then(Value::as_str) != Some("event") {
         return Err("not an event object".into());
     }
@@ -101,8 +106,18 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Rout
         .get("data")
         .and_then(|d| d.get("object"))
         .ok_or("event has no data.object")?;
-    let obj_id = obj.get("id").and_then(Value::as_str).ok_or("data.object has no id")?;
+    let obj_id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(non_empty)
+        .ok_or("data.object has no id")?;
     let obj_type = obj.get("object").and_then(Value::as_str).unwrap_or("unknown");
+    if !super::is_object_name(obj_type) {
+        return Err(format!(
+            "data.object.object {:?} is not a Stripe object type (letters, digits, _ and . only)",
+            obj_type.chars().take(64).collect::<String>()
+        ));
+    }
     let object = object_of(obj_type);
     // A customer driftless created names its CRM record in metadata: a contact or a company.
     let meta = |k: &str| {
@@ -119,8 +134,12 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Rout
     // Subscriptions, invoices and credit notes belong to their customer's record.
     let owner_customer = match object {
         "subscription" | "invoice" | "credit_note" => match obj.get("customer") {
-            Some(Value::String(c)) => Some(c.clone()),
-            Some(Value::Object(o)) => o.get("id").and_then(Value::as_str).map(str::to_string),
+            Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+            Some(Value::Object(o)) => o
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(non_empty)
+                .map(str::to_string),
             _ => None,
         },
         _ => None,
@@ -246,6 +265,55 @@ mod tests {
         }
         let e = verify("whsec_a", &h.replacen("t=1000", "t=soon", 1), body, 1000).unwrap_err();
         assert!(e.to_string().contains("is not a whole number of seconds"), "{e}");
+    }
+
+    #[test]
+    fn object_types_and_ids_that_would_break_the_entity_key_are_malformed() {
+        // Found by the webhook_stripe fuzz target: an object type with a `:` made the key
+        // `in:voice:billing:in_1`, which reads back as object `in`, side `voice`.
+        let ev = |obj: serde_json::Value| serde_json::json!({"id": "evt_1", "object": "event", "type": "invoice.paid", "data": {"object": obj}});
+        let routes = Routes::default();
+        for obj in [
+            serde_json::json!({"id": "in_1", "object": "in:voice", "customer": "cus_1"}),
+            serde_json::json!({"id": "in_1", "object": "", "customer": "cus_1"}),
+            serde_json::json!({"id": "in_1", "object": "in voice", "customer": "cus_1"}),
+            serde_json::json!({"id": "", "object": "invoice", "customer": "cus_1"}),
+        ] {
+            assert!(
+                event_from_value(&ev(obj.clone()), "webhook", 5, &routes).is_err(),
+                "{obj}"
+            );
+        }
+        let mut no_id = ev(serde_json::json!({"id": "in_1", "object": "invoice"}));
+        no_id["id"] = "".into();
+        assert!(event_from_value(&no_id, "webhook", 5, &routes).is_err());
+        let body = serde_json::to_vec(&ev(serde_json::json!({"id": "in_1", "object": "in:voice"}))).unwrap();
+        let e = parse_event(&body, "webhook", 5, &routes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: malformed: data.object.object \"in:voice\" is not a Stripe object type (letters, \
+             digits, _ and . only)"
+        );
+        // An empty owner is no owner: the invoice keeps its own key.
+        for customer in [serde_json::json!(""), serde_json::json!({"id": ""})] {
+            let e = event_from_value(
+                &ev(serde_json::json!({"id": "in_1", "object": "invoice", "customer": customer})),
+                "webhook",
+                5,
+                &routes,
+            )
+            .unwrap();
+            assert_eq!(e.entity_key, "invoice:billing:in_1");
+        }
+        // Dotted Stripe types stay fine.
+        let e = event_from_value(
+            &ev(serde_json::json!({"id": "cs_1", "object": "checkout.session"})),
+            "webhook",
+            5,
+            &routes,
+        )
+        .unwrap();
+        assert_eq!(e.entity_key, "checkout.session:billing:cs_1");
     }
 
     #[test]
