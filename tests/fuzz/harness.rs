@@ -129,12 +129,19 @@ fn mutate_once(rng: &mut ChaCha8Rng, buf: &mut Vec<u8>, corpus: &[Vec<u8>], dict
                 COMMON_TOKENS[rng.gen_range(0..COMMON_TOKENS.len())]
             };
             let i = rng.gen_range(0..=len);
-            let n = if i < len { rng.gen_range(0..=(len - i).min(8)) } else { 0 };
+            let n = if i < len {
+                rng.gen_range(0..=(len - i).min(8))
+            } else {
+                0
+            };
             buf.splice(i..i + n, tok.bytes());
         }
         // Replace a run of digits with an extreme number.
         9 => {
-            if let Some(start) = (0..len).find(|_| rng.gen_bool(0.02)).filter(|&i| buf[i].is_ascii_digit()) {
+            if let Some(start) = (0..len)
+                .find(|_| rng.gen_bool(0.02))
+                .filter(|&i| buf[i].is_ascii_digit())
+            {
                 let end = (start..len).find(|&i| !buf[i].is_ascii_digit()).unwrap_or(len);
                 let n: &[u8] = match rng.gen_range(0..4) {
                     0 => b"9223372036854775807",
@@ -179,11 +186,13 @@ pub fn run(
     let fail = |input: &[u8], why: String, cases: u64| -> ! {
         let dir = crash_dir();
         let _ = std::fs::create_dir_all(&dir);
-        let hash = input
-            .iter()
-            .fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3));
+        let hash = input.iter().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ *b as u64).wrapping_mul(0x100000001b3)
+        });
         let path = dir.join(format!("{name}-{hash:016x}.bin"));
         let _ = std::fs::write(&path, input);
+        // The quiet hook below would swallow this report too: back to the default hook.
+        let _ = std::panic::take_hook();
         panic!(
             "fuzz target {name}: failure after {cases} cases (seed {}): {why}\n  input ({} bytes) saved to {}\n  input as text: {:?}\n  replay: DRIFTLESS_FUZZ_REPLAY={} cargo test --test fuzz {name}",
             seed(),
@@ -249,7 +258,10 @@ pub fn run(
         let _ = std::panic::take_hook();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("fuzz {name}: {cases} cases in {secs:.1} s, 0 failures (seed {})", seed());
+    println!(
+        "fuzz {name}: {cases} cases in {secs:.1} s, 0 failures (seed {})",
+        seed()
+    );
     Report { cases, secs }
 }
 
