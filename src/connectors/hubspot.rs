@@ -12,10 +12,67 @@ use crate::contract::CrmObject;
 
 use super::{
     clip, retry_after_ms, transport_error, BatchItem, BatchItemError, BatchUpdate, BatchUpsert, BoxFuture, ConnResult,
-    ConnectorError, CrmApi, Fields, ListPage, ModifiedSearch, PropertyDef, RemoteRecord, SearchPage, CRM_BATCH_MAX,
+    ConnectorError, CrmApi, Fields, IdForm, ListPage, ModifiedSearch, PropertyDef, RemoteRecord, SearchPage,
+    CRM_BATCH_MAX,
 };
 
 const SYSTEM: &str = "crm";
+
+/// The most digits a HubSpot record id has (a 64-bit number).
+pub const MAX_ID_DIGITS: usize = 20;
+/// The longest CRM property name sent in a URL (HubSpot documents no limit for CRM property
+/// names that we found; this bound is generous and keeps paths short).
+pub const MAX_PROPERTY_NAME: usize = 100;
+
+/// Whether `id` is a HubSpot record id: decimal digits (HubSpot's ids are numbers, sent as
+/// strings; the CRM simulator's are numbers from 1001, Prism's examples `512`), at most
+/// `MAX_ID_DIGITS`.
+pub fn is_record_id(id: &str) -> bool {
+    (1..=MAX_ID_DIGITS).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `name` is a HubSpot property's internal name: lowercase letters, digits and `_`,
+/// at most `MAX_PROPERTY_NAME`.
+pub fn is_property_name(name: &str) -> bool {
+    (1..=MAX_PROPERTY_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+const RECORD_EXPECTED: &str = "a HubSpot record id (expected decimal digits, 20 at most)";
+
+/// A CRM contact id: checked before any request names it.
+pub const CONTACT_ID: IdForm = IdForm {
+    system: SYSTEM,
+    what: "crm contact id",
+    expected: RECORD_EXPECTED,
+    check: is_record_id,
+};
+
+/// A CRM company id.
+pub const COMPANY_ID: IdForm = IdForm {
+    system: SYSTEM,
+    what: "crm company id",
+    expected: RECORD_EXPECTED,
+    check: is_record_id,
+};
+
+/// A CRM property name in a URL (`/crm/v3/properties/{type}/{name}`).
+pub const PROPERTY_NAME: IdForm = IdForm {
+    system: SYSTEM,
+    what: "crm property name",
+    expected: "a HubSpot property name (expected lowercase letters, digits and _, 100 characters at most)",
+    check: is_property_name,
+};
+
+/// The id form of a record of `kind`.
+pub fn record_id_form(kind: CrmObject) -> &'static IdForm {
+    match kind {
+        CrmObject::Contact => &CONTACT_ID,
+        CrmObject::Company => &COMPANY_ID,
+    }
+}
 
 #[derive(Clone)]
 pub struct HubspotClient {
@@ -76,62 +133,69 @@ impl HubspotClient {
             rates.daily_remaining = Some(0);
         }
         self.observe(&rates);
-        if (200..300).contains(&status) {
-            if body.trim().is_empty() {
-                return Ok((status, Value::Null));
-            }
-            return serde_json::from_str::<Value>(&body)
-                .map(|v| (status, v))
-                .map_err(|e| ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status,
-                    detail: format!("body is not JSON: {e}"),
-                    body: clip(&body),
-                });
-        }
-        let parsed: Option<Value> = serde_json::from_str(&body).ok();
-        let field = |k: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let body_c = clip(&body);
-        Err(match status {
-            // HubSpot sends no Retry-After as a rule. Its rate-limit headers are the guidance:
-            // with the window full, the next slot frees about interval / max from now. With
-            // neither, the budget halves its rate (AIMD).
-            429 => ConnectorError::RateLimited {
-                system: SYSTEM,
-                retry_after_ms: retry_after_ms(&headers).or_else(|| rates.slot_ms()),
-                body: body_c,
-            },
-            401 | 403 => ConnectorError::Auth {
-                system: SYSTEM,
-                status,
-                body: body_c,
-            },
-            s if s >= 500 => ConnectorError::Server {
-                system: SYSTEM,
-                status,
-                body: body_c,
-            },
-            _ if parsed.is_none() => ConnectorError::Garbage {
-                system: SYSTEM,
-                status,
-                detail: "error response is not HubSpot's error JSON".into(),
-                body: body_c,
-            },
-            _ => ConnectorError::Rejected {
-                system: SYSTEM,
-                status,
-                code: field("category").unwrap_or_else(|| "UNKNOWN".into()),
-                message: field("message").unwrap_or_else(|| "no error message".into()),
-                body: body_c,
-            },
-        })
+        classify(status, &headers, &body).map(|v| (status, v))
     }
+}
+
+/// What one HubSpot answer means: the JSON of a 2xx (`null` for an empty body), else the
+/// error its status and HubSpot's error JSON (`category`, `message`) make it; a 429's wait
+/// comes from `Retry-After` or the rate-limit headers. Pure (no I/O): `send` hands every
+/// response here, and the fuzz target `connector_hubspot_responses` calls it directly.
+pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ConnResult<Value> {
+    if (200..300).contains(&status) {
+        if body.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_str::<Value>(body).map_err(|e| ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: format!("body is not JSON: {e}"),
+            body: clip(body),
+        });
+    }
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let body_c = clip(body);
+    Err(match status {
+        // HubSpot sends no Retry-After as a rule. Its rate-limit headers are the guidance:
+        // with the window full, the next slot frees about interval / max from now. With
+        // neither, the budget halves its rate (AIMD).
+        429 => ConnectorError::RateLimited {
+            system: SYSTEM,
+            retry_after_ms: retry_after_ms(headers)
+                .or_else(|| crate::budget::RateHeaders::from_hubspot(headers).slot_ms()),
+            body: body_c,
+        },
+        401 | 403 => ConnectorError::Auth {
+            system: SYSTEM,
+            status,
+            body: body_c,
+        },
+        s if s >= 500 => ConnectorError::Server {
+            system: SYSTEM,
+            status,
+            body: body_c,
+        },
+        _ if parsed.is_none() => ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: "error response is not HubSpot's error JSON".into(),
+            body: body_c,
+        },
+        _ => ConnectorError::Rejected {
+            system: SYSTEM,
+            status,
+            code: field("category").unwrap_or_else(|| "UNKNOWN".into()),
+            message: field("message").unwrap_or_else(|| "no error message".into()),
+            body: body_c,
+        },
+    })
 }
 
 /// A 200/207 answer of a batch endpoint: its results and its per-record errors.
@@ -279,6 +343,100 @@ fn distribute<T>(
     out
 }
 
+/// One outcome per id of a `batch/read` call (`ids` in the order sent): the record, or `None`
+/// for one HubSpot cannot find (an `OBJECT_NOT_FOUND` error, or not mentioned at all).
+pub fn read_outcomes(answer: BatchAnswer, ids: &[&str]) -> Vec<BatchItem<Option<RemoteRecord>>> {
+    let by_id = |id: &str| ids.iter().position(|x| *x == id);
+    let items = distribute(answer, ids.len(), &|r| r.get("id").and_then(scalar), &by_id, &|r| {
+        contact_record(r).map(Some)
+    });
+    items
+        .into_iter()
+        .map(|item| match item {
+            // A record HubSpot cannot find does not exist (or is archived).
+            Some(Err(BatchItemError {
+                error: ConnectorError::Rejected { status: 404, .. },
+                ..
+            })) => Ok(None),
+            Some(x) => x,
+            None => Ok(None),
+        })
+        .collect()
+}
+
+/// One outcome per input of a `batch/update` call (`ids` in the order sent; each input's
+/// `objectWriteTraceId` is its index): the updated record, its own error, or an error saying
+/// the answer did not mention it.
+pub fn update_outcomes(answer: BatchAnswer, ids: &[&str]) -> Vec<BatchItem<RemoteRecord>> {
+    let by_id = |id: &str| ids.iter().position(|x| *x == id);
+    let items = distribute(
+        answer,
+        ids.len(),
+        &|r| r.get("id").and_then(scalar),
+        &by_id,
+        &contact_record,
+    );
+    items
+        .into_iter()
+        .zip(ids)
+        .map(|(item, id)| item.unwrap_or_else(|| Err(unanswered(&format!("record {id}")))))
+        .collect()
+}
+
+/// One outcome per input of a `batch/upsert` call (in the order sent): the record and whether
+/// HubSpot created it, matched by trace id or by the unique property's value (any case).
+pub fn upsert_outcomes(answer: BatchAnswer, inputs: &[BatchUpsert]) -> Vec<BatchItem<(RemoteRecord, bool)>> {
+    let by_id = |id: &str| inputs.iter().position(|x| x.id.eq_ignore_ascii_case(id));
+    let key = |r: &Value| {
+        let props = r.get("properties")?;
+        inputs.iter().find_map(|u| props.get(&u.id_property).and_then(scalar))
+    };
+    let items = distribute(answer, inputs.len(), &key, &by_id, &|r| {
+        let is_new = r.get("new").and_then(Value::as_bool).unwrap_or(false);
+        contact_record(r).map(|rec| (rec, is_new))
+    });
+    items
+        .into_iter()
+        .zip(inputs)
+        .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("{} {}", u.id_property, u.id)))))
+        .collect()
+}
+
+/// Split a chunk of batch inputs into those whose record id is of `form` (to be sent, in
+/// order) and, per input, its refusal when it is not (never sent).
+fn screen<'c, I>(chunk: &'c [I], id: impl Fn(&I) -> &str, form: &IdForm) -> (Vec<&'c I>, Vec<Option<ConnectorError>>) {
+    let mut sent = Vec::with_capacity(chunk.len());
+    let refusals = chunk
+        .iter()
+        .map(|input| match form.validate(id(input)) {
+            Ok(()) => {
+                sent.push(input);
+                None
+            }
+            Err(e) => Some(e),
+        })
+        .collect();
+    (sent, refusals)
+}
+
+/// The chunk's outcomes in input order: each refused input's own `InvalidId`, the others the
+/// call's outcomes in the order they were sent.
+fn merge<T>(refusals: Vec<Option<ConnectorError>>, sent: Vec<BatchItem<T>>) -> Vec<BatchItem<T>> {
+    let mut sent = sent.into_iter();
+    refusals
+        .into_iter()
+        .map(|refusal| match refusal {
+            Some(error) => Err(BatchItemError {
+                error,
+                whole_call: false,
+            }),
+            None => sent
+                .next()
+                .unwrap_or_else(|| Err(unanswered("a record sent in the call"))),
+        })
+        .collect()
+}
+
 /// The answer did not mention this input.
 fn unanswered(what: &str) -> BatchItemError {
     BatchItemError {
@@ -326,7 +484,7 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
         body: clip(&v.to_string()),
     };
     let id = match v.get("id") {
-        Some(Value::String(s)) => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(garbage("object without an id")),
     };
@@ -346,6 +504,70 @@ pub fn contact_record(v: &Value) -> ConnResult<RemoteRecord> {
         })
         .collect();
     Ok(RemoteRecord { id, fields })
+}
+
+/// One page of `GET /crm/v3/objects/{type}`: the records and the `paging.next.after` cursor.
+pub fn list_page(status: u16, v: &Value) -> ConnResult<ListPage> {
+    let Some(results) = v.get("results").and_then(Value::as_array) else {
+        return Err(ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: "list answer without `results`".into(),
+            body: clip(&v.to_string()),
+        });
+    };
+    let records = results.iter().map(contact_record).collect::<ConnResult<Vec<_>>>()?;
+    // A next page without a cursor would restart the listing at its first page.
+    let next = match v.pointer("/paging/next") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(
+            n.get("after")
+                .and_then(scalar)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| ConnectorError::Garbage {
+                    system: SYSTEM,
+                    status,
+                    detail: "list answer with paging.next but no after cursor".into(),
+                    body: clip(&v.to_string()),
+                })?,
+        ),
+    };
+    Ok(ListPage { records, next })
+}
+
+/// One page of `POST /crm/v3/objects/{type}/search`: `total`, the records and the cursor.
+pub fn search_page(status: u16, v: &Value) -> ConnResult<SearchPage> {
+    let garbage = |detail: &str| ConnectorError::Garbage {
+        system: SYSTEM,
+        status,
+        detail: detail.to_string(),
+        body: clip(&v.to_string()),
+    };
+    let total = v
+        .get("total")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| garbage("search answer without a total"))?;
+    let results = v
+        .get("results")
+        .and_then(Value::as_array)
+        .ok_or_else(|| garbage("search answer without results"))?
+        .iter()
+        .map(contact_record)
+        .collect::<ConnResult<Vec<_>>>()?;
+    let next_after = v
+        .get("paging")
+        .and_then(|p| p.get("next"))
+        .and_then(|n| n.get("after"))
+        .and_then(|a| match a {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    Ok(SearchPage {
+        total,
+        results,
+        next_after,
+    })
 }
 
 /// The last-modified property HubSpot keeps on an object type.
@@ -378,6 +600,30 @@ pub fn search_body(q: &ModifiedSearch<'_>) -> Value {
 }
 
 impl HubspotClient {
+    /// Make one batch call for the screened inputs `sent` (none: no call); a call that fails
+    /// as a whole gives its error to each of them.
+    async fn send_screened<'s, I, T, F, Fut>(&self, sent: &'s [&'s I], call: F) -> Vec<BatchItem<T>>
+    where
+        F: FnOnce(&'s [&'s I]) -> Fut,
+        Fut: std::future::Future<Output = ConnResult<Vec<BatchItem<T>>>>,
+    {
+        if sent.is_empty() {
+            return Vec::new();
+        }
+        match call(sent).await {
+            Ok(items) => items,
+            Err(error) => sent
+                .iter()
+                .map(|_| {
+                    Err(BatchItemError {
+                        error: error.clone(),
+                        whole_call: true,
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// One call to `POST /crm/v3/objects/{type}/batch/{op}`.
     async fn batch_call(&self, kind: CrmObject, op: &str, body: &Value) -> ConnResult<BatchAnswer> {
         let mut req = self
@@ -424,29 +670,20 @@ impl CrmApi for HubspotClient {
         properties: &'a [String],
     ) -> BoxFuture<'a, Vec<BatchItem<Option<RemoteRecord>>>> {
         Box::pin(self.chunked(ids.len(), move |range| async move {
-            let chunk = &ids[range];
-            let body = json!({
-                "inputs": chunk.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
-                "properties": properties,
-                "propertiesWithHistory": [],
-            });
-            let answer = self.batch_call(kind, "read", &body).await?;
-            let by_id = |id: &str| chunk.iter().position(|x| x == id);
-            let items = distribute(answer, chunk.len(), &|r| r.get("id").and_then(scalar), &by_id, &|r| {
-                contact_record(r).map(Some)
-            });
-            Ok(items
-                .into_iter()
-                .map(|item| match item {
-                    // A record HubSpot cannot find does not exist (or is archived).
-                    Some(Err(BatchItemError {
-                        error: ConnectorError::Rejected { status: 404, .. },
-                        ..
-                    })) => Ok(None),
-                    Some(x) => x,
-                    None => Ok(None),
+            let (sent, refusals) = screen(&ids[range], |id| id.as_str(), record_id_form(kind));
+            let outcomes = self
+                .send_screened(&sent, |sent| async move {
+                    let body = json!({
+                        "inputs": sent.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                        "properties": properties,
+                        "propertiesWithHistory": [],
+                    });
+                    let answer = self.batch_call(kind, "read", &body).await?;
+                    let sent_ids: Vec<&str> = sent.iter().map(|id| id.as_str()).collect();
+                    Ok(read_outcomes(answer, &sent_ids))
                 })
-                .collect())
+                .await;
+            Ok(merge(refusals, outcomes))
         }))
     }
 
@@ -456,28 +693,22 @@ impl CrmApi for HubspotClient {
         inputs: &'a [BatchUpdate],
     ) -> BoxFuture<'a, Vec<BatchItem<RemoteRecord>>> {
         Box::pin(self.chunked(inputs.len(), move |range| async move {
-            let chunk = &inputs[range];
-            let body = json!({
-                "inputs": chunk.iter().enumerate().map(|(i, u)| json!({
-                    "id": u.id,
-                    "objectWriteTraceId": i.to_string(),
-                    "properties": properties_json(&u.fields),
-                })).collect::<Vec<_>>(),
-            });
-            let answer = self.batch_call(kind, "update", &body).await?;
-            let by_id = |id: &str| chunk.iter().position(|x| x.id == id);
-            let items = distribute(
-                answer,
-                chunk.len(),
-                &|r| r.get("id").and_then(scalar),
-                &by_id,
-                &contact_record,
-            );
-            Ok(items
-                .into_iter()
-                .zip(chunk)
-                .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("record {}", u.id)))))
-                .collect())
+            let (sent, refusals) = screen(&inputs[range], |u| u.id.as_str(), record_id_form(kind));
+            let outcomes = self
+                .send_screened(&sent, |sent| async move {
+                    let body = json!({
+                        "inputs": sent.iter().enumerate().map(|(i, u)| json!({
+                            "id": u.id,
+                            "objectWriteTraceId": i.to_string(),
+                            "properties": properties_json(&u.fields),
+                        })).collect::<Vec<_>>(),
+                    });
+                    let answer = self.batch_call(kind, "update", &body).await?;
+                    let sent_ids: Vec<&str> = sent.iter().map(|u| u.id.as_str()).collect();
+                    Ok(update_outcomes(answer, &sent_ids))
+                })
+                .await;
+            Ok(merge(refusals, outcomes))
         }))
     }
 
@@ -503,20 +734,7 @@ impl CrmApi for HubspotClient {
                 }).collect::<Vec<_>>(),
             });
             let answer = self.batch_call(kind, "upsert", &body).await?;
-            let by_id = |id: &str| chunk.iter().position(|x| x.id.eq_ignore_ascii_case(id));
-            let key = |r: &Value| {
-                let props = r.get("properties")?;
-                chunk.iter().find_map(|u| props.get(&u.id_property).and_then(scalar))
-            };
-            let items = distribute(answer, chunk.len(), &key, &by_id, &|r| {
-                let is_new = r.get("new").and_then(Value::as_bool).unwrap_or(false);
-                contact_record(r).map(|rec| (rec, is_new))
-            });
-            Ok(items
-                .into_iter()
-                .zip(chunk)
-                .map(|(item, u)| item.unwrap_or_else(|| Err(unanswered(&format!("{} {}", u.id_property, u.id)))))
-                .collect())
+            Ok(upsert_outcomes(answer, chunk))
         }))
     }
 
@@ -533,9 +751,14 @@ impl CrmApi for HubspotClient {
         properties: &'a [String],
     ) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move {
+            let path = format!(
+                "/crm/v3/objects/{}/{}",
+                kind.plural(),
+                record_id_form(kind).segment(id)?
+            );
             let req = self
                 .http
-                .get(self.url(&format!("/crm/v3/objects/{}/{id}", kind.plural())))
+                .get(self.url(&path))
                 .query(&[("properties", properties.join(",")), ("archived", "false".into())]);
             match self.send(req).await {
                 Ok((_, v)) => contact_record(&v).map(Some),
@@ -565,17 +788,7 @@ impl CrmApi for HubspotClient {
                 .get(self.url(&format!("/crm/v3/objects/{}", kind.plural())))
                 .query(&q);
             let (status, v) = self.send(req).await?;
-            let Some(results) = v.get("results").and_then(Value::as_array) else {
-                return Err(ConnectorError::Garbage {
-                    system: SYSTEM,
-                    status,
-                    detail: "list answer without `results`".into(),
-                    body: clip(&v.to_string()),
-                });
-            };
-            let records = results.iter().map(contact_record).collect::<ConnResult<Vec<_>>>()?;
-            let next = v.pointer("/paging/next/after").and_then(scalar);
-            Ok(ListPage { records, next })
+            list_page(status, &v)
         })
     }
 
@@ -586,11 +799,13 @@ impl CrmApi for HubspotClient {
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
+            let path = format!(
+                "/crm/v3/objects/{}/{}",
+                kind.plural(),
+                record_id_form(kind).segment(id)?
+            );
             let props = properties_json(fields);
-            let req = self
-                .http
-                .patch(self.url(&format!("/crm/v3/objects/{}/{id}", kind.plural())))
-                .json(&json!({ "properties": props }));
+            let req = self.http.patch(self.url(&path)).json(&json!({ "properties": props }));
             let (_, v) = self.send(req).await?;
             contact_record(&v)
         })
@@ -604,47 +819,24 @@ impl CrmApi for HubspotClient {
                 .post(self.url(&format!("/crm/v3/objects/{}/search", q.kind.plural())))
                 .json(&body);
             let (status, v) = self.send(req).await?;
-            let garbage = |detail: &str| ConnectorError::Garbage {
-                system: SYSTEM,
-                status,
-                detail: detail.to_string(),
-                body: clip(&v.to_string()),
-            };
-            let total = v
-                .get("total")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| garbage("search answer without a total"))?;
-            let results = v
-                .get("results")
-                .and_then(Value::as_array)
-                .ok_or_else(|| garbage("search answer without results"))?
-                .iter()
-                .map(contact_record)
-                .collect::<ConnResult<Vec<_>>>()?;
-            let next_after = v
-                .get("paging")
-                .and_then(|p| p.get("next"))
-                .and_then(|n| n.get("after"))
-                .and_then(|a| match a {
-                    Value::String(s) if !s.is_empty() => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                });
-            Ok(SearchPage {
-                total,
-                results,
-                next_after,
-            })
+            search_page(status, &v)
         })
     }
 
     fn ensure_properties<'a>(&'a self, defs: &'a [PropertyDef]) -> BoxFuture<'a, ConnResult<Vec<String>>> {
         Box::pin(async move {
             let mut created = Vec::new();
+            // Every name is checked before the first request: a bad one sends nothing.
             for def in defs {
-                let get = self
-                    .http
-                    .get(self.url(&format!("/crm/v3/properties/{}/{}", def.object.plural(), def.name)));
+                PROPERTY_NAME.validate(&def.name)?;
+            }
+            for def in defs {
+                let path = format!(
+                    "/crm/v3/properties/{}/{}",
+                    def.object.plural(),
+                    PROPERTY_NAME.segment(&def.name)?
+                );
+                let get = self.http.get(self.url(&path));
                 match self.send(get).await {
                     Ok(_) => continue,
                     Err(ConnectorError::Rejected { status: 404, .. }) => {}
@@ -897,6 +1089,35 @@ mod tests {
             json!({"id": "a@example.test", "idProperty": "email", "objectWriteTraceId": "0",
             "properties": {"email": "a@example.test", "lifecyclestage": "lead"}})
         );
+    }
+
+    #[test]
+    fn an_empty_id_or_a_next_page_without_a_cursor_is_garbage() {
+        // Found by the connector_hubspot_responses fuzz target: `"id": ""` made a record
+        // with an empty id (a queue key `customer:crm:`).
+        assert_eq!(
+            contact_record(&json!({"id": "", "properties": {}}))
+                .unwrap_err()
+                .class(),
+            "garbage"
+        );
+        assert_eq!(contact_record(&json!({"id": 7, "properties": {}})).unwrap().id, "7");
+        let page = |paging: Value| json!({"results": [{"id": "7", "properties": {}}], "paging": paging});
+        for paging in [
+            json!({"next": {}}),
+            json!({"next": {"after": ""}}),
+            json!({"next": {"after": null}}),
+        ] {
+            assert_eq!(list_page(200, &page(paging)).unwrap_err().class(), "garbage");
+        }
+        assert_eq!(
+            list_page(200, &page(json!({"next": {"after": "NTI1Cg%3D%3D"}})))
+                .unwrap()
+                .next
+                .as_deref(),
+            Some("NTI1Cg%3D%3D")
+        );
+        assert_eq!(list_page(200, &page(json!({}))).unwrap().next, None);
     }
 
     #[test]

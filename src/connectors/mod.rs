@@ -4,6 +4,8 @@
 
 pub mod hubspot;
 #[cfg(test)]
+mod id_tests;
+#[cfg(test)]
 mod rate_tests;
 pub mod stripe;
 
@@ -75,6 +77,38 @@ pub enum ConnectorError {
         detail: String,
         body: String,
     },
+    /// An id (or property name) that is not of the form its system gives them, refused before
+    /// anything is sent: it would otherwise reach a request URL (`x/../../v1/charges` typed
+    /// into a CRM field). `what` names the value (`billing customer id`), `expected` the form.
+    #[error("{what} {} is not {expected}", quoted(id))]
+    InvalidId {
+        system: &'static str,
+        what: &'static str,
+        id: String,
+        expected: &'static str,
+    },
+}
+
+/// A value for a message: in double quotes, control characters and quotes escaped, at most
+/// 100 characters (then `…`).
+fn quoted(s: &str) -> String {
+    const MAX: usize = 100;
+    let mut out = String::from("\"");
+    for c in s.chars().take(MAX) {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out.push('"');
+    out
 }
 
 impl ConnectorError {
@@ -99,7 +133,8 @@ impl ConnectorError {
             | ConnectorError::Server { system, .. }
             | ConnectorError::Auth { system, .. }
             | ConnectorError::Rejected { system, .. }
-            | ConnectorError::Garbage { system, .. } => system,
+            | ConnectorError::Garbage { system, .. }
+            | ConnectorError::InvalidId { system, .. } => system,
         }
     }
 
@@ -111,7 +146,7 @@ impl ConnectorError {
             ConnectorError::RateLimited { .. } => "rate_limited",
             ConnectorError::Server { .. } => "server",
             ConnectorError::Auth { .. } => "auth",
-            ConnectorError::Rejected { .. } => "validation",
+            ConnectorError::Rejected { .. } | ConnectorError::InvalidId { .. } => "validation",
             ConnectorError::Garbage { .. } => "garbage",
         }
     }
@@ -330,6 +365,61 @@ pub type BatchItem<T> = Result<T, BatchItemError>;
 
 /// HubSpot's batch endpoints take at most this many inputs per call.
 pub const CRM_BATCH_MAX: usize = 100;
+
+/// One URL path segment that carries a value, percent-encoded: every byte outside RFC 3986's
+/// unreserved set (`A-Z a-z 0-9 - . _ ~`) becomes `%XX`, so `/`, `?`, `#`, `%`, spaces and
+/// non-ASCII text stay inside the segment instead of changing the path. A segment of only
+/// dots is the one thing encoding cannot neutralise (URL parsers read `%2E` as a dot and
+/// resolve `.`/`..`), which is why every value is also checked against its system's id form
+/// before it gets here.
+pub fn path_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The form of an id a system gives its records, checked before the id is sent anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct IdForm {
+    pub system: &'static str,
+    /// What the value is, for messages: `billing customer id`.
+    pub what: &'static str,
+    /// The form, for messages: `a Stripe id (expected cus_ followed by letters and digits)`.
+    pub expected: &'static str,
+    /// Whether a value is of the form.
+    pub check: fn(&str) -> bool,
+}
+
+impl IdForm {
+    /// `Ok` for a value of the form; else the `InvalidId` error naming it.
+    pub fn validate(&self, id: &str) -> ConnResult<()> {
+        if (self.check)(id) {
+            Ok(())
+        } else {
+            Err(ConnectorError::InvalidId {
+                system: self.system,
+                what: self.what,
+                id: clip(id),
+                expected: self.expected,
+            })
+        }
+    }
+
+    /// The value checked and percent-encoded for a URL path segment.
+    pub fn segment(&self, id: &str) -> ConnResult<String> {
+        self.validate(id).map(|()| path_segment(id))
+    }
+}
 
 /// Turn a reqwest failure into a connector error.
 pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest::Error) -> ConnectorError {

@@ -7,10 +7,40 @@ use serde_json::Value;
 
 use super::{
     clip, retry_after_ms, transport_error, BillingApi, BoxFuture, ConnResult, ConnectorError, EventPage, Fields,
-    ListPage, RemoteRecord,
+    IdForm, ListPage, RemoteRecord,
 };
 
 const SYSTEM: &str = "billing";
+
+/// The longest id Stripe makes (its documented ceiling for object ids).
+pub const MAX_ID_LEN: usize = 255;
+
+/// Whether `id` is a Stripe object id with this prefix: the prefix, then one or more ASCII
+/// letters and digits, at most `MAX_ID_LEN` in all. That is what Stripe makes (`cus_` + 14,
+/// `sub_` + 24), what localstripe makes (prefix + 14 letters and digits) and what the billing
+/// simulator makes (`cus_` + 14, `sub_` + 24).
+pub fn is_stripe_id(prefix: &str, id: &str) -> bool {
+    id.len() <= MAX_ID_LEN
+        && id
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// A billing customer id (`cus_…`): checked before any request names it.
+pub const CUSTOMER_ID: IdForm = IdForm {
+    system: SYSTEM,
+    what: "billing customer id",
+    expected: "a Stripe id (expected cus_ followed by letters and digits, 255 characters at most)",
+    check: |id| is_stripe_id("cus_", id),
+};
+
+/// A billing subscription id (`sub_…`).
+pub const SUBSCRIPTION_ID: IdForm = IdForm {
+    system: SYSTEM,
+    what: "billing subscription id",
+    expected: "a Stripe id (expected sub_ followed by letters and digits, 255 characters at most)",
+    check: |id| is_stripe_id("sub_", id),
+};
 
 #[derive(Clone)]
 pub struct StripeClient {
@@ -74,77 +104,84 @@ impl StripeClient {
             .text()
             .await
             .map_err(|e| transport_error(SYSTEM, self.timeout_ms, e))?;
-        let should_retry = crate::budget::headers::stripe_should_retry(&headers);
-        if (200..300).contains(&status) {
-            return serde_json::from_str::<Value>(&body).map_err(|e| ConnectorError::Garbage {
-                system: SYSTEM,
-                status,
-                detail: format!("body is not JSON: {e}"),
-                body: clip(&body),
-            });
-        }
-        let parsed: Option<Value> = serde_json::from_str(&body).ok();
-        let err = parsed.as_ref().and_then(|v| v.get("error"));
-        let code = err
-            .and_then(|e| e.get("code").or_else(|| e.get("type")))
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let message = err
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("no error message")
-            .to_string();
-        let body = clip(&body);
-        Err(match status {
-            // Stripe-Should-Retry: false overrides the status: this request must not be sent
-            // again (it becomes a dead letter with this reason), whatever the 429 says.
-            429 if should_retry == Some(false) => ConnectorError::Rejected {
-                system: SYSTEM,
-                status,
-                code: "should_not_retry".into(),
-                message: format!("429 {code} with Stripe-Should-Retry: false (Stripe says not to retry): {message}"),
-                body,
-            },
-            429 => ConnectorError::RateLimited {
-                system: SYSTEM,
-                retry_after_ms: retry_after_ms(&headers),
-                body,
-            },
-            401 | 403 => ConnectorError::Auth {
-                system: SYSTEM,
-                status,
-                body,
-            },
-            s if s >= 500 && should_retry != Some(false) => ConnectorError::Server {
-                system: SYSTEM,
-                status,
-                body,
-            },
-            _ if should_retry == Some(true) => ConnectorError::Server {
-                system: SYSTEM,
-                status,
-                body,
-            },
-            _ if err.is_none() => ConnectorError::Garbage {
-                system: SYSTEM,
-                status,
-                detail: "error response without Stripe's error object".into(),
-                body,
-            },
-            _ => ConnectorError::Rejected {
-                system: SYSTEM,
-                status,
-                code,
-                message,
-                body,
-            },
-        })
+        classify(status, &headers, &body)
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
+}
+
+/// What one Stripe answer means: the JSON of a 2xx, else the error its status, Stripe's error
+/// object and `Stripe-Should-Retry` / `Retry-After` make it. Pure (no I/O): `send` hands every
+/// response here, and the fuzz target `connector_stripe_responses` calls it directly.
+pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ConnResult<Value> {
+    let should_retry = crate::budget::headers::stripe_should_retry(headers);
+    if (200..300).contains(&status) {
+        return serde_json::from_str::<Value>(body).map_err(|e| ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: format!("body is not JSON: {e}"),
+            body: clip(body),
+        });
+    }
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let err = parsed.as_ref().and_then(|v| v.get("error"));
+    let code = err
+        .and_then(|e| e.get("code").or_else(|| e.get("type")))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let message = err
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("no error message")
+        .to_string();
+    let body = clip(body);
+    Err(match status {
+        // Stripe-Should-Retry: false overrides the status: this request must not be sent
+        // again (it becomes a dead letter with this reason), whatever the 429 says.
+        429 if should_retry == Some(false) => ConnectorError::Rejected {
+            system: SYSTEM,
+            status,
+            code: "should_not_retry".into(),
+            message: format!("429 {code} with Stripe-Should-Retry: false (Stripe says not to retry): {message}"),
+            body,
+        },
+        429 => ConnectorError::RateLimited {
+            system: SYSTEM,
+            retry_after_ms: retry_after_ms(headers),
+            body,
+        },
+        401 | 403 => ConnectorError::Auth {
+            system: SYSTEM,
+            status,
+            body,
+        },
+        s if s >= 500 && should_retry != Some(false) => ConnectorError::Server {
+            system: SYSTEM,
+            status,
+            body,
+        },
+        _ if should_retry == Some(true) => ConnectorError::Server {
+            system: SYSTEM,
+            status,
+            body,
+        },
+        _ if err.is_none() => ConnectorError::Garbage {
+            system: SYSTEM,
+            status,
+            detail: "error response without Stripe's error object".into(),
+            body,
+        },
+        _ => ConnectorError::Rejected {
+            system: SYSTEM,
+            status,
+            code,
+            message,
+            body,
+        },
+    })
 }
 
 /// A successful answer that is not what Stripe sends.
@@ -170,6 +207,7 @@ pub fn customer_record(v: &Value) -> ConnResult<RemoteRecord> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| garbage("customer without an id"))?;
     let mut fields = Fields::new();
     for attr in ["email", "name", "phone", "description"] {
@@ -215,6 +253,7 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
         .ok_or_else(|| garbage("subscription without an id", v))?;
     let items = v
         .get("items")
@@ -242,13 +281,16 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
             .and_then(Value::as_i64)
             .unwrap_or(1)
             .max(1);
+        // Amounts and quantities are outside numbers: saturating, never an overflow.
+        let total = amount.saturating_mul(qty);
+        let per_year = |n: i64| total.saturating_mul(n) / count.saturating_mul(12);
         let monthly = match interval {
-            "year" => amount * qty / (12 * count),
-            "week" => amount * qty * 52 / (12 * count),
-            "day" => amount * qty * 365 / (12 * count),
-            _ => amount * qty / count,
+            "year" => per_year(1),
+            "week" => per_year(52),
+            "day" => per_year(365),
+            _ => total / count,
         };
-        mrr_cents += monthly;
+        mrr_cents = mrr_cents.saturating_add(monthly);
         if plan.is_none() {
             plan = price
                 .and_then(|p| p.get("lookup_key").or_else(|| p.get("id")))
@@ -284,11 +326,66 @@ pub fn subscription_record(v: &Value) -> ConnResult<RemoteRecord> {
     })
 }
 
+/// A customer's invoices summarised (`BillingApi::invoice_summary`): `amount_remaining`, the
+/// open invoices' sum (saturating), and `last_payment_at`.
+pub fn invoice_summary_record(customer_id: &str, invoices: &[Value]) -> RemoteRecord {
+    let mut remaining: i64 = 0;
+    let mut last_paid: Option<i64> = None;
+    for inv in invoices {
+        if inv.get("status").and_then(Value::as_str) == Some("open") {
+            // An outside number: saturating, never an overflow.
+            remaining = remaining.saturating_add(inv.get("amount_remaining").and_then(Value::as_i64).unwrap_or(0));
+        }
+        let paid_at = inv
+            .get("status_transitions")
+            .and_then(|t| t.get("paid_at"))
+            .and_then(Value::as_i64);
+        if let Some(p) = paid_at {
+            last_paid = Some(last_paid.map_or(p, |l: i64| l.max(p)));
+        }
+    }
+    let mut fields = Fields::new();
+    fields.insert("amount_remaining".into(), Some(money(remaining)));
+    fields.insert("last_payment_at".into(), last_paid.and_then(time_of));
+    RemoteRecord {
+        id: customer_id.to_string(),
+        fields,
+    }
+}
+
+/// One page of `GET /v1/events`: the raw events (each must have an id) and `has_more`.
+pub fn event_page(v: &Value) -> ConnResult<EventPage> {
+    let events = data_of(v)?.clone();
+    if let Some(bad) = events.iter().find(|e| e.get("id").and_then(Value::as_str).is_none()) {
+        return Err(garbage("an event without an id", bad));
+    }
+    Ok(EventPage {
+        events,
+        has_more: v.get("has_more").and_then(Value::as_bool) == Some(true),
+    })
+}
+
+/// One page of `GET /v1/customers`: the customers and the cursor of the next page (the last
+/// customer's id when `has_more`).
+pub fn customer_list_page(v: &Value) -> ConnResult<ListPage> {
+    let records = data_of(v)?
+        .iter()
+        .map(customer_record)
+        .collect::<ConnResult<Vec<_>>>()?;
+    let has_more = v.get("has_more").and_then(Value::as_bool) == Some(true);
+    let next = records.last().filter(|_| has_more).map(|r| r.id.clone());
+    Ok(ListPage { records, next })
+}
+
+/// The customers of a list or search answer.
+pub fn customer_page(v: &Value) -> ConnResult<Vec<RemoteRecord>> {
+    data_of(v)?.iter().map(customer_record).collect()
+}
+
 impl StripeClient {
     /// One page of customers (a list or a search result).
     async fn customer_page(&self, req: reqwest::RequestBuilder) -> ConnResult<Vec<RemoteRecord>> {
-        let v = self.send(req).await?;
-        data_of(&v)?.iter().map(customer_record).collect()
+        customer_page(&self.send(req).await?)
     }
 
     /// The customer's current subscription: the newest not canceled, else the newest.
@@ -333,6 +430,7 @@ impl StripeClient {
 impl BillingApi for StripeClient {
     fn subscription_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
+            CUSTOMER_ID.validate(customer_id)?;
             match self.current_subscription(customer_id).await? {
                 Some(s) => subscription_record(&s),
                 None => Ok(RemoteRecord {
@@ -348,28 +446,9 @@ impl BillingApi for StripeClient {
 
     fn invoice_summary<'a>(&'a self, customer_id: &'a str) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
+            CUSTOMER_ID.validate(customer_id)?;
             let invoices = self.list_all("/v1/invoices", &[("customer", customer_id)], 10).await?;
-            let mut remaining: i64 = 0;
-            let mut last_paid: Option<i64> = None;
-            for inv in &invoices {
-                if inv.get("status").and_then(Value::as_str) == Some("open") {
-                    remaining += inv.get("amount_remaining").and_then(Value::as_i64).unwrap_or(0);
-                }
-                let paid_at = inv
-                    .get("status_transitions")
-                    .and_then(|t| t.get("paid_at"))
-                    .and_then(Value::as_i64);
-                if let Some(p) = paid_at {
-                    last_paid = Some(last_paid.map_or(p, |l: i64| l.max(p)));
-                }
-            }
-            let mut fields = Fields::new();
-            fields.insert("amount_remaining".into(), Some(money(remaining)));
-            fields.insert("last_payment_at".into(), last_paid.and_then(time_of));
-            Ok(RemoteRecord {
-                id: customer_id.to_string(),
-                fields,
-            })
+            Ok(invoice_summary_record(customer_id, &invoices))
         })
     }
 
@@ -380,6 +459,7 @@ impl BillingApi for StripeClient {
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
+            CUSTOMER_ID.validate(customer_id)?;
             let refuse = |code: &str, message: String| ConnectorError::Rejected {
                 system: SYSTEM,
                 status: 0,
@@ -408,6 +488,9 @@ impl BillingApi for StripeClient {
                     )
                 })?;
             let sub_id = sub.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            // Checked before the plan lookup: an id Stripe would never make (empty, or with a
+            // `/` in it) must not become `POST /v1/subscriptions` (a create) or another path.
+            let sub_path = format!("/v1/subscriptions/{}", SUBSCRIPTION_ID.segment(&sub_id)?);
             let item = sub
                 .get("items")
                 .and_then(|i| i.get("data"))
@@ -449,7 +532,7 @@ impl BillingApi for StripeClient {
             );
             let req = self
                 .http
-                .post(self.url(&format!("/v1/subscriptions/{sub_id}")))
+                .post(self.url(&sub_path))
                 .header("Idempotency-Key", idempotency_key)
                 .form(&form);
             subscription_record(&self.send(req).await?)
@@ -458,7 +541,8 @@ impl BillingApi for StripeClient {
 
     fn get_customer<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ConnResult<Option<RemoteRecord>>> {
         Box::pin(async move {
-            match self.send(self.http.get(self.url(&format!("/v1/customers/{id}")))).await {
+            let path = format!("/v1/customers/{}", CUSTOMER_ID.segment(id)?);
+            match self.send(self.http.get(self.url(&path))).await {
                 Ok(v) if v.get("deleted").and_then(Value::as_bool) == Some(true) => Ok(None),
                 Ok(v) => customer_record(&v).map(Some),
                 Err(ConnectorError::Rejected { status: 404, .. }) => Ok(None),
@@ -489,9 +573,10 @@ impl BillingApi for StripeClient {
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>> {
         Box::pin(async move {
+            let path = format!("/v1/customers/{}", CUSTOMER_ID.segment(id)?);
             let req = self
                 .http
-                .post(self.url(&format!("/v1/customers/{id}")))
+                .post(self.url(&path))
                 .header("Idempotency-Key", idempotency_key)
                 .form(&Self::form(fields));
             customer_record(&self.send(req).await?)
@@ -529,15 +614,7 @@ impl BillingApi for StripeClient {
             if let Some(a) = starting_after {
                 q.push(("starting_after", a));
             }
-            let v = self.send(self.http.get(self.url("/v1/events")).query(&q)).await?;
-            let events = data_of(&v)?.clone();
-            if let Some(bad) = events.iter().find(|e| e.get("id").and_then(Value::as_str).is_none()) {
-                return Err(garbage("an event without an id", bad));
-            }
-            Ok(EventPage {
-                events,
-                has_more: v.get("has_more").and_then(Value::as_bool) == Some(true),
-            })
+            event_page(&self.send(self.http.get(self.url("/v1/events")).query(&q)).await?)
         })
     }
 
@@ -547,14 +624,7 @@ impl BillingApi for StripeClient {
             if let Some(a) = starting_after {
                 q.push(("starting_after", a));
             }
-            let v = self.send(self.http.get(self.url("/v1/customers")).query(&q)).await?;
-            let records = data_of(&v)?
-                .iter()
-                .map(customer_record)
-                .collect::<ConnResult<Vec<_>>>()?;
-            let has_more = v.get("has_more").and_then(Value::as_bool) == Some(true);
-            let next = records.last().filter(|_| has_more).map(|r| r.id.clone());
-            Ok(ListPage { records, next })
+            customer_list_page(&self.send(self.http.get(self.url("/v1/customers")).query(&q)).await?)
         })
     }
 
@@ -604,6 +674,43 @@ mod tests {
             "items": {"data": [{"price": {"unit_amount": 120000, "recurring": {"interval": "year"}}}]}});
         assert_eq!(subscription_record(&yearly).unwrap().get("mrr"), Some("0.00"));
         assert_eq!(money(-5), "-0.05");
+    }
+
+    #[test]
+    fn extreme_amounts_saturate_instead_of_overflowing() {
+        // Found by the connector_stripe_responses fuzz target: open invoices whose
+        // amount_remaining sum past i64 (attempt to add with overflow).
+        let inv = |remaining: i64| serde_json::json!({"id": "in_1", "status": "open", "amount_remaining": remaining});
+        let r = invoice_summary_record("cus_1", &[inv(i64::MIN), inv(-500)]);
+        assert_eq!(r.get("amount_remaining"), Some("-92233720368547758.08"));
+        let r = invoice_summary_record("cus_1", &[inv(i64::MAX), inv(1)]);
+        assert_eq!(r.get("amount_remaining"), Some("92233720368547758.07"));
+        // The same in a subscription's MRR: price × quantity × 52 / 12, summed over items.
+        let item = |amount: i64, qty: i64, interval: &str, count: i64| {
+            serde_json::json!({"quantity": qty, "price": {"unit_amount": amount,
+                "recurring": {"interval": interval, "interval_count": count}}})
+        };
+        for (amount, qty, interval, count) in [
+            (i64::MAX, 2, "week", 1),
+            (i64::MAX, i64::MAX, "day", i64::MAX),
+            (i64::MIN, 3, "month", 1),
+            (4900, 3, "year", i64::MAX),
+        ] {
+            let v = serde_json::json!({"id": "sub_1", "status": "active",
+                "items": {"data": [item(amount, qty, interval, count), item(i64::MAX, 1, "month", 1)]}});
+            assert!(subscription_record(&v).is_ok(), "{v}");
+        }
+    }
+
+    #[test]
+    fn records_with_an_empty_id_are_garbage() {
+        for v in [
+            serde_json::json!({"id": ""}),
+            serde_json::json!({"id": "", "object": "customer"}),
+        ] {
+            assert_eq!(customer_record(&v).unwrap_err().class(), "garbage");
+            assert_eq!(subscription_record(&v).unwrap_err().class(), "garbage");
+        }
     }
 
     #[test]

@@ -28,11 +28,11 @@ pub fn verify(
         system: SYSTEM,
         detail: "X-HubSpot-Request-Timestamp is not a number of milliseconds".into(),
     })?;
-    let age = now_ms - ts;
-    if age.abs() > TOLERANCE_MS {
+    let age_ms = super::age(now_ms, ts);
+    if !super::within(age_ms, TOLERANCE_MS) {
         return Err(IngestError::Stale {
             system: SYSTEM,
-            age_secs: age / 1000,
+            age_secs: age_ms.map(|a| a / 1000),
             tolerance_secs: TOLERANCE_MS / 1000,
         });
     }
@@ -86,7 +86,15 @@ pub fn event_from_value(e: &Value, via: &'static str, now_ms: i64, routes: &Rout
         .and_then(Value::as_str)
         .ok_or("no subscriptionType")?;
     let object_id = id_string(e.get("objectId")).ok_or("no objectId")?;
-    let (hs_object, _) = sub.split_once('.').ok_or("subscriptionType is not object.change")?;
+    let (hs_object, _) = sub
+        .split_once('.')
+        .filter(|(o, _)| super::is_object_name(o))
+        .ok_or_else(|| {
+            format!(
+                "subscriptionType {:?} is not object.change (an object name of letters, digits and _)",
+                sub.chars().take(64).collect::<String>()
+            )
+        })?;
     // Objects the contract does not pair keep HubSpot's name: recorded, settled as unsynced.
     let object = routes.crm(hs_object).unwrap_or(hs_object);
     Ok(NewEvent {
@@ -128,6 +136,63 @@ mod tests {
             verify("s", "POST", uri, body, &sig, "100000", 100_000 + TOLERANCE_MS + 1),
             Err(IngestError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_stale_not_an_overflow() {
+        // `now_ms - ts` overflows for these (a panic with overflow checks; a skipped stale
+        // check without them, since the wrapped age's `abs()` is negative).
+        let body = br#"[{"eventId":1}]"#;
+        let uri = "http://127.0.0.1:9/webhooks/hubspot";
+        let now = 100_000;
+        let far_past = (now as i128 - (1i128 << 63)) as i64;
+        for ts in [far_past, i64::MIN, i64::MAX] {
+            let ts = ts.to_string();
+            let sig = sign("s", "POST", uri, body, &ts);
+            match verify("s", "POST", uri, body, &sig, &ts, now) {
+                Err(e @ IngestError::Stale { .. }) => assert_eq!(e.code(), "stale_timestamp"),
+                other => panic!("ts = {ts}: expected a stale timestamp, got {other:?}"),
+            }
+        }
+        let ts = far_past.to_string();
+        let e = verify("s", "POST", uri, body, &sign("s", "POST", uri, body, &ts), &ts, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crm webhook: timestamp too far from now to measure, outside the 300 s tolerance"
+        );
+        for (now, ts) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN)] {
+            let ts = ts.to_string();
+            let sig = sign("s", "POST", uri, body, &ts);
+            assert!(matches!(
+                verify("s", "POST", uri, body, &sig, &ts, now),
+                Err(IngestError::Stale { age_secs: None, .. })
+            ));
+        }
+        let e = verify("s", "POST", uri, body, &sign("s", "POST", uri, body, "1"), "1", 400_002).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "crm webhook: timestamp 400 s away from now, outside the 300 s tolerance"
+        );
+    }
+
+    #[test]
+    fn a_subscription_type_without_a_plain_object_name_is_malformed() {
+        // Found by the webhook_hubspot fuzz target: `.c[]ontact.privacyDeletion` gave the
+        // object `""` and the key `:crm:1003`; a `:` in it would read back as another key.
+        for typ in [
+            ".c[]ontact.privacyDeletion",
+            "a:b.change",
+            ".creation",
+            "con tact.creation",
+        ] {
+            let body = serde_json::json!([{"eventId": 1, "subscriptionType": typ, "objectId": 1003}]).to_string();
+            let e = parse_events(body.as_bytes(), "webhook", 1, &Routes::default()).unwrap_err();
+            assert_eq!(e.code(), "malformed", "{typ}");
+            assert!(e.to_string().contains("is not object.change"), "{e}");
+        }
+        let body = br#"[{"eventId":1,"subscriptionType":"deal.propertyChange","objectId":7}]"#;
+        let ev = parse_events(body, "webhook", 1, &Routes::default()).unwrap();
+        assert_eq!(ev[0].entity_key, "deal:crm:7");
     }
 
     #[test]

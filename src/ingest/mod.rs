@@ -14,10 +14,12 @@ pub enum IngestError {
     MissingHeader { system: &'static str, header: &'static str },
     #[error("{system} webhook: signature does not match the body")]
     BadSignature { system: &'static str },
-    #[error("{system} webhook: timestamp {age_secs} s away from now, outside the {tolerance_secs} s tolerance")]
+    #[error("{system} webhook: {}, outside the {tolerance_secs} s tolerance", stale_age(*age_secs))]
     Stale {
         system: &'static str,
-        age_secs: i64,
+        /// How far the timestamp is from now (positive: in the past); `None` when the
+        /// difference does not fit in 64 bits (a timestamp near the end of the range).
+        age_secs: Option<i64>,
         tolerance_secs: i64,
     },
     #[error("{system} webhook: malformed: {detail}")]
@@ -32,6 +34,26 @@ pub enum IngestError {
 pub(crate) fn payload_text(v: &serde_json::Value) -> String {
     // Serializing a `Value` cannot fail (its map keys are strings); `Display` is the fallback.
     serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// The age part of a stale timestamp's message.
+fn stale_age(age_secs: Option<i64>) -> String {
+    match age_secs {
+        Some(a) => format!("timestamp {a} s away from now"),
+        None => "timestamp too far from now to measure".to_string(),
+    }
+}
+
+/// How far `then` is from `now` (positive: in the past), in the timestamps' unit; `None` when
+/// the difference does not fit in an `i64`. Outside numbers go through this, never `now - t`
+/// (which overflows: a panic with overflow checks, a wrong answer without).
+pub(crate) fn age(now: i64, then: i64) -> Option<i64> {
+    now.checked_sub(then)
+}
+
+/// Whether an age is within `tolerance` either way (an unmeasurable age never is).
+pub(crate) fn within(age: Option<i64>, tolerance: i64) -> bool {
+    age.is_some_and(|a| a.unsigned_abs() <= tolerance.unsigned_abs())
 }
 
 impl IngestError {
@@ -92,6 +114,15 @@ impl Routes {
             _ => None,
         }
     }
+}
+
+/// Whether an object type from outside (Stripe's `data.object.object`, the object part of
+/// HubSpot's `subscriptionType`) can name a queue: non-empty, at most 64 ASCII letters,
+/// digits, `_`, `-` or `.`. A `:` would make the entity key read back as another record.
+pub(crate) fn is_object_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Queue key of a record: `{object}:{side}:{id}`. Records are keyed on their CRM id once

@@ -17,17 +17,23 @@ pub const META_CRM_COMPANY_ID: &str = "driftless_crm_company_id";
 pub const META_ORIGIN: &str = "driftless_origin";
 pub const META_CORRELATION: &str = "driftless_correlation_id";
 
-/// Verify a `Stripe-Signature` header against the raw body.
+/// Verify a `Stripe-Signature` header against the raw body. The signed bytes are the header's
+/// `t` value exactly as sent, `.`, and the body; the header must carry exactly one `t`.
 pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<(), IngestError> {
-    let mut t: Option<i64> = None;
+    let malformed = |detail: &str| IngestError::Malformed {
+        system: SYSTEM,
+        detail: detail.to_string(),
+    };
+    let mut t_text: Option<&str> = None;
     let mut sigs: Vec<Vec<u8>> = Vec::new();
     for part in header.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or_else(|| IngestError::Malformed {
-            system: SYSTEM,
-            detail: "Stripe-Signature is not a list of key=value pairs".into(),
-        })?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| malformed("Stripe-Signature is not a list of key=value pairs"))?;
         match k {
-            "t" => t = v.parse().ok(),
+            "t" if t_text.is_some() => return Err(malformed("Stripe-Signature has more than one timestamp (t=)")),
+            "t" => t_text = Some(v),
             "v1" => {
                 if let Ok(b) = hex::decode(v) {
                     sigs.push(b);
@@ -36,15 +42,15 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<
             _ => {}
         }
     }
-    let t = t.ok_or_else(|| IngestError::Malformed {
-        system: SYSTEM,
-        detail: "Stripe-Signature has no timestamp".into(),
-    })?;
+    let t_text = t_text.ok_or_else(|| malformed("Stripe-Signature has no timestamp"))?;
+    let t: i64 = t_text
+        .parse()
+        .map_err(|_| malformed("Stripe-Signature timestamp (t=) is not a whole number of seconds"))?;
     if sigs.is_empty() {
         return Err(IngestError::BadSignature { system: SYSTEM });
     }
-    let age = now_secs - t;
-    if age.abs() > TOLERANCE_SECS {
+    let age = super::age(now_secs, t);
+    if !super::within(age, TOLERANCE_SECS) {
         return Err(IngestError::Stale {
             system: SYSTEM,
             age_secs: age,
@@ -54,7 +60,7 @@ pub fn verify(secret: &str, header: &str, body: &[u8], now_secs: i64) -> Result<
     for sig in &sigs {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
             .map_err(|_| IngestError::NotConfigured { system: SYSTEM })?;
-        mac.update(t.to_string().as_bytes());
+        mac.update(t_text.as_bytes());
         mac.update(b".");
         mac.update(body);
         if mac.verify_slice(sig).is_ok() {
@@ -86,7 +92,12 @@ pub fn parse_event(body: &[u8], via: &'static str, now_ms: i64, routes: &Routes)
 }
 
 pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
-    let id = v.get("id").and_then(Value::as_str).ok_or("event has no id")?;
+    let non_empty = |s: &&str| !s.is_empty();
+    let id = v
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(non_empty)
+        .ok_or("event has no id")?;
     if v.get("object").and_then(Value::as_str) != Some("event") {
         return Err("not an event object".into());
     }
@@ -95,8 +106,18 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Rout
         .get("data")
         .and_then(|d| d.get("object"))
         .ok_or("event has no data.object")?;
-    let obj_id = obj.get("id").and_then(Value::as_str).ok_or("data.object has no id")?;
+    let obj_id = obj
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(non_empty)
+        .ok_or("data.object has no id")?;
     let obj_type = obj.get("object").and_then(Value::as_str).unwrap_or("unknown");
+    if !super::is_object_name(obj_type) {
+        return Err(format!(
+            "data.object.object {:?} is not a Stripe object type (letters, digits, _ and . only)",
+            obj_type.chars().take(64).collect::<String>()
+        ));
+    }
     let object = object_of(obj_type);
     // A customer driftless created names its CRM record in metadata: a contact or a company.
     let meta = |k: &str| {
@@ -113,8 +134,12 @@ pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Rout
     // Subscriptions, invoices and credit notes belong to their customer's record.
     let owner_customer = match object {
         "subscription" | "invoice" | "credit_note" => match obj.get("customer") {
-            Some(Value::String(c)) => Some(c.clone()),
-            Some(Value::Object(o)) => o.get("id").and_then(Value::as_str).map(str::to_string),
+            Some(Value::String(c)) if !c.is_empty() => Some(c.clone()),
+            Some(Value::Object(o)) => o
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(non_empty)
+                .map(str::to_string),
             _ => None,
         },
         _ => None,
@@ -175,6 +200,120 @@ mod tests {
             verify("whsec_a", "garbage", body, 1000),
             Err(IngestError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_are_stale_not_an_overflow() {
+        // `now - t` overflows for these: with overflow checks that panicked; without them the
+        // age wrapped to i64::MIN, whose `abs()` is negative, and the stale check passed.
+        let body = br#"{"id":"evt_1"}"#;
+        let now = 1_000;
+        let far_past = (now as i128 - (1i128 << 63)) as i64; // now − 2^63 fits; now − t does not
+        for t in [far_past, i64::MIN, i64::MAX, i64::MIN + 1] {
+            let h = sign("whsec_a", t, body);
+            match verify("whsec_a", &h, body, now) {
+                Err(e @ IngestError::Stale { .. }) => {
+                    assert_eq!(e.code(), "stale_timestamp");
+                    assert!(e.to_string().contains("outside the 300 s tolerance"), "{e}");
+                }
+                other => panic!("t = {t}: expected a stale timestamp, got {other:?}"),
+            }
+        }
+        let e = verify("whsec_a", &sign("whsec_a", far_past, body), body, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: timestamp too far from now to measure, outside the 300 s tolerance"
+        );
+        // A measurable age is still reported.
+        let e = verify("whsec_a", &sign("whsec_a", now - 301, body), body, now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: timestamp 301 s away from now, outside the 300 s tolerance"
+        );
+        // `now` itself at the ends of the range.
+        for (now, t) in [(i64::MIN, i64::MAX), (i64::MAX, i64::MIN), (i64::MAX, -1)] {
+            assert!(matches!(
+                verify("whsec_a", &sign("whsec_a", t, body), body, now),
+                Err(IngestError::Stale { age_secs: None, .. })
+            ));
+        }
+        assert!(verify("whsec_a", &sign("whsec_a", i64::MAX, body), body, i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn the_signature_covers_the_timestamp_text_as_sent_and_one_timestamp_only() {
+        let body = br#"{"id":"evt_1"}"#;
+        let h = sign("whsec_a", 1000, body);
+        // The same number written differently is not what was signed.
+        for t in ["01000", "+1000"] {
+            let forged = h.replacen("t=1000", &format!("t={t}"), 1);
+            assert!(
+                matches!(
+                    verify("whsec_a", &forged, body, 1000),
+                    Err(IngestError::BadSignature { .. })
+                ),
+                "{forged}"
+            );
+        }
+        // A second timestamp is refused whichever one is signed.
+        for extra in [",t=1000", ",t=999"] {
+            let e = verify("whsec_a", &format!("{h}{extra}"), body, 1000).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "billing webhook: malformed: Stripe-Signature has more than one timestamp (t=)"
+            );
+        }
+        let e = verify("whsec_a", &h.replacen("t=1000", "t=soon", 1), body, 1000).unwrap_err();
+        assert!(e.to_string().contains("is not a whole number of seconds"), "{e}");
+    }
+
+    #[test]
+    fn object_types_and_ids_that_would_break_the_entity_key_are_malformed() {
+        // Found by the webhook_stripe fuzz target: an object type with a `:` made the key
+        // `in:voice:billing:in_1`, which reads back as object `in`, side `voice`.
+        let ev = |obj: serde_json::Value| serde_json::json!({"id": "evt_1", "object": "event", "type": "invoice.paid", "data": {"object": obj}});
+        let routes = Routes::default();
+        for obj in [
+            serde_json::json!({"id": "in_1", "object": "in:voice", "customer": "cus_1"}),
+            serde_json::json!({"id": "in_1", "object": "", "customer": "cus_1"}),
+            serde_json::json!({"id": "in_1", "object": "in voice", "customer": "cus_1"}),
+            serde_json::json!({"id": "", "object": "invoice", "customer": "cus_1"}),
+        ] {
+            assert!(
+                event_from_value(&ev(obj.clone()), "webhook", 5, &routes).is_err(),
+                "{obj}"
+            );
+        }
+        let mut no_id = ev(serde_json::json!({"id": "in_1", "object": "invoice"}));
+        no_id["id"] = "".into();
+        assert!(event_from_value(&no_id, "webhook", 5, &routes).is_err());
+        let body = serde_json::to_vec(&ev(serde_json::json!({"id": "in_1", "object": "in:voice"}))).unwrap();
+        let e = parse_event(&body, "webhook", 5, &routes).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "billing webhook: malformed: data.object.object \"in:voice\" is not a Stripe object type (letters, \
+             digits, _ and . only)"
+        );
+        // An empty owner is no owner: the invoice keeps its own key.
+        for customer in [serde_json::json!(""), serde_json::json!({"id": ""})] {
+            let e = event_from_value(
+                &ev(serde_json::json!({"id": "in_1", "object": "invoice", "customer": customer})),
+                "webhook",
+                5,
+                &routes,
+            )
+            .unwrap();
+            assert_eq!(e.entity_key, "invoice:billing:in_1");
+        }
+        // Dotted Stripe types stay fine.
+        let e = event_from_value(
+            &ev(serde_json::json!({"id": "cs_1", "object": "checkout.session"})),
+            "webhook",
+            5,
+            &routes,
+        )
+        .unwrap();
+        assert_eq!(e.entity_key, "checkout.session:billing:cs_1");
     }
 
     #[test]

@@ -7,5 +7,7 @@
 //! writes the input to `$CARGO_TARGET_TMPDIR/fuzz-crashes/`, from where
 //! `DRIFTLESS_FUZZ_REPLAY=<file>` runs that one input again.
 
+mod connectors;
 mod contract;
 mod harness;
+mod webhooks;

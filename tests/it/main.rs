@@ -15,6 +15,7 @@ mod drill;
 mod faults;
 mod flow;
 mod hostile;
+mod ids;
 mod localstripe;
 mod migration;
 mod ops;
