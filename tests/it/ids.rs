@@ -50,7 +50,7 @@ async fn the_billing_connector_sends_nothing_for_a_malformed_id_and_still_reads_
 async fn a_billing_id_typed_into_the_crm_as_a_path_never_reaches_the_billing_api() {
     let d = demo(FaultProfile::none()).await;
     let sims = d.running.sims.clone().expect("sims");
-    sims.crm.create_contact(&[
+    let contact = sims.crm.create_contact(&[
         ("email", "mallory@example.test"),
         ("lifecyclestage", "lead"),
         ("billing_customer_id", TRAVERSAL),
@@ -83,5 +83,34 @@ async fn a_billing_id_typed_into_the_crm_as_a_path_never_reaches_the_billing_api
         "the billing API saw: {sent:?}"
     );
     assert!(sims.billing.customers().is_empty(), "no customer made for it");
+    // A validation dead letter naming the field and the record, at once (not retried): the
+    // fix is the CRM's value, and retrying the dead letter plans the record again.
+    let dl = eventually(20, "a dead letter for the malformed id", || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .list_dead_letters(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .next()
+        }
+    })
+    .await;
+    assert_eq!(dl.error_class, "validation", "{dl:?}");
+    assert_eq!(dl.attempts, 1, "{dl:?}");
+    assert_eq!(dl.record, format!("customer:crm:{contact}"));
+    assert!(
+        dl.error.contains(&format!("contact {contact}'s billing_customer_id")) && dl.error.contains(TRAVERSAL),
+        "{}",
+        dl.error
+    );
+    let status = engine.status().await.expect("status");
+    assert_eq!(
+        status.ledger.events.get("pending").copied().unwrap_or(0),
+        0,
+        "{status:?}"
+    );
     d.running.shutdown().await;
 }
