@@ -299,3 +299,15 @@ async fn state_changing_routes_need_a_json_body_with_known_fields_and_pause_need
     }
     d.running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demos_webhook_secret_is_made_per_launch() {
+    let a = demo(FaultProfile::none()).await;
+    let b = demo(FaultProfile::none()).await;
+    let secret = |d: &crate::support::Demo| d.running.sims.as_ref().expect("sims").crm.webhook_secret().to_string();
+    let (sa, sb) = (secret(&a), secret(&b));
+    assert_ne!(sa, sb, "two launches share a webhook secret");
+    assert!(sa.len() >= 32 && sa != "sim-client-secret", "{sa}");
+    a.running.shutdown().await;
+    b.running.shutdown().await;
+}

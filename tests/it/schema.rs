@@ -62,6 +62,8 @@ async fn the_console_api_answers_as_its_openapi_document_says() {
                 .args(["--max-time", "150", "--request-timeout", "20"])
                 .arg("--report-dir")
                 .arg(&reports)
+                // Its cache (`.schemathesis/`) goes with the temporary directory, not the clone.
+                .current_dir(reports.parent().unwrap_or(std::path::Path::new(".")))
                 .env("NO_COLOR", "1")
                 .output()
                 .expect("run schemathesis")
