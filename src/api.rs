@@ -471,8 +471,9 @@ pub struct ReplayWrite {
 #[ts(export)]
 pub struct ReplayPreview {
     pub records: i64,
-    /// Records the counts below are of: all of them, or the first 200 of a larger selection
-    /// (each preview reads both systems); the run replays every record.
+    /// Records the counts below are of: all of them, or those previewed within the preview's
+    /// few seconds (at most 200; each preview reads both systems, in the quota live sync
+    /// leaves); the run replays every record.
     #[serde(default)]
     pub previewed: i64,
     pub creates: i64,

@@ -4,8 +4,9 @@ import type { ReplayWrite } from "./ReplayWrite";
 
 export type ReplayPreview = { records: number, 
 /**
- * Records the counts below are of: all of them, or the first 200 of a larger selection
- * (each preview reads both systems); the run replays every record.
+ * Records the counts below are of: all of them, or those previewed within the preview's
+ * few seconds (at most 200; each preview reads both systems, in the quota live sync
+ * leaves); the run replays every record.
  */
 previewed: number, creates: number, updates: number, noops: number, conflicts: number, 
 /**
