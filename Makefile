@@ -24,6 +24,7 @@ ui:
 	cd ui && npm run build
 
 lint:
+	python3 scripts/layers.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 

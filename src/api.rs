@@ -320,15 +320,6 @@ pub struct ApiError {
     pub message: String,
 }
 
-impl From<crate::engine::EngineError> for ApiError {
-    fn from(e: crate::engine::EngineError) -> Self {
-        ApiError {
-            code: e.code().to_string(),
-            message: e.to_string(),
-        }
-    }
-}
-
 // ------------------------------------------------------------------------ operator operations
 
 /// Which dead letters an operation applies to. Every field narrows the set.

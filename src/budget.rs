@@ -24,8 +24,6 @@
 //! request, and report a 429 with [`Budget::on_rate_limited`]; connectors hand the headers of
 //! every response to [`RateObserver::observe`].
 
-pub mod headers;
-
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,11 +31,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use headers::RateHeaders;
+pub use crate::connectors::headers::{RateHeaders, RateObserver};
 
 use crate::api::BudgetStatus;
+use crate::clock::Clock;
 use crate::contract::RateLimit;
-use crate::engine::Clock;
 
 /// Which queue a request waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,11 +82,6 @@ const DEFER_CHECK: Duration = Duration::from_millis(50);
 /// day is noticed.
 const DAILY_SLICE: Duration = Duration::from_secs(60);
 const DAY_MS: i64 = 86_400_000;
-
-/// Connectors call this with the rate-limit headers of every response.
-pub trait RateObserver: Send + Sync {
-    fn observe(&self, h: &RateHeaders);
-}
 
 #[derive(Debug, Clone)]
 struct Block {

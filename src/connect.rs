@@ -270,7 +270,7 @@ pub async fn preview_properties(
 ) -> Result<Vec<PropertyPreview>, ConnectError> {
     let client = http(cfg, Side::Crm)?;
     let mut out = Vec::new();
-    for def in crate::engine::required_crm_properties(contract) {
+    for def in crate::connectors::hubspot::required_properties(contract) {
         let url = format!(
             "{}/crm/v3/properties/{}/{}",
             cfg.base_url,
@@ -325,7 +325,7 @@ pub async fn create_properties(
     key: &Secret,
 ) -> Result<Vec<String>, ConnectError> {
     let crm = HubspotClient::new(&cfg.base_url, key.expose().to_string(), cfg.request_timeout_ms)?;
-    let defs: Vec<PropertyDef> = crate::engine::required_crm_properties(contract);
+    let defs: Vec<PropertyDef> = crate::connectors::hubspot::required_properties(contract);
     Ok(crm.ensure_properties(&defs).await?)
 }
 

@@ -12,9 +12,11 @@
 
 pub mod api;
 pub mod budget;
+pub mod clock;
 pub mod connect;
 pub mod connectors;
 pub mod contract;
+pub mod csv;
 pub mod drill;
 pub mod engine;
 pub mod http;

@@ -845,7 +845,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             ctx,
         } => {
             let ask = driftless::api::ReconcileAsk {
-                window_days: window.as_deref().map(driftless::reconcile::parse_window).transpose()?,
+                window_days: window
+                    .as_deref()
+                    .map(driftless::reconcile::parse_window)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
                 dry_run,
                 repair,
                 review,

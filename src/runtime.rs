@@ -282,7 +282,7 @@ async fn open_engine(
 pub async fn ensure_crm_properties(contract: &Contract, secrets: &EngineSecrets) -> Result<(), RuntimeError> {
     use crate::connectors::CrmApi;
     let crm = crm_client(contract, secrets)?;
-    let defs = crate::engine::required_crm_properties(contract);
+    let defs = crate::connectors::hubspot::required_properties(contract);
     let mut last = None;
     for _ in 0..30 {
         match crm.ensure_properties(&defs).await {

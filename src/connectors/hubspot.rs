@@ -81,7 +81,7 @@ pub struct HubspotClient {
     token: String,
     timeout_ms: u64,
     /// Where the `X-HubSpot-RateLimit-*` headers of every response go (the CRM budget).
-    rates: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<dyn crate::budget::RateObserver>>>>,
+    rates: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<dyn super::headers::RateObserver>>>>,
 }
 
 impl std::fmt::Debug for HubspotClient {
@@ -123,7 +123,7 @@ impl HubspotClient {
             .map_err(|e| transport_error(SYSTEM, self.timeout_ms, e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let mut rates = crate::budget::RateHeaders::from_hubspot(&headers);
+        let mut rates = super::headers::RateHeaders::from_hubspot(&headers);
         let body = resp
             .text()
             .await
@@ -169,7 +169,7 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
         429 => ConnectorError::RateLimited {
             system: SYSTEM,
             retry_after_ms: retry_after_ms(headers)
-                .or_else(|| crate::budget::RateHeaders::from_hubspot(headers).slot_ms()),
+                .or_else(|| super::headers::RateHeaders::from_hubspot(headers).slot_ms()),
             body: body_c,
         },
         401 | 403 => ConnectorError::Auth {
@@ -196,6 +196,46 @@ pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
             body: body_c,
         },
     })
+}
+
+/// The custom CRM properties driftless needs, per object type the contract maps (HubSpot's
+/// standard properties are not created).
+pub fn required_properties(contract: &crate::contract::Contract) -> Vec<PropertyDef> {
+    use crate::contract::CrmObject;
+    const STANDARD_CONTACT: &[&str] = &["email", "firstname", "lastname", "lifecyclestage", "phone", "company"];
+    const STANDARD_COMPANY: &[&str] = &[
+        "name",
+        "domain",
+        "phone",
+        "industry",
+        "city",
+        "country",
+        "lifecyclestage",
+    ];
+    let mut defs: Vec<PropertyDef> = Vec::new();
+    let mut push = |object: CrmObject, name: &str, label: String| {
+        if !defs.iter().any(|d| d.object == object && d.name == name) {
+            defs.push(PropertyDef {
+                object,
+                name: name.to_string(),
+                label,
+            });
+        }
+    };
+    for o in &contract.objects {
+        push(o.crm, "driftless_correlation_id", "driftless correlation id".into());
+        push(o.crm, "driftless_origin", "driftless origin".into());
+        let standard = match o.crm {
+            CrmObject::Contact => STANDARD_CONTACT,
+            CrmObject::Company => STANDARD_COMPANY,
+        };
+        for f in &o.fields {
+            if !standard.contains(&f.crm.as_str()) {
+                push(o.crm, &f.crm, f.name.replace('_', " "));
+            }
+        }
+    }
+    defs
 }
 
 /// A 200/207 answer of a batch endpoint: its results and its per-record errors.
@@ -464,7 +504,7 @@ fn field_of(body: &str, key: &str) -> Option<String> {
 }
 
 impl HubspotClient {
-    fn observe(&self, h: &crate::budget::RateHeaders) {
+    fn observe(&self, h: &super::headers::RateHeaders) {
         if h.is_empty() {
             return;
         }
@@ -738,7 +778,7 @@ impl CrmApi for HubspotClient {
         }))
     }
 
-    fn observe_rates(&self, observer: std::sync::Arc<dyn crate::budget::RateObserver>) {
+    fn observe_rates(&self, observer: std::sync::Arc<dyn super::headers::RateObserver>) {
         if let Ok(mut g) = self.rates.write() {
             *g = Some(observer);
         }

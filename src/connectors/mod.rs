@@ -2,6 +2,7 @@
 //! Salesforce or Chargebee connector is an addition. These share no wire code with `sim/`
 //! (the simulators are an independent oracle).
 
+pub mod headers;
 pub mod hubspot;
 #[cfg(test)]
 mod id_tests;
@@ -271,7 +272,7 @@ pub trait BillingApi: Send + Sync {
         fields: &'a Fields,
     ) -> BoxFuture<'a, ConnResult<RemoteRecord>>;
     /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
-    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn headers::RateObserver>) {}
 }
 
 /// A custom CRM property the contract needs.
@@ -332,7 +333,7 @@ pub trait CrmApi: Send + Sync {
         inputs: &'a [BatchUpsert],
     ) -> BoxFuture<'a, Vec<BatchItem<(RemoteRecord, bool)>>>;
     /// Hand the rate-limit headers of every response to `observer` (the destination's budget).
-    fn observe_rates(&self, _observer: std::sync::Arc<dyn crate::budget::RateObserver>) {}
+    fn observe_rates(&self, _observer: std::sync::Arc<dyn headers::RateObserver>) {}
 }
 
 /// One record of a batch update.
@@ -435,7 +436,7 @@ pub(crate) fn transport_error(system: &'static str, timeout_ms: u64, e: reqwest:
 
 /// Parse `Retry-After` (delta-seconds or an HTTP date) into milliseconds from now.
 pub(crate) fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
-    crate::budget::headers::retry_after_ms(headers, chrono::Utc::now().timestamp_millis())
+    headers::retry_after_ms(headers, chrono::Utc::now().timestamp_millis())
 }
 
 /// Keep error bodies short in the ledger and logs.

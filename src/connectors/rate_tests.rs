@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 
+use super::headers::{RateHeaders, RateObserver};
 use super::hubspot::HubspotClient;
 use super::stripe::StripeClient;
 use super::{BillingApi, ConnectorError, CrmApi};
-use crate::budget::{RateHeaders, RateObserver};
 use crate::contract::CrmObject;
 
 /// Serve one canned answer (status, headers, body) to every request; returns the base URL.

@@ -116,7 +116,7 @@ impl StripeClient {
 /// object and `Stripe-Should-Retry` / `Retry-After` make it. Pure (no I/O): `send` hands every
 /// response here, and the fuzz target `connector_stripe_responses` calls it directly.
 pub fn classify(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ConnResult<Value> {
-    let should_retry = crate::budget::headers::stripe_should_retry(headers);
+    let should_retry = super::headers::stripe_should_retry(headers);
     if (200..300).contains(&status) {
         return serde_json::from_str::<Value>(body).map_err(|e| ConnectorError::Garbage {
             system: SYSTEM,

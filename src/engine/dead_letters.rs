@@ -12,21 +12,7 @@ pub const CSV_PAGE: i64 = 2_000;
 pub const CSV_HEADER: &str = "id,created_at,created_at_ms,record,object,destination,op,error_class,error,attempts,\
 idempotency_key,amount_cents,resolved_at_ms,resolution\n";
 
-/// One CSV cell — the one rule every CSV export uses (dead letters, audit log): quoted when it
-/// holds a separator, quote or line break; a leading `=`, `+`, `-` or `@` gets an apostrophe so
-/// a spreadsheet shows it as text instead of running it.
-pub fn csv_cell(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
+pub use crate::csv::cell as csv_cell;
 
 fn csv_line(d: &DeadLetter) -> String {
     let created = chrono::DateTime::from_timestamp_millis(d.created_at_ms)

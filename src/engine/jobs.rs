@@ -92,7 +92,7 @@ impl Engine {
     /// Refused with `busy` while one started here is running.
     pub async fn start_reconcile(&self, ask: &ReconcileAsk, by: &str) -> Result<ReconciliationState, EngineError> {
         if let Some(d) = ask.window_days {
-            crate::reconcile::parse_window(&d.to_string())?;
+            crate::reconcile::parse_window(&d.to_string()).map_err(EngineError::BadRequest)?;
         }
         Jobs::begin(&self.inner.jobs.reconcile, "reconciliation")?;
         self.inner.jobs.reconcile_cancel.store(false, Ordering::SeqCst);

@@ -17,6 +17,7 @@ pub use dead_letters::csv_cell;
 mod overview;
 pub(crate) mod pager;
 pub mod poll;
+pub(crate) mod reconcile;
 pub(crate) mod worker;
 
 use std::path::PathBuf;
@@ -30,24 +31,12 @@ pub use metrics::Metrics;
 pub use overview::newly_crossed;
 
 use crate::budget::{Budget, Lane};
-use crate::connectors::{BillingApi, CrmApi, PropertyDef};
+use crate::connectors::{BillingApi, CrmApi};
 use crate::contract::{Contract, Side};
 use crate::ingest::{self, IngestError};
 use crate::ledger::{IngestOutcome, Ledger, LedgerError, NewEvent};
 
-/// Where time comes from; tests and simulators pass their own.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> i64;
-}
-
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        chrono::Utc::now().timestamp_millis()
-    }
-}
+pub use crate::clock::{Clock, SystemClock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -97,6 +86,17 @@ impl Inner {
     /// (so a loop that hits it need not log every failure).
     pub(crate) fn ledger_explains(&self, e: &EngineError) -> bool {
         matches!(e, EngineError::Ledger(l) if self.ledger.explains(l))
+    }
+}
+
+/// The one conversion of an engine error for the console (HTTP JSON, Tauri IPC): a stable code
+/// and a message for people.
+impl From<EngineError> for crate::api::ApiError {
+    fn from(e: EngineError) -> Self {
+        crate::api::ApiError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -214,44 +214,7 @@ pub struct Engine {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// The custom CRM properties driftless needs, per object type the contract maps.
-pub fn required_crm_properties(contract: &Contract) -> Vec<PropertyDef> {
-    use crate::contract::CrmObject;
-    const STANDARD_CONTACT: &[&str] = &["email", "firstname", "lastname", "lifecyclestage", "phone", "company"];
-    const STANDARD_COMPANY: &[&str] = &[
-        "name",
-        "domain",
-        "phone",
-        "industry",
-        "city",
-        "country",
-        "lifecyclestage",
-    ];
-    let mut defs: Vec<PropertyDef> = Vec::new();
-    let mut push = |object: CrmObject, name: &str, label: String| {
-        if !defs.iter().any(|d| d.object == object && d.name == name) {
-            defs.push(PropertyDef {
-                object,
-                name: name.to_string(),
-                label,
-            });
-        }
-    };
-    for o in &contract.objects {
-        push(o.crm, "driftless_correlation_id", "driftless correlation id".into());
-        push(o.crm, "driftless_origin", "driftless origin".into());
-        let standard = match o.crm {
-            CrmObject::Contact => STANDARD_CONTACT,
-            CrmObject::Company => STANDARD_COMPANY,
-        };
-        for f in &o.fields {
-            if !standard.contains(&f.crm.as_str()) {
-                push(o.crm, &f.crm, f.name.replace('_', " "));
-            }
-        }
-    }
-    defs
-}
+pub use crate::connectors::hubspot::required_properties as required_crm_properties;
 
 impl Engine {
     /// Open the ledger (migrating it) and forget leases of a previous run. Workers start with
@@ -310,7 +273,7 @@ impl Engine {
         }
         let h = tokio::spawn(metrics::flusher(self.inner.clone()));
         self.inner.push_task(h);
-        let h = tokio::spawn(crate::reconcile::scheduled(self.clone()));
+        let h = tokio::spawn(reconcile::scheduled(self.clone()));
         self.inner.push_task(h);
         let systems = &self.inner.contract.systems;
         for (side, sys) in [(Side::Crm, &systems.crm), (Side::Billing, &systems.billing)] {

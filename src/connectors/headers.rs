@@ -4,6 +4,12 @@
 
 use reqwest::header::HeaderMap;
 
+/// Connectors call this with the rate-limit headers of every response (the rate budgets
+/// implement it).
+pub trait RateObserver: Send + Sync {
+    fn observe(&self, h: &RateHeaders);
+}
+
 /// HubSpot's rate-limit headers of one response. Each is optional: OAuth apps get no daily
 /// figures, and some endpoints send none at all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

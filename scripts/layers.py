@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The engine's layering, checked: every top-level module of src/ may use only modules of a
+lower layer, so no import circle can form. Run by `make lint` (and so `make test`).
+
+    python3 scripts/layers.py          # exit 1 and a line per offending `crate::` use
+
+A use is any `crate::<module>` path outside a comment. A new top-level module must be given
+a layer below (the check fails until it is): that is the moment to decide what it may know.
+"""
+import os
+import re
+import sys
+
+# Lower numbers know less. A module may use modules of strictly lower layers only.
+LAYERS = {
+    # Leaves: the console API's data types, time, the checked contract, CSV cells, and the
+    # simulators (an independent oracle: they share no code with connectors or ingest).
+    "api": 0,
+    "clock": 0,
+    "contract": 0,
+    "csv": 0,
+    "sim": 0,
+    # Talking to the systems: the connectors (all provider vocabulary), secret references.
+    "connectors": 1,
+    "secrets": 1,
+    # The rate budgets, the ledger (all SQL), the pure planner.
+    "budget": 2,
+    "ledger": 2,
+    "plan": 2,
+    # Inbound events, connecting accounts, reconciliation's pure comparison.
+    "ingest": 3,
+    "connect": 3,
+    "reconcile": 3,
+    # The engine: workers, pollers, jobs, the operations.
+    "engine": 4,
+    # The faces and their assembly.
+    "http": 5,
+    "runtime": 6,
+    "drill": 7,
+}
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+
+
+def modules():
+    found = set()
+    for name in os.listdir(ROOT):
+        if name in ("lib.rs", "main.rs"):
+            continue
+        if name.endswith(".rs"):
+            found.add(name[:-3])
+        elif os.path.isdir(os.path.join(ROOT, name)):
+            found.add(name)
+    return found
+
+
+def main():
+    mods = modules()
+    problems = []
+    for m in sorted(mods - LAYERS.keys()):
+        problems.append(f"src/{m}: a top-level module without a layer: add it to LAYERS in scripts/layers.py")
+    for dirpath, _, files in os.walk(ROOT):
+        for f in sorted(files):
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, ROOT)
+            top = rel.split(os.sep)[0]
+            top = top[:-3] if top.endswith(".rs") else top
+            if top in ("lib", "main") or top not in LAYERS:
+                continue
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    code = line.split("//")[0]
+                    for used in re.findall(r"\bcrate::(\w+)", code):
+                        if used == top or used not in LAYERS:
+                            continue
+                        if LAYERS[used] >= LAYERS[top]:
+                            problems.append(
+                                f"src/{rel}:{n}: {top} (layer {LAYERS[top]}) uses {used} (layer {LAYERS[used]}): "
+                                f"a module may use only lower layers"
+                            )
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"layers: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"layers: {len(mods)} top-level modules, every use goes down a layer")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
