@@ -6,45 +6,10 @@
 
 use std::path::PathBuf;
 
-/// The commands the window may invoke; tauri-build generates `allow-<name>` permissions for
-/// them, and `capabilities/main-window.json` grants exactly these.
-const COMMANDS: &[&str] = &[
-    "overview",
-    "status",
-    "pause_outbound",
-    "resume_outbound",
-    "reconciliation_state",
-    "start_reconcile",
-    "cancel_reconcile",
-    "backfill_state",
-    "start_backfill",
-    "cancel_backfill",
-    "migration_status",
-    "validation_report",
-    "list_dead_letters",
-    "retry_dead_letters",
-    "discard_dead_letters",
-    "record_timeline",
-    "undrop_event",
-    "replay",
-    "list_reviews",
-    "resolve_review",
-    "replay_run",
-    "cancel_replay",
-    "list_audit",
-    "audit_csv",
-    "contract_info",
-    "dead_letter_detail",
-    "export_dead_letters",
-    "reconcile_runs",
-    "reconcile_report",
-    "reconcile_repair",
-    "reconcile_csv",
-    "connect_test",
-    "connect_properties",
-    "connect_save_key",
-    "set_writes",
-];
+/// The window's one command (`src/commands.rs`): every engine operation goes through it by
+/// name. tauri-build generates its `allow-operation` permission, which
+/// `capabilities/main-window.json` grants.
+const COMMANDS: &[&str] = &["operation"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -290,6 +290,51 @@ pub struct Alert {
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
+/// `validation_report`'s argument: a contract object pairing CRM records with billing customers.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectArg {
+    /// A contract object, e.g. `customer`.
+    pub object: String,
+}
+
+/// `record_timeline`'s argument.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct RecordQuery {
+    /// An email, CRM id, billing id or record key.
+    pub query: String,
+}
+
+/// `replay_run`'s argument: a replay run, or (no id) the latest.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRunQuery {
+    #[serde(default)]
+    pub id: Option<i64>,
+}
+
+/// Which reconciliation run (its report, its CSV).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct ReconRunRef {
+    pub id: i64,
+}
+
+/// `reconcile_runs`' argument: at most this many runs (1 to 500; 100 when absent).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
+#[ts(export)]
+#[serde(deny_unknown_fields)]
+pub struct RunsLimit {
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
 /// Body of `pause_outbound` / `resume_outbound`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, TS, ToSchema)]
 #[ts(export)]

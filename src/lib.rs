@@ -22,6 +22,7 @@ pub mod engine;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
+pub mod operations;
 pub mod plan;
 pub mod reconcile;
 pub mod runtime;

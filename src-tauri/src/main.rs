@@ -83,43 +83,7 @@ fn main() -> ExitCode {
     init_tracing();
     let app = tauri::Builder::default()
         .plugin(tauri_plugin_notification::init())
-        .invoke_handler(tauri::generate_handler![
-            commands::overview,
-            commands::status,
-            commands::pause_outbound,
-            commands::resume_outbound,
-            commands::reconciliation_state,
-            commands::start_reconcile,
-            commands::cancel_reconcile,
-            commands::backfill_state,
-            commands::start_backfill,
-            commands::cancel_backfill,
-            commands::migration_status,
-            commands::validation_report,
-            commands::list_dead_letters,
-            commands::retry_dead_letters,
-            commands::discard_dead_letters,
-            commands::record_timeline,
-            commands::undrop_event,
-            commands::replay,
-            commands::list_reviews,
-            commands::resolve_review,
-            commands::replay_run,
-            commands::cancel_replay,
-            commands::list_audit,
-            commands::audit_csv,
-            commands::contract_info,
-            commands::dead_letter_detail,
-            commands::export_dead_letters,
-            commands::reconcile_runs,
-            commands::reconcile_report,
-            commands::reconcile_repair,
-            commands::reconcile_csv,
-            commands::connect_test,
-            commands::connect_properties,
-            commands::connect_save_key,
-            commands::set_writes,
-        ])
+        .invoke_handler(tauri::generate_handler![commands::operation])
         .setup(setup)
         .build(tauri::generate_context!());
     let app = match app {

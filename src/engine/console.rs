@@ -69,33 +69,31 @@ impl Engine {
         Ok(AuditList { total, items, record })
     }
 
-    /// One page of the CSV export: rows before `before_id` (all when `None`), newest first.
-    pub async fn audit_page(&self, f: &AuditFilter, before_id: Option<i64>) -> Result<Vec<AuditEntry>, EngineError> {
+    /// One page of the audit log's CSV export (the operations' paging contract): rows before
+    /// `before_id`, newest first, the header on the first page, and the cursor of the next.
+    pub async fn audit_csv_page(
+        &self,
+        f: &AuditFilter,
+        before_id: Option<i64>,
+    ) -> Result<(String, Option<i64>), EngineError> {
         let record = self.audit_record(f).await?;
         let (_, items) = self
             .inner
             .ledger
             .audit_list(f, record.as_deref(), before_id, AUDIT_CSV_PAGE, 0, false)
             .await?;
-        Ok(items)
-    }
-
-    /// The whole filtered audit log as CSV (the desktop app's export; `serve` streams the
-    /// same rows page by page).
-    pub async fn audit_csv(&self, f: &AuditFilter) -> Result<String, EngineError> {
-        let mut out = String::from(AUDIT_CSV_HEADER);
-        let mut before = None;
-        loop {
-            let page = self.audit_page(f, before).await?;
-            for e in &page {
-                out.push_str(&audit_csv_row(e));
-            }
-            match page.last() {
-                Some(last) if page.len() as i64 == AUDIT_CSV_PAGE => before = Some(last.id),
-                _ => break,
-            }
+        let mut out = String::new();
+        if before_id.is_none() {
+            out.push_str(AUDIT_CSV_HEADER);
         }
-        Ok(out)
+        for e in &items {
+            out.push_str(&audit_csv_row(e));
+        }
+        let next = match items.last() {
+            Some(last) if items.len() as i64 == AUDIT_CSV_PAGE => Some(last.id),
+            _ => None,
+        };
+        Ok((out, next))
     }
 
     /// The contract in force (version, ownership matrix) and its file re-validated as it is

@@ -91,18 +91,6 @@ impl Engine {
         };
         Ok((out, next))
     }
-
-    /// The whole filtered set as one CSV text (the desktop app saves it; the HTTP route
-    /// streams the pages instead).
-    pub async fn dead_letters_csv(&self, f: &DeadLetterFilter) -> Result<String, EngineError> {
-        let (mut out, mut next) = self.dead_letters_csv_page(f, None).await?;
-        while let Some(before) = next {
-            let (page, n) = self.dead_letters_csv_page(f, Some(before)).await?;
-            out.push_str(&page);
-            next = n;
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]

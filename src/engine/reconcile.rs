@@ -547,18 +547,26 @@ impl Engine {
         Ok(report)
     }
 
-    /// One page of a run's mismatches as CSV lines after mismatch id `after` (the id to
-    /// continue after, `None` when this was the last page). Unknown run: `not_found`.
-    pub async fn reconcile_csv_page(&self, run_id: i64, after: i64) -> Result<(String, Option<i64>), EngineError> {
-        if after == 0 && self.inner.ledger.recon_run(run_id).await?.is_none() {
-            return Err(EngineError::NotFound(format!("reconciliation run {run_id}")));
+    /// One page of a run's mismatches as CSV (the operations' paging contract): the lines
+    /// after mismatch id `after`, the header on the first page, and the cursor of the next.
+    /// Unknown run: `not_found`.
+    pub async fn reconcile_csv_page(
+        &self,
+        run_id: i64,
+        after: Option<i64>,
+    ) -> Result<(String, Option<i64>), EngineError> {
+        let mut out = String::new();
+        if after.is_none() {
+            if self.inner.ledger.recon_run(run_id).await?.is_none() {
+                return Err(EngineError::NotFound(format!("reconciliation run {run_id}")));
+            }
+            out.push_str(RECON_CSV_HEADER);
         }
         let page = self
             .inner
             .ledger
-            .recon_mismatch_page(run_id, after, RECON_CSV_PAGE)
+            .recon_mismatch_page(run_id, after.unwrap_or(0), RECON_CSV_PAGE)
             .await?;
-        let mut out = String::new();
         for (_, m) in &page {
             out.push_str(&recon_csv_row(run_id, m));
         }
@@ -567,21 +575,6 @@ impl Engine {
             _ => None,
         };
         Ok((out, next))
-    }
-
-    /// A run's mismatches as CSV (the desktop app's export; `serve` streams the same lines).
-    pub async fn reconcile_csv(&self, run_id: i64) -> Result<String, EngineError> {
-        let mut out = String::from(RECON_CSV_HEADER);
-        let mut after = 0;
-        loop {
-            let (chunk, next) = self.reconcile_csv_page(run_id, after).await?;
-            out.push_str(&chunk);
-            match next {
-                Some(n) => after = n,
-                None => break,
-            }
-        }
-        Ok(out)
     }
 
     /// The dry run of a repair: the planned writes of these records, as the repair will plan

@@ -6,15 +6,13 @@
 //!   answers), the body is required (a body-less POST once paused everything with no reason),
 //!   and unknown fields are refused (the request types say `deny_unknown_fields`: a misspelt
 //!   `destination` instead of `scope` once paused *everything*).
-//! - [`Args`]: query parameters, with `token` (the launch token, for links) set aside.
 //! - [`guard_origin`]: only loopback names and the public URL's host in `Host` (a DNS-rebinding
 //!   page reaches the server under its own name), and no cross-origin `Origin`.
 //! - [`json_errors`]: whatever answered an error in something other than JSON (axum's own
 //!   rejections, the body limit's 413, a 405) answers `{code, message}` instead.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -106,42 +104,6 @@ fn plain_serde(e: &serde_json::Error) -> String {
         "not valid JSON".into()
     } else {
         s
-    }
-}
-
-/// Query parameters of type `T` (unknown parameters refused by `T`, except `token`).
-pub(crate) struct Args<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for Args<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Response> {
-        let query = parts.uri.query().unwrap_or("");
-        // The launch token may ride in the query (links, the event stream); it is not an
-        // argument of any route.
-        let pairs: Vec<(String, String)> = match serde_urlencoded::from_str::<Vec<(String, String)>>(query) {
-            Ok(p) => p.into_iter().filter(|(k, _)| k != "token").collect(),
-            Err(e) => {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("query string: {e}"),
-                ))
-            }
-        };
-        let rest = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-        match serde_urlencoded::from_str::<T>(&rest) {
-            Ok(v) => Ok(Args(v)),
-            Err(e) => Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("query parameters: {e}"),
-            )),
-        }
     }
 }
 

@@ -501,7 +501,7 @@ async fn replay_runs_the_audit_log_and_the_contract_over_http() {
     )
     .await;
     let r = http
-        .get(format!("{base}/api/audit.csv?to_ms={to}"))
+        .get(format!("{base}/api/audit_csv?to_ms={to}"))
         .bearer_auth(&tok)
         .send()
         .await
@@ -721,7 +721,7 @@ async fn reconciliation_runs_reports_csv_and_repair_of_the_latest_run_over_http(
     );
 
     // The CSV: a header and one line per mismatch, the same as the report.
-    let r = get(format!("reconcile.csv?id={id}")).await.expect("send");
+    let r = get(format!("reconcile_csv?id={id}")).await.expect("send");
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -745,7 +745,7 @@ async fn reconciliation_runs_reports_csv_and_repair_of_the_latest_run_over_http(
         ))),
         "{csv}"
     );
-    assert_eq!(get("reconcile.csv?id=999999".into()).await.expect("send").status(), 404);
+    assert_eq!(get("reconcile_csv?id=999999".into()).await.expect("send").status(), 404);
 
     // An older run's findings may be stale: refused, naming the latest.
     let r = post(

@@ -273,7 +273,7 @@ describe('reconciliation screen in Chromium', { concurrency: 1 }, () => {
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('recon-export').click()]);
     const file = await download.path();
     const text = readFileSync(file, 'utf8');
-    const res = await get(`${S.base}/api/reconcile.csv?id=${C.second.id}`, { headers: { Authorization: `Bearer ${S.token}` } });
+    const res = await get(`${S.base}/api/reconcile_csv?id=${C.second.id}`, { headers: { Authorization: `Bearer ${S.token}` } });
     assert.equal(res.status, 200);
     assert.equal(text, await res.text(), 'the download is the API export');
     const lines = text.trim().split('\n');

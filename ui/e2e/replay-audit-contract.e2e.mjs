@@ -228,12 +228,12 @@ describe('Replay, Audit log and Contract screens in Chromium', { concurrency: 1 
     const csv = readFileSync(file, 'utf8');
     assert.equal(download.suggestedFilename(), 'driftless-audit.csv');
     assert.deepEqual(csvIds(csv), l.items.map((x) => x.id), 'the CSV holds exactly the filtered rows');
-    const res = await get(`${S.base}/api/audit.csv?actor=operator%3A&action=replay`, { headers: { Authorization: `Bearer ${S.token}` } });
+    const res = await get(`${S.base}/api/audit_csv?actor=operator%3A&action=replay`, { headers: { Authorization: `Bearer ${S.token}` } });
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/csv/);
-    assert.equal(await res.text(), csv, 'the page exported what /api/audit.csv streams');
+    assert.equal(await res.text(), csv, 'the page exported what /api/audit_csv streams');
     // The unfiltered export streams every row, across pages (500 per page).
-    const everything = await get(`${S.base}/api/audit.csv`, { headers: { Authorization: `Bearer ${S.token}` } }, 20_000);
+    const everything = await get(`${S.base}/api/audit_csv`, { headers: { Authorization: `Bearer ${S.token}` } }, 20_000);
     const allIds = csvIds(await everything.text());
     const total = (await api('/api/list_audit', { method: 'POST', body: { limit: 1 } })).total;
     assert.ok(allIds.length > 0 && allIds.length <= total, `${allIds.length} CSV rows, ${total} in the log`);

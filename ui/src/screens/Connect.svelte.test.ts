@@ -41,7 +41,7 @@ function setup(hash = '#/connect', observing = true) {
     ],
     created,
   });
-  runs.connectProperties.mockImplementation(async (_k: string, create: boolean) => props(create ? ['driftless_origin'] : []));
+  runs.connectProperties.mockImplementation(async ({ create }: { key: string; create: boolean }) => props(create ? ['driftless_origin'] : []));
   runs.connectSaveKey.mockImplementation(async () => ({
     steps: [
       { step: 'test', ok: true, detail: 'ok', code: null },
@@ -95,14 +95,14 @@ describe('Connect screen', () => {
     const { root, backend } = setup();
     type(byTestId(root, 'connect-key') as HTMLInputElement, KEY);
     await click(root, 'connect-preview');
-    expect(backend.connectProperties).toHaveBeenCalledWith(KEY, false);
+    expect(backend.connectProperties).toHaveBeenCalledWith({ key: KEY, create: false });
     const rows = [...root.querySelectorAll<HTMLElement>('[data-testid="connect-property"]')];
     expect(rows.map((r) => r.dataset.exists)).toEqual(['false', 'true']);
     await click(root, 'connect-create');
     expect(backend.connectProperties).toHaveBeenCalledTimes(1);
     expect(byTestId(root, 'connect-create-confirm')!.textContent).toContain('driftless_origin');
     await click(root, 'connect-create-yes');
-    expect(backend.connectProperties).toHaveBeenLastCalledWith(KEY, true);
+    expect(backend.connectProperties).toHaveBeenLastCalledWith({ key: KEY, create: true });
     expect(byTestId(root, 'connect-created')!.textContent).toContain('driftless_origin');
     expect(byTestId(root, 'connect-create')).toBeNull();
   });

@@ -65,7 +65,7 @@ function setup(hash = '#/dead-letters', total = 100_000) {
     radius: { dead_letters: 1, records: 1, amount_cents: 0, by_destination: { billing: 1 } },
     applied: !req.dry_run,
   }));
-  runs.deadLetterDetail.mockImplementation(async (id: number) => ({
+  runs.deadLetterDetail.mockImplementation(async ({ id }: { id: number }) => ({
     dead_letter: dl(id),
     request: '{"op":"update_customer","fields":{"email":"a@b.c"}}',
     response: '{"error":{"message":"nope"}}',
@@ -76,7 +76,6 @@ function setup(hash = '#/dead-letters', total = 100_000) {
     history: [{ at_ms: 1, kind: 'decision', id: 9, side: null, summary: 'engine: dead_letter', state: null, rule: 'retry:validation', contract_version: 'v1', idempotency_key: null, correlation_id: null, detail: null }],
     events: [{ at_ms: 1, kind: 'event', id: 5, side: 'crm', summary: 'crm contact.propertyChange e1 via webhook', state: 'dead_lettered', rule: null, contract_version: null, idempotency_key: null, correlation_id: null, detail: '{}' }],
   }));
-  runs.exportDeadLettersUrl.mockImplementation(() => null);
   const backend = { kind: 'http', where: 'http://h', ...runs, listDeadLetters } as unknown as Backend &
     Omit<ReturnType<typeof stubRuns>, 'listDeadLetters'> & { listDeadLetters: typeof listDeadLetters };
   const win = fakeWindow(hash);
@@ -163,7 +162,7 @@ describe('Dead letters screen', () => {
     rows(root)[1].click();
     await settle();
     expect(win.location.hash).toBe('#/dead-letters?dl=99999');
-    expect(backend.deadLetterDetail).toHaveBeenCalledWith(99_999);
+    expect(backend.deadLetterDetail).toHaveBeenCalledWith({ id: 99_999 });
     expect(byTestId(root, 'dl-d-record')!.textContent).toBe('customer:crm:99999');
     expect(byTestId(root, 'dl-d-timeline')!.getAttribute('href')).toBe('#/records?q=customer%3Acrm%3A99999');
     expect(byTestId(root, 'dl-d-replay')!.getAttribute('href')).toMatch(/^#\/replay\?dead_letters=\d+$/);

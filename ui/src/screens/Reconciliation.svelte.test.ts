@@ -141,7 +141,7 @@ function backend() {
     subscribe: () => () => {},
   } satisfies Backend;
   b.reconcileRuns = vi.fn(async () => [run(8, 2), run(7, 0)]);
-  b.reconcileReport = vi.fn(async (id: number) => report(id));
+  b.reconcileReport = vi.fn(async ({ id }: { id: number }) => report(id));
   return b;
 }
 
@@ -159,7 +159,7 @@ describe('Reconciliation screen', () => {
     const rows = [...root.querySelectorAll<HTMLElement>('[data-testid="recon-run-row"]')];
     expect(rows.map((r) => r.dataset.id)).toEqual(['8', '7']);
     expect(rows[0].textContent).toContain('20.0%');
-    expect(b.reconcileReport).toHaveBeenCalledWith(8);
+    expect(b.reconcileReport).toHaveBeenCalledWith({ id: 8 });
     expect(byTestId(root, 'recon-report')!.dataset.run).toBe('8');
     expect(byTestId(root, 'recon-by-field')!.textContent).toContain('email');
     expect(byTestId(root, 'recon-by-rule')!.textContent).toContain('billing_id_missing');
@@ -182,7 +182,7 @@ describe('Reconciliation screen', () => {
     const b = backend();
     const { root } = mount(b, '#/reconciliation?run=7');
     await settle();
-    expect(b.reconcileReport).toHaveBeenCalledWith(7);
+    expect(b.reconcileReport).toHaveBeenCalledWith({ id: 7 });
     expect(byTestId(root, 'recon-stale')).not.toBeNull();
     expect(byTestId(root, 'recon-preview')).toBeNull();
     expect(root.querySelector('[data-testid="recon-mismatch"] input')).toBeNull();

@@ -61,7 +61,7 @@ describe('Records screen', () => {
   it('loads the timeline named by ?q= with ids, rules, contract versions and idempotency keys', async () => {
     const { root, b } = setup('#/records?q=a%40b.test');
     await settle();
-    expect(b.recordTimeline).toHaveBeenCalledWith('a@b.test');
+    expect(b.recordTimeline).toHaveBeenCalledWith({ query: 'a@b.test' });
     expect(byTestId(root, 'records-key')!.textContent).toBe('customer:crm:1001');
     expect(byTestId(root, 'records-billing-id')!.textContent).toBe('cus_X');
     // Newest first, oldest first on request.
@@ -83,7 +83,7 @@ describe('Records screen', () => {
     (byTestId(root, 'records-search') as HTMLButtonElement).click();
     await settle();
     expect(win.location.hash).toBe('#/records?q=cus_X');
-    expect(b.recordTimeline).toHaveBeenCalledWith('cus_X');
+    expect(b.recordTimeline).toHaveBeenCalledWith({ query: 'cus_X' });
     expect(shown(root)).toHaveLength(6);
   });
 

@@ -91,7 +91,7 @@ describe('Replay screen', () => {
   it('while the console knows writes are paused, offers resume-then-run instead of a run that would be refused', async () => {
     const b = backend();
     b.replay = vi.fn().mockResolvedValueOnce(preview()).mockResolvedValueOnce(preview({ queued: true, run_id: 5 }));
-    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : run({ id: 5 })));
+    b.replayRun = vi.fn(async ({ id }: { id: number | null }) => (id == null ? null : run({ id: 5 })));
     const router = new Router(fakeWindow('#/replay?record=a%40b.test') as unknown as Window);
     const live = {
       paused: [{ scope: 'global', reason: 'incident', set_by: 'operator:console', set_at_ms: 1 }],
@@ -104,7 +104,7 @@ describe('Replay screen', () => {
     await settle();
     expect(b.resumeOutbound).toHaveBeenCalledWith({ scope: 'global', reason: expect.stringContaining('replay') });
     expect(b.replay).toHaveBeenNthCalledWith(2, expect.objectContaining({ dry_run: false }));
-    expect(b.replayRun).toHaveBeenCalledWith(5);
+    expect(b.replayRun).toHaveBeenCalledWith({ id: 5 });
   });
 
   it('previews the selection from the address, is refused while paused, resumes then runs and follows the run', async () => {
@@ -115,7 +115,7 @@ describe('Replay screen', () => {
       .mockRejectedValueOnce(new ApiFailure({ code: 'paused', message: 'outbound writes are paused (global); resume first, then replay' }))
       .mockResolvedValueOnce(preview({ queued: true, run_id: 4 }));
     let engineRun = run();
-    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : engineRun));
+    b.replayRun = vi.fn(async ({ id }: { id: number | null }) => (id == null ? null : engineRun));
     b.cancelReplay = vi.fn(async () => (engineRun = run({ state: 'cancelled', pending: 0, cancelled: 1 })));
     const win = fakeWindow('#/replay?record=a%40b.test');
     const router = new Router(win as unknown as Window);
@@ -135,13 +135,13 @@ describe('Replay screen', () => {
     await settle();
     expect(b.replay).toHaveBeenNthCalledWith(2, expect.objectContaining({ dry_run: false }));
     expect(byTestId(root, 'replay-paused')!.textContent).toContain('outbound writes are paused (global)');
-    expect(b.replayRun).not.toHaveBeenCalledWith(4);
+    expect(b.replayRun).not.toHaveBeenCalledWith({ id: 4 });
 
     byTestId(root, 'replay-resume-run')!.click();
     await settle();
     expect(b.resumeOutbound).toHaveBeenCalledWith({ scope: 'global', reason: expect.stringContaining('replay') });
     expect(b.replay).toHaveBeenCalledTimes(3);
-    expect(b.replayRun).toHaveBeenCalledWith(4);
+    expect(b.replayRun).toHaveBeenCalledWith({ id: 4 });
     expect(win.location.hash).toContain('run=4');
     expect(byTestId(root, 'replay-paused')).toBeNull();
     expect(byTestId(root, 'replay-run-status')!.dataset.state).toBe('running');
@@ -149,7 +149,7 @@ describe('Replay screen', () => {
 
     byTestId(root, 'replay-cancel')!.click();
     await settle();
-    expect(b.cancelReplay).toHaveBeenCalledWith(4);
+    expect(b.cancelReplay).toHaveBeenCalledWith({ id: 4 });
     expect(byTestId(root, 'replay-run-status')!.dataset.state).toBe('cancelled');
   });
 
@@ -161,7 +161,7 @@ describe('Replay screen', () => {
       .fn()
       .mockResolvedValueOnce(preview({ records: 4, selector: pinned }))
       .mockResolvedValueOnce(preview({ records: 4, selector: pinned, queued: true, run_id: 6 }));
-    b.replayRun = vi.fn(async (id: number | null) => (id == null ? null : run({ id: 6, records: 4, pending: 4 })));
+    b.replayRun = vi.fn(async ({ id }: { id: number | null }) => (id == null ? null : run({ id: 6, records: 4, pending: 4 })));
     const router = new Router(fakeWindow('#/replay?from=2026-11-28T04%3A00') as unknown as Window);
     const live = { paused: [], refresh: vi.fn(async () => {}) } as unknown as LiveOverview;
     const root = render(Replay, { backend: b, live, router, pollMs: 60_000 });
@@ -197,12 +197,12 @@ describe('Replay screen', () => {
 describe('Replay screen on arrival', () => {
   it('shows a replay run still going on', async () => {
     const b = backend();
-    b.replayRun = vi.fn(async (id: number | null) => run({ id: id ?? 9, records: 3, pending: 2, done: 1 }));
+    b.replayRun = vi.fn(async ({ id }: { id: number | null }) => run({ id: id ?? 9, records: 3, pending: 2, done: 1 }));
     const router = new Router(fakeWindow('#/replay') as unknown as Window);
     const root = render(Replay, { backend: b, live: { paused: [] } as unknown as LiveOverview, router, pollMs: 60_000 });
     await settle();
-    expect(b.replayRun).toHaveBeenCalledWith(null);
-    expect(b.replayRun).toHaveBeenCalledWith(9);
+    expect(b.replayRun).toHaveBeenCalledWith({ id: null });
+    expect(b.replayRun).toHaveBeenCalledWith({ id: 9 });
     expect(byTestId(root, 'replay-progress')!.textContent).toContain('1 of 3 records done, 2 with queued');
     expect(b.replay).not.toHaveBeenCalled();
   });

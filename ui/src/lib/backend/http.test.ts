@@ -118,28 +118,28 @@ describe('HttpBackend requests', () => {
 
   it('asks for reconciliation runs, a report, a repair and the CSV at their routes', async () => {
     const fetch = vi.fn(async (url: string, _init?: RequestInit) =>
-      url.includes('.csv') ? new Response('run,record\n', { status: 200, headers: { 'Content-Type': 'text/csv' } }) : jsonResponse(200, []),
+      url.includes('_csv') ? new Response('run,record\n', { status: 200, headers: { 'Content-Type': 'text/csv' } }) : jsonResponse(200, []),
     );
     const b = new HttpBackend({ base: 'http://h', token: 't', fetch: fetch as unknown as typeof globalThis.fetch });
-    await b.reconcileRuns(20);
-    await b.reconcileRuns(null);
-    await b.reconcileReport(7);
+    await b.reconcileRuns({ limit: 20 });
+    await b.reconcileRuns({ limit: null });
+    await b.reconcileReport({ id: 7 });
     await b.reconcileRepair({ run_id: 7, records: ['all'], review: [], dry_run: true });
-    await expect(b.reconcileCsv(7)).resolves.toBe('run,record\n');
+    await expect(b.reconcileCsv({ id: 7 })).resolves.toBe('run,record\n');
     const calls = fetch.mock.calls.map((c) => [c[0], c[1]?.method]);
     expect(calls).toEqual([
       ['http://h/api/reconcile_runs?limit=20', 'GET'],
       ['http://h/api/reconcile_runs', 'GET'],
       ['http://h/api/reconcile_report?id=7', 'GET'],
       ['http://h/api/reconcile_repair', 'POST'],
-      ['http://h/api/reconcile.csv?id=7', 'GET'],
+      ['http://h/api/reconcile_csv?id=7', 'GET'],
     ]);
   });
 
   it('turns a refused CSV export into the engine error', async () => {
     const fetch = vi.fn(async () => jsonResponse(404, { code: 'not_found', message: 'not found: reconciliation run 9' }));
     const b = new HttpBackend({ base: 'http://h', token: 't', fetch });
-    const e = await rejection(b.reconcileCsv(9));
+    const e = await rejection(b.reconcileCsv({ id: 9 }));
     expect(e.code).toBe('not_found');
   });
 

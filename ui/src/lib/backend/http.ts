@@ -6,43 +6,16 @@
 // send headers, so the stream gets it as `?token=`.
 
 import { ApiFailure, CLIENT_CODES, isApiError, toApiError } from '../errors';
-import type { ConnectKey } from '../types/ConnectKey';
-import type { ConnectProperties } from '../types/ConnectProperties';
-import type { ConnectSaved } from '../types/ConnectSaved';
-import type { ConnectStep } from '../types/ConnectStep';
-import type { WritesAnswer } from '../types/WritesAnswer';
-import type { WritesRequest } from '../types/WritesRequest';
 import type { ApiError } from '../types/ApiError';
-import type { AuditFilter } from '../types/AuditFilter';
-import type { AuditList } from '../types/AuditList';
-import type { ContractInfo } from '../types/ContractInfo';
-import type { ReplayRun } from '../types/ReplayRun';
-import type { BulkResult } from '../types/BulkResult';
-import type { DeadLetterAction } from '../types/DeadLetterAction';
-import type { DeadLetterFilter } from '../types/DeadLetterFilter';
-import type { DeadLetterList } from '../types/DeadLetterList';
-import type { RecordRef } from '../types/RecordRef';
-import type { ReplayPreview } from '../types/ReplayPreview';
-import type { ReplayRequest } from '../types/ReplayRequest';
-import type { ReviewDecision } from '../types/ReviewDecision';
-import type { ReviewItem } from '../types/ReviewItem';
-import type { Timeline } from '../types/Timeline';
-import type { UndropRequest } from '../types/UndropRequest';
-import type { BackfillAsk } from '../types/BackfillAsk';
-import type { BackfillProgress } from '../types/BackfillProgress';
-import type { MigrationMode } from '../types/MigrationMode';
-import type { ReconcileAsk } from '../types/ReconcileAsk';
-import type { ReconciliationState } from '../types/ReconciliationState';
-import type { ValidationReport } from '../types/ValidationReport';
-import type { DeadLetterDetail } from '../types/DeadLetterDetail';
-import type { ReconRepairAsk } from '../types/ReconRepairAsk';
-import type { ReconRunSummary } from '../types/ReconRunSummary';
-import type { ReconcileReport } from '../types/ReconcileReport';
+import {
+  OPERATION_KINDS,
+  OperationCalls,
+  type OperationAnswer,
+  type OperationName,
+  type OperationRequest,
+} from '../types/operations';
 import type { Overview } from '../types/Overview';
-import type { PauseRequest } from '../types/PauseRequest';
-import type { PauseResult } from '../types/PauseResult';
-import type { Status } from '../types/Status';
-import type { Backend, LiveHandlers } from './backend';
+import type { Backend, CsvOperation, LiveHandlers } from './backend';
 
 export const TOKEN_KEY = 'driftless.token';
 
@@ -113,7 +86,7 @@ export function errorFromResponse(status: number, statusText: string, body: stri
   return { code: `http_${status}`, message: `HTTP ${status}${statusText ? ` ${statusText}` : ''}` };
 }
 
-export class HttpBackend implements Backend {
+export class HttpBackend extends OperationCalls implements Backend {
   readonly kind = 'http' as const;
   readonly where: string;
   private readonly base: string;
@@ -124,6 +97,7 @@ export class HttpBackend implements Backend {
   private readonly maxRetryMs: number;
 
   constructor(o: HttpOptions) {
+    super();
     this.base = o.base.replace(/\/+$/, '');
     this.where = this.base;
     this.token = o.token;
@@ -168,112 +142,23 @@ export class HttpBackend implements Backend {
     }
   }
 
-  overview(): Promise<Overview> {
-    return this.request('GET', '/api/overview');
+  /**
+   * One operation: a read or a CSV export is a GET with the request's fields as query
+   * parameters, a write a POST with the request as its JSON body.
+   */
+  call<K extends OperationName>(name: K, request: OperationRequest<K>): Promise<OperationAnswer<K>> {
+    const kind = OPERATION_KINDS[name];
+    const path = `/api/${name}`;
+    if (kind === 'write') return this.request('POST', path, request);
+    const q = queryString(request as Record<string, unknown>);
+    if (kind === 'csv') return this.getText(`${path}${q}`) as Promise<OperationAnswer<K>>;
+    return this.request('GET', `${path}${q}`);
   }
 
-  status(): Promise<Status> {
-    return this.request('GET', '/api/status');
-  }
-
-  pauseOutbound(req: PauseRequest): Promise<PauseResult> {
-    return this.request('POST', '/api/pause_outbound', req);
-  }
-
-  resumeOutbound(req: PauseRequest): Promise<PauseResult> {
-    return this.request('POST', '/api/resume_outbound', req);
-  }
-
-  reconciliationState(): Promise<ReconciliationState> {
-    return this.request('GET', '/api/reconciliation_state');
-  }
-
-  startReconcile(req: ReconcileAsk): Promise<ReconciliationState> {
-    return this.request('POST', '/api/start_reconcile', req);
-  }
-
-  cancelReconcile(): Promise<ReconciliationState> {
-    return this.request('POST', '/api/cancel_reconcile', {});
-  }
-
-  backfillState(): Promise<BackfillProgress> {
-    return this.request('GET', '/api/backfill_state');
-  }
-
-  startBackfill(req: BackfillAsk): Promise<BackfillProgress> {
-    return this.request('POST', '/api/start_backfill', req);
-  }
-
-  cancelBackfill(): Promise<BackfillProgress> {
-    return this.request('POST', '/api/cancel_backfill', {});
-  }
-
-  migrationStatus(): Promise<MigrationMode | null> {
-    return this.request('GET', '/api/migration_status');
-  }
-
-  validationReport(object: string): Promise<ValidationReport> {
-    return this.request('GET', `/api/validation_report?object=${encodeURIComponent(object)}`);
-  }
-
-  listDeadLetters(f: DeadLetterFilter): Promise<DeadLetterList> {
-    return this.request('POST', '/api/list_dead_letters', f);
-  }
-
-  retryDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
-    return this.request('POST', '/api/retry_dead_letters', req);
-  }
-
-  discardDeadLetters(req: DeadLetterAction): Promise<BulkResult> {
-    return this.request('POST', '/api/discard_dead_letters', req);
-  }
-
-  recordTimeline(query: string): Promise<Timeline> {
-    return this.request('GET', `/api/record_timeline?query=${encodeURIComponent(query)}`);
-  }
-
-  undropEvent(req: UndropRequest): Promise<RecordRef> {
-    return this.request('POST', '/api/undrop_event', req);
-  }
-
-  replay(req: ReplayRequest): Promise<ReplayPreview> {
-    return this.request('POST', '/api/replay', req);
-  }
-
-  listReviews(): Promise<ReviewItem[]> {
-    return this.request('GET', '/api/list_reviews');
-  }
-
-  resolveReview(req: ReviewDecision): Promise<RecordRef> {
-    return this.request('POST', '/api/resolve_review', req);
-  }
-
-  // -- Replay runs, the audit log and the contract.
-  replayRun(id: number | null): Promise<ReplayRun | null> {
-    return this.request('GET', `/api/replay_run${id == null ? '' : `?id=${id}`}`);
-  }
-
-  cancelReplay(id: number): Promise<ReplayRun> {
-    return this.request('POST', '/api/cancel_replay', { id });
-  }
-
-  listAudit(f: AuditFilter): Promise<AuditList> {
-    return this.request('POST', '/api/list_audit', f);
-  }
-
-  /** `/api/audit.csv` with the filter as query parameters (no paging: every matching row). */
-  auditCsvPath(f: AuditFilter): string {
-    const p = new URLSearchParams();
-    for (const k of ['actor', 'action', 'record', 'text', 'from_ms', 'to_ms'] as const) {
-      const v = f[k];
-      if (v !== null && v !== undefined && `${v}` !== '') p.set(k, `${v}`);
-    }
-    const qs = p.toString();
-    return `/api/audit.csv${qs ? `?${qs}` : ''}`;
-  }
-
-  auditCsv(f: AuditFilter): Promise<string> {
-    return this.getText(this.auditCsvPath(f));
+  /** A CSV export's address for a download link: the token rides in the query (`?token=`). */
+  csvUrl<K extends CsvOperation>(name: K, request: OperationRequest<K>): string {
+    const q = queryString(request as Record<string, unknown>);
+    return `${this.base}/api/${name}${q}${q ? '&' : '?'}token=${encodeURIComponent(this.token ?? '')}`;
   }
 
   /** A text answer (CSV) of a GET, with the token as a header; errors as for JSON calls. */
@@ -292,41 +177,6 @@ export class HttpBackend implements Backend {
     return text;
   }
 
-  contractInfo(): Promise<ContractInfo> {
-    return this.request('GET', '/api/contract_info');
-  }
-
-  // ---- Dead letters screen (issue 7) ----
-  deadLetterDetail(id: number): Promise<DeadLetterDetail> {
-    return this.request('GET', `/api/dead_letter_detail?id=${encodeURIComponent(String(id))}`);
-  }
-
-  exportDeadLetters(f: DeadLetterFilter): Promise<string> {
-    return this.getText(exportPath(f));
-  }
-
-  exportDeadLettersUrl(f: DeadLetterFilter): string {
-    const p = exportPath(f);
-    return `${this.base}${p}${p.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.token ?? '')}`;
-  }
-
-  // -- The reconciliation screen.
-  reconcileRuns(limit: number | null): Promise<ReconRunSummary[]> {
-    return this.request('GET', `/api/reconcile_runs${limit === null ? '' : `?limit=${limit}`}`);
-  }
-
-  reconcileReport(id: number): Promise<ReconcileReport> {
-    return this.request('GET', `/api/reconcile_report?id=${id}`);
-  }
-
-  reconcileRepair(req: ReconRepairAsk): Promise<ReconcileReport> {
-    return this.request('POST', '/api/reconcile_repair', req);
-  }
-
-  reconcileCsv(id: number): Promise<string> {
-    return this.getText(`/api/reconcile.csv?id=${id}`);
-  }
-
   streamUrl(): string {
     return `${this.base}/api/stream?token=${encodeURIComponent(this.token ?? '')}`;
   }
@@ -336,23 +186,6 @@ export class HttpBackend implements Backend {
    * or a stopped engine becomes a proper error), and reopen once the engine answers again,
    * retrying with a doubling delay.
    */
-  // ---- Connect screen (issue 7) ----
-  connectTest(req: ConnectKey): Promise<ConnectStep> {
-    return this.request('POST', '/api/connect_test', req);
-  }
-
-  connectProperties(key: string, create: boolean): Promise<ConnectProperties> {
-    return this.request('POST', '/api/connect_properties', { key, create });
-  }
-
-  connectSaveKey(req: ConnectKey): Promise<ConnectSaved> {
-    return this.request('POST', '/api/connect_save_key', req);
-  }
-
-  setWrites(req: WritesRequest): Promise<WritesAnswer> {
-    return this.request('POST', '/api/set_writes', req);
-  }
-
   subscribe(h: LiveHandlers): () => void {
     const ES = this.ES;
     let es: EventSource | null = null;
@@ -430,19 +263,16 @@ export class HttpBackend implements Backend {
   }
 }
 
-/** `/api/export_dead_letters?…`: the filter's set fields as query parameters (paging left out). */
-export function exportPath(f: DeadLetterFilter): string {
+/**
+ * A request's fields as a query string (`?a=1&b=x`, or empty): fields that are null, empty,
+ * `false` or lists are left out (the engine's defaults; a query string carries no lists).
+ */
+export function queryString(request: Record<string, unknown>): string {
   const p = new URLSearchParams();
-  const put = (k: string, v: string | number | boolean | null | undefined) => {
-    if (v !== null && v !== undefined && v !== '' && v !== false) p.set(k, String(v));
-  };
-  put('destination', f.destination);
-  put('error_class', f.error_class);
-  put('object', f.object);
-  put('min_age_ms', f.min_age_ms);
-  put('max_age_ms', f.max_age_ms);
-  put('text', f.text);
-  put('include_resolved', f.include_resolved);
+  for (const [k, v] of Object.entries(request ?? {})) {
+    if (v === null || v === undefined || v === '' || v === false || Array.isArray(v) || typeof v === 'object') continue;
+    p.set(k, String(v));
+  }
   const qs = p.toString();
-  return `/api/export_dead_letters${qs ? `?${qs}` : ''}`;
+  return qs ? `?${qs}` : '';
 }

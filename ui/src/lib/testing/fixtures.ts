@@ -12,6 +12,10 @@ import type { ReplayRun } from '../types/ReplayRun';
 import type { ReconRunSummary } from '../types/ReconRunSummary';
 import type { ReconcileReport } from '../types/ReconcileReport';
 import type { ReconRepairAsk } from '../types/ReconRepairAsk';
+import type { ReconRunRef } from '../types/ReconRunRef';
+import type { ReplayRunQuery } from '../types/ReplayRunQuery';
+import type { ReplayRunRef } from '../types/ReplayRunRef';
+import type { RunsLimit } from '../types/RunsLimit';
 
 export function makeOverview(
   over: { paused?: PauseFlag[]; events_total?: number; at?: number; alerts?: Alert[] } = {},
@@ -81,20 +85,22 @@ export function stubRuns() {
     listReviews: vi.fn(async () => []),
     resolveReview: vi.fn(),
     // Replay runs, the audit log and the contract.
-    replayRun: vi.fn(async (_id: number | null): Promise<ReplayRun | null> => null),
-    cancelReplay: vi.fn<(id: number) => Promise<ReplayRun>>(),
+    replayRun: vi.fn(async (_req: ReplayRunQuery): Promise<ReplayRun | null> => null),
+    cancelReplay: vi.fn<(req: ReplayRunRef) => Promise<ReplayRun>>(),
     listAudit: vi.fn(async (): Promise<AuditList> => ({ total: 0, items: [], record: null })),
     auditCsv: vi.fn(async (): Promise<string> => ''),
     contractInfo: vi.fn<() => Promise<ContractInfo>>(),
     // Dead letters screen (issue 7)
     deadLetterDetail: vi.fn(),
     exportDeadLetters: vi.fn(async () => ''),
-    exportDeadLettersUrl: vi.fn(() => null),
+    csvUrl: vi.fn(() => null),
+    // Every call goes through a named method in the fakes; `call` itself is never reached.
+    call: vi.fn(),
     // The reconciliation screen.
-    reconcileRuns: vi.fn(async (_limit: number | null): Promise<ReconRunSummary[]> => []),
-    reconcileReport: vi.fn<(id: number) => Promise<ReconcileReport>>(),
+    reconcileRuns: vi.fn(async (_req: RunsLimit): Promise<ReconRunSummary[]> => []),
+    reconcileReport: vi.fn<(req: ReconRunRef) => Promise<ReconcileReport>>(),
     reconcileRepair: vi.fn<(req: ReconRepairAsk) => Promise<ReconcileReport>>(),
-    reconcileCsv: vi.fn(async (_id: number): Promise<string> => ''),
+    reconcileCsv: vi.fn(async (_req: ReconRunRef): Promise<string> => ''),
     // Connect screen (issue 7)
     connectTest: vi.fn(),
     connectProperties: vi.fn(),
