@@ -31,14 +31,16 @@ LAYERS = {
     "ingest": 3,
     "connect": 3,
     "reconcile": 3,
+    # Every decision about a record, pure (the worker's I/O around it is the engine's).
+    "decide": 4,
     # The engine: workers, pollers, jobs.
-    "engine": 4,
+    "engine": 5,
     # Every operator operation, declared once: what the faces call.
-    "operations": 5,
+    "operations": 6,
     # The faces and their assembly.
-    "http": 6,
-    "runtime": 7,
-    "drill": 8,
+    "http": 7,
+    "runtime": 8,
+    "drill": 9,
 }
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod connectors;
 pub mod contract;
 pub mod csv;
+pub mod decide;
 pub mod drill;
 pub mod engine;
 pub mod http;

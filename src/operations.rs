@@ -42,6 +42,33 @@ impl Kind {
     }
 }
 
+/// A refusal an operation can answer besides the ones every route can give (a bad request,
+/// the token, the ledger unavailable): declared in the table, documented in the OpenAPI
+/// document (and checked against the server's real answers by the schema test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 404 `not_found`: the record, run or item the request names does not exist.
+    NotFound,
+    /// 409 `paused` / `busy`: outbound writes are paused, or a run of the kind is going on.
+    Conflict,
+}
+
+impl Failure {
+    /// The HTTP status and what the OpenAPI document says of it.
+    pub fn answer(self) -> (&'static str, &'static str) {
+        match self {
+            Failure::NotFound => (
+                "404",
+                "`not_found`: what the request names does not exist (the message says which)",
+            ),
+            Failure::Conflict => (
+                "409",
+                "`paused` / `busy`: outbound writes are paused, or a run of this kind is going on",
+            ),
+        }
+    }
+}
+
 /// One operation of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
@@ -49,6 +76,8 @@ pub struct Operation {
     pub kind: Kind,
     /// Its documentation (the table's doc comment).
     pub doc: &'static str,
+    /// The refusals it can answer besides every route's.
+    pub fails: &'static [Failure],
 }
 
 /// An operation's arguments as they arrived: a JSON object (HTTP POST body, the desktop
@@ -151,16 +180,28 @@ macro_rules! kind {
 macro_rules! operations {
     (
         json {
-            $( $(#[doc = $doc:literal])* $name:ident ($kind:ident $req:ty) -> $res:ty = |$e:ident, $a:ident, $by:ident| $body:expr; )*
+            $( $(#[doc = $doc:literal])* $name:ident ($kind:ident $req:ty) -> $res:ty $(, or [$($fail:ident),+])?
+                = |$e:ident, $a:ident, $by:ident| $body:expr; )*
         }
         csv {
-            $( $(#[doc = $cdoc:literal])* $cname:ident ($creq:ty) file $file:expr => |$ce:ident, $ca:ident, $cursor:ident| $cbody:expr; )*
+            $( $(#[doc = $cdoc:literal])* $cname:ident ($creq:ty) file $file:expr $(, or [$($cfail:ident),+])?
+                => |$ce:ident, $ca:ident, $cursor:ident| $cbody:expr; )*
         }
     ) => {
         /// Every operation, in the table's order.
         pub const OPERATIONS: &[Operation] = &[
-            $( Operation { name: stringify!($name), kind: kind!($kind), doc: concat!($($doc, "\n"),*) }, )*
-            $( Operation { name: stringify!($cname), kind: Kind::Csv, doc: concat!($($cdoc, "\n"),*) }, )*
+            $( Operation {
+                name: stringify!($name),
+                kind: kind!($kind),
+                doc: concat!($($doc, "\n"),*),
+                fails: &[$($(Failure::$fail),+)?],
+            }, )*
+            $( Operation {
+                name: stringify!($cname),
+                kind: Kind::Csv,
+                doc: concat!($($cdoc, "\n"),*),
+                fails: &[$($(Failure::$cfail),+)?],
+            }, )*
         ];
 
         /// Run the operation `name` with `args`, as `by` (who the audit log names).
@@ -197,8 +238,8 @@ macro_rules! operations {
         /// The OpenAPI document's paths and schemas for every operation.
         pub fn openapi() -> utoipa::openapi::OpenApi {
             let mut d = docs::Docs::default();
-            $( d.add::<$req, $res>(stringify!($name), kind!($kind), concat!($($doc, "\n"),*)); )*
-            $( d.add_csv::<$creq>(stringify!($cname), concat!($($cdoc, "\n"),*)); )*
+            $( d.add::<$req, $res>(find(stringify!($name))); )*
+            $( d.add_csv::<$creq>(find(stringify!($cname))); )*
             d.finish()
         }
 
@@ -226,13 +267,13 @@ operations! {
     /// The reconciliation going on (if any) and the last finished run's report.
     reconciliation_state(read NoArgs) -> ReconciliationState = |e, _a, _by| e.reconciliation_state().await?;
     /// Start a reconciliation in the background (resumes an unfinished one); `busy` while one runs.
-    start_reconcile(write ReconcileAsk) -> ReconciliationState = |e, a, by| e.start_reconcile(&a, by).await?;
+    start_reconcile(write ReconcileAsk) -> ReconciliationState, or [Conflict] = |e, a, by| e.start_reconcile(&a, by).await?;
     /// Stop the running reconciliation at its next page; it stays resumable.
     cancel_reconcile(write NoArgs) -> ReconciliationState = |e, _a, by| e.cancel_reconcile(by).await?;
     /// The latest backfill with its estimated finish.
     backfill_state(read NoArgs) -> BackfillProgress = |e, _a, _by| e.backfill_state().await?;
     /// Start (or resume) a backfill in the background; `busy` while one runs.
-    start_backfill(write BackfillAsk) -> BackfillProgress = |e, a, by| e.start_backfill(&a.systems, by).await?;
+    start_backfill(write BackfillAsk) -> BackfillProgress, or [Conflict] = |e, a, by| e.start_backfill(&a.systems, by).await?;
     /// Cancel the running backfill before its next page; it stays resumable.
     cancel_backfill(write NoArgs) -> BackfillProgress = |e, _a, by| e.cancel_backfill(by).await?;
     /// Migration mode while active (`null` otherwise), with its phases.
@@ -248,22 +289,22 @@ operations! {
     discard_dead_letters(write DeadLetterAction) -> BulkResult =
         |e, a, by| e.discard_dead_letters(&a.filter, a.dry_run, &a.reason, by).await?;
     /// One dead letter with its request, response, history and the events behind it.
-    dead_letter_detail(read DeadLetterRef) -> DeadLetterDetail = |e, a, _by| e.dead_letter_detail(a.id).await?;
+    dead_letter_detail(read DeadLetterRef) -> DeadLetterDetail, or [NotFound] = |e, a, _by| e.dead_letter_detail(a.id).await?;
     /// A record's causal timeline, found by email, CRM id, billing id or record key.
-    record_timeline(read RecordQuery) -> Timeline = |e, a, _by| e.record_timeline(&a.query).await?;
+    record_timeline(read RecordQuery) -> Timeline, or [NotFound] = |e, a, _by| e.record_timeline(&a.query).await?;
     /// Requeue a dropped event for a fresh decision (reason required).
-    undrop_event(write UndropRequest) -> RecordRef =
+    undrop_event(write UndropRequest) -> RecordRef, or [NotFound] =
         |e, a, by| RecordRef { record: e.undrop_event(a.inbox_id, &a.reason, by).await? };
     /// Replay a selection: the dry-run preview, or the run (refused with `paused` while paused).
-    replay(write ReplayRequest) -> ReplayPreview = |e, a, by| e.replay(&a.selector, a.dry_run, by).await?;
+    replay(write ReplayRequest) -> ReplayPreview, or [NotFound, Conflict] = |e, a, by| e.replay(&a.selector, a.dry_run, by).await?;
     /// A replay run with its progress (no `id`: the latest; `null` when none ever ran).
-    replay_run(read ReplayRunQuery) -> Option<ReplayRun> = |e, a, _by| e.replay_run(a.id).await?;
+    replay_run(read ReplayRunQuery) -> Option<ReplayRun>, or [NotFound] = |e, a, _by| e.replay_run(a.id).await?;
     /// Cancel a replay run: records no worker has claimed yet leave the queue (audited).
-    cancel_replay(write ReplayRunRef) -> ReplayRun = |e, a, by| e.cancel_replay(a.id, by).await?;
+    cancel_replay(write ReplayRunRef) -> ReplayRun, or [NotFound] = |e, a, by| e.cancel_replay(a.id, by).await?;
     /// The review queue: conflicted records with each field side by side.
     list_reviews(read NoArgs) -> Vec<ReviewItem> = |e, _a, _by| e.list_reviews().await?;
     /// Settle a conflicted record (a side or a typed value per field, with a reason).
-    resolve_review(write ReviewDecision) -> RecordRef =
+    resolve_review(write ReviewDecision) -> RecordRef, or [NotFound] =
         |e, a, by| RecordRef { record: e.resolve_review(a.id, &a.resolution, by).await? };
     /// Audit rows (decisions and operator actions) matching a filter, newest first, with the total.
     list_audit(write AuditFilter) -> AuditList = |e, a, _by| e.list_audit(&a).await?;
@@ -272,10 +313,10 @@ operations! {
     /// Finished reconciliation runs with their rates, newest first.
     reconcile_runs(read RunsLimit) -> Vec<ReconRunSummary> = |e, a, _by| e.reconcile_runs(a.limit).await?;
     /// One reconciliation run's report: its mismatches by field and by rule.
-    reconcile_report(read ReconRunRef) -> ReconcileReport = |e, a, _by| e.reconcile_report(a.id).await?;
+    reconcile_report(read ReconRunRef) -> ReconcileReport, or [NotFound] = |e, a, _by| e.reconcile_report(a.id).await?;
     /// Preview (dry run) or queue the repair of the latest finished run's mismatched records, or
     /// send them to review; an older run is refused, a run going on too (`busy`).
-    reconcile_repair(write ReconRepairAsk) -> ReconcileReport = |e, a, by| e.reconcile_repair(&a, by).await?;
+    reconcile_repair(write ReconRepairAsk) -> ReconcileReport, or [Conflict] = |e, a, by| e.reconcile_repair(&a, by).await?;
     /// Test a key read-only against the system the contract configures (`ok: false` with the
     /// specific reason when the system refuses it).
     connect_test(write ConnectKey) -> ConnectStep = |e, a, _by| e.connect_test(&a.system, &a.key).await?;
@@ -296,7 +337,7 @@ operations! {
     export_dead_letters(DeadLetterFilter) file "dead-letters.csv".to_string() =>
         |e, a, cursor| e.dead_letters_csv_page(&a, cursor).await;
     /// One reconciliation run's mismatches.
-    reconcile_csv(ReconRunRef) file format!("driftless-reconciliation-{}.csv", a.id) =>
+    reconcile_csv(ReconRunRef) file format!("driftless-reconciliation-{}.csv", a.id), or [NotFound] =>
         |e, a, cursor| e.reconcile_csv_page(a.id, cursor).await;
     }
 }
@@ -309,7 +350,25 @@ mod docs {
     use utoipa::openapi::{ComponentsBuilder, ContentBuilder, OpenApi, Paths, RefOr, Required, ResponseBuilder};
     use utoipa::ToSchema;
 
-    use super::Kind;
+    use super::{Failure, Kind, Operation};
+
+    /// The operation's own refusals, each an `ApiError`.
+    fn failures(mut op: OperationBuilder, fails: &[Failure]) -> OperationBuilder {
+        for f in fails {
+            let (status, what) = f.answer();
+            let body = ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+                .build();
+            op = op.response(
+                status,
+                ResponseBuilder::new()
+                    .description(what)
+                    .content("application/json", body)
+                    .build(),
+            );
+        }
+        op
+    }
 
     #[derive(Default)]
     pub(super) struct Docs {
@@ -344,7 +403,10 @@ mod docs {
     }
 
     impl Docs {
-        pub(super) fn add<Req: ToSchema, Res: ToSchema>(&mut self, name: &str, kind: Kind, doc: &str) {
+        pub(super) fn add<Req: ToSchema, Res: ToSchema>(&mut self, op: Option<&Operation>) {
+            let Some(&Operation { name, kind, doc, fails }) = op else {
+                return;
+            };
             let req = Req::schema();
             Req::schemas(&mut self.schemas);
             Res::schemas(&mut self.schemas);
@@ -360,6 +422,7 @@ mod docs {
                 .summary(Some(first_line(doc)))
                 .description(Some(doc.trim().to_string()))
                 .response("200", answer);
+            op = failures(op, fails);
             let method = match kind {
                 Kind::Write => {
                     op = op.request_body(Some(
@@ -382,7 +445,10 @@ mod docs {
                 .insert(format!("/api/{name}"), PathItem::new(method, op.build()));
         }
 
-        pub(super) fn add_csv<Req: ToSchema>(&mut self, name: &str, doc: &str) {
+        pub(super) fn add_csv<Req: ToSchema>(&mut self, op: Option<&Operation>) {
+            let Some(&Operation { name, doc, fails, .. }) = op else {
+                return;
+            };
             let req = Req::schema();
             Req::schemas(&mut self.schemas);
             let answer = ResponseBuilder::new()
@@ -394,6 +460,7 @@ mod docs {
                 .summary(Some(first_line(doc)))
                 .description(Some(doc.trim().to_string()))
                 .response("200", answer);
+            op = failures(op, fails);
             for p in query_params(&req) {
                 op = op.parameter(p);
             }

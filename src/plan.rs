@@ -23,11 +23,81 @@ pub struct PlannedWrite {
     pub settles: Vec<(String, Option<String>)>,
 }
 
+/// The rule a decision was made under. Recorded in the audit log by its stable name
+/// (`owner:crm`, `non_owner_edit:revert`, `shared:review`, …): scripts and the console read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// The owner's value is written to the other side.
+    Owner(Side),
+    /// The non-owner edited an owned field: the owner's value is written back.
+    NonOwnerRevert,
+    /// The non-owner edited an owned field: kept, and the record goes to review.
+    NonOwnerFlag,
+    /// A shared field changed on one side only: that side wins.
+    SharedOneSideChanged,
+    /// A shared field changed on both sides: the ledger's later event wins.
+    SharedLatestSyncTimestamp,
+    /// A shared field changed on both sides: a person decides.
+    SharedReview,
+    /// The CRM record is gone.
+    MissingCrm,
+    /// The billing counterpart is missing and the contract does not create it.
+    MissingBilling,
+    /// The billing counterpart is missing: created in billing.
+    CreateInBilling,
+    /// A write to a billing object billing does not accept: a person decides.
+    UnsupportedWrite,
+    /// The CRM's billing id names a customer that belongs to another record.
+    BillingIdTaken,
+    /// The billing customer the identity map links is gone.
+    BillingMissing,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Owner(Side::Crm) => "owner:crm",
+            Rule::Owner(Side::Billing) => "owner:billing",
+            Rule::NonOwnerRevert => "non_owner_edit:revert",
+            Rule::NonOwnerFlag => "non_owner_edit:flag",
+            Rule::SharedOneSideChanged => "shared:one_side_changed",
+            Rule::SharedLatestSyncTimestamp => "shared:latest_sync_timestamp",
+            Rule::SharedReview => "shared:review",
+            Rule::MissingCrm => "missing:crm",
+            Rule::MissingBilling => "missing:billing",
+            Rule::CreateInBilling => "create_in:billing",
+            Rule::UnsupportedWrite => "unsupported_write",
+            Rule::BillingIdTaken => "billing_id_taken",
+            Rule::BillingMissing => "billing_missing",
+        }
+    }
+
+    /// Whether a decision under this rule leaves the field to a person (its review item lists
+    /// the field).
+    pub fn for_review(self) -> bool {
+        matches!(
+            self,
+            Rule::NonOwnerFlag | Rule::SharedReview | Rule::UnsupportedWrite | Rule::BillingIdTaken
+        )
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Decision {
     pub field: String,
-    /// Stable rule name, e.g. `owner:crm`, `non_owner_edit:revert`, `shared:review`.
-    pub rule: String,
+    pub rule: Rule,
     pub crm: Option<String>,
     pub billing: Option<String>,
     pub last_synced: Option<String>,
@@ -75,7 +145,7 @@ pub fn plan(
     let Some(crm) = crm else {
         out.decisions.push(Decision {
             field: "*".into(),
-            rule: "missing:crm".into(),
+            rule: Rule::MissingCrm,
             crm: None,
             billing: billing.map(|b| b.id.clone()),
             last_synced: None,
@@ -99,7 +169,7 @@ pub fn plan(
             }
             out.decisions.push(Decision {
                 field: "*".into(),
-                rule: "create_in:billing".into(),
+                rule: Rule::CreateInBilling,
                 crm: Some(crm.id.clone()),
                 billing: None,
                 last_synced: None,
@@ -115,7 +185,7 @@ pub fn plan(
         } else {
             out.decisions.push(Decision {
                 field: "*".into(),
-                rule: "missing:billing".into(),
+                rule: Rule::MissingBilling,
                 crm: Some(crm.id.clone()),
                 billing: None,
                 last_synced: None,
@@ -144,9 +214,9 @@ pub fn plan(
         let crm_changed = sc.map_or(!first_empty(sc, &c), |s| *s != c);
         let billing_changed = sb.map_or(!first_empty(sb, &b), |s| *s != b);
         let last_synced = sc.or(sb).cloned().flatten();
-        let decision = |rule: &str, outcome: String| Decision {
+        let decision = |rule: Rule, outcome: String| Decision {
             field: f.name.clone(),
-            rule: rule.to_string(),
+            rule,
             crm: c.clone(),
             billing: b.clone(),
             last_synced: last_synced.clone(),
@@ -162,7 +232,7 @@ pub fn plan(
                 };
                 if non_owner_changed && f.on_non_owner_edit == NonOwnerRule::Flag {
                     let d = decision(
-                        "non_owner_edit:flag",
+                        Rule::NonOwnerFlag,
                         format!(
                             "{} edited a field {} owns; left in place for review",
                             owner.other().as_str(),
@@ -174,32 +244,32 @@ pub fn plan(
                     continue;
                 }
                 let rule = if non_owner_changed {
-                    "non_owner_edit:revert".to_string()
+                    Rule::NonOwnerRevert
                 } else {
-                    format!("owner:{}", owner.as_str())
+                    Rule::Owner(owner)
                 };
                 (owner, rule)
             }
             Owner::Shared(rule) => {
                 let side = match (crm_changed, billing_changed) {
-                    (true, false) => Some((Side::Crm, "shared:one_side_changed")),
-                    (false, true) => Some((Side::Billing, "shared:one_side_changed")),
+                    (true, false) => Some((Side::Crm, Rule::SharedOneSideChanged)),
+                    (false, true) => Some((Side::Billing, Rule::SharedOneSideChanged)),
                     _ => match rule {
                         ConflictRule::Review => None,
                         ConflictRule::LatestSyncTimestamp => match (seq.crm_seq, seq.billing_seq) {
-                            (Some(cs), Some(bs)) if cs > bs => Some((Side::Crm, "shared:latest_sync_timestamp")),
-                            (Some(cs), Some(bs)) if bs > cs => Some((Side::Billing, "shared:latest_sync_timestamp")),
-                            (Some(_), None) => Some((Side::Crm, "shared:latest_sync_timestamp")),
-                            (None, Some(_)) => Some((Side::Billing, "shared:latest_sync_timestamp")),
+                            (Some(cs), Some(bs)) if cs > bs => Some((Side::Crm, Rule::SharedLatestSyncTimestamp)),
+                            (Some(cs), Some(bs)) if bs > cs => Some((Side::Billing, Rule::SharedLatestSyncTimestamp)),
+                            (Some(_), None) => Some((Side::Crm, Rule::SharedLatestSyncTimestamp)),
+                            (None, Some(_)) => Some((Side::Billing, Rule::SharedLatestSyncTimestamp)),
                             _ => None,
                         },
                     },
                 };
                 match side {
-                    Some((s, r)) => (s, r.to_string()),
+                    Some((s, r)) => (s, r),
                     None => {
                         out.decisions.push(decision(
-                            "shared:review",
+                            Rule::SharedReview,
                             "both sides changed since the last sync; sent to review".into(),
                         ));
                         reviews.push(format!("{}: changed on both sides", f.name));
@@ -212,7 +282,7 @@ pub fn plan(
         let target_path = path_of(target, f);
         if !writable(target, target_path) {
             out.decisions.push(decision(
-                &rule,
+                rule,
                 format!(
                     "{} cannot be written on {}; sent to review",
                     target_path,
@@ -229,7 +299,7 @@ pub fn plan(
         }
         let value = if winner == Side::Crm { c.clone() } else { b.clone() };
         out.decisions.push(decision(
-            &rule,
+            rule,
             format!("write {} := {:?} on {}", target_path, value, target.as_str()),
         ));
         let w = per_side.entry(target).or_insert_with(|| PlannedWrite {

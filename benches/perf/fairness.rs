@@ -172,7 +172,13 @@ pub async fn claims(report: &mut Report) -> Result<(), String> {
                         contract_version: "perf".into(),
                         event_states: events
                             .iter()
-                            .map(|e| (e.id, "applied", "perf: decided".to_string()))
+                            .map(|e| {
+                                (
+                                    e.id,
+                                    driftless::ledger::EventState::Applied,
+                                    "perf: decided".to_string(),
+                                )
+                            })
                             .collect(),
                         ..Default::default()
                     };

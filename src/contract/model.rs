@@ -338,9 +338,38 @@ pub struct Contract {
     pub warnings: Vec<super::ContractProblem>,
 }
 
+impl ObjectMapping {
+    /// The CRM property that carries the billing id (the field whose billing path is `id`).
+    pub fn billing_id_property(&self) -> Option<&str> {
+        self.fields.iter().find(|f| f.billing == "id").map(|f| f.crm.as_str())
+    }
+
+    /// Whether this pair is synced record by record: a CRM contact or company with a billing
+    /// customer (subscriptions and invoices ride along with their customer).
+    pub fn syncs_customers(&self) -> bool {
+        self.billing == BillingObject::Customer
+    }
+}
+
 impl Contract {
     pub fn object(&self, name: &str) -> Option<&ObjectMapping> {
         self.objects.iter().find(|o| o.name == name)
+    }
+
+    /// The objects other than the customer pair `m` that mirror that customer's billing
+    /// objects (subscriptions, invoices) onto the same CRM record.
+    pub fn billing_object_mappings<'a>(&'a self, m: &'a ObjectMapping) -> impl Iterator<Item = &'a ObjectMapping> {
+        self.objects.iter().filter(move |o| {
+            o.crm == m.crm && matches!(o.billing, BillingObject::Subscription | BillingObject::Invoice)
+        })
+    }
+
+    /// Every field mapped onto a CRM record for the customer pair `m`: its own and those of
+    /// the billing objects mirrored onto the same record.
+    pub fn contact_fields<'a>(&'a self, m: &'a ObjectMapping) -> impl Iterator<Item = &'a FieldMapping> {
+        m.fields
+            .iter()
+            .chain(self.billing_object_mappings(m).flat_map(|o| o.fields.iter()))
     }
     pub fn system(&self, side: Side) -> &SystemConfig {
         match side {

@@ -18,7 +18,6 @@
 //! the write gate freezes writes into it (`Ledger::write_hold`, `migration_freeze`) and the
 //! planner takes it as the owner of the pair's fields ([`owners_under`], the one place).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -30,40 +29,18 @@ use crate::api::{BackfillProgress, BackfillRun, FieldMismatch, MigrationMode, Va
 use crate::budget::Lane;
 use crate::connectors::hubspot::modified_property;
 use crate::connectors::{ModifiedSearch, RemoteRecord};
-use crate::contract::{BillingObject, CrmObject, ObjectMapping, Owner, Side};
+use crate::contract::{BillingObject, CrmObject, Side};
 use crate::ingest;
 use crate::ledger::NewEvent;
 
-/// The event type of a backfilled billing customer.
-pub const CUSTOMER_BACKFILLED: &str = "customer.backfilled";
+pub use crate::ingest::{is_backfill_event, CUSTOMER_BACKFILLED};
 /// Records per page (both providers' list maximum).
 pub const PAGE_SIZE: i64 = 100;
 /// Linked pairs compared field by field in a validation report.
 const VALIDATION_SAMPLE: usize = 200;
 const MISMATCH_EXAMPLES: usize = 20;
 
-/// The active migration's authority and the object it covers (`None`: every object).
-pub type Authority = (Side, Option<String>);
-
-/// The contract mapping as the planner must apply it: during migration mode the authority
-/// owns every field of the covered pair (except the identity field, the billing id).
-pub fn owners_under<'a>(m: &'a ObjectMapping, migration: Option<&Authority>) -> Cow<'a, ObjectMapping> {
-    let Some((side, object)) = migration else {
-        return Cow::Borrowed(m);
-    };
-    if object.as_deref().is_some_and(|o| o != m.name) {
-        return Cow::Borrowed(m);
-    }
-    let owner = match side {
-        Side::Crm => Owner::Crm,
-        Side::Billing => Owner::Billing,
-    };
-    let mut owned = m.clone();
-    for f in owned.fields.iter_mut().filter(|f| f.billing != "id") {
-        f.owner = owner;
-    }
-    Cow::Owned(owned)
-}
+pub use crate::decide::{owners_under, Authority};
 
 /// Which systems a backfill reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,11 +216,6 @@ fn estimate(i: &EtaInput) -> Option<i64> {
     };
     let synced = (to_sync > 0).then(|| per_sec(to_sync, apply_rate)).flatten();
     listed.max(synced)
-}
-
-/// Whether an inbox event came from a backfill (its record's work stays in the bulk lane).
-pub fn is_backfill_event(event_id: &str) -> bool {
-    event_id.starts_with("backfill:")
 }
 
 /// The properties a CRM listing asks for: every mapped property of that object type, the
@@ -689,31 +661,9 @@ mod tests {
     }
 
     #[test]
-    fn migration_authority_owns_the_covered_pair_except_its_identity_field() {
-        let c = crate::contract::default_contract();
-        let m = c.object("customer").expect("customer pair");
-        let a: Authority = (Side::Billing, None);
-        let owned = owners_under(m, Some(&a));
-        assert!(owned.fields.iter().all(|f| f.owner == Owner::Billing));
-        assert_eq!(
-            m.fields.iter().find(|f| f.name == "email").map(|f| f.owner),
-            Some(Owner::Crm)
-        );
-        let crm: Authority = (Side::Crm, None);
-        let owned = owners_under(m, Some(&crm));
-        assert_eq!(
-            owned
-                .fields
-                .iter()
-                .find(|f| f.name == "billing_customer_id")
-                .map(|f| f.owner),
-            Some(Owner::Billing),
-            "the billing id stays billing's"
-        );
-        let other: Authority = (Side::Billing, Some("account".into()));
-        assert!(matches!(owners_under(m, Some(&other)), Cow::Borrowed(_)));
-        assert!(matches!(owners_under(m, None), Cow::Borrowed(_)));
+    fn systems_are_named() {
         assert!(Systems::parse("everything").is_err());
+        assert!(Systems::parse("both").is_ok());
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! HubSpot as one `batch/update` call (at most 100 records), like the ledger's group commit.
 //!
 //! Workers still dispatch one record at a time and each write settles on its own (outbox
-//! state, shadow, audit, echo bookkeeping, dead letter — `worker::settle`): a worker hands the
+//! state, shadow, audit, echo bookkeeping, dead letter — `dispatch::settle`): a worker hands the
 //! update to its object type's lane and waits for that record's outcome. A lane takes
 //! whatever is waiting; a lone update is sent at once (as a single `PATCH`), and only when more
 //! than one is waiting does it linger a few milliseconds for more. Each call passes the write
@@ -17,7 +17,7 @@
 //! (retry with backoff, 429 wait, dead letter).
 //!
 //! Bulk work (backfill, replay, reconciliation repairs, bulk resolutions) does not wait for
-//! its CRM update: the worker parks the record (`worker::wait_for_batch`, reason "waiting for a full
+//! its CRM update: the worker parks the record (`dispatch::wait_for_batch`, reason "waiting for a full
 //! CRM batch") and moves on. Every [`BATCH_CHECK`] the lane sends the waiting updates in calls
 //! of 100 once 100 wait, once the oldest has waited [`BATCH_WAIT_MS`], or at once when no
 //! other bulk work is queued unparked (a small replay is not held back; records held by a
@@ -32,10 +32,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::dispatch;
 use super::worker::{self, Ctx, Step};
 use super::{EngineError, Inner};
 use crate::connectors::{BatchItemError, BatchUpdate, ConnResult, ConnectorError, Fields, RemoteRecord, CRM_BATCH_MAX};
 use crate::contract::{CrmObject, Side};
+use crate::decide::writes::{crm_update_op, fields_of};
 use crate::ledger::{Claim, OutboxOp, WriteHold};
 
 /// How long a lane waits for the next update once more than one is waiting.
@@ -120,7 +122,7 @@ async fn run(inner: Arc<Inner>, kind: CrmObject, mut rx: mpsc::UnboundedReceiver
 /// Send the bulk updates parked for a full call: full calls while 100 wait, then the rest
 /// once the oldest has waited long enough or no other bulk work is queued unparked.
 async fn send_waiting(inner: &Inner, kind: CrmObject, rx: &mut mpsc::UnboundedReceiver<Job>) {
-    let op = worker::crm_update_op(kind);
+    let op = crm_update_op(kind);
     loop {
         let waiting = match inner.ledger.batch_waiting(op, inner.now_ms(), BATCH_FALLBACK_MS).await {
             Ok(w) => w,
@@ -193,7 +195,7 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
         // to hand them over; a few milliseconds keeps them in this call.
         linger(rx, &mut jobs, room).await;
     }
-    let gate = worker::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await;
+    let gate = dispatch::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await;
     // Updates handed over while the budget made us wait ride along.
     take_upto(rx, &mut jobs, room);
     let items: Vec<BatchUpdate> = jobs
@@ -201,7 +203,7 @@ async fn flush(inner: &Inner, kind: CrmObject, mut jobs: Vec<Job>, rx: &mut mpsc
         .map(|j| j.item.clone())
         .chain(backlog.iter().map(|(_, op)| BatchUpdate {
             id: op.target_id.clone().unwrap_or_default(),
-            fields: worker::fields_of(op),
+            fields: fields_of(op),
         }))
         .collect();
     let outcomes: Vec<Sent> = match gate {
@@ -232,7 +234,7 @@ async fn backlog(inner: &Inner, kind: CrmObject, owner: &str, room: usize) -> Ve
     if room == 0 {
         return Vec::new();
     }
-    let op_name = worker::crm_update_op(kind);
+    let op_name = crm_update_op(kind);
     let claims = match inner
         .ledger
         .claim_first_op(owner, op_name, room as i64, inner.now_ms(), worker::LEASE_MS)
@@ -275,9 +277,9 @@ async fn settle_backlog(inner: &Inner, owner: &str, claim: Claim, op: OutboxOp, 
     let step = match Ctx::for_claimed(inner, owner, &claim) {
         None => Ok(Step::Done),
         Some(ctx) => match sent {
-            Sent::Done(result) => worker::settle(&ctx, &op, result).await,
-            Sent::Held(hold) => worker::park_held(&ctx, hold).await,
-            Sent::GateFailed(why) => worker::park_gate_failed(&ctx, &why).await,
+            Sent::Done(result) => dispatch::settle(&ctx, &op, result).await,
+            Sent::Held(hold) => dispatch::park_held(&ctx, hold).await,
+            Sent::GateFailed(why) => dispatch::park_gate_failed(&ctx, &why).await,
         },
     };
     let handed_back = match step {
@@ -336,7 +338,7 @@ fn call<'a>(
         let (left, right) = jobs.split_at(jobs.len() / 2);
         let mut out = Vec::with_capacity(jobs.len());
         for half in [left, right] {
-            match worker::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await {
+            match dispatch::write_gate(inner, Side::Crm, inner.routes.crm(kind.as_str())).await {
                 Ok(None) => out.extend(call(inner, kind, half).await),
                 Ok(Some(hold)) => out.extend(half.iter().map(|_| Sent::Held(hold))),
                 Err(e) => out.extend(half.iter().map(|_| Sent::GateFailed(e.to_string()))),

@@ -221,7 +221,7 @@ impl Engine {
         for key in sample {
             let preview = worker::LANE.scope(
                 std::cell::Cell::new(lane),
-                worker::preview(inner, key, causes.get(key).cloned()),
+                super::load::preview(inner, key, causes.get(key).cloned()),
             );
             pending.push(async move { (key, preview.await) });
         }
@@ -246,7 +246,7 @@ impl Engine {
                     continue;
                 }
             };
-            let rules: Vec<String> = plan.decisions.iter().map(|d| d.rule.clone()).collect();
+            let rules: Vec<String> = plan.decisions.iter().map(|d| d.rule.as_str().to_string()).collect();
             let keys: Vec<String> = ops.iter().map(|o| o.idempotency_key.clone()).collect();
             let used = self.inner.ledger.writes_by_key(&keys).await?;
             let mut rows: Vec<ReplayWrite> = plan
@@ -358,7 +358,10 @@ impl Engine {
         let mut billing_values = serde_json::Map::new();
         let mut plan_values = serde_json::Map::new();
         for ch in &res.choices {
-            let f = worker::contact_fields(&self.inner.contract, mapping)
+            let f = self
+                .inner
+                .contract
+                .contact_fields(mapping)
                 .find(|f| f.name == ch.field)
                 .ok_or_else(|| EngineError::BadRequest(format!("{} is not a field of {object}", ch.field)))?;
             let on_billing = self
@@ -411,35 +414,38 @@ impl Engine {
         let cause = self.inner.ledger.last_cause(&item.record).await?.map(|(c, _)| c);
         let mut ops = Vec::new();
         if let (false, Some(cid)) = (crm_values.is_empty(), &crm_id) {
-            ops.push(worker::update_op(
+            ops.push(crate::decide::writes::update_op(
                 mapping.crm,
                 Side::Crm,
                 cid,
                 format!("review:{id}:crm"),
                 crm_values,
                 cause,
+                uuid::Uuid::new_v4().to_string(),
             ));
         }
         if let (false, Some(bid)) = (billing_values.is_empty(), &billing_id) {
-            ops.push(worker::update_op(
+            ops.push(crate::decide::writes::update_op(
                 mapping.crm,
                 Side::Billing,
                 bid,
                 format!("review:{id}:billing"),
                 billing_values,
                 cause,
+                uuid::Uuid::new_v4().to_string(),
             ));
         }
         if let (false, Some(bid)) = (plan_values.is_empty(), &billing_id) {
-            let mut op = worker::update_op(
+            let mut op = crate::decide::writes::update_op(
                 mapping.crm,
                 Side::Billing,
                 bid,
                 format!("review:{id}:plan"),
                 plan_values,
                 cause,
+                uuid::Uuid::new_v4().to_string(),
             );
-            op.op = "change_plan".into();
+            op.op = crate::ledger::OpKind::ChangePlan;
             ops.push(op);
         }
         let resolution =

@@ -41,7 +41,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::pager::{self, Listing};
-use super::worker::{billing_id_property, billing_object_mappings, contact_fields, syncs_customers};
 use super::{Engine, EngineError};
 use crate::api::{ReconRepairAsk, ReconRunSummary, ReconcileReport, ReplayPreview};
 use crate::connectors::hubspot::modified_property as last_modified_prop;
@@ -176,7 +175,7 @@ impl Engine {
             )));
         }
         let window_start = run.started_at_ms - run.window_days * DAY_MS;
-        let mappings: Vec<&ObjectMapping> = inner.contract.objects.iter().filter(|m| syncs_customers(m)).collect();
+        let mappings: Vec<&ObjectMapping> = inner.contract.objects.iter().filter(|m| m.syncs_customers()).collect();
         let mut phases: Vec<String> = vec!["billing".into()];
         phases.extend(mappings.iter().map(|m| format!("crm:{}", m.name)));
         phases.push("rules".into());
@@ -225,7 +224,7 @@ impl Engine {
                         cursor = None;
                         continue;
                     };
-                    let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+                    let mut props: Vec<String> = inner.contract.contact_fields(m).map(|f| f.crm.clone()).collect();
                     props.push(last_modified_prop(m.crm).to_string());
                     props.sort();
                     props.dedup();
@@ -608,7 +607,7 @@ impl Engine {
             return Ok(None);
         }
         let modified = last_modified_prop(m.crm);
-        let mut props: Vec<String> = contact_fields(&inner.contract, m).map(|f| f.crm.clone()).collect();
+        let mut props: Vec<String> = inner.contract.contact_fields(m).map(|f| f.crm.clone()).collect();
         props.push(modified.to_string());
         let Some(record) = pager::bulk_read(inner, Side::Crm, || inner.crm.get_record(m.crm, id, &props)).await? else {
             return Ok(None);
@@ -724,7 +723,7 @@ impl Engine {
     ) -> Result<Option<String>, EngineError> {
         let inner = &self.inner;
         let key = entity_key(&m.name, Side::Crm, &r.id);
-        let id_prop = billing_id_property(m);
+        let id_prop = m.billing_id_property();
         let linked = inner.ledger.billing_id_for(&m.name, &r.id).await?;
         let billing_id = linked.clone().or_else(|| id_prop.and_then(|p| norm(r.get(p))));
         let rule = |name: &str, crm: Option<String>, billing: Option<String>, detail: String| NewMismatch {
@@ -805,7 +804,7 @@ impl Engine {
         }
         // The billing objects mirrored onto the record, read once per kind (bulk lane).
         let mut summaries: BTreeMap<&'static str, RemoteRecord> = BTreeMap::new();
-        for o in billing_object_mappings(&inner.contract, m) {
+        for o in inner.contract.billing_object_mappings(m) {
             let kind = o.billing.as_str();
             if !summaries.contains_key(kind) {
                 let s = match o.billing {
@@ -832,7 +831,10 @@ impl Engine {
         }
         if let Some(inv) = summaries.get("invoice") {
             let b = norm(inv.get("amount_remaining"));
-            let crm_prop = contact_fields(&inner.contract, m).find(|f| f.billing == "amount_remaining");
+            let crm_prop = inner
+                .contract
+                .contact_fields(m)
+                .find(|f| f.billing == "amount_remaining");
             if let Some(f) = crm_prop {
                 let c = norm(r.get(&f.crm));
                 if zero(&b) && !zero(&c) {
@@ -846,7 +848,7 @@ impl Engine {
             }
         }
         if let Some(sub) = summaries.get("subscription") {
-            let lifecycle = contact_fields(&inner.contract, m).find(|f| f.name == "lifecycle_stage");
+            let lifecycle = inner.contract.contact_fields(m).find(|f| f.name == "lifecycle_stage");
             if let Some(f) = lifecycle {
                 let status = norm(sub.get("status"));
                 let live = status

@@ -165,7 +165,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
          Reads are GET with query parameters, writes are POST with a JSON object body."
             .into(),
     );
+    // A text answer; the event stream's is left without a schema (its events carry JSON
+    // documents of two kinds, not a string).
     let text = |path: &str, what: &str, mime: &str| {
+        let schema = (mime != "text/event-stream").then(<String as utoipa::PartialSchema>::schema);
         let op = OperationBuilder::new()
             .operation_id(Some(path.trim_start_matches('/').replace('/', "_")))
             .summary(Some(what))
@@ -173,12 +176,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 "200",
                 ResponseBuilder::new()
                     .description(what)
-                    .content(
-                        mime,
-                        ContentBuilder::new()
-                            .schema(Some(<String as utoipa::PartialSchema>::schema()))
-                            .build(),
-                    )
+                    .content(mime, ContentBuilder::new().schema(schema).build())
                     .build(),
             )
             .build();

@@ -2,9 +2,12 @@
 //! Verification is constant-time with a timestamp tolerance; a failure is a specific error
 //! and nothing reaches the ledger. Parsing never panics on outside input.
 
+mod change;
 pub mod hubspot;
 pub mod poll;
 pub mod stripe;
+
+pub use change::Change;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -67,6 +70,14 @@ impl IngestError {
             IngestError::TooLarge { .. } => "too_large",
         }
     }
+}
+
+/// The event type of a backfilled billing customer (a snapshot the backfill makes).
+pub const CUSTOMER_BACKFILLED: &str = "customer.backfilled";
+
+/// Whether an inbox event came from a backfill (its record's work stays in the bulk lane).
+pub fn is_backfill_event(event_id: &str) -> bool {
+    event_id.starts_with("backfill:")
 }
 
 /// Largest webhook body accepted (Stripe events are well under this; HubSpot batches of 100

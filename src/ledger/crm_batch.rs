@@ -14,7 +14,7 @@ impl Ledger {
     pub async fn claim_first_op(
         &self,
         owner: &str,
-        op: &str,
+        op: super::OpKind,
         n: i64,
         now_ms: i64,
         lease_ms: i64,
@@ -34,7 +34,7 @@ impl Ledger {
         .bind(owner)
         .bind(now_ms + lease_ms)
         .bind(now_ms)
-        .bind(op)
+        .bind(op.as_str())
         .bind(n)
         .bind(super::BULK_SEQ_BASE)
         .bind(batch_wait_reason(op))
@@ -59,7 +59,7 @@ impl Ledger {
     /// given), and whether other bulk work is in the queue, not parked (being processed or
     /// about to be: more updates may follow). Records held by a pause, a migration freeze or
     /// a retry's backoff do not count: nothing would come of waiting for them.
-    pub async fn batch_waiting(&self, op: &str, now_ms: i64, fallback_ms: i64) -> Result<BatchWaiting> {
+    pub async fn batch_waiting(&self, op: super::OpKind, now_ms: i64, fallback_ms: i64) -> Result<BatchWaiting> {
         let reason = batch_wait_reason(op);
         let row = sqlx::query(
             // The bulk lane is only walked when something waits (every half second, idle
@@ -84,8 +84,8 @@ impl Ledger {
 pub(super) const BATCH_WAIT_PREFIX: &str = "waiting for a full CRM batch";
 
 /// The `parked_reason` of a bulk-lane record whose next write, `op`, waits for a full batch.
-pub fn batch_wait_reason(op: &str) -> String {
-    format!("{BATCH_WAIT_PREFIX} ({op})")
+pub fn batch_wait_reason(op: super::OpKind) -> String {
+    format!("{BATCH_WAIT_PREFIX} ({})", op.as_str())
 }
 
 /// What [`Ledger::batch_waiting`] found.
@@ -103,7 +103,7 @@ mod tests {
     fn op(dest: Side, name: &str, key: &str) -> NewOp {
         NewOp {
             destination: dest,
-            op: name.into(),
+            op: crate::ledger::OpKind::parse(name).expect("an operation kind"),
             target_id: Some("t".into()),
             idempotency_key: key.into(),
             correlation_id: format!("c-{key}"),
@@ -160,12 +160,12 @@ mod tests {
             l.release(c, "w").await.unwrap();
         }
         assert!(l
-            .claim_first_op("lane", "update_company", 10, 30, 1000)
+            .claim_first_op("lane", OpKind::UpdateCompany, 10, 30, 1000)
             .await
             .unwrap()
             .is_empty());
         let mut got: Vec<String> = l
-            .claim_first_op("lane", "update_contact", 10, 30, 1000)
+            .claim_first_op("lane", crate::ledger::OpKind::UpdateContact, 10, 30, 1000)
             .await
             .unwrap()
             .into_iter()
@@ -175,7 +175,7 @@ mod tests {
         assert_eq!(got, [keys[0], keys[2]]);
         // Leased now: neither the lane nor a worker gets them again.
         assert!(l
-            .claim_first_op("lane", "update_contact", 10, 30, 1000)
+            .claim_first_op("lane", crate::ledger::OpKind::UpdateContact, 10, 30, 1000)
             .await
             .unwrap()
             .is_empty());
@@ -216,7 +216,7 @@ mod tests {
         .unwrap();
         let claims = l.claim("w", 10, 10, 1000).await.unwrap();
         assert!(claims.iter().all(|c| c.bulk), "{claims:?}");
-        let reason = batch_wait_reason("update_contact");
+        let reason = batch_wait_reason(crate::ledger::OpKind::UpdateContact);
         for (i, c) in claims.iter().enumerate() {
             let cs = ChangeSet {
                 entity_key: c.entity_key.clone(),
@@ -231,7 +231,10 @@ mod tests {
             }
         }
         // Two wait for a call; the third is still bulk work to come.
-        let w = l.batch_waiting("update_contact", 30, 60_000).await.unwrap();
+        let w = l
+            .batch_waiting(crate::ledger::OpKind::UpdateContact, 30, 60_000)
+            .await
+            .unwrap();
         assert_eq!(
             w,
             BatchWaiting {
@@ -240,7 +243,10 @@ mod tests {
                 more_bulk_work: true
             }
         );
-        assert_eq!(l.batch_waiting("update_company", 30, 60_000).await.unwrap().count, 0);
+        assert_eq!(
+            l.batch_waiting(OpKind::UpdateCompany, 30, 60_000).await.unwrap().count,
+            0
+        );
         // A live event for the first: claimable by a worker at once, in the live lane.
         l.ingest(vec![event(0, "live")]).await.unwrap();
         let mut worker = l.claim("w", 10, 30, 1000).await.unwrap();
@@ -248,14 +254,26 @@ mod tests {
         let got: Vec<(&str, bool)> = worker.iter().map(|c| (c.entity_key.as_str(), c.bulk)).collect();
         assert_eq!(got, [(keys[0], false), (keys[2], true)]);
         // The lane takes the one still waiting (parked, but for it); a leased one is not counted.
-        let w = l.batch_waiting("update_contact", 30, 60_000).await.unwrap();
+        let w = l
+            .batch_waiting(crate::ledger::OpKind::UpdateContact, 30, 60_000)
+            .await
+            .unwrap();
         assert_eq!(w.count, 1, "{w:?}");
-        let lane = l.claim_first_op("lane", "update_contact", 100, 30, 1000).await.unwrap();
+        let lane = l
+            .claim_first_op("lane", crate::ledger::OpKind::UpdateContact, 100, 30, 1000)
+            .await
+            .unwrap();
         assert_eq!(
             lane.iter().map(|c| c.entity_key.as_str()).collect::<Vec<_>>(),
             [keys[1]]
         );
-        assert_eq!(l.batch_waiting("update_contact", 30, 60_000).await.unwrap().count, 0);
+        assert_eq!(
+            l.batch_waiting(crate::ledger::OpKind::UpdateContact, 30, 60_000)
+                .await
+                .unwrap()
+                .count,
+            0
+        );
         // Handed back with work left (its write still open): a worker takes it at once, not
         // after the wait it was parked with.
         l.release(&lane[0], "lane").await.unwrap();

@@ -496,7 +496,8 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
     // Events decided alike (state and reason) in one statement each.
     let mut alike: Vec<(&str, &str, Vec<i64>)> = Vec::new();
     for (id, state, reason) in &cs.event_states {
-        match alike.iter_mut().find(|(s, r, _)| s == state && *r == reason) {
+        let state = state.as_str();
+        match alike.iter_mut().find(|(s, r, _)| *s == state && *r == reason) {
             Some((_, _, ids)) => ids.push(*id),
             None => alike.push((state, reason, vec![*id])),
         }
@@ -531,7 +532,7 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
                 params![
                     cs.entity_key,
                     op.destination.as_str(),
-                    op.op,
+                    op.op.as_str(),
                     op.target_id,
                     op.idempotency_key,
                     op.correlation_id,
@@ -614,11 +615,11 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
         // the dead-letter screen shows it with its error and a retry plans the record again.
         let key = format!(
             "{}:{}:{}:{now_ms}:{i}",
-            f.op,
+            f.op.as_str(),
             cs.entity_key,
             f.target_id.as_deref().unwrap_or("-")
         );
-        let request = serde_json::json!({"op": f.op, "target": f.target_id, "read": true}).to_string();
+        let request = serde_json::json!({"op": f.op.as_str(), "target": f.target_id, "read": true}).to_string();
         let id: i64 = db
             .prepare_cached(
                 "INSERT INTO outbox (entity_key, destination, op, target_id, idempotency_key, correlation_id, \
@@ -630,7 +631,7 @@ fn apply_in(db: &rusqlite::Connection, cs: &ChangeSet, now_ms: i64) -> Result<Ve
                 params![
                     cs.entity_key,
                     f.destination.as_str(),
-                    f.op,
+                    f.op.as_str(),
                     f.target_id,
                     key,
                     f.cause_inbox_id,
@@ -716,7 +717,7 @@ pub(super) fn op_from_row(r: &rusqlite::Row<'_>) -> Result<super::OutboxOp> {
         id: r.get(0)?,
         entity_key: r.get(1)?,
         destination: side_of(&r.get::<_, String>(2)?)?,
-        op: r.get(3)?,
+        op: super::OpKind::read(&r.get::<_, String>(3)?)?,
         target_id: r.get(4)?,
         idempotency_key: r.get(5)?,
         correlation_id: r.get(6)?,

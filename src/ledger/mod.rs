@@ -144,7 +144,7 @@ pub struct OutboxOp {
     pub id: i64,
     pub entity_key: String,
     pub destination: Side,
-    pub op: String,
+    pub op: OpKind,
     pub target_id: Option<String>,
     pub idempotency_key: String,
     pub correlation_id: String,
@@ -158,7 +158,7 @@ pub struct OutboxOp {
 #[derive(Debug, Clone)]
 pub struct NewOp {
     pub destination: Side,
-    pub op: String,
+    pub op: OpKind,
     pub target_id: Option<String>,
     pub idempotency_key: String,
     pub correlation_id: String,
@@ -210,7 +210,7 @@ pub struct NewDeadLetter {
 pub struct FailedRead {
     pub destination: Side,
     /// `read_customer`, `read_contact`, …
-    pub op: String,
+    pub op: OpKind,
     /// The id that was read.
     pub target_id: Option<String>,
     pub error_class: String,
@@ -231,7 +231,7 @@ pub struct NewReview {
 pub struct ChangeSet {
     pub entity_key: String,
     pub contract_version: String,
-    pub event_states: Vec<(i64, &'static str, String)>,
+    pub event_states: Vec<(i64, EventState, String)>,
     pub new_ops: Vec<NewOp>,
     pub op_outcomes: Vec<OpOutcome>,
     pub shadow: Vec<ShadowValue>,
@@ -1425,6 +1425,8 @@ pub use crm_batch::{batch_wait_reason, BatchWaiting};
 mod dead_letters;
 mod gate;
 mod group;
+mod kinds;
+pub use kinds::{EventState, OpKind};
 pub mod lock;
 mod ops;
 pub mod reconcile;

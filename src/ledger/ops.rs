@@ -580,7 +580,7 @@ impl Ledger {
             )
             .bind(&key)
             .bind(op.destination.as_str())
-            .bind(&op.op)
+            .bind(op.op.as_str())
             .bind(&op.target_id)
             .bind(&op.idempotency_key)
             .bind(&op.correlation_id)

@@ -93,7 +93,7 @@ async fn apply_settles_and_release_removes_finished_records() {
                 entity_key: "customer:crm:1".into(),
                 new_ops: vec![NewOp {
                     destination: Side::Billing,
-                    op: "update_customer".into(),
+                    op: crate::ledger::OpKind::UpdateCustomer,
                     target_id: Some("cus_1".into()),
                     idempotency_key: "k1".into(),
                     correlation_id: "c1".into(),
@@ -292,7 +292,7 @@ async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit(
         .collect();
     let op = |i: usize, cause: i64| NewOp {
         destination: Side::Billing,
-        op: "update_customer".into(),
+        op: crate::ledger::OpKind::UpdateCustomer,
         target_id: Some(format!("cus_{i}")),
         idempotency_key: format!("group-k{i}"),
         correlation_id: format!("c{i}"),
@@ -302,7 +302,7 @@ async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit(
     let sets: Vec<ChangeSet> = (0..6)
         .map(|i| ChangeSet {
             entity_key: keys[i].clone(),
-            event_states: vec![(ids[i], "applied", "decided".into())],
+            event_states: vec![(ids[i], crate::ledger::EventState::Applied, "decided".into())],
             // Decision 3's write names an event the inbox does not hold: a foreign-key error.
             new_ops: vec![op(i, if i == 3 { 999_999 } else { ids[i] })],
             ..Default::default()

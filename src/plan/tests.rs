@@ -100,7 +100,7 @@ proptest! {
             }
         }
         // Every non-trivial decision names its rule.
-        prop_assert!(p.decisions.iter().all(|d| !d.rule.is_empty()));
+        prop_assert!(p.decisions.iter().all(|d| !d.rule.as_str().is_empty()));
     }
 
     /// The ledger's sequence, never a provider clock, settles a shared conflict.
@@ -133,7 +133,7 @@ fn first_sync_of_a_shared_field_takes_the_only_value_instead_of_calling_it_a_con
     assert_eq!(p.writes.len(), 1);
     assert_eq!(p.writes[0].side, Side::Crm);
     assert_eq!(p.writes[0].fields.get("f_crm"), Some(&Some("basic".into())));
-    assert_eq!(p.decisions[0].rule, "shared:one_side_changed");
+    assert_eq!(p.decisions[0].rule.as_str(), "shared:one_side_changed");
     // Both sides holding different values before any sync is a real conflict.
     let crm = rec("1", "f_crm", &Some("pro".into()));
     let p = plan(&m, Some(&crm), Some(&billing), &Shadow::new(), Sequencing::default());
@@ -172,7 +172,7 @@ fn non_owner_edit_is_reverted_or_flagged_per_rule() {
         &shadow,
         Sequencing::default(),
     );
-    assert_eq!(p.decisions[0].rule, "non_owner_edit:revert");
+    assert_eq!(p.decisions[0].rule.as_str(), "non_owner_edit:revert");
     assert_eq!(p.writes[0].fields.get("metadata.f"), Some(&Some("a".into())));
     let p = plan(
         &mapping(Owner::Crm, NonOwnerRule::Flag),

@@ -4,9 +4,8 @@
 
 use serde_json::Value;
 
-use crate::connectors::stripe;
 use crate::contract::Side;
-use crate::ingest::stripe::META_CORRELATION;
+use crate::ingest::Change;
 use crate::ledger::{InboxEvent, OutboxOp};
 
 fn written(op: &OutboxOp, path: &str) -> Option<Option<String>> {
@@ -22,10 +21,40 @@ pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
     if writes.is_empty() {
         return None;
     }
-    let payload: Value = serde_json::from_str(&ev.payload).ok()?;
-    match ev.source {
-        Side::Crm => crm_echo(&payload, writes),
-        Side::Billing => billing_echo(&payload, writes),
+    match Change::of(ev) {
+        Change::Property { name, value } => {
+            let (op, wrote) = writes.iter().find_map(|w| written(w, &name).map(|v| (w, v)))?;
+            (wrote == value).then(|| format!("{name} equals the value write {} set", op.correlation_id))
+        }
+        Change::Customer {
+            created,
+            record,
+            changed,
+            correlation,
+        } => {
+            // A create is ours when the write whose correlation id it carries wrote these values.
+            let changed: Vec<String> = if created {
+                let corr = correlation?;
+                let op = writes.iter().find(|w| w.correlation_id == corr)?;
+                op.field_values.keys().cloned().collect()
+            } else {
+                changed
+            };
+            if changed.is_empty() {
+                return None;
+            }
+            for path in &changed {
+                let wrote = writes.iter().find_map(|w| written(w, path))?;
+                if wrote.as_deref() != record.get(path) {
+                    return None;
+                }
+            }
+            Some(format!(
+                "changed {} equal the values driftless wrote",
+                changed.join(", ")
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -42,17 +71,12 @@ pub(crate) fn crm_snapshot_echo(
     if ev.source != Side::Crm || writes.is_empty() {
         return None;
     }
-    let payload: Value = serde_json::from_str(&ev.payload).ok()?;
-    if !crate::ingest::poll::is_snapshot(&payload) {
+    let Change::Snapshot { properties } = Change::of(ev) else {
         return None;
-    }
-    let props = payload.get("properties")?.as_object()?;
+    };
     let mut ours: Vec<&str> = Vec::new();
     for (prop, field) in mapped {
-        let value = match props.get(*prop) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        };
+        let value = properties.get(*prop).cloned().flatten();
         if writes.iter().find_map(|w| written(w, prop)) == Some(value.clone()) {
             ours.push(prop);
         } else if shadow.get(&(Side::Crm, field.to_string())) != Some(&value) {
@@ -67,62 +91,6 @@ pub(crate) fn crm_snapshot_echo(
     })
 }
 
-fn crm_echo(e: &Value, writes: &[OutboxOp]) -> Option<String> {
-    if !matches!(
-        e.get("subscriptionType").and_then(Value::as_str),
-        Some("contact.propertyChange") | Some("company.propertyChange")
-    ) {
-        return None;
-    }
-    let prop = e.get("propertyName").and_then(Value::as_str)?;
-    let value = match e.get("propertyValue") {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Null) | None => None,
-        Some(Value::String(_)) => None,
-        Some(other) => Some(other.to_string()),
-    };
-    let latest = writes.iter().find_map(|w| written(w, prop).map(|v| (w, v)))?;
-    (latest.1 == value).then(|| format!("{prop} equals the value write {} set", latest.0.correlation_id))
-}
-
-fn billing_echo(e: &Value, writes: &[OutboxOp]) -> Option<String> {
-    let obj = e.get("data")?.get("object")?;
-    let record = stripe::customer_record(obj).ok()?;
-    let typ = e.get("type").and_then(Value::as_str)?;
-    let changed: Vec<String> = if typ.ends_with(".created") {
-        // A create is ours when the write it carries the correlation id of wrote these values.
-        let corr = obj.get("metadata")?.get(META_CORRELATION)?.as_str()?;
-        let op = writes.iter().find(|w| w.correlation_id == corr)?;
-        op.field_values.keys().cloned().collect()
-    } else {
-        let prev = e.get("data")?.get("previous_attributes")?.as_object()?;
-        let mut paths = Vec::new();
-        for (k, v) in prev {
-            if k == "metadata" {
-                for mk in v.as_object()?.keys() {
-                    paths.push(format!("metadata.{mk}"));
-                }
-            } else {
-                paths.push(k.clone());
-            }
-        }
-        paths
-    };
-    if changed.is_empty() {
-        return None;
-    }
-    for path in &changed {
-        let (_, wrote) = writes.iter().find_map(|w| written(w, path).map(|v| (w, v)))?;
-        if wrote.as_deref() != record.get(path) {
-            return None;
-        }
-    }
-    Some(format!(
-        "changed {} equal the values driftless wrote",
-        changed.join(", ")
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,7 +101,7 @@ mod tests {
             id: 1,
             entity_key: "customer:crm:1".into(),
             destination: Side::Billing,
-            op: "update_customer".into(),
+            op: crate::ledger::OpKind::UpdateCustomer,
             target_id: Some("cus_1".into()),
             idempotency_key: "k".into(),
             correlation_id: corr.into(),
@@ -150,7 +118,13 @@ mod tests {
             id: 1,
             source,
             event_id: "e".into(),
-            event_type: "t".into(),
+            // As ingest stores it: the provider's event type.
+            event_type: payload
+                .get("type")
+                .or(payload.get("subscriptionType"))
+                .and_then(Value::as_str)
+                .unwrap_or("t")
+                .into(),
             object_id: "1".into(),
             payload: payload.to_string(),
             received_at_ms: 0,

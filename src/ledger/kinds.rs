@@ -1,0 +1,107 @@
+//! The ledger's domain words as types: what an outbox operation does, and the state of an
+//! inbound event. Each is stored as its name (the same strings as before these types), so
+//! nothing in the file changes; an unknown name read back is corrupt data, said so.
+
+use serde::Serialize;
+
+use super::{LedgerError, Result};
+
+/// What an outbox operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    CreateCustomer,
+    UpdateCustomer,
+    /// Move a customer's live subscription to another price (the plan a CRM user requested).
+    ChangePlan,
+    UpdateContact,
+    UpdateCompany,
+    /// Reads the engine gave up on: dead-lettered at once, never sent (`ChangeSet::failed_reads`).
+    ReadCustomer,
+    ReadContact,
+    ReadCompany,
+    ReadBillingSummary,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 9] = [
+        OpKind::CreateCustomer,
+        OpKind::UpdateCustomer,
+        OpKind::ChangePlan,
+        OpKind::UpdateContact,
+        OpKind::UpdateCompany,
+        OpKind::ReadCustomer,
+        OpKind::ReadContact,
+        OpKind::ReadCompany,
+        OpKind::ReadBillingSummary,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::CreateCustomer => "create_customer",
+            OpKind::UpdateCustomer => "update_customer",
+            OpKind::ChangePlan => "change_plan",
+            OpKind::UpdateContact => "update_contact",
+            OpKind::UpdateCompany => "update_company",
+            OpKind::ReadCustomer => "read_customer",
+            OpKind::ReadContact => "read_contact",
+            OpKind::ReadCompany => "read_company",
+            OpKind::ReadBillingSummary => "read_billing_summary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Read back from the ledger: an unknown name is corrupt data.
+    pub(crate) fn read(s: &str) -> Result<OpKind> {
+        OpKind::parse(s).ok_or_else(|| LedgerError::Corrupt {
+            what: "outbox.op",
+            detail: s.to_string(),
+        })
+    }
+
+    /// A CRM record update (coalesced into batch calls).
+    pub fn is_crm_update(self) -> bool {
+        matches!(self, OpKind::UpdateContact | OpKind::UpdateCompany)
+    }
+}
+
+impl std::fmt::Display for OpKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of an inbound event (DESIGN.md invariant 4; `duplicate` is not a row state:
+/// duplicates are deliveries of an event the inbox holds, kept in their own table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventState {
+    Pending,
+    Applied,
+    Echo,
+    Superseded,
+    Conflicted,
+    DeadLettered,
+}
+
+impl EventState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Applied => "applied",
+            EventState::Echo => "echo",
+            EventState::Superseded => "superseded",
+            EventState::Conflicted => "conflicted",
+            EventState::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+impl std::fmt::Display for EventState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
