@@ -432,3 +432,151 @@ async fn the_event_census_counts_rows_and_names_an_event_left_uncounted() {
         "status reports one delivery fewer than it holds"
     );
 }
+
+/// One migration file as sqlx reads it: version, file name and sqlx's checksum (SHA-384 of the
+/// text, hex).
+#[derive(Debug, Clone)]
+struct MigrationFile {
+    version: i64,
+    file: String,
+    checksum: String,
+}
+
+/// The migration files in `dir`, named and read as sqlx's `migrate!` does
+/// (`<VERSION>_<DESCRIPTION>.sql`; anything else, such as `CHECKSUMS`, is not a migration).
+fn migration_files(dir: &Path) -> Vec<MigrationFile> {
+    use sha2::{Digest, Sha384};
+    let mut out: Vec<MigrationFile> = std::fs::read_dir(dir)
+        .expect("migrations/")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let file = p.file_name()?.to_string_lossy().to_string();
+            let (version, rest) = file.split_once('_')?;
+            if !rest.ends_with(".sql") {
+                return None;
+            }
+            let version: i64 = version.parse().expect("a migration's name starts with its version");
+            let text = std::fs::read_to_string(&p).expect("a migration file");
+            let checksum = hex::encode(Sha384::digest(text.as_bytes()));
+            Some(MigrationFile {
+                version,
+                file,
+                checksum,
+            })
+        })
+        .collect();
+    out.sort_by_key(|m| m.version);
+    out
+}
+
+/// What is wrong with `files` against the manifest (`migrations/CHECKSUMS`: `version checksum
+/// file` lines, `#` comments): each message names the file and what to do.
+fn migration_manifest_problems(manifest: &str, files: &[MigrationFile]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut landed: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for (n, line) in manifest.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [v, sum, file] if v.parse::<i64>().is_ok() => {
+                landed.insert(v.parse().unwrap_or_default(), (sum.to_string(), file.to_string()));
+            }
+            _ => problems.push(format!(
+                "migrations/CHECKSUMS line {}: expected `version checksum file`, found `{line}`",
+                n + 1
+            )),
+        }
+    }
+    for f in files {
+        match landed.remove(&f.version) {
+            None => problems.push(format!(
+                "migrations/{} is not in migrations/CHECKSUMS: a new migration adds its line there once it is final: \
+                 `{} {} {}`",
+                f.file, f.version, f.checksum, f.file
+            )),
+            Some((sum, _)) if sum != f.checksum => problems.push(format!(
+                "migrations/{} changed after it landed (its checksum is {}, recorded {}): never edit a landed \
+                 migration: add a new one (sqlx refuses every ledger that applied the old text)",
+                f.file, f.checksum, sum
+            )),
+            Some((_, file)) if file != f.file => problems.push(format!(
+                "migrations/{} was landed as {file}: a landed migration keeps its name",
+                f.file
+            )),
+            Some(_) => {}
+        }
+    }
+    for (version, (_, file)) in landed {
+        problems.push(format!(
+            "migrations/{file} (version {version}) is in migrations/CHECKSUMS but gone: a landed migration is never \
+             removed (sqlx refuses every ledger that applied it)"
+        ));
+    }
+    problems
+}
+
+/// A landed migration is never edited: every file's checksum, computed as sqlx computes it, is
+/// the one recorded in `migrations/CHECKSUMS` when it landed, and every migration is listed.
+#[test]
+fn landed_migrations_are_never_edited() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let files = migration_files(&dir);
+    // The checksum computed here is sqlx's: the embedded migrator has the same versions and sums.
+    let embedded: Vec<(i64, String)> = MIGRATOR.iter().map(|m| (m.version, hex::encode(&m.checksum))).collect();
+    let on_disk: Vec<(i64, String)> = files.iter().map(|f| (f.version, f.checksum.clone())).collect();
+    assert_eq!(
+        embedded, on_disk,
+        "the embedded migrations are the files in migrations/"
+    );
+    let manifest = std::fs::read_to_string(dir.join("CHECKSUMS")).expect("migrations/CHECKSUMS");
+    let problems = migration_manifest_problems(&manifest, &files);
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_migration_manifest_check_names_an_edited_a_new_and_a_removed_file() {
+    let file = |version: i64, name: &str, checksum: &str| MigrationFile {
+        version,
+        file: name.into(),
+        checksum: checksum.into(),
+    };
+    let manifest = "# comment\n1 aaa 1_first.sql\n2 bbb 2_second.sql\n3 ccc 3_third.sql\n";
+    let ok = [
+        file(1, "1_first.sql", "aaa"),
+        file(2, "2_second.sql", "bbb"),
+        file(3, "3_third.sql", "ccc"),
+    ];
+    assert_eq!(migration_manifest_problems(manifest, &ok), Vec::<String>::new());
+    let problems = migration_manifest_problems(
+        manifest,
+        &[
+            file(1, "1_first.sql", "aaa"),
+            file(2, "2_second.sql", "b2b"),
+            file(4, "4_fourth.sql", "ddd"),
+        ],
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("migrations/2_second.sql changed after it landed")
+            && problems[0].contains("never edit a landed migration: add a new one"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].starts_with("migrations/4_fourth.sql is not in migrations/CHECKSUMS")
+            && problems[1].contains("`4 ddd 4_fourth.sql`"),
+        "{}",
+        problems[1]
+    );
+    assert!(problems[2].starts_with("migrations/3_third.sql (version 3) is in migrations/CHECKSUMS but gone"));
+    assert_eq!(
+        migration_manifest_problems("1 aaa 1_renamed.sql\nnot a line\n", &ok[..1]),
+        [
+            "migrations/CHECKSUMS line 2: expected `version checksum file`, found `not a line`",
+            "migrations/1_first.sql was landed as 1_renamed.sql: a landed migration keeps its name",
+        ]
+    );
+}
