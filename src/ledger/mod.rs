@@ -153,6 +153,22 @@ impl EventCensus {
     }
 }
 
+/// Counts a call in progress for as long as it lives (also when its future is dropped).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The per-state counters `status` reports (`ledger_counts`, migrations 12 and 16), zero for a
 /// state without events, and the duplicate deliveries (rows of `inbox_duplicates`).
 async fn kept_event_counts(conn: &mut sqlx::SqliteConnection) -> Result<BTreeMap<String, i64>> {
@@ -345,6 +361,8 @@ pub struct Ledger {
     path: PathBuf,
     /// Whether writes fail because the ledger cannot be written (disk full, read-only).
     trouble: std::sync::Arc<trouble::Trouble>,
+    /// Inbound batches handed to [`Ledger::ingest`] and not yet answered.
+    ingesting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn side_of(s: &str) -> Result<Side> {
@@ -557,6 +575,7 @@ impl Ledger {
             group,
             path: path.to_path_buf(),
             trouble,
+            ingesting: Default::default(),
         })
     }
 
@@ -603,7 +622,16 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let work = GroupWork::Ingest { events, bulk: false };
+        let _waiting = Waiting::enter(&self.ingesting);
         Ok(self.grouped(work).await?.outcomes)
+    }
+
+    /// Inbound batches (webhook deliveries, polled pages) this handle is making durable right
+    /// now: handed to the group commit and not yet answered — committed or failed. A delivery
+    /// is acknowledged only after its batch is answered, so while the ledger cannot be written
+    /// (another connection holds its write lock) this counts the deliveries held open.
+    pub fn ingests_waiting(&self) -> usize {
+        self.ingesting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// [`Ledger::ingest`] inside the group's transaction; `bulk` queues new records behind

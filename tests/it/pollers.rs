@@ -264,8 +264,39 @@ async fn polled_echoes_of_our_own_writes_cause_no_further_writes() {
         "one create in billing, one write-back in the CRM"
     );
     let before = engine.status().await.expect("status").ledger;
-    // Many more passes over the same windows: nothing new is written anywhere.
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // Many more passes over the same windows: nothing new is written anywhere. Waited for,
+    // not slept on: both pollers ask for their windows ten more times (their requests in the
+    // simulators' logs) and the versions they re-read reach the inbox as duplicates.
+    let passes = |sims: &Simulators| {
+        let billing = sims
+            .billing
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == "/v1/events")
+            .count();
+        let crm = sims
+            .crm
+            .request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == "/crm/v3/objects/contacts/search")
+            .count();
+        (billing, crm)
+    };
+    let (billing0, crm0) = passes(&sims);
+    eventually(
+        30,
+        "ten more passes of both pollers, re-reads dropped as duplicates",
+        || {
+            let (sims, engine) = (sims.clone(), engine.clone());
+            let duplicates = before.events["duplicate"];
+            async move {
+                let (billing, crm) = passes(&sims);
+                let st = engine.status().await.ok()?.ledger;
+                (billing >= billing0 + 10 && crm >= crm0 + 10 && st.events["duplicate"] > duplicates).then_some(())
+            }
+        },
+    )
+    .await;
     assert!(wait_quiescent(&d.running, Duration::from_secs(20)).await);
     assert_eq!(applied_writes(&sims), (1, 1), "a polled echo caused a write");
     let after = engine.status().await.expect("status").ledger;
