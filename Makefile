@@ -8,7 +8,13 @@ export CARGO_TERM_COLOR ?= never
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as .ci/run sets it).
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 
-.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke drill bench fuzz clean
+.PHONY: run test setup-run setup-test ui lint unit types-fresh e2e desktop-smoke screenshots drill bench fuzz clean
+
+# Where the browser tests and the desktop smoke test write their screenshots: a git-ignored
+# build folder, so `make test` leaves the working tree as it found it. `make screenshots`
+# copies them into docs/screenshots/ (the README's pictures).
+export DRIFTLESS_SCREENSHOTS ?= $(abspath ui/e2e/out)
+SCREENSHOTS := overview connect dead-letters review records reconciliation replay audit contract desktop
 
 run: setup-run ui
 	@bash scripts/run.sh
@@ -47,6 +53,16 @@ desktop-smoke:
 	DESKTOP_SMOKE_NO_BUILD=1 bash scripts/desktop-smoke.sh
 
 test: setup-test ui lint unit types-fresh e2e desktop-smoke
+
+# Refresh docs/screenshots/ (not part of `make test`): run the browser tests and the desktop
+# smoke test into an emptied screenshots folder, then copy every expected picture (one missing
+# fails before anything is copied). Commit the result as its own change.
+screenshots: setup-test ui
+	rm -rf "$(DRIFTLESS_SCREENSHOTS)"
+	$(MAKE) e2e desktop-smoke
+	@for s in $(SCREENSHOTS); do test -s "$(DRIFTLESS_SCREENSHOTS)/$$s.png" || { echo "screenshots: no $$s.png in $(DRIFTLESS_SCREENSHOTS)"; exit 1; }; done
+	cp $(foreach s,$(SCREENSHOTS),"$(DRIFTLESS_SCREENSHOTS)/$(s).png") docs/screenshots/
+	@git status --short -- docs/screenshots
 
 # A bigger drill, for the closing numbers (not part of `make test`).
 drill:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The desktop window smoke test: the real driftless-desktop window under Xvfb, driven through
 # tauri-driver (which starts WebKitWebDriver, which starts the app). Checks the overview shows
-# live numbers, screenshots it into docs/screenshots/desktop.png, pauses outbound writes from
+# live numbers, screenshots it into $DRIFTLESS_SCREENSHOTS/desktop.png (default ui/e2e/out/,
+# git-ignored; `make screenshots` copies it to docs/screenshots/), pauses outbound writes from
 # the UI and checks the title bar says PAUSED. The WebDriver steps are tests/desktop/smoke.py.
 #
 #   scripts/desktop-smoke.sh            build target/debug/driftless-desktop (quick when fresh), test it
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 started=$(date +%s)
 timeout_s="${DESKTOP_SMOKE_TIMEOUT:-60}"
+screenshots="$(realpath -m "${DRIFTLESS_SCREENSHOTS:-$root/ui/e2e/out}")"
 
 fail() { echo "desktop-smoke: $*" >&2; exit 1; }
 need() { command -v "$1" >/dev/null 2>&1 || fail "missing $1 — $2 (scripts/setup.sh test installs it)"; }
@@ -165,7 +167,7 @@ python3 tests/desktop/smoke.py \
   --app "$app" \
   --driver-port "$driver_port" \
   --display "$display" \
-  --screenshot "$root/docs/screenshots/desktop.png" \
+  --screenshot "$screenshots/desktop.png" \
   --timeout "$timeout_s" \
   --summary "$work/summary"
 rc=$?

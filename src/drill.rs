@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 use crate::contract::{Contract, DEFAULT_CONTRACT, DEFAULT_CONTRACT_LABEL};
 use crate::ingest::stripe::META_CRM_ID;
-use crate::ledger::{LagFigures, Ledger};
+use crate::ledger::{EventCensus, LagFigures, Ledger};
 use crate::runtime::{self, EngineSecrets, Running, RuntimeError};
 use crate::sim::{
     run_actors, run_billing_activity, run_plan_requests, ActorPlan, ActorReport, BillingActivity,
@@ -669,7 +669,8 @@ async fn check(
     });
 
     // 4. Nothing lost, everything accounted: every billing event the system emitted is in the
-    // inbox, and every inbox event is in exactly one state.
+    // inbox, and every inbox event is in exactly one state — the counters the status reports
+    // checked against the inbox's rows, not against themselves.
     let emitted = list_billing_events(&sims.billing.base_url(), sims.billing.api_key()).await;
     let (lost, emitted_n) = match &emitted {
         Ok(ids) => (
@@ -678,26 +679,7 @@ async fn check(
         ),
         Err(e) => (vec![format!("could not list billing events: {e}")], 0),
     };
-    let by_state: i64 = status
-        .events
-        .iter()
-        .filter(|(k, _)| k.as_str() != "duplicate")
-        .map(|(_, v)| *v)
-        .sum();
-    let pending = status.events.get("pending").copied().unwrap_or(0);
-    checks.push(Check {
-        name: "every_event_accounted",
-        ok: lost.is_empty() && by_state == status.distinct_events && pending == 0,
-        detail: format!(
-            "{emitted_n} billing events emitted, {} missing from the inbox {:?}; {} distinct events = sum of states {}; {} pending; {} duplicate deliveries dropped",
-            lost.len(),
-            lost.iter().take(5).collect::<Vec<_>>(),
-            status.distinct_events,
-            by_state,
-            pending,
-            status.events.get("duplicate").copied().unwrap_or(0)
-        ),
-    });
+    checks.push(every_event_accounted(&ledger.event_census().await?, &lost, emitted_n));
     checks.push(Check {
         name: "quiesced",
         ok: quiesced,
@@ -760,6 +742,31 @@ async fn check(
         lag_ms: status.lag_ms.clone(),
         checks,
     })
+}
+
+/// Invariant 4's check: no billing event the system emitted is missing from the inbox
+/// (`lost`), the per-state counters agree with the inbox's rows (so each event is counted
+/// once, in its state), and none is left pending.
+fn every_event_accounted(census: &EventCensus, lost: &[String], emitted: usize) -> Check {
+    let mismatches = census.mismatches();
+    let pending = census.counted("pending");
+    Check {
+        name: "every_event_accounted",
+        ok: lost.is_empty() && mismatches.is_empty() && pending == 0,
+        detail: format!(
+            "{emitted} billing events emitted, {} missing from the inbox {:?}; {} distinct events, {}; \
+             {pending} pending; {} duplicate deliveries dropped",
+            lost.len(),
+            lost.iter().take(5).collect::<Vec<_>>(),
+            census.distinct_events(),
+            if mismatches.is_empty() {
+                "every state's counter equals its events".to_string()
+            } else {
+                format!("counters differ from the inbox's rows: {}", mismatches.join("; "))
+            },
+            census.counted("duplicate")
+        ),
+    }
 }
 
 fn money(cents: i64) -> String {
@@ -936,6 +943,52 @@ mod tests {
         let c = crate::contract::load(&p).expect("valid");
         std::fs::write(&p, format!("{DEFAULT_CONTRACT}\n# edited\n")).expect("write");
         assert!(engine_contract_text(&c, "http://a", "http://b").is_err());
+    }
+
+    #[test]
+    fn every_event_accounted_fails_on_an_uncounted_event_a_lost_one_or_one_pending() {
+        let states = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+            crate::ledger::EVENT_STATES
+                .iter()
+                .map(|s| (s.to_string(), pairs.iter().find(|(k, _)| k == s).map_or(0, |p| p.1)))
+                .collect()
+        };
+        let agree = EventCensus {
+            kept: states(&[("applied", 5), ("echo", 2), ("duplicate", 1)]),
+            counted: states(&[("applied", 5), ("echo", 2), ("duplicate", 1)]),
+        };
+        let c = every_event_accounted(&agree, &[], 4);
+        assert!(c.ok, "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("7 distinct events, every state's counter equals its events"),
+            "{}",
+            c.detail
+        );
+
+        // One applied event the counters never counted: the states still sum to what the
+        // counters say, the rows do not.
+        let uncounted = EventCensus {
+            kept: states(&[("applied", 4), ("echo", 2), ("duplicate", 1)]),
+            ..agree.clone()
+        };
+        let c = every_event_accounted(&uncounted, &[], 4);
+        assert!(!c.ok);
+        assert!(c.detail.contains("applied: counter 4, 5 events"), "{}", c.detail);
+
+        let c = every_event_accounted(&agree, &["evt_9".to_string()], 4);
+        assert!(!c.ok);
+        assert!(
+            c.detail.contains("1 missing from the inbox [\"evt_9\"]"),
+            "{}",
+            c.detail
+        );
+
+        let pending = EventCensus {
+            kept: states(&[("pending", 1), ("applied", 5)]),
+            counted: states(&[("pending", 1), ("applied", 5)]),
+        };
+        assert!(!every_event_accounted(&pending, &[], 4).ok);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! inbound batches go through the group-commit thread on that writer (`group.rs`).
 //! The file is in WAL mode with `synchronous = FULL`: a commit that returned is on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -103,6 +103,88 @@ pub const EVENT_STATES: [&str; 7] = [
     "conflicted",
     "dead_lettered",
 ];
+
+/// The inbound events by state as the counters say (`kept`: what `status` reports) and as
+/// counted from the rows (`counted`), read in one snapshot by [`Ledger::event_census`]. Every
+/// state of [`EVENT_STATES`] is a key of both.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventCensus {
+    pub kept: BTreeMap<String, i64>,
+    pub counted: BTreeMap<String, i64>,
+}
+
+impl EventCensus {
+    /// Every state whose counter is not the number of its events, and every state counted
+    /// that is not one of [`EVENT_STATES`]: empty when each event is counted once, in its state.
+    pub fn mismatches(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let states: std::collections::BTreeSet<&String> = self.kept.keys().chain(self.counted.keys()).collect();
+        for s in states {
+            let (k, c) = (
+                self.kept.get(s).copied().unwrap_or(0),
+                self.counted.get(s).copied().unwrap_or(0),
+            );
+            if !EVENT_STATES.contains(&s.as_str()) {
+                out.push(format!("{s}: not an event state (counter {k}, {c} events)"));
+            } else if k != c {
+                out.push(format!("{s}: counter {k}, {c} events"));
+            }
+        }
+        out
+    }
+
+    /// Distinct events (rows of the inbox), counted.
+    pub fn distinct_events(&self) -> i64 {
+        self.counted
+            .iter()
+            .filter(|(s, _)| s.as_str() != "duplicate")
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every delivery received (distinct events plus duplicates), counted.
+    pub fn total(&self) -> i64 {
+        self.counted.values().sum()
+    }
+
+    /// Events counted in `state`.
+    pub fn counted(&self, state: &str) -> i64 {
+        self.counted.get(state).copied().unwrap_or(0)
+    }
+}
+
+/// Counts a call in progress for as long as it lives (also when its future is dropped).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a std::sync::atomic::AtomicUsize) -> Waiting<'a> {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The per-state counters `status` reports (`ledger_counts`, migrations 12 and 16), zero for a
+/// state without events, and the duplicate deliveries (rows of `inbox_duplicates`).
+async fn kept_event_counts(conn: &mut sqlx::SqliteConnection) -> Result<BTreeMap<String, i64>> {
+    let mut out: BTreeMap<String, i64> = EVENT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+    for r in sqlx::query("SELECT key, n FROM ledger_counts WHERE tbl = 'inbox' AND n <> 0")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        out.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let dups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_duplicates")
+        .fetch_one(&mut *conn)
+        .await?;
+    out.insert("duplicate".into(), dups);
+    Ok(out)
+}
 
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -279,6 +361,8 @@ pub struct Ledger {
     path: PathBuf,
     /// Whether writes fail because the ledger cannot be written (disk full, read-only).
     trouble: std::sync::Arc<trouble::Trouble>,
+    /// Inbound batches handed to [`Ledger::ingest`] and not yet answered.
+    ingesting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn side_of(s: &str) -> Result<Side> {
@@ -491,6 +575,7 @@ impl Ledger {
             group,
             path: path.to_path_buf(),
             trouble,
+            ingesting: Default::default(),
         })
     }
 
@@ -537,7 +622,16 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let work = GroupWork::Ingest { events, bulk: false };
+        let _waiting = Waiting::enter(&self.ingesting);
         Ok(self.grouped(work).await?.outcomes)
+    }
+
+    /// Inbound batches (webhook deliveries, polled pages) this handle is making durable right
+    /// now: handed to the group commit and not yet answered — committed or failed. A delivery
+    /// is acknowledged only after its batch is answered, so while the ledger cannot be written
+    /// (another connection holds its write lock) this counts the deliveries held open.
+    pub fn ingests_waiting(&self) -> usize {
+        self.ingesting.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// [`Ledger::ingest`] inside the group's transaction; `bulk` queues new records behind
@@ -1094,23 +1188,11 @@ impl Ledger {
     /// The ledger's figures, with poll lag measured at `now_ms` (the engine's clock).
     pub async fn status_at(&self, now_ms: i64) -> Result<LedgerStatus> {
         let mut st = LedgerStatus::default();
-        for s in EVENT_STATES {
-            st.events.insert(s.to_string(), 0);
-        }
         // Counts kept by triggers and the inbox's insert path (migrations 12 and 16): counting
-        // a million-event inbox took ~90 ms.
-        let rows = sqlx::query("SELECT key, n FROM ledger_counts WHERE tbl = 'inbox' AND n <> 0")
-            .fetch_all(&self.reader)
-            .await?;
-        for r in rows {
-            let n: i64 = r.try_get(1)?;
-            st.distinct_events += n;
-            st.events.insert(r.try_get(0)?, n);
-        }
-        let dups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_duplicates")
-            .fetch_one(&self.reader)
-            .await?;
-        st.events.insert("duplicate".into(), dups);
+        // a million-event inbox took ~90 ms. `event_census` checks them against the rows.
+        st.events = kept_event_counts(&mut *self.reader.acquire().await?).await?;
+        let dups = st.events.get("duplicate").copied().unwrap_or(0);
+        st.distinct_events = st.events.values().sum::<i64>() - dups;
         st.events_total = st.distinct_events + dups;
         for side in ["crm", "billing"] {
             st.writes.insert(side.to_string(), DestinationWrites::default());
@@ -1186,6 +1268,31 @@ impl Ledger {
         self.backfill_status(&mut st).await?;
         st.pollers = self.poller_status(now_ms).await?;
         Ok(st)
+    }
+
+    /// Invariant 4 counted two ways in one read snapshot: the per-state counters `status`
+    /// reports (`ledger_counts`, kept by triggers and by the inbox's insert path) and the rows
+    /// themselves (`inbox` grouped by state; duplicates are rows of `inbox_duplicates` either
+    /// way). The counters exist so `status` never counts a million-event inbox; this is what
+    /// they must equal ([`EventCensus::mismatches`]). It scans the inbox: for tests, the drill
+    /// and checks, not for every status.
+    pub async fn event_census(&self) -> Result<EventCensus> {
+        // One read transaction: both sides from the same snapshot, even while events arrive.
+        let mut tx = self.reader.begin().await?;
+        let kept = kept_event_counts(&mut tx).await?;
+        let mut counted: BTreeMap<String, i64> = EVENT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        for r in sqlx::query("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            counted.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        let dups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_duplicates")
+            .fetch_one(&mut *tx)
+            .await?;
+        counted.insert("duplicate".into(), dups);
+        tx.commit().await?;
+        Ok(EventCensus { kept, counted })
     }
 
     /// Add per-minute metric deltas (summed into the existing sample for that minute).

@@ -284,6 +284,10 @@ mod tests {
         assert!((300..=500).contains(&st.events["superseded"]), "{:?}", st.events);
         assert_eq!(st.events["dead_lettered"], s.dead_letters);
         assert_eq!(st.events["duplicate"], 1_000);
+        // The seeder counts its own rows per state (it bypasses the insert path's count).
+        let census = l.event_census().await.unwrap();
+        assert_eq!(census.mismatches(), Vec::<String>::new(), "seeded counters vs rows");
+        assert_eq!(census.counted, st.events);
         assert_eq!(st.dead_letter_depth, s.dead_letters);
         assert_eq!(st.queue_depth, 20);
         assert_eq!(

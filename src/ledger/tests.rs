@@ -339,3 +339,244 @@ async fn a_failing_decision_in_a_group_commit_fails_alone_and_the_others_commit(
         "the pause is seen at once"
     );
 }
+
+/// Invariant 4's independent count: the per-state counters `status` reports agree with the
+/// inbox's rows, and when an event is left uncounted — inserted past the insert path's count,
+/// its state changed with the trigger bypassed, or a counter decremented — the census names
+/// the state, while `status` alone still adds up (it sums the same counters it reports).
+#[tokio::test]
+async fn the_event_census_counts_rows_and_names_an_event_left_uncounted() {
+    let (_d, l) = open().await;
+    let out = l
+        .ingest(vec![
+            ev(Side::Crm, "1", "customer:crm:1"),
+            ev(Side::Crm, "1", "customer:crm:1"),
+            ev(Side::Crm, "2", "customer:crm:2"),
+            ev(Side::Billing, "3", "customer:crm:3"),
+        ])
+        .await
+        .unwrap();
+    let IngestOutcome::Inserted(first) = out[0] else {
+        panic!("inserted")
+    };
+    l.apply(
+        &ChangeSet {
+            entity_key: "customer:crm:1".into(),
+            event_states: vec![(first, "applied", "records already agree".into())],
+            ..Default::default()
+        },
+        2,
+    )
+    .await
+    .unwrap();
+    let census = l.event_census().await.unwrap();
+    assert_eq!(census.mismatches(), Vec::<String>::new());
+    let st = l.status().await.unwrap();
+    assert_eq!(census.kept, st.events, "the census's counters are the status's");
+    assert_eq!(census.counted, st.events);
+    assert_eq!((census.distinct_events(), census.total()), (3, 4));
+    assert_eq!((census.counted("pending"), census.counted("applied")), (2, 1));
+
+    let sums = |st: &LedgerStatus| st.events.values().sum::<i64>() == st.events_total;
+    // 1. A row inserted by a path that does not count it (the insert trigger is gone since
+    // migration 16: `ingest_in` and the seeder count their own rows).
+    sqlx::query(
+        "INSERT INTO inbox (source, event_id, via, event_type, object_type, object_id, entity_key, payload, received_at_ms) \
+         VALUES ('crm', 'uncounted', 'webhook', 'contact.creation', 'contact', '9', 'customer:crm:9', '{}', 3)",
+    )
+    .execute(&l.writer)
+    .await
+    .unwrap();
+    assert_eq!(
+        l.event_census().await.unwrap().mismatches(),
+        ["pending: counter 2, 3 events"]
+    );
+    assert!(sums(&l.status().await.unwrap()), "the status's own sum cannot see it");
+    sqlx::query("UPDATE ledger_counts SET n = n + 1 WHERE tbl = 'inbox' AND key = 'pending'")
+        .execute(&l.writer)
+        .await
+        .unwrap();
+    assert_eq!(l.event_census().await.unwrap().mismatches(), Vec::<String>::new());
+
+    // 2. A state changed with the counting trigger bypassed.
+    sqlx::query("DROP TRIGGER inbox_count_update")
+        .execute(&l.writer)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE inbox SET state = 'echo' WHERE event_id = 'uncounted'")
+        .execute(&l.writer)
+        .await
+        .unwrap();
+    assert_eq!(
+        l.event_census().await.unwrap().mismatches(),
+        ["echo: counter 0, 1 events", "pending: counter 3, 2 events"]
+    );
+    assert!(sums(&l.status().await.unwrap()));
+    sqlx::query("UPDATE inbox SET state = 'pending' WHERE event_id = 'uncounted'")
+        .execute(&l.writer)
+        .await
+        .unwrap();
+
+    // 3. A counter decremented.
+    sqlx::query("UPDATE ledger_counts SET n = n - 1 WHERE tbl = 'inbox' AND key = 'applied'")
+        .execute(&l.writer)
+        .await
+        .unwrap();
+    let census = l.event_census().await.unwrap();
+    assert_eq!(census.mismatches(), ["applied: counter 0, 1 events"]);
+    let st = l.status().await.unwrap();
+    assert!(sums(&st));
+    assert_eq!(
+        st.events_total,
+        census.total() - 1,
+        "status reports one delivery fewer than it holds"
+    );
+}
+
+/// One migration file as sqlx reads it: version, file name and sqlx's checksum (SHA-384 of the
+/// text, hex).
+#[derive(Debug, Clone)]
+struct MigrationFile {
+    version: i64,
+    file: String,
+    checksum: String,
+}
+
+/// The migration files in `dir`, named and read as sqlx's `migrate!` does
+/// (`<VERSION>_<DESCRIPTION>.sql`; anything else, such as `CHECKSUMS`, is not a migration).
+fn migration_files(dir: &Path) -> Vec<MigrationFile> {
+    use sha2::{Digest, Sha384};
+    let mut out: Vec<MigrationFile> = std::fs::read_dir(dir)
+        .expect("migrations/")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let file = p.file_name()?.to_string_lossy().to_string();
+            let (version, rest) = file.split_once('_')?;
+            if !rest.ends_with(".sql") {
+                return None;
+            }
+            let version: i64 = version.parse().expect("a migration's name starts with its version");
+            let text = std::fs::read_to_string(&p).expect("a migration file");
+            let checksum = hex::encode(Sha384::digest(text.as_bytes()));
+            Some(MigrationFile {
+                version,
+                file,
+                checksum,
+            })
+        })
+        .collect();
+    out.sort_by_key(|m| m.version);
+    out
+}
+
+/// What is wrong with `files` against the manifest (`migrations/CHECKSUMS`: `version checksum
+/// file` lines, `#` comments): each message names the file and what to do.
+fn migration_manifest_problems(manifest: &str, files: &[MigrationFile]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut landed: BTreeMap<i64, (String, String)> = BTreeMap::new();
+    for (n, line) in manifest.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            [v, sum, file] if v.parse::<i64>().is_ok() => {
+                landed.insert(v.parse().unwrap_or_default(), (sum.to_string(), file.to_string()));
+            }
+            _ => problems.push(format!(
+                "migrations/CHECKSUMS line {}: expected `version checksum file`, found `{line}`",
+                n + 1
+            )),
+        }
+    }
+    for f in files {
+        match landed.remove(&f.version) {
+            None => problems.push(format!(
+                "migrations/{} is not in migrations/CHECKSUMS: a new migration adds its line there once it is final: \
+                 `{} {} {}`",
+                f.file, f.version, f.checksum, f.file
+            )),
+            Some((sum, _)) if sum != f.checksum => problems.push(format!(
+                "migrations/{} changed after it landed (its checksum is {}, recorded {}): never edit a landed \
+                 migration: add a new one (sqlx refuses every ledger that applied the old text)",
+                f.file, f.checksum, sum
+            )),
+            Some((_, file)) if file != f.file => problems.push(format!(
+                "migrations/{} was landed as {file}: a landed migration keeps its name",
+                f.file
+            )),
+            Some(_) => {}
+        }
+    }
+    for (version, (_, file)) in landed {
+        problems.push(format!(
+            "migrations/{file} (version {version}) is in migrations/CHECKSUMS but gone: a landed migration is never \
+             removed (sqlx refuses every ledger that applied it)"
+        ));
+    }
+    problems
+}
+
+/// A landed migration is never edited: every file's checksum, computed as sqlx computes it, is
+/// the one recorded in `migrations/CHECKSUMS` when it landed, and every migration is listed.
+#[test]
+fn landed_migrations_are_never_edited() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let files = migration_files(&dir);
+    // The checksum computed here is sqlx's: the embedded migrator has the same versions and sums.
+    let embedded: Vec<(i64, String)> = MIGRATOR.iter().map(|m| (m.version, hex::encode(&m.checksum))).collect();
+    let on_disk: Vec<(i64, String)> = files.iter().map(|f| (f.version, f.checksum.clone())).collect();
+    assert_eq!(
+        embedded, on_disk,
+        "the embedded migrations are the files in migrations/"
+    );
+    let manifest = std::fs::read_to_string(dir.join("CHECKSUMS")).expect("migrations/CHECKSUMS");
+    let problems = migration_manifest_problems(&manifest, &files);
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_migration_manifest_check_names_an_edited_a_new_and_a_removed_file() {
+    let file = |version: i64, name: &str, checksum: &str| MigrationFile {
+        version,
+        file: name.into(),
+        checksum: checksum.into(),
+    };
+    let manifest = "# comment\n1 aaa 1_first.sql\n2 bbb 2_second.sql\n3 ccc 3_third.sql\n";
+    let ok = [
+        file(1, "1_first.sql", "aaa"),
+        file(2, "2_second.sql", "bbb"),
+        file(3, "3_third.sql", "ccc"),
+    ];
+    assert_eq!(migration_manifest_problems(manifest, &ok), Vec::<String>::new());
+    let problems = migration_manifest_problems(
+        manifest,
+        &[
+            file(1, "1_first.sql", "aaa"),
+            file(2, "2_second.sql", "b2b"),
+            file(4, "4_fourth.sql", "ddd"),
+        ],
+    );
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("migrations/2_second.sql changed after it landed")
+            && problems[0].contains("never edit a landed migration: add a new one"),
+        "{}",
+        problems[0]
+    );
+    assert!(
+        problems[1].starts_with("migrations/4_fourth.sql is not in migrations/CHECKSUMS")
+            && problems[1].contains("`4 ddd 4_fourth.sql`"),
+        "{}",
+        problems[1]
+    );
+    assert!(problems[2].starts_with("migrations/3_third.sql (version 3) is in migrations/CHECKSUMS but gone"));
+    assert_eq!(
+        migration_manifest_problems("1 aaa 1_renamed.sql\nnot a line\n", &ok[..1]),
+        [
+            "migrations/CHECKSUMS line 2: expected `version checksum file`, found `not a line`",
+            "migrations/1_first.sql was landed as 1_renamed.sql: a landed migration keeps its name",
+        ]
+    );
+}

@@ -7,7 +7,7 @@ WebKitWebDriver and the app) and passes their addresses in. This file only speak
   1. open a session on the app binary (tauri-driver launches it under the Xvfb display);
   2. wait until the overview shows live numbers: counter-events_total > 0 and increasing
      between two reads, and the health badge carries a data-state;
-  3. screenshot the window into docs/screenshots/desktop.png;
+  3. screenshot the window into the --screenshot file (desktop-smoke.sh: a build folder);
   4. the title bar says "driftless"; a command outside the window's capability is refused
      and the CSP blocks inline script;
   5. pause all outbound writes with a reason, through the UI's own controls;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use driftless::ledger::Ledger;
 use driftless::sim::{LoggedRequest, SimConfig, Simulators};
 use sqlx::{Connection, Row};
 
@@ -262,6 +263,13 @@ impl Serve {
     }
 }
 
+/// The engine serving a ledger (another process) has done all it can for now: no webhook
+/// waiting at the simulators, and every queued record parked by the write gate (observe mode
+/// or a pause), so none has a write on its way. `view` is the test's own connection.
+async fn all_held(view: &Ledger, sims: &Simulators) -> bool {
+    sims.pending_webhooks() == 0 && matches!(view.workable_queue_depth().await, Ok(0))
+}
+
 async fn status(ledger: &Path) -> serde_json::Value {
     let out = bin()
         .args(["status", "--json", "--ledger"])
@@ -419,14 +427,21 @@ async fn connect_then_observe_then_writes_on_and_no_secret_leaks() {
         .iter()
         .map(|e| sims.crm.create_contact(&[("email", e), ("lifecyclestage", "lead")]))
         .collect();
-    let st = eventually(40, "three billing creates planned and held", || {
-        let ledger = ledger.clone();
+    // Waited for, not slept on: the three creates planned and held, and nothing else the
+    // engine could still do (`all_held`) — only then is "nothing reached either system" a
+    // finding.
+    let view = Ledger::open(&ledger)
+        .await
+        .expect("the test's own connection to the ledger");
+    let st = eventually(40, "three billing creates planned, every record held", || {
+        let (ledger, view, sims) = (ledger.clone(), view.clone(), sims.clone());
         async move {
             let st = status(&ledger).await;
-            (st["held_writes"]["billing"].as_i64() == Some(3)).then_some(st)
+            (st["held_writes"]["billing"].as_i64() == Some(3) && all_held(&view, &sims).await).then_some(st)
         }
     })
     .await;
+    view.close().await;
     assert!(st["observe"].is_object());
     let overview: serde_json::Value = http
         .get(format!("{base}/api/overview"))
@@ -452,7 +467,6 @@ async fn connect_then_observe_then_writes_on_and_no_secret_leaks() {
         metrics.contains("driftless_held_writes{destination=\"billing\"} 3"),
         "{metrics}"
     );
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert!(
         writes(&sims.billing.request_log()).is_empty(),
         "a billing write while observing"
@@ -914,12 +928,18 @@ async fn console_connect_screen_api_tests_creates_saves_and_turns_writes_on_with
         .iter()
         .map(|e| sims.crm.create_contact(&[("email", e), ("lifecyclestage", "lead")]))
         .collect();
-    eventually(40, "two billing creates planned and held", || {
-        let ledger = ledger.clone();
-        async move { (status(&ledger).await["held_writes"]["billing"].as_i64() == Some(2)).then_some(()) }
+    let view = Ledger::open(&ledger)
+        .await
+        .expect("the test's own connection to the ledger");
+    eventually(40, "two billing creates planned, every record held", || {
+        let (ledger, view, sims) = (ledger.clone(), view.clone(), sims.clone());
+        async move {
+            (status(&ledger).await["held_writes"]["billing"].as_i64() == Some(2) && all_held(&view, &sims).await)
+                .then_some(())
+        }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    view.close().await;
     assert!(
         writes(&sims.billing.request_log()).is_empty(),
         "a billing write while observing"

@@ -148,8 +148,17 @@ async fn duplicate_webhooks_are_counted_drops() {
     let st = d.running.engine.status().await.unwrap();
     assert!(st.ledger.events["duplicate"] >= 2, "{:?}", st.ledger.events);
     assert_eq!(sims.billing.customers().len(), 1);
-    let sum: i64 = st.ledger.events.values().sum();
-    assert_eq!(sum, st.ledger.events_total, "every delivery is in exactly one state");
+    // Every delivery is in exactly one state: the per-state counters the status reports
+    // against the inbox's own rows (quiescent, so the two reads see the same ledger).
+    let census = d.running.engine.ledger().event_census().await.unwrap();
+    assert_eq!(
+        census.mismatches(),
+        Vec::<String>::new(),
+        "counters vs rows: {census:?}"
+    );
+    assert_eq!(st.ledger.events, census.counted, "the status's counts are the rows'");
+    assert_eq!(st.ledger.events_total, census.total());
+    assert_eq!(st.ledger.distinct_events, census.distinct_events());
     d.running.shutdown().await;
 }
 
@@ -249,15 +258,25 @@ async fn while_paused_no_write_reaches_a_destination_ingestion_continues_and_res
         .edit_contact(&id, &[("lifecyclestage", "customer")])
         .expect("edit");
     let new_id = sims.crm.create_contact(&[("email", "paused-new@example.test")]);
-    eventually(20, "events ingested while paused", || {
-        let engine = d.running.engine.clone();
-        async move {
-            let st = engine.status().await.ok()?;
-            (st.ledger.queue_depth >= 2).then_some(())
-        }
-    })
+    // Waited for, not slept on: every delivery acknowledged (so every event is in the
+    // ledger), the two writes they need planned (the customer's update, the new contact's
+    // create) and every queued record parked by the write gate — none the engine can work
+    // on, so none with a write on its way. Only then is "no write" a finding.
+    let ledger = d.running.engine.ledger().clone();
+    eventually(
+        20,
+        "every event ingested, its writes planned and held by the pause",
+        || {
+            let (sims, ledger) = (sims.clone(), ledger.clone());
+            async move {
+                let st = ledger.status().await.ok()?;
+                let workable = ledger.workable_queue_depth().await.ok()?;
+                (sims.pending_webhooks() == 0 && workable == 0 && st.queue_depth >= 2 && st.held_writes["billing"] >= 2)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(writes(&sims), before, "no write reached a destination while paused");
     let st = d.running.engine.status().await.unwrap();
     assert!(
@@ -317,12 +336,19 @@ async fn a_webhook_is_acknowledged_only_after_its_event_is_durable() {
     sims.crm
         .edit_contact(&id, &[("lifecyclestage", "customer")])
         .expect("edit");
-    // Well past a loopback round trip: the delivery is still open, not acknowledged.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The engine has the delivery in hand — verified, its batch handed to the ledger and
+    // waiting for the write lock — and the simulator still counts it open: not acknowledged.
+    let ledger = e.ledger().clone();
+    eventually(20, "the delivery in the engine, waiting for the ledger", || {
+        let ledger = ledger.clone();
+        async move { (ledger.ingests_waiting() > 0).then_some(()) }
+    })
+    .await;
     assert!(
         sims.pending_webhooks() > 0,
         "the webhook was acknowledged while its event could not be written"
     );
+    assert_eq!(ledger.ingests_waiting(), 1, "still waiting: nothing was written");
     sqlx::query("ROLLBACK").execute(&mut lock).await.expect("release");
     drop(lock);
     eventually(20, "acknowledged once durable", || {

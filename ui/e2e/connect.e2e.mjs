@@ -6,25 +6,35 @@
 // writes; "Turn writes on" previews, then the confirm sends them; "Back to observe" holds again.
 // The key is never echoed: not on the page after saving, not in the server output or the ledger.
 //
-// Screenshot: docs/screenshots/connect.png.
+// Screenshot: connect.png in the screenshots folder (harness.mjs).
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
-import { api, appliedWrites, closeAll, log, openConsole, S, simRequests, sleep, status, UI_DIR, waitFor, writesAfter } from './harness.mjs';
+import {
+  appliedWrites,
+  closeAll,
+  everyWriteHeld,
+  heldTotal,
+  log,
+  openConsole,
+  S,
+  screenshotPath,
+  simRequests,
+  status,
+  waitFor,
+  writesAfter,
+} from './harness.mjs';
 
 // Keys saved by this test go under their own keychain service (never the user's `driftless`).
 process.env.DRIFTLESS_KEYCHAIN_SERVICE = `driftless-e2e-${process.pid}`;
 
-const SHOT = path.resolve(UI_DIR, '../docs/screenshots/connect.png');
 const CRM_KEY = 'pat-sim';
 const BILLING_KEY = 'sk_test_sim';
 
 const tid = (id) => S.page.getByTestId(id);
 const text = async (id) => ((await tid(id).textContent()) ?? '').replace(/\s+/g, ' ').trim();
-const heldTotal = (s) => Object.values(s.held_writes).reduce((a, b) => a + b, 0);
 
 /** Click the test button until the result has the wanted code (the demo's faults may answer 429/500 first). */
 async function testUntil(okWanted, codeWanted) {
@@ -35,8 +45,8 @@ async function testUntil(okWanted, codeWanted) {
     const ok = (await tid('connect-test-result').getAttribute('data-ok')) === 'true';
     const code = await tid('connect-test-result').getAttribute('data-code');
     if (ok === okWanted && (codeWanted === null || code === codeWanted)) return text('connect-test-result');
+    // The button is enabled again (waited for above): the next click is a new test.
     log(`test answered ok=${ok} code=${code} (was: ${before}); the demo's faults, trying again`);
-    await sleep(300);
   }
   throw new Error(`the connection test never answered ok=${okWanted} code=${codeWanted}`);
 }
@@ -48,7 +58,7 @@ async function clickUntil(buttonId, readyId) {
     await waitFor(`${readyId} or an error`, async () => (await tid(readyId).count()) > 0 || (await tid('connect-error').count()) > 0);
     if ((await tid('connect-error').count()) === 0) return;
     log(`${buttonId}: ${await text('connect-error')}; trying again`);
-    await sleep(300);
+    await waitFor(`${buttonId} enabled again`, async () => tid(buttonId).isEnabled());
   }
   throw new Error(`${buttonId} kept failing`);
 }
@@ -124,13 +134,18 @@ describe('Connect screen in Chromium', { concurrency: 1 }, () => {
   });
 
   it('d. observing holds writes; writes on previews, then sends them; back to observe holds again', async () => {
-    // Let writes claimed before observe mode finish, then nothing new may reach the simulators.
-    await sleep(3000);
-    const base = await appliedWrites();
-    const s = await waitFor('held writes', async () => {
+    // Writes claimed before observe mode may still finish: the baseline is taken once every
+    // planned write is held (none can be on its way); from then nothing may reach the simulators.
+    const first = await waitFor('every planned write held by observe mode', async () => {
       const x = await status();
-      return heldTotal(x) > 0 ? x : null;
-    }, { timeoutMs: 60_000, intervalMs: 1000 });
+      return everyWriteHeld(x) ? x : null;
+    }, { timeoutMs: 60_000 });
+    const base = await appliedWrites();
+    // Held writes grow: new events planned into writes, every one of them held.
+    const s = await waitFor('more held writes, every planned write held', async () => {
+      const x = await status();
+      return heldTotal(x) > heldTotal(first) && everyWriteHeld(x) ? x : null;
+    }, { timeoutMs: 60_000 });
     await waitFor('the page to show held writes', async () => {
       const shown = await Promise.all(['crm', 'billing'].map(async (d) => Number(await text(`connect-held-${d}`))));
       return shown[0] + shown[1] > 0;
@@ -138,7 +153,7 @@ describe('Connect screen in Chromium', { concurrency: 1 }, () => {
     const during = await appliedWrites();
     assert.deepEqual(writesAfter(during, base.maxSeq), [], 'a write reached a simulator while observing');
     log(`held writes ${JSON.stringify(s.held_writes)}`);
-    mkdirSync(path.dirname(SHOT), { recursive: true });
+    const SHOT = screenshotPath('connect.png');
     await S.page.screenshot({ path: SHOT, fullPage: true });
     assert.ok(statSync(SHOT).size > 15_000, 'the screenshot looks empty');
 

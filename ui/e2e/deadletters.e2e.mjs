@@ -5,7 +5,7 @@
 // into the set) and clicks through filter → URL, the drawer, retry one, bulk discard after the
 // blast radius, and CSV export — checking the ledger (API) and the simulators after each.
 //
-// Env: see harness.mjs; DL_SEED (default 100000); E2E_SCREENSHOT (default ../docs/screenshots/dead-letters.png).
+// Env: see harness.mjs; DL_SEED (default 100000); screenshot: dead-letters.png in the screenshots folder.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -13,12 +13,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { api, BIN, closeAll, get, log, openConsole, run, S, simRequests, sleep, UI_DIR, waitFor } from './harness.mjs';
+import { api, BIN, closeAll, get, log, openConsole, run, S, screenshotPath, simRequests, sleep, UI_DIR, waitFor } from './harness.mjs';
 
 const SEED = Number(process.env.DL_SEED ?? 100_000);
-const SCREENSHOT = process.env.E2E_SCREENSHOT
-  ? path.resolve(process.env.E2E_SCREENSHOT)
-  : path.resolve(UI_DIR, '../docs/screenshots/dead-letters.png');
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'driftless-dl-e2e-'));
 const LEDGER = path.join(tmp, 'ledger.db');
@@ -441,6 +438,7 @@ describe('Dead letters screen in Chromium', { concurrency: 1 }, () => {
     await page.getByTestId('dl-d-history').waitFor({ state: 'visible' });
     assert.ok((await page.getByTestId('dl-d-history').textContent()).includes('dead_letter_retry'));
     await sleep(300);
+    const SCREENSHOT = screenshotPath('dead-letters.png');
     await page.screenshot({ path: SCREENSHOT, fullPage: false });
     assert.ok(statSync(SCREENSHOT).size > 20_000, 'the screenshot looks empty');
     log(`screenshot: ${SCREENSHOT}`);

@@ -4,11 +4,12 @@
 // its own process with one server and one page (`S`). Every wait is bounded; `closeAll` stops
 // the browser and the server, also when a test fails.
 //
-// Env: DRIFTLESS_BIN (default ../target/debug/driftless), CHROMIUM (default /usr/bin/chromium).
+// Env: DRIFTLESS_BIN (default ../target/debug/driftless), CHROMIUM (default /usr/bin/chromium),
+// DRIFTLESS_SCREENSHOTS (where screenshots go; default e2e/out/, git-ignored).
 
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,6 +24,17 @@ export const BIN = process.env.DRIFTLESS_BIN
   ? path.resolve(process.env.DRIFTLESS_BIN)
   : path.resolve(UI_DIR, '../target/debug/driftless');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+/**
+ * Where the tests write their screenshots: $DRIFTLESS_SCREENSHOTS, else `e2e/out/` (git-ignored),
+ * never the tracked `docs/screenshots/`: `make screenshots` runs the tests and copies them there.
+ */
+export const SCREENSHOTS = path.resolve(process.env.DRIFTLESS_SCREENSHOTS || path.join(UI_DIR, 'e2e', 'out'));
+
+/** The path for screenshot `name` (its folder made). */
+export function screenshotPath(name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  return path.join(SCREENSHOTS, name);
+}
 export const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -189,6 +201,22 @@ export async function appliedWrites() {
     w,
   };
 }
+
+/** Planned writes held by the write gate (a pause, observe mode), all destinations. */
+export const heldTotal = (s) => Object.values(s.held_writes).reduce((a, b) => a + b, 0);
+
+/**
+ * Every planned write is held: each destination's open writes all belong to records the write
+ * gate parked (a pause, observe mode). A write on its way to a simulator belongs to a record
+ * not parked (its worker holds it until the answer is recorded), so while this holds none is
+ * on the wire: the positive signal to wait for before asserting that no write went out.
+ */
+export const everyWriteHeld = (s) =>
+  ['crm', 'billing'].every((d) => (s.held_writes[d] ?? 0) === (s.writes[d]?.pending ?? 0));
+
+/** Resolve once the page has painted twice more (a frame that shows the latest update). */
+export const painted = (page) =>
+  page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true)))));
 
 export function writesAfter(now, seqs) {
   return [...now.w.crm.filter((r) => r.seq > seqs.crm), ...now.w.billing.filter((r) => r.seq > seqs.billing)];

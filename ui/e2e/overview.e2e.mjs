@@ -4,11 +4,10 @@
 //
 //   DRIFTLESS_BIN=../target/debug/driftless npm run e2e
 //
-// Env: see harness.mjs; E2E_SCREENSHOT (default ../docs/screenshots/overview.png).
+// Env: see harness.mjs. Screenshot: overview.png in the screenshots folder (harness.mjs).
 
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
 import {
@@ -16,23 +15,20 @@ import {
   appliedWrites,
   closeAll,
   ensureResumed,
+  everyWriteHeld,
   get,
+  heldTotal,
   log,
   openConsole,
+  painted,
   run,
   S,
-  simRequests,
-  sleep,
+  screenshotPath,
   status,
-  UI_DIR,
   waitFor,
   writesAfter,
   BIN,
 } from './harness.mjs';
-
-const SCREENSHOT = process.env.E2E_SCREENSHOT
-  ? path.resolve(process.env.E2E_SCREENSHOT)
-  : path.resolve(UI_DIR, '../docs/screenshots/overview.png');
 
 const EVENT_STATES = ['pending', 'applied', 'duplicate', 'echo', 'superseded', 'conflicted', 'dead_lettered'];
 const CHART_IDS = ['lag', 'drops', 'rate_limited', 'rate_wait', 'queue_depth', 'error_rate', 'backlog'];
@@ -154,16 +150,24 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
     await page.getByTestId('pause-confirm').click();
     await page.getByTestId('pause-banner').waitFor({ state: 'visible', timeout: 5000 });
     const confirmedAt = Date.now();
-    // A write already on the wire when the pause landed may still complete (the engine's
-    // request timeout is 2 s): give those a moment before taking the baseline.
-    await sleep(2500);
+    // A write already on the wire when the pause landed may still complete: the baseline is
+    // taken once every planned write is held by the gate (none can be on its way).
+    const first = await waitFor('every planned write held by the pause', async () => {
+      const x = await status();
+      return everyWriteHeld(x) ? x : null;
+    }, { timeoutMs: 60_000 });
     const base = await appliedWrites();
-    const eventsBefore = (await status()).events_total;
-    log(`paused; ${base.count} applied writes at the simulators, events_total ${eventsBefore}`);
+    const eventsBefore = first.events_total;
+    log(`paused; ${base.count} applied writes at the simulators, events_total ${eventsBefore}, held ${heldTotal(first)}`);
 
-    await sleep(8000);
+    // Events keep arriving: wait until new ones are in, new writes were planned for them and
+    // every planned write is held again — the engine did its work, and only then is "no write
+    // reached the simulators" a finding rather than a window that was too short.
+    const s = await waitFor('new events, their writes planned and held', async () => {
+      const x = await status();
+      return x.events_total > eventsBefore && heldTotal(x) > heldTotal(first) && everyWriteHeld(x) ? x : null;
+    }, { timeoutMs: 60_000 });
     const now = await appliedWrites();
-    const s = await status();
     const leaked = writesAfter(now, base.maxSeq);
     assert.equal(
       leaked.length,
@@ -181,15 +185,19 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
     assert.match(banner, /since \d\d:\d\d:\d\d/);
     assert.equal(await page.title(), 'driftless — PAUSED');
     assert.equal(await page.getByTestId('health').getAttribute('data-state'), 'paused');
-    log(`events_total ${eventsBefore} → ${s.events_total} while no write reached either system`);
+    log(
+      `events_total ${eventsBefore} → ${s.events_total}, held writes ${heldTotal(first)} → ${heldTotal(s)} ` +
+        `(${Date.now() - confirmedAt} ms) while no write reached either system`,
+    );
   });
 
   it('c. Resume drains the backlog', async () => {
     const page = S.page;
     if (!(await status()).paused.some((p) => p.scope === 'global')) {
       await api('/api/pause_outbound', { method: 'POST', body: { scope: 'global', reason: 'e2e: backlog' } });
-      await sleep(3000);
     }
+    // A backlog to drain: writes planned and held by the pause.
+    await waitFor('a held write', async () => heldTotal(await status()) > 0, { timeoutMs: 30_000 });
     const base = await appliedWrites();
     const pendingBefore = (await status()).events.pending;
     const t0 = Date.now();
@@ -243,14 +251,14 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
 
   it('e. draws every chart, and takes a screenshot after a minute of demo activity', async () => {
     const page = S.page;
-    const waitMs = Math.max(0, S.startedAt + 62_000 - Date.now());
-    log(`waiting ${Math.round(waitMs / 1000)} s more for a minute of demo activity`);
-    await sleep(waitMs);
+    // A minute of activity, as the engine recorded it: points in three minutes of the chart
+    // (from within the first to within the third is more than a minute).
     await waitFor(
-      'the charts to have data',
-      async () => Number(await page.getByTestId('chart-lag').getAttribute('data-points')) >= 2,
-      { timeoutMs: 70_000, intervalMs: 1000 },
+      'the lag chart to have points in three minutes',
+      async () => Number(await page.getByTestId('chart-lag').getAttribute('data-points')) >= 3,
+      { timeoutMs: 180_000, intervalMs: 1000 },
     );
+    log(`a minute of demo activity charted, ${Math.round((Date.now() - S.startedAt) / 1000)} s after the start`);
     for (const id of CHART_IDS) {
       const chart = page.getByTestId(`chart-${id}`);
       await chart.waitFor({ state: 'visible' });
@@ -259,9 +267,14 @@ describe('driftless console in Chromium', { concurrency: 1 }, () => {
     await page.getByTestId('reconciliation').waitFor({ state: 'visible' });
     assert.match(await page.getByTestId('reconciliation').textContent(), /\S/);
     await page.getByTestId('updated-at').waitFor({ state: 'visible' });
-    // A settled, current frame: let the next update paint.
-    await sleep(1200);
-    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    // A settled, current frame: the next update arrives, then the page paints it.
+    const prev = (await pageCounters(page)).at;
+    await waitFor('a fresh overview on the page', async () => (await pageCounters(page)).at > prev, {
+      timeoutMs: 5000,
+      intervalMs: 50,
+    });
+    await painted(page);
+    const SCREENSHOT = screenshotPath('overview.png');
     await page.screenshot({ path: SCREENSHOT, fullPage: false });
     assert.ok(statSync(SCREENSHOT).size > 20_000, 'the screenshot looks empty');
     log(`screenshot: ${SCREENSHOT}`);

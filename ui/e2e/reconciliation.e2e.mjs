@@ -10,18 +10,14 @@
 //
 //   DRIFTLESS_BIN=../target/debug/driftless node --test e2e/reconciliation.e2e.mjs
 //
-// Env: see harness.mjs; E2E_SCREENSHOT_DIR (default ../docs/screenshots).
+// Env: see harness.mjs; screenshots go to the screenshots folder.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
-import { api, appliedWrites, closeAll, get, log, openConsole, S, sleep, UI_DIR, waitFor } from './harness.mjs';
+import { api, appliedWrites, closeAll, get, log, openConsole, S, sleep, screenshotPath, waitFor } from './harness.mjs';
 
-const SHOTS = process.env.E2E_SCREENSHOT_DIR
-  ? path.resolve(process.env.E2E_SCREENSHOT_DIR)
-  : path.resolve(UI_DIR, '../docs/screenshots');
 
 /** The simulators' API credentials in the demo (src/sim/mod.rs SimConfig::default). */
 const CRM_TOKEN = 'pat-sim';
@@ -78,8 +74,7 @@ const runs = () => api('/api/reconcile_runs');
 const report = (id) => api(`/api/reconcile_report?id=${id}`);
 
 async function screenshot(name) {
-  mkdirSync(SHOTS, { recursive: true });
-  const file = path.join(SHOTS, `${name}.png`);
+  const file = screenshotPath(`${name}.png`);
   await sleep(300);
   await S.page.screenshot({ path: file, fullPage: false });
   assert.ok(statSync(file).size > 15_000, `the ${name} screenshot looks empty`);

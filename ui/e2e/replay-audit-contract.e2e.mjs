@@ -4,20 +4,18 @@
 //
 //   DRIFTLESS_BIN=$CARGO_TARGET_DIR/debug/driftless node --test --test-reporter=spec e2e/replay-audit-contract.e2e.mjs
 //
-// Screenshots: docs/screenshots/replay.png, audit.png, contract.png.
+// Screenshots: replay.png, audit.png, contract.png in the screenshots folder (harness.mjs).
 
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { api, BIN, closeAll, ensureResumed, get, log, openConsole, run, S, simRequests, sleep, status, UI_DIR, waitFor } from './harness.mjs';
+import { api, BIN, closeAll, ensureResumed, get, log, openConsole, run, S, screenshotPath, simRequests, sleep, status, UI_DIR, waitFor } from './harness.mjs';
 
-const SHOTS = path.resolve(UI_DIR, '../docs/screenshots');
 
 async function shot(name) {
-  mkdirSync(SHOTS, { recursive: true });
-  const file = path.join(SHOTS, `${name}.png`);
+  const file = screenshotPath(`${name}.png`);
   await sleep(300);
   await S.page.screenshot({ path: file, fullPage: false });
   assert.ok(statSync(file).size > 15_000, `${file} looks empty`);

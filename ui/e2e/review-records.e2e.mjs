@@ -9,18 +9,14 @@
 //
 //   DRIFTLESS_BIN=../target/debug/driftless node --test e2e/review-records.e2e.mjs
 //
-// Env: see harness.mjs; E2E_SCREENSHOT_DIR (default ../docs/screenshots).
+// Env: see harness.mjs; screenshots go to the screenshots folder.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { statSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
-import { api, closeAll, get, log, openConsole, S, simRequests, sleep, UI_DIR, waitFor } from './harness.mjs';
+import { api, closeAll, get, log, openConsole, S, simRequests, sleep, screenshotPath, waitFor } from './harness.mjs';
 
-const SHOTS = process.env.E2E_SCREENSHOT_DIR
-  ? path.resolve(process.env.E2E_SCREENSHOT_DIR)
-  : path.resolve(UI_DIR, '../docs/screenshots');
 
 /** The simulators' API credentials in the demo (src/sim/mod.rs SimConfig::default). */
 const CRM_TOKEN = 'pat-sim';
@@ -121,8 +117,7 @@ async function makeConflict() {
 }
 
 async function screenshot(name) {
-  mkdirSync(SHOTS, { recursive: true });
-  const file = path.join(SHOTS, `${name}.png`);
+  const file = screenshotPath(`${name}.png`);
   await sleep(300);
   await S.page.screenshot({ path: file, fullPage: false });
   assert.ok(statSync(file).size > 15_000, `the ${name} screenshot looks empty`);
