@@ -88,7 +88,7 @@ pub enum EventState {
 }
 
 impl EventState {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             EventState::Pending => "pending",
             EventState::Applied => "applied",

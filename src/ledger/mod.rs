@@ -95,13 +95,13 @@ pub type Result<T> = std::result::Result<T, LedgerError>;
 /// The states an inbound event can be in (DESIGN.md invariant 4). `duplicate` is not a row
 /// state: duplicates are deliveries of an event the inbox already holds, kept in their own table.
 pub const EVENT_STATES: [&str; 7] = [
-    "pending",
-    "applied",
+    EventState::Pending.as_str(),
+    EventState::Applied.as_str(),
     "duplicate",
-    "echo",
-    "superseded",
-    "conflicted",
-    "dead_lettered",
+    EventState::Echo.as_str(),
+    EventState::Superseded.as_str(),
+    EventState::Conflicted.as_str(),
+    EventState::DeadLettered.as_str(),
 ];
 
 /// The inbound events by state as the counters say (`kept`: what `status` reports) and as

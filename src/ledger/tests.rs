@@ -362,7 +362,7 @@ async fn the_event_census_counts_rows_and_names_an_event_left_uncounted() {
     l.apply(
         &ChangeSet {
             entity_key: "customer:crm:1".into(),
-            event_states: vec![(first, "applied", "records already agree".into())],
+            event_states: vec![(first, EventState::Applied, "records already agree".into())],
             ..Default::default()
         },
         2,
