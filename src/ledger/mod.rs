@@ -1187,10 +1187,12 @@ impl Ledger {
 
     /// The ledger's figures, with poll lag measured at `now_ms` (the engine's clock).
     pub async fn status_at(&self, now_ms: i64) -> Result<LedgerStatus> {
-        let mut st = LedgerStatus::default();
         // Counts kept by triggers and the inbox's insert path (migrations 12 and 16): counting
         // a million-event inbox took ~90 ms. `event_census` checks them against the rows.
-        st.events = kept_event_counts(&mut *self.reader.acquire().await?).await?;
+        let mut st = LedgerStatus {
+            events: kept_event_counts(&mut *self.reader.acquire().await?).await?,
+            ..Default::default()
+        };
         let dups = st.events.get("duplicate").copied().unwrap_or(0);
         st.distinct_events = st.events.values().sum::<i64>() - dups;
         st.events_total = st.distinct_events + dups;
