@@ -1,7 +1,7 @@
 //! The console's API: the only types serialised to the UI (HTTP JSON, Tauri IPC, generated
 //! TypeScript via ts-rs, OpenAPI via utoipa), and the one conversion of engine errors into
-//! `{code, message}`. The operations themselves are `Engine` methods; the Tauri commands and
-//! the HTTP handlers are thin wrappers with the same names.
+//! `{code, message}`. The operations themselves are `Engine` methods, declared once in
+//! `operations` (which the HTTP routes and the desktop shell's one command dispatch through).
 
 use std::collections::BTreeMap;
 

@@ -5,8 +5,9 @@
 //! Start reading at [`engine::Engine`]: it owns the [`ledger::Ledger`] (all SQL), the checked
 //! [`contract::Contract`], and the [`connectors`]. Events come in through [`ingest`] (webhook
 //! verification and parsing) into the inbox; workers in `engine` take one record at a time,
-//! drop echoes, re-read both records, ask the pure [`plan`] what to write, and dispatch the
-//! writes under a [`budget`]. [`http`] is the headless server; [`sim`] holds the simulated
+//! load both records, ask the pure [`decide`] stage (over the pure [`plan`]) what becomes of the
+//! events and what to write, and dispatch the writes under a [`budget`]. Every operator
+//! operation is declared once in [`operations`]; [`http`] is the headless server; [`sim`] holds the simulated
 //! systems used by the demo and the tests; [`drill`] runs both under faults and checks the
 //! invariants from the simulators' own APIs.
 

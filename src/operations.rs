@@ -1,8 +1,9 @@
 //! The operations API: every operator operation, declared once (the table at the end of this
 //! file) with its typed request and answer. From that one declaration come
 //!
-//! - [`call`]: the dispatch every face uses — the HTTP server (`/api/<name>`), the desktop
-//!   shell (its one `operation` command) and the CLI;
+//! - [`call`]: the dispatch the console's two faces use — the HTTP server (`/api/<name>`) and
+//!   the desktop shell (its one `operation` command). The CLI calls the same engine functions
+//!   each entry names (with its own argument parsing and printing);
 //! - [`openapi`]: the OpenAPI document's paths, requests, answers and schemas;
 //! - [`typescript`]: the console's typed client (`ui/src/lib/types/operations.ts`, written
 //!   by `cargo test` and checked fresh by `make types-fresh`): one method per operation.
@@ -116,7 +117,7 @@ pub type CsvPage = (String, Option<i64>);
 type PageFn =
     Box<dyn Fn(Option<i64>) -> Pin<Box<dyn Future<Output = Result<CsvPage, EngineError>> + Send>> + Send + Sync>;
 
-/// A CSV export, read a page at a time (the server streams it; the desktop shell and the CLI
+/// A CSV export, read a page at a time (the server streams it; the desktop shell
 /// collect it).
 pub struct CsvExport {
     /// The download's file name.
@@ -149,7 +150,7 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// As JSON, a CSV export collected into one string (the desktop shell, the CLI).
+    /// As JSON, a CSV export collected into one string (the desktop shell).
     pub async fn into_json(self) -> Result<Value, EngineError> {
         match self {
             Answer::Json(v) => Ok(v),

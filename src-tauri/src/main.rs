@@ -1,5 +1,5 @@
 //! The driftless desktop console: a thin Tauri 2 shell. It owns one engine in-process
-//! (`launch`), exposes the engine's operations as commands with the same names (`commands`),
+//! (`launch`), exposes every operator operation through one command, `operation` (`commands`),
 //! and pushes the live overview to the window (`live`). No SQL and no sync rules live here;
 //! the UI is `ui/dist`, the same console `driftless serve` embeds.
 
