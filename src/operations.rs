@@ -118,7 +118,7 @@ type PageFn =
     Box<dyn Fn(Option<i64>) -> Pin<Box<dyn Future<Output = Result<CsvPage, EngineError>> + Send>> + Send + Sync>;
 
 /// A CSV export, read a page at a time (the server streams it; the desktop shell collects
-/// collect it).
+/// it).
 pub struct CsvExport {
     /// The download's file name.
     pub filename: String,
