@@ -325,58 +325,28 @@ impl Engine {
     }
 
     pub async fn status(&self) -> Result<Status, EngineError> {
-        // Poll lag by the engine's clock.
-        let ledger = self.inner.ledger.status_at(self.inner.now_ms()).await?;
-        Ok(Status {
-            contract_version: self.inner.contract.version.clone(),
-            ledger,
-            budgets: self.inner.budgets.iter().map(|b| b.snapshot()).collect(),
-            reconciliation: self.inner.ledger.recon_last_finished().await?.map(|r| r.summary()),
-        })
+        // Poll lag by the engine's clock; the budgets as this engine holds them.
+        let budgets = self.inner.budgets.iter().map(|b| b.snapshot()).collect();
+        status_on(
+            &self.inner.ledger,
+            &self.inner.contract.version,
+            budgets,
+            self.inner.now_ms(),
+        )
+        .await
     }
 
     /// Pause outbound writes (`global`, `crm` or `billing`), with a reason. Persisted and
     /// audited; the dispatcher sees it before its next write.
     pub async fn pause_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
-        let scope = check_scope(req.scope.as_deref())?;
-        // A pause is shown on every screen and in the audit log with why: an operator on the
-        // next shift must not find writes stopped with no reason.
-        let reason = req
-            .reason
-            .as_deref()
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .ok_or(EngineError::ReasonRequired)?;
-        self.inner
-            .ledger
-            .set_pause(scope, Some(reason), by, self.inner.now_ms())
-            .await?;
-        Ok(PauseResult {
-            scope: scope.to_string(),
-            paused: true,
-            changed: true,
-        })
+        pause_on(&self.inner.ledger, req, by, self.inner.now_ms()).await
     }
 
     /// Resume outbound writes; the backlog drains in per-record order.
     pub async fn resume_outbound(&self, req: &PauseRequest, by: &str) -> Result<PauseResult, EngineError> {
-        let scope = check_scope(req.scope.as_deref())?;
-        if req.reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
-            return Err(EngineError::BadRequest(
-                "a reason, when given, must say something (leave it out instead)".into(),
-            ));
-        }
-        let was = self
-            .inner
-            .ledger
-            .clear_pause(scope, req.reason.as_deref(), by, self.inner.now_ms())
-            .await?;
+        let r = resume_on(&self.inner.ledger, req, by, self.inner.now_ms()).await?;
         self.inner.work.notify_waiters();
-        Ok(PauseResult {
-            scope: scope.to_string(),
-            paused: false,
-            changed: was,
-        })
+        Ok(r)
     }
 
     /// Verify and durably record a Stripe webhook. Returns once the event is in the ledger.
@@ -460,6 +430,64 @@ impl Engine {
 pub struct IngestReport {
     pub accepted: usize,
     pub duplicates: usize,
+}
+
+/// The status of a ledger: its figures (poll lag measured at `now_ms`), the contract version
+/// and the rate budgets given, the last finished reconciliation. [`Engine::status`] calls it
+/// with its own contract, budgets and clock; `driftless status` calls it on the ledger file
+/// alone, with the version recorded there and no budgets, whether or not a server runs.
+pub async fn status_on(
+    ledger: &Ledger,
+    contract_version: &str,
+    budgets: Vec<crate::api::BudgetStatus>,
+    now_ms: i64,
+) -> Result<Status, EngineError> {
+    Ok(Status {
+        contract_version: contract_version.to_string(),
+        ledger: ledger.status_at(now_ms).await?,
+        budgets,
+        reconciliation: ledger.recon_last_finished().await?.map(|r| r.summary()),
+    })
+}
+
+/// Pause outbound writes on a ledger: the scope checked, a reason required. The engine's
+/// `pause_outbound` and `driftless pause` (with or without a server on the ledger) both come
+/// here; a running dispatcher sees the pause before its next write.
+pub async fn pause_on(ledger: &Ledger, req: &PauseRequest, by: &str, now_ms: i64) -> Result<PauseResult, EngineError> {
+    let scope = check_scope(req.scope.as_deref())?;
+    // A pause is shown on every screen and in the audit log with why: an operator on the
+    // next shift must not find writes stopped with no reason.
+    let reason = req
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or(EngineError::ReasonRequired)?;
+    ledger.set_pause(scope, Some(reason), by, now_ms).await?;
+    Ok(PauseResult {
+        scope: scope.to_string(),
+        paused: true,
+        changed: true,
+    })
+}
+
+/// Resume outbound writes on a ledger: the scope checked, a blank reason refused (leave it
+/// out instead). `changed` says whether that scope was paused. The engine's
+/// `resume_outbound` calls it and then wakes its workers; a server running on the ledger
+/// `driftless resume` acted on sees the pause gone at its next look.
+pub async fn resume_on(ledger: &Ledger, req: &PauseRequest, by: &str, now_ms: i64) -> Result<PauseResult, EngineError> {
+    let scope = check_scope(req.scope.as_deref())?;
+    if req.reason.as_deref().is_some_and(|r| r.trim().is_empty()) {
+        return Err(EngineError::BadRequest(
+            "a reason, when given, must say something (leave it out instead)".into(),
+        ));
+    }
+    let was = ledger.clear_pause(scope, req.reason.as_deref(), by, now_ms).await?;
+    Ok(PauseResult {
+        scope: scope.to_string(),
+        paused: false,
+        changed: was,
+    })
 }
 
 fn check_scope(scope: Option<&str>) -> Result<&'static str, EngineError> {

@@ -242,3 +242,106 @@ fn backfill_and_migration_commands_speak_json_and_fail_clearly() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
     assert!(v["migration"].is_null());
 }
+
+/// Run the binary; (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = bin().args(args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn no_debug_formatting(text: &str) {
+    assert!(
+        !text.contains("Some(") && !text.contains("None") && !text.contains('{') && !text.contains('}'),
+        "debug formatting in:\n{text}"
+    );
+}
+
+#[test]
+fn pause_needs_a_reason_and_a_refused_pause_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("l.db");
+    let l = ledger.to_str().expect("utf8 path");
+    // No --reason: refused before anything runs, the flag named in the usage.
+    let (code, _, err) = run(&["pause", "--ledger", l]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--reason"), "{err}");
+    // A blank reason: the engine's own refusal (the same check as POST /api/pause_outbound).
+    let (code, _, err) = run(&["pause", "--destination", "crm", "--reason", "  ", "--ledger", l]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("a reason is required"), "{err}");
+    // A destination that does not exist.
+    let (code, _, err) = run(&["pause", "--destination", "nowhere", "--reason", "x", "--ledger", l]);
+    assert_eq!(code, Some(2), "{err}");
+    // Nothing was paused.
+    let (code, out, err) = run(&["status", "--json", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("status is JSON");
+    assert_eq!(v["paused"].as_array().map(Vec::len), Some(0), "{v}");
+    let (_, out, _) = run(&["status", "--ledger", l]);
+    assert!(
+        out.contains("outbound writes: running") && !out.contains("PAUSED"),
+        "{out}"
+    );
+    // Resume with a blank reason is refused too (leave it out instead).
+    let (code, _, err) = run(&["resume", "--reason", " ", "--ledger", l]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("must say something"), "{err}");
+    // Dead-letter retries, like discards, need a reason.
+    let (code, _, err) = run(&["dead-letters", "retry", "--ledger", l]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--reason"), "{err}");
+}
+
+#[test]
+fn the_text_output_people_read_has_no_debug_formatting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = dir.path().join("l.db");
+    let l = ledger.to_str().expect("utf8 path");
+    let (code, _, err) = run(&["dev", "seed-ledger", "--events", "40", "--records", "4", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["dev", "seed-dead-letters", "6", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&[
+        "pause",
+        "--destination",
+        "billing",
+        "--reason",
+        "incident",
+        "--ledger",
+        l,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = run(&["status", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    no_debug_formatting(&out);
+    assert!(
+        out.contains("events: ") && out.contains(" pending, ") && out.contains(" applied"),
+        "{out}"
+    );
+    assert!(out.contains("writes to crm: ") && out.contains(" done"), "{out}");
+    assert!(out.contains("PAUSED billing by cli (incident)"), "{out}");
+    // Observe mode's held writes, by destination.
+    let (code, _, err) = run(&["writes", "off", "--reason", "audit", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = run(&["status", "--ledger", l]);
+    no_debug_formatting(&out);
+    assert!(out.contains("OBSERVING") && out.contains("held writes ("), "{out}");
+    // The blast radius by destination.
+    let (code, out, err) = run(&["dead-letters", "retry", "--reason", "fixed", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    no_debug_formatting(&out);
+    assert!(
+        out.contains("by destination: ") && out.contains("preview only"),
+        "{out}"
+    );
+    // A record's ids: a missing one reads `none`, never `None` or `Some("…")`.
+    let (code, out, err) = run(&["timeline", "customer:crm:scale-0000001", "--ledger", l]);
+    assert_eq!(code, Some(0), "{err}");
+    let head = out.lines().next().unwrap_or("");
+    no_debug_formatting(head);
+    assert!(head.contains("(crm scale-0000001, billing "), "{head}");
+}
