@@ -527,17 +527,19 @@ async fn check(
         name: "no_duplicate_creates",
         ok: dups.is_empty() && missing.is_empty(),
         detail: format!(
-            "{} contacts, {} customers carrying a contact id; duplicates: {:?}; contacts without a customer: {:?}; \
-             without a customer but in dead letters: {:?}",
+            "{} contacts, {} customers carrying a contact id; duplicates: {}; contacts without a customer: {}; \
+             without a customer but in dead letters: {}",
             contacts.len(),
             by_contact.len(),
-            dups.iter().take(5).collect::<Vec<_>>(),
-            missing.iter().take(5).collect::<Vec<_>>(),
-            explained.iter().take(5).collect::<Vec<_>>()
+            first_few(&dups),
+            first_few(&missing),
+            first_few(&explained)
         ),
     });
 
-    // 2. Owner wins: owned fields equal on both sides, or the record is in review.
+    // 2. Owner wins: owned fields equal on both sides, or the record is in review — or its
+    // write sits in the dead letters (exhausted under the faults, with full context for the
+    // operator), which the check names apart, as it does for creates.
     let subscriptions = sims.billing.subscriptions();
     let invoices = sims.billing.invoices();
     let mapping = run.contract.object("customer");
@@ -547,6 +549,7 @@ async fn check(
         .iter()
         .any(|o| o.fields.iter().any(|f| f.crm == "requested_plan"));
     let mut mismatches = Vec::new();
+    let mut dead_lettered_mismatches = Vec::new();
     let reviewed: HashSet<String> = ledger
         .open_review_keys()
         .await?
@@ -566,9 +569,16 @@ async fn check(
                     None => s(cust, &[&f.billing]),
                 };
                 if crm_v != bill_v && !reviewed.contains(&cid) {
-                    mismatches.push(format!(
-                        "contact {cid} {}: crm {:?} billing {:?}",
-                        f.name, crm_v, bill_v
+                    let list = if dead_lettered.contains(&cid) {
+                        &mut dead_lettered_mismatches
+                    } else {
+                        &mut mismatches
+                    };
+                    list.push(format!(
+                        "contact {cid} {}: crm {} billing {}",
+                        f.name,
+                        shown(&crm_v),
+                        shown(&bill_v)
                     ));
                 }
             }
@@ -584,7 +594,16 @@ async fn check(
                 for (prop, want) in expected {
                     let got = s(c, &["properties", prop]);
                     if got != want && !reviewed.contains(&cid) {
-                        mismatches.push(format!("contact {cid} {prop}: crm {got:?} billing {want:?}"));
+                        let list = if dead_lettered.contains(&cid) {
+                            &mut dead_lettered_mismatches
+                        } else {
+                            &mut mismatches
+                        };
+                        list.push(format!(
+                            "contact {cid} {prop}: crm {} billing {}",
+                            shown(&got),
+                            shown(&want)
+                        ));
                     }
                 }
             }
@@ -594,10 +613,12 @@ async fn check(
         name: "owner_wins",
         ok: mismatches.is_empty(),
         detail: format!(
-            "{} field mismatches outside review ({} records in review); first: {:?}",
+            "{} field mismatches outside review and the dead letters ({} records in review); first: {}; \
+             mismatched with their write in the dead letters: {}",
             mismatches.len(),
             reviewed.len(),
-            mismatches.iter().take(5).collect::<Vec<_>>()
+            first_few(&mismatches),
+            first_few(&dead_lettered_mismatches)
         ),
     });
 
@@ -702,10 +723,15 @@ async fn check(
             name: "crash_recovery",
             ok: performed == opts.crashes && restarted == performed && run.survived,
             detail: format!(
-                "{performed} of {} SIGKILLs performed at {:?} ms, {restarted} restarts on the same ledger \
+                "{performed} of {} SIGKILLs performed (at {} ms), {restarted} restarts on the same ledger \
                  (kill to healthy: max {} ms){}",
                 opts.crashes,
-                crashes.kill_at_ms,
+                crashes
+                    .kill_at_ms
+                    .iter()
+                    .map(|ms| ms.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 crashes.restart_ms.iter().max().copied().unwrap_or(0),
                 if run.survived {
                     ""
@@ -754,10 +780,10 @@ fn every_event_accounted(census: &EventCensus, lost: &[String], emitted: usize) 
         name: "every_event_accounted",
         ok: lost.is_empty() && mismatches.is_empty() && pending == 0,
         detail: format!(
-            "{emitted} billing events emitted, {} missing from the inbox {:?}; {} distinct events, {}; \
+            "{emitted} billing events emitted, {} missing from the inbox ({}); {} distinct events, {}; \
              {pending} pending; {} duplicate deliveries dropped",
             lost.len(),
-            lost.iter().take(5).collect::<Vec<_>>(),
+            first_few(lost),
             census.distinct_events(),
             if mismatches.is_empty() {
                 "every state's counter equals its events".to_string()
@@ -767,6 +793,28 @@ fn every_event_accounted(census: &EventCensus, lost: &[String], emitted: usize) 
             census.counted("duplicate")
         ),
     }
+}
+
+/// A value in a check's detail: quoted, or `none`.
+fn shown(v: &Option<String>) -> String {
+    v.as_deref().map_or_else(|| "none".to_string(), |x| format!("\"{x}\""))
+}
+
+/// The first five items of a list, comma-separated, with how many more (`none` when empty).
+fn first_few<T: std::fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    let mut out = items
+        .iter()
+        .take(5)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > 5 {
+        out.push_str(&format!(" and {} more", items.len() - 5));
+    }
+    out
 }
 
 fn money(cents: i64) -> String {
@@ -978,11 +1026,7 @@ mod tests {
 
         let c = every_event_accounted(&agree, &["evt_9".to_string()], 4);
         assert!(!c.ok);
-        assert!(
-            c.detail.contains("1 missing from the inbox [\"evt_9\"]"),
-            "{}",
-            c.detail
-        );
+        assert!(c.detail.contains("1 missing from the inbox (evt_9)"), "{}", c.detail);
 
         let pending = EventCensus {
             kept: states(&[("pending", 1), ("applied", 5)]),
