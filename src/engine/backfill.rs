@@ -21,8 +21,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::pager::{self, Listing};
 use super::{Engine, EngineError, Inner};
 use crate::api::{BackfillProgress, BackfillRun, FieldMismatch, MigrationMode, ValidationReport};
@@ -147,40 +145,9 @@ fn crm_event(inner: &Inner, kind: CrmObject, r: &RemoteRecord, now: i64) -> Resu
     Ok(e)
 }
 
-/// The inbox event of one listed billing customer: a synthetic event carrying the customer
-/// (routed like a webhook's, by its CRM metadata), keyed by the customer and a hash of its
-/// fields, so an unchanged customer is a duplicate next time.
+/// The inbox event of one listed billing customer (`ingest::stripe::backfilled_customer_event`).
 fn customer_event(inner: &Inner, r: &RemoteRecord, now: i64) -> Result<NewEvent, String> {
-    let mut obj = serde_json::Map::new();
-    let mut meta = serde_json::Map::new();
-    obj.insert("id".into(), r.id.clone().into());
-    obj.insert("object".into(), "customer".into());
-    let mut hasher = Sha256::new();
-    for (k, v) in &r.fields {
-        hasher.update(k.as_bytes());
-        hasher.update([0]);
-        hasher.update(v.as_deref().unwrap_or_default().as_bytes());
-        hasher.update([1]);
-        let val = v.clone().map_or(serde_json::Value::Null, serde_json::Value::String);
-        match k.strip_prefix("metadata.") {
-            Some(mk) => {
-                meta.insert(mk.to_string(), val);
-            }
-            None if k == "delinquent" => {
-                obj.insert(k.clone(), serde_json::Value::Bool(v.as_deref() == Some("true")));
-            }
-            None => {
-                obj.insert(k.clone(), val);
-            }
-        }
-    }
-    obj.insert("metadata".into(), serde_json::Value::Object(meta));
-    let digest = hex::encode(&hasher.finalize()[..8]);
-    let id = format!("backfill:customer:{}:{digest}", r.id);
-    let v = serde_json::json!({
-        "id": id, "object": "event", "type": CUSTOMER_BACKFILLED, "data": { "object": obj },
-    });
-    ingest::stripe::event_from_value(&v, "backfill", now, &inner.routes)
+    ingest::stripe::backfilled_customer_event(r, now, &inner.routes)
 }
 
 /// What a backfill's estimated finish is computed from.

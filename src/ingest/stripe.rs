@@ -2,9 +2,10 @@
 
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
+use sha2::{Digest as _, Sha256};
 
 use super::{entity_key, IngestError, Routes};
+use crate::connectors::RemoteRecord;
 use crate::contract::Side;
 use crate::ledger::NewEvent;
 
@@ -89,6 +90,43 @@ pub fn parse_event(body: &[u8], via: &'static str, now_ms: i64, routes: &Routes)
     };
     let v: Value = serde_json::from_slice(body).map_err(|e| bad(&format!("body is not JSON: {e}")))?;
     event_from_value(&v, via, now_ms, routes).map_err(|d| bad(&d))
+}
+
+/// The inbox event of one billing customer listed by a backfill: a synthetic event of type
+/// [`CUSTOMER_BACKFILLED`](super::CUSTOMER_BACKFILLED) carrying the customer (routed like a
+/// webhook's, by its CRM metadata), keyed by the customer and a hash of its fields, so an
+/// unchanged customer is a duplicate next time.
+pub fn backfilled_customer_event(r: &RemoteRecord, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
+    let mut obj = serde_json::Map::new();
+    let mut meta = serde_json::Map::new();
+    obj.insert("id".into(), r.id.clone().into());
+    obj.insert("object".into(), "customer".into());
+    let mut hasher = Sha256::new();
+    for (k, v) in &r.fields {
+        hasher.update(k.as_bytes());
+        hasher.update([0]);
+        hasher.update(v.as_deref().unwrap_or_default().as_bytes());
+        hasher.update([1]);
+        let val = v.clone().map_or(Value::Null, Value::String);
+        match k.strip_prefix("metadata.") {
+            Some(mk) => {
+                meta.insert(mk.to_string(), val);
+            }
+            None if k == "delinquent" => {
+                obj.insert(k.clone(), Value::Bool(v.as_deref() == Some("true")));
+            }
+            None => {
+                obj.insert(k.clone(), val);
+            }
+        }
+    }
+    obj.insert("metadata".into(), Value::Object(meta));
+    let digest = hex::encode(&hasher.finalize()[..8]);
+    let id = format!("backfill:customer:{}:{digest}", r.id);
+    let v = serde_json::json!({
+        "id": id, "object": "event", "type": super::CUSTOMER_BACKFILLED, "data": { "object": obj },
+    });
+    event_from_value(&v, "backfill", now_ms, routes)
 }
 
 pub fn event_from_value(v: &Value, via: &'static str, now_ms: i64, routes: &Routes) -> Result<NewEvent, String> {
