@@ -6,6 +6,8 @@ lower layer, so no import circle can form. Run by `make lint` (and so `make test
 
 A use is any `crate::<module>` path outside a comment. A new top-level module must be given
 a layer below (the check fails until it is): that is the moment to decide what it may know.
+It also reports the providers' payload and header names in the modules that must see neutral
+changes (NEUTRAL), outside their tests.
 """
 import os
 import re
@@ -42,6 +44,14 @@ LAYERS = {
     "runtime": 8,
     "drill": 9,
 }
+# Provider vocabulary (payload shapes, property and header names) stays in connectors and
+# ingest: the modules that decide and run see neutral changes. A string literal of these in
+# their non-test code is reported.
+NEUTRAL = ("plan", "decide", "engine", "reconcile", "operations")
+PROVIDER_WORDS = re.compile(
+    r'"[^"]*\b(propertyName|propertyValue|subscriptionType|previous_attributes|hs_object_id|'
+    r'lastmodifieddate|hs_lastmodifieddate|X-HubSpot-[\w-]*|Stripe-Signature|Idempotency-Key)\b[^"]*"'
+)
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 
@@ -74,9 +84,18 @@ def main():
             top = top[:-3] if top.endswith(".rs") else top
             if top in ("lib", "main") or top not in LAYERS:
                 continue
+            neutral = top in NEUTRAL and f != "tests.rs"
             with open(path, encoding="utf-8") as fh:
                 for n, line in enumerate(fh, 1):
                     code = line.split("//")[0]
+                    if line.strip() == "#[cfg(test)]":
+                        neutral = False
+                    word = PROVIDER_WORDS.search(code) if neutral else None
+                    if word:
+                        problems.append(
+                            f"src/{rel}:{n}: {top} names the providers' {word.group(1)}: "
+                            f"provider vocabulary stays in connectors and ingest"
+                        )
                     for used in re.findall(r"\bcrate::(\w+)", code):
                         if used == top or used not in LAYERS:
                             continue
@@ -90,7 +109,10 @@ def main():
     if problems:
         print(f"layers: {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"layers: {len(mods)} top-level modules, every use goes down a layer")
+    print(
+        f"layers: {len(mods)} top-level modules, every use goes down a layer, "
+        f"no provider vocabulary in {', '.join(NEUTRAL)}"
+    )
     return 0
 
 

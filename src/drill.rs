@@ -548,8 +548,8 @@ async fn check(
         .objects
         .iter()
         .any(|o| o.fields.iter().any(|f| f.crm == "requested_plan"));
-    let mut mismatches = Vec::new();
-    let mut dead_lettered_mismatches = Vec::new();
+    // (contact, what differs), outside review.
+    let mut found: Vec<(String, String)> = Vec::new();
     let reviewed: HashSet<String> = ledger
         .open_review_keys()
         .await?
@@ -569,17 +569,8 @@ async fn check(
                     None => s(cust, &[&f.billing]),
                 };
                 if crm_v != bill_v && !reviewed.contains(&cid) {
-                    let list = if dead_lettered.contains(&cid) {
-                        &mut dead_lettered_mismatches
-                    } else {
-                        &mut mismatches
-                    };
-                    list.push(format!(
-                        "contact {cid} {}: crm {} billing {}",
-                        f.name,
-                        shown(&crm_v),
-                        shown(&bill_v)
-                    ));
+                    let what = format!("{}: crm {} billing {}", f.name, shown(&crm_v), shown(&bill_v));
+                    found.push((cid.clone(), what));
                 }
             }
             // Billing-owned subscription and invoice fields, computed here from the billing
@@ -594,21 +585,24 @@ async fn check(
                 for (prop, want) in expected {
                     let got = s(c, &["properties", prop]);
                     if got != want && !reviewed.contains(&cid) {
-                        let list = if dead_lettered.contains(&cid) {
-                            &mut dead_lettered_mismatches
-                        } else {
-                            &mut mismatches
-                        };
-                        list.push(format!(
-                            "contact {cid} {prop}: crm {} billing {}",
-                            shown(&got),
-                            shown(&want)
+                        found.push((
+                            cid.clone(),
+                            format!("{prop}: crm {} billing {}", shown(&got), shown(&want)),
                         ));
                     }
                 }
             }
         }
     }
+    let (dead_lettered_mismatches, mismatches): (Vec<String>, Vec<String>) = {
+        let (dl, other): (Vec<_>, Vec<_>) = found.into_iter().partition(|(cid, _)| dead_lettered.contains(cid));
+        let text = |v: Vec<(String, String)>| {
+            v.into_iter()
+                .map(|(cid, what)| format!("contact {cid} {what}"))
+                .collect()
+        };
+        (text(dl), text(other))
+    };
     checks.push(Check {
         name: "owner_wins",
         ok: mismatches.is_empty(),

@@ -353,6 +353,28 @@ mod docs {
 
     use super::{Failure, Kind, Operation};
 
+    /// An operation as the table describes it: its name, summary and documentation, its 200
+    /// answer (`what`, of type `mime` with `schema`), and its own refusals.
+    fn described(
+        name: &str,
+        doc: &str,
+        what: &str,
+        mime: &str,
+        schema: RefOr<Schema>,
+        fails: &[Failure],
+    ) -> OperationBuilder {
+        let answer = ResponseBuilder::new()
+            .description(what)
+            .content(mime, ContentBuilder::new().schema(Some(schema)).build())
+            .build();
+        let op = OperationBuilder::new()
+            .operation_id(Some(name))
+            .summary(Some(first_line(doc)))
+            .description(Some(doc.trim().to_string()))
+            .response("200", answer);
+        failures(op, fails)
+    }
+
     /// The operation's own refusals, each an `ApiError`.
     fn failures(mut op: OperationBuilder, fails: &[Failure]) -> OperationBuilder {
         for f in fails {
@@ -411,19 +433,7 @@ mod docs {
             let req = Req::schema();
             Req::schemas(&mut self.schemas);
             Res::schemas(&mut self.schemas);
-            let answer = ResponseBuilder::new()
-                .description("the answer")
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(Res::schema())).build(),
-                )
-                .build();
-            let mut op = OperationBuilder::new()
-                .operation_id(Some(name))
-                .summary(Some(first_line(doc)))
-                .description(Some(doc.trim().to_string()))
-                .response("200", answer);
-            op = failures(op, fails);
+            let mut op = described(name, doc, "the answer", "application/json", Res::schema(), fails);
             let method = match kind {
                 Kind::Write => {
                     op = op.request_body(Some(
@@ -452,16 +462,14 @@ mod docs {
             };
             let req = Req::schema();
             Req::schemas(&mut self.schemas);
-            let answer = ResponseBuilder::new()
-                .description("text/csv, streamed a page at a time; a page that fails after the first ends the file with `# export stopped: <why>`")
-                .content("text/csv", ContentBuilder::new().schema(Some(<String as utoipa::PartialSchema>::schema())).build())
-                .build();
-            let mut op = OperationBuilder::new()
-                .operation_id(Some(name))
-                .summary(Some(first_line(doc)))
-                .description(Some(doc.trim().to_string()))
-                .response("200", answer);
-            op = failures(op, fails);
+            let mut op = described(
+                name,
+                doc,
+                "text/csv, streamed a page at a time; a page that fails after the first ends the file with `# export stopped: <why>`",
+                "text/csv",
+                <String as utoipa::PartialSchema>::schema(),
+                fails,
+            );
             for p in query_params(&req) {
                 op = op.parameter(p);
             }

@@ -33,23 +33,20 @@ pub enum DeadLetterCmd {
     },
     /// Retry with a reason: plan the records behind them again. Shows the blast radius; --yes
     /// to do it.
-    Retry {
-        #[command(flatten)]
-        f: FilterArgs,
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        yes: bool,
-    },
+    Retry(BulkArgs),
     /// Discard with a reason. Shows the blast radius; --yes to do it.
-    Discard {
-        #[command(flatten)]
-        f: FilterArgs,
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        yes: bool,
-    },
+    Discard(BulkArgs),
+}
+
+/// A bulk action on the filtered dead letters.
+#[derive(Args)]
+pub struct BulkArgs {
+    #[command(flatten)]
+    f: FilterArgs,
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args)]
@@ -104,13 +101,14 @@ pub async fn run(cmd: Cmd) -> Result<ExitCode> {
                 }
             }
         }
-        DeadLetterCmd::Retry { f, reason, yes } => bulk(f, &reason, yes, true).await?,
-        DeadLetterCmd::Discard { f, reason, yes } => bulk(f, &reason, yes, false).await?,
+        DeadLetterCmd::Retry(b) => bulk(b, true).await?,
+        DeadLetterCmd::Discard(b) => bulk(b, false).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bulk(f: FilterArgs, reason: &str, yes: bool, retry: bool) -> Result<()> {
+async fn bulk(BulkArgs { f, reason, yes }: BulkArgs, retry: bool) -> Result<()> {
+    let reason = reason.as_str();
     let filter = f.filter();
     let r = with_engine(&f.ctx, async |e| {
         Ok(if retry {

@@ -97,30 +97,33 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
     for w in &contract.warnings {
         tracing::warn!("contract: {w}");
     }
+    // The demo starts on a fresh ledger in a temporary folder unless one is named.
     let mut demo_dir = None;
+    let ledger = match a.ledger {
+        Some(l) => l,
+        None if a.demo => {
+            let dir = tempfile_dir()?;
+            let p = dir.join("driftless-demo.db");
+            demo_dir = Some(dir);
+            p
+        }
+        None => PathBuf::from("driftless.db"),
+    };
+    let serve = ServeOptions {
+        ledger,
+        addr: a.addr,
+        workers: a.workers,
+        public_url: a.public_url,
+        token,
+        allow_non_loopback: a.allow_non_loopback,
+    };
     let running = if a.demo {
-        let ledger = match a.ledger {
-            Some(l) => l,
-            None => {
-                let dir = tempfile_dir()?;
-                let p = dir.join("driftless-demo.db");
-                demo_dir = Some(dir);
-                p
-            }
-        };
         let faults = FaultProfile::parse(&a.faults)?;
         let r = runtime::start_demo(DemoOptions {
             seed: a.seed,
             faults,
             contract,
-            serve: ServeOptions {
-                ledger,
-                addr: a.addr,
-                workers: a.workers,
-                public_url: a.public_url,
-                token,
-                allow_non_loopback: a.allow_non_loopback,
-            },
+            serve,
             request_timeout_ms: 2_000,
         })
         .await?;
@@ -131,19 +134,7 @@ pub async fn run(a: ServeArgs) -> Result<ExitCode> {
         }
         r
     } else {
-        let ledger = a.ledger.unwrap_or_else(|| PathBuf::from("driftless.db"));
-        runtime::serve_contract(
-            contract,
-            ServeOptions {
-                ledger,
-                addr: a.addr,
-                workers: a.workers,
-                public_url: a.public_url,
-                token,
-                allow_non_loopback: a.allow_non_loopback,
-            },
-        )
-        .await?
+        runtime::serve_contract(contract, serve).await?
     };
     println!(
         "driftless is running{}",

@@ -2,29 +2,25 @@
 //! recorded that we wrote to that record — values are compared; origin tags and correlation
 //! ids only help find the write.
 
-use serde_json::Value;
+use crate::contract::{Contract, Side};
+use crate::ingest::{value_text, Change};
+use crate::ledger::{ChangeSet, EventState, OutboxOp};
 
-use crate::contract::Side;
-use crate::ingest::Change;
-use crate::ledger::{InboxEvent, OutboxOp};
-
+/// The value the write `op` set at `path`, if it wrote that path.
 fn written(op: &OutboxOp, path: &str) -> Option<Option<String>> {
-    op.field_values.get(path).map(|v| match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::String(_) | Value::Null => None,
-        other => Some(other.to_string()),
-    })
+    op.field_values.get(path).map(|v| value_text(Some(v)))
 }
 
-/// `writes` are the record's writes to `ev.source`, newest first. Returns why it is an echo.
-pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
+/// An event's change (`Change::of`), against the record's writes to the event's side, newest
+/// first. Returns why it is an echo.
+pub(crate) fn classify(change: &Change, writes: &[OutboxOp]) -> Option<String> {
     if writes.is_empty() {
         return None;
     }
-    match Change::of(ev) {
+    match change {
         Change::Property { name, value } => {
-            let (op, wrote) = writes.iter().find_map(|w| written(w, &name).map(|v| (w, v)))?;
-            (wrote == value).then(|| format!("{name} equals the value write {} set", op.correlation_id))
+            let (op, wrote) = writes.iter().find_map(|w| written(w, name).map(|v| (w, v)))?;
+            (&wrote == value).then(|| format!("{name} equals the value write {} set", op.correlation_id))
         }
         Change::Customer {
             created,
@@ -33,12 +29,12 @@ pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
             correlation,
         } => {
             // A create is ours when the write whose correlation id it carries wrote these values.
-            let changed: Vec<String> = if created {
-                let corr = correlation?;
+            let changed: Vec<String> = if *created {
+                let corr = correlation.as_deref()?;
                 let op = writes.iter().find(|w| w.correlation_id == corr)?;
                 op.field_values.keys().cloned().collect()
             } else {
-                changed
+                changed.clone()
             };
             if changed.is_empty() {
                 return None;
@@ -63,17 +59,17 @@ pub(crate) fn classify(ev: &InboxEvent, writes: &[OutboxOp]) -> Option<String> {
 /// (`mapped`: CRM property, contract field) equals either the value our latest write of it
 /// set or its last synced value (`shadow`). `writes` are the record's CRM writes, newest first.
 pub(crate) fn crm_snapshot_echo(
-    ev: &InboxEvent,
+    change: &Change,
     writes: &[OutboxOp],
     mapped: &[(&str, &str)],
     shadow: &crate::plan::Shadow,
 ) -> Option<String> {
-    if ev.source != Side::Crm || writes.is_empty() {
-        return None;
-    }
-    let Change::Snapshot { properties } = Change::of(ev) else {
+    let Change::Snapshot { properties } = change else {
         return None;
     };
+    if writes.is_empty() {
+        return None;
+    }
     let mut ours: Vec<&str> = Vec::new();
     for (prop, field) in mapped {
         let value = properties.get(*prop).cloned().flatten();
@@ -91,10 +87,23 @@ pub(crate) fn crm_snapshot_echo(
     })
 }
 
+/// Only echoes of our own writes came in: each fated `echo` with why; nothing to read or plan.
+pub fn echoes_only(contract: &Contract, key: &str, echoes: Vec<(i64, String)>) -> ChangeSet {
+    ChangeSet {
+        event_states: echoes
+            .into_iter()
+            .map(|(id, why)| (id, EventState::Echo, why))
+            .collect(),
+        replan: Some(false),
+        ..ChangeSet::new(key, &contract.version)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::ledger::InboxEvent;
+    use serde_json::{json, Value};
 
     fn op(corr: &str, values: Value) -> OutboxOp {
         OutboxOp {
@@ -139,10 +148,10 @@ mod tests {
         )];
         let e = json!({"type": "customer.updated", "data": {"object": {"id": "cus_1", "metadata": {"lifecycle_stage": "customer", "driftless_correlation_id": "c1"}},
             "previous_attributes": {"metadata": {"lifecycle_stage": "lead", "driftless_correlation_id": null}}}});
-        assert!(classify(&ev(Side::Billing, e), &writes).is_some());
+        assert!(classify(&Change::of(&ev(Side::Billing, e)), &writes).is_some());
         let e = json!({"type": "customer.updated", "data": {"object": {"id": "cus_1", "metadata": {"lifecycle_stage": "other"}},
             "previous_attributes": {"metadata": {"lifecycle_stage": "customer"}}}});
-        assert!(classify(&ev(Side::Billing, e), &writes).is_none());
+        assert!(classify(&Change::of(&ev(Side::Billing, e)), &writes).is_none());
     }
 
     #[test]
@@ -152,8 +161,8 @@ mod tests {
             op("old", json!({"billing_customer_id": "cus_1"})),
         ];
         let e = |v: &str| json!({"subscriptionType": "contact.propertyChange", "propertyName": "billing_customer_id", "propertyValue": v});
-        assert!(classify(&ev(Side::Crm, e("cus_2")), &writes).is_some());
-        assert!(classify(&ev(Side::Crm, e("cus_1")), &writes).is_none());
+        assert!(classify(&Change::of(&ev(Side::Crm, e("cus_2"))), &writes).is_some());
+        assert!(classify(&Change::of(&ev(Side::Crm, e("cus_1"))), &writes).is_none());
     }
 
     #[test]
@@ -169,21 +178,21 @@ mod tests {
         };
         let mut shadow = crate::plan::Shadow::new();
         shadow.insert((Side::Crm, "email".into()), Some("a@b.test".into()));
-        assert!(crm_snapshot_echo(&snap("cus_2", "a@b.test"), &writes, &mapped, &shadow).is_some());
+        assert!(crm_snapshot_echo(&Change::of(&snap("cus_2", "a@b.test")), &writes, &mapped, &shadow).is_some());
         // A user edit in the same version is not an echo.
-        assert!(crm_snapshot_echo(&snap("cus_2", "new@b.test"), &writes, &mapped, &shadow).is_none());
+        assert!(crm_snapshot_echo(&Change::of(&snap("cus_2", "new@b.test")), &writes, &mapped, &shadow).is_none());
         // Not our value.
-        assert!(crm_snapshot_echo(&snap("cus_9", "a@b.test"), &writes, &mapped, &shadow).is_none());
+        assert!(crm_snapshot_echo(&Change::of(&snap("cus_9", "a@b.test")), &writes, &mapped, &shadow).is_none());
         // Nothing of ours in it: not an echo, even when all equals the shadow.
         shadow.insert((Side::Crm, "billing_customer_id".into()), Some("cus_9".into()));
-        assert!(crm_snapshot_echo(&snap("cus_9", "a@b.test"), &writes, &mapped, &shadow).is_none());
-        assert!(crm_snapshot_echo(&snap("cus_2", "a@b.test"), &[], &mapped, &shadow).is_none());
+        assert!(crm_snapshot_echo(&Change::of(&snap("cus_9", "a@b.test")), &writes, &mapped, &shadow).is_none());
+        assert!(crm_snapshot_echo(&Change::of(&snap("cus_2", "a@b.test")), &[], &mapped, &shadow).is_none());
     }
 
     #[test]
     fn unrelated_property_is_not_echo() {
         let writes = vec![op("c", json!({"billing_customer_id": "cus_2"}))];
         let e = json!({"subscriptionType": "contact.propertyChange", "propertyName": "email", "propertyValue": "x@y"});
-        assert!(classify(&ev(Side::Crm, e), &writes).is_none());
+        assert!(classify(&Change::of(&ev(Side::Crm, e)), &writes).is_none());
     }
 }

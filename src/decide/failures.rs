@@ -21,8 +21,6 @@ pub fn turn_given_up(
         failing_ms.max(0) / 1000
     );
     ChangeSet {
-        entity_key: key.to_string(),
-        contract_version: contract.version.clone(),
         event_states: events
             .iter()
             .map(|ev| (ev.id, EventState::Conflicted, reason.clone()))
@@ -39,7 +37,7 @@ pub fn turn_given_up(
             rule: Some("retry:engine".into()),
             detail: json!({"error": error, "attempts": attempts}),
         }],
-        ..Default::default()
+        ..ChangeSet::new(key, &contract.version)
     }
 }
 
@@ -59,8 +57,6 @@ pub fn read_given_up(
     attempts: i64,
 ) -> ChangeSet {
     ChangeSet {
-        entity_key: key.to_string(),
-        contract_version: contract.version.clone(),
         event_states: events
             .iter()
             .map(|ev| (ev.id, EventState::DeadLettered, error.to_string()))
@@ -83,15 +79,13 @@ pub fn read_given_up(
             rule: Some(format!("read:{class}")),
             detail: json!({"error": error, "attempts": attempts, "read": op.as_str(), "target": target}),
         }],
-        ..Default::default()
+        ..ChangeSet::new(key, &contract.version)
     }
 }
 
 /// Events of a record driftless does not sync, applied with the reason, audited.
 pub fn not_synced(contract: &Contract, key: &str, events: &[InboxEvent], reason: &str) -> ChangeSet {
     ChangeSet {
-        entity_key: key.to_string(),
-        contract_version: contract.version.clone(),
         event_states: events
             .iter()
             .map(|e| (e.id, EventState::Applied, reason.to_string()))
@@ -104,6 +98,6 @@ pub fn not_synced(contract: &Contract, key: &str, events: &[InboxEvent], reason:
             rule: Some("not_synced".into()),
             detail: json!({ "reason": reason, "events": events.len() }),
         }],
-        ..Default::default()
+        ..ChangeSet::new(key, &contract.version)
     }
 }

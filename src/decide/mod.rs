@@ -20,7 +20,6 @@ pub use record::{record, Decision, RecordInputs, Summaries};
 use crate::connectors::{ConnectorError, RemoteRecord};
 use crate::contract::{BillingObject, Contract, ObjectMapping, Owner, Retry, Side};
 use crate::ingest::Change;
-use crate::ledger::InboxEvent;
 use crate::plan::{self, Rule, Sequencing, Shadow};
 
 /// However a record fails — reads, refused decisions, writes, rate limits — it is given up
@@ -61,16 +60,17 @@ pub fn backoff_ms(retry: &Retry, attempts: i64, unit: f64) -> i64 {
 
 /// Whether this decision needs the subscription and invoice summaries (they cost requests):
 /// a change to a billing object or to the customer, a CRM change to a property they are
-/// mirrored onto, a whole polled version, or a plan without events.
-pub fn needs_summaries(c: &Contract, m: &ObjectMapping, real: &[InboxEvent], replan: bool) -> bool {
-    if replan || real.is_empty() {
+/// mirrored onto, a whole polled version, or a plan without events. `changes`: the new events'
+/// changes (`Change::of`), read once by the worker.
+pub fn needs_summaries(c: &Contract, m: &ObjectMapping, changes: &[Change], replan: bool) -> bool {
+    if replan || changes.is_empty() {
         return true;
     }
-    real.iter().any(|ev| {
+    changes.iter().any(|change| {
         let mirrored = c
             .billing_object_mappings(m)
             .flat_map(|o| o.fields.iter().map(|f| f.crm.as_str()));
-        Change::of(ev).touches_billing_objects(mirrored)
+        change.touches_billing_objects(mirrored)
     })
 }
 
@@ -199,46 +199,44 @@ pub fn merge_plan(into: &mut plan::Plan, from: plan::Plan, m: &ObjectMapping, su
     }
 }
 
-/// What becomes of a failed read.
+/// What becomes of a failed request, a write or a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterReadFailure {
-    /// A rate limit: wait as the budget says, not counted.
+pub enum AfterFailure {
+    /// The provider asks to wait (a 429 it allows to retry): wait, nothing counted.
     Wait,
-    /// Retry after backoff: this was failure `attempts` of `max`.
+    /// Try again after backoff (a write with the same key); this was failure `attempts` of `max`.
     Retry { attempts: i64, max: i64 },
-    /// Give the read up to the dead letters, classed.
+    /// Give it up to the dead letters, classed.
     GiveUp { class: &'static str, attempts: i64 },
 }
 
-/// The rule for a failed read: a rate limit waits (until the record has been failing too
-/// long); a failure worth retrying is retried until `max_attempts` failed turns in a row; one
-/// not worth retrying (a malformed id, a key refused) is given up at once.
-pub fn after_read_failure(
+/// The one rule for a failed request (`failed_before`: the write's attempts, or the record's
+/// failed turns in a row for a read): a rate limit waits, uncounted, until the record has been
+/// failing too long; a failure worth retrying is retried until `max_attempts`; one not worth
+/// retrying (a malformed id, a key refused, a validation error) is given up at once.
+pub fn after_failure(
     e: &ConnectorError,
-    failures: i64,
+    failed_before: i64,
     max_attempts: i64,
     failing_too_long: bool,
-) -> AfterReadFailure {
-    let attempts = failures + 1;
+) -> AfterFailure {
+    let attempts = failed_before + 1;
+    let give_up = |class| AfterFailure::GiveUp { class, attempts };
     match e {
-        ConnectorError::RateLimited { .. } if failing_too_long => AfterReadFailure::GiveUp {
-            class: "rate_limited",
-            attempts,
-        },
-        ConnectorError::RateLimited { .. } => AfterReadFailure::Wait,
-        _ if !e.retryable() => AfterReadFailure::GiveUp {
-            class: e.class(),
-            attempts,
-        },
-        _ if attempts >= max_attempts || failing_too_long => AfterReadFailure::GiveUp {
-            class: "exhausted",
-            attempts,
-        },
-        _ => AfterReadFailure::Retry {
+        ConnectorError::RateLimited { .. } if failing_too_long => give_up("rate_limited"),
+        ConnectorError::RateLimited { .. } => AfterFailure::Wait,
+        _ if !e.retryable() => give_up(e.class()),
+        _ if attempts >= max_attempts || failing_too_long => give_up("exhausted"),
+        _ => AfterFailure::Retry {
             attempts,
             max: max_attempts,
         },
     }
+}
+
+/// Whether a record failing since `since_ms` has been failing longer than any retry may go on.
+pub fn failing_too_long(since_ms: Option<i64>, now_ms: i64) -> bool {
+    since_ms.is_some_and(|t| now_ms - t >= GIVE_UP_AFTER_MS)
 }
 
 /// Whether a record whose turn failed (a refused decision, a ledger read) is given up to

@@ -56,15 +56,7 @@ pub struct Decision {
 /// Decide a record. `correlation_id` gives each planned write its correlation id.
 pub fn record(i: &RecordInputs<'_>, correlation_id: &mut dyn FnMut() -> String) -> Decision {
     let m = i.mapping;
-    let mut cs = ChangeSet {
-        entity_key: i.key.to_string(),
-        contract_version: i.contract.version.clone(),
-        replan: Some(false),
-        ..Default::default()
-    };
-    for (id, why) in i.echoes {
-        cs.event_states.push((*id, EventState::Echo, why.clone()));
-    }
+    let mut cs = super::echo::echoes_only(i.contract, i.key, i.echoes.to_vec());
     // The cause: the newest real event, or (a follow-up after a create) the last write's cause.
     let cause: Option<(i64, String)> = match i.real.last() {
         Some(ev) => Some((ev.id, format!("{}:{}", ev.source.as_str(), ev.event_id))),

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
+use crate::connectors::ConnectorError;
 use crate::connectors::Fields;
 use crate::contract::default_contract;
-use crate::ledger::{EventState, OpKind};
+use crate::ledger::{EventState, InboxEvent, OpKind};
 
 const CRM_ID: &str = "101";
 const BILLING_ID: &str = "cus_1";
@@ -443,4 +444,66 @@ proptest! {
         let keys = |d: &Decision| d.changes.new_ops.iter().map(|o| o.idempotency_key.clone()).collect::<Vec<_>>();
         prop_assert_eq!(keys(&a), keys(&other));
     }
+}
+
+/// One rule for every failed request, a write or a read: a rate limit waits uncounted until the
+/// record has been failing an hour; a retryable failure is retried until `max_attempts`; one
+/// not worth retrying is given up at once, with its own class.
+#[test]
+fn a_failed_request_waits_retries_or_is_given_up() {
+    let rate_limited = ConnectorError::RateLimited {
+        system: "billing",
+        retry_after_ms: Some(1000),
+        body: String::new(),
+    };
+    let server = ConnectorError::Server {
+        system: "billing",
+        status: 503,
+        body: String::new(),
+    };
+    let auth = ConnectorError::Auth {
+        system: "billing",
+        status: 401,
+        body: String::new(),
+    };
+    assert_eq!(after_failure(&rate_limited, 7, 3, false), AfterFailure::Wait);
+    assert_eq!(
+        after_failure(&rate_limited, 0, 3, true),
+        AfterFailure::GiveUp {
+            class: "rate_limited",
+            attempts: 1
+        }
+    );
+    assert_eq!(
+        after_failure(&server, 0, 3, false),
+        AfterFailure::Retry { attempts: 1, max: 3 }
+    );
+    assert_eq!(
+        after_failure(&server, 1, 3, false),
+        AfterFailure::Retry { attempts: 2, max: 3 }
+    );
+    assert_eq!(
+        after_failure(&server, 2, 3, false),
+        AfterFailure::GiveUp {
+            class: "exhausted",
+            attempts: 3
+        }
+    );
+    assert_eq!(
+        after_failure(&server, 0, 3, true),
+        AfterFailure::GiveUp {
+            class: "exhausted",
+            attempts: 1
+        }
+    );
+    assert_eq!(
+        after_failure(&auth, 0, 3, false),
+        AfterFailure::GiveUp {
+            class: auth.class(),
+            attempts: 1
+        }
+    );
+    assert!(!failing_too_long(None, i64::MAX));
+    assert!(!failing_too_long(Some(0), GIVE_UP_AFTER_MS - 1));
+    assert!(failing_too_long(Some(0), GIVE_UP_AFTER_MS));
 }

@@ -1,6 +1,6 @@
 //! Writes: the outbox operation for a planned write (which call, on which record, under which
 //! idempotency key — fixed here, reused on every retry), what a completed write settles, and
-//! what becomes of a write that failed (retry, wait, dead letter).
+//! what a write given up records (`decide::after_failure` says when).
 
 use serde_json::{json, Value};
 
@@ -174,11 +174,7 @@ pub fn done(
     op: &OutboxOp,
     rec: &RemoteRecord,
 ) -> ChangeSet {
-    let mut cs = ChangeSet {
-        entity_key: key.to_string(),
-        contract_version: contract.version.clone(),
-        ..Default::default()
-    };
+    let mut cs = ChangeSet::new(key, &contract.version);
     cs.op_outcomes.push(OpOutcome {
         op_id: op.id,
         state: "done",
@@ -207,40 +203,6 @@ pub fn done(
     cs
 }
 
-/// What becomes of a write that failed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AfterFailure {
-    /// The provider asks to wait (a 429 it allows to retry): wait, same key, no attempt spent.
-    Wait,
-    /// Try again with the same key after backoff; this is attempt `attempts` of `max`.
-    Retry { attempts: i64, max: i64 },
-    /// Give it up to the dead letters, classed.
-    DeadLetter { class: &'static str, attempts: i64 },
-}
-
-/// The rule for a failed write: a rate limit waits (until the record has been failing too
-/// long), a failure worth retrying is retried until `max_attempts`, anything else — and a
-/// record failing too long — is dead-lettered with its class.
-pub fn after_failure(e: &ConnectorError, op_attempts: i64, max_attempts: i64, failing_too_long: bool) -> AfterFailure {
-    let attempts = op_attempts + 1;
-    let rate_limited = matches!(e, ConnectorError::RateLimited { .. });
-    if rate_limited && !failing_too_long {
-        return AfterFailure::Wait;
-    }
-    if e.retryable() && !rate_limited && attempts < max_attempts && !failing_too_long {
-        return AfterFailure::Retry {
-            attempts,
-            max: max_attempts,
-        };
-    }
-    let class = match e {
-        ConnectorError::RateLimited { .. } => "rate_limited",
-        e if e.retryable() => "exhausted",
-        e => e.class(),
-    };
-    AfterFailure::DeadLetter { class, attempts }
-}
-
 /// A write given up: its outcome, its dead letter, its cause dead-lettered, the audit.
 pub fn dead_letter(
     contract: &Contract,
@@ -250,11 +212,7 @@ pub fn dead_letter(
     class: &str,
     attempts: i64,
 ) -> ChangeSet {
-    let mut cs = ChangeSet {
-        entity_key: key.to_string(),
-        contract_version: contract.version.clone(),
-        ..Default::default()
-    };
+    let mut cs = ChangeSet::new(key, &contract.version);
     cs.op_outcomes.push(OpOutcome {
         op_id: op.id,
         state: "dead_lettered",
@@ -286,4 +244,17 @@ pub fn dead_letter(
         detail: json!({"error": e.to_string(), "attempts": attempts}),
     });
     cs
+}
+
+/// A planned write's idempotency key was already taken: the write exists (or existed), so its
+/// cause is settled rather than planned again and again.
+pub fn key_already_used(contract: &Contract, key: &str, cause_id: i64) -> ChangeSet {
+    ChangeSet {
+        event_states: vec![(
+            cause_id,
+            EventState::Applied,
+            "write already made under the same idempotency key".into(),
+        )],
+        ..ChangeSet::new(key, &contract.version)
+    }
 }

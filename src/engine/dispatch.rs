@@ -7,7 +7,8 @@ use super::{EngineError, Inner};
 use crate::budget::Lane;
 use crate::connectors::{ConnectorError, RemoteRecord};
 use crate::contract::Side;
-use crate::decide::writes::{self, AfterFailure};
+use crate::decide::writes;
+use crate::decide::{self, AfterFailure};
 use crate::ledger::{OpKind, OutboxOp, WriteHold};
 
 /// The one gate in front of every outbound call: spend one unit of the destination's rate
@@ -150,7 +151,7 @@ pub(super) async fn settle(
         Err(e) => e,
     };
     let max = i64::from(inner.contract.retry.max_attempts);
-    match writes::after_failure(&e, op.attempts, max, ctx.failing_too_long(now)) {
+    match decide::after_failure(&e, op.attempts, max, ctx.failing_too_long(now)) {
         AfterFailure::Wait => {
             // Rate pressure, not a failure: the provider asks for a retry (a 429 it says not
             // to retry arrives as a rejection and dead-letters). The record waits out
@@ -183,7 +184,7 @@ pub(super) async fn settle(
                 .await?;
             Ok(Step::Parked)
         }
-        AfterFailure::DeadLetter { class, attempts } => {
+        AfterFailure::GiveUp { class, attempts } => {
             inner.metrics.add("errors", dest.as_str(), 1.0);
             inner.metrics.add("dead_letters", dest.as_str(), 1.0);
             let cs = writes::dead_letter(&inner.contract, ctx.key, op, &e, class, attempts);

@@ -364,7 +364,7 @@ impl Engine {
             .ok_or(IngestError::NotConfigured { system: "billing" })?;
         let sig = signature.ok_or(IngestError::MissingHeader {
             system: "billing",
-            header: "Stripe-Signature",
+            header: ingest::stripe::SIGNATURE_HEADER,
         })?;
         let now = self.inner.now_ms();
         ingest::stripe::verify(secret, sig, body, now / 1000)?;
@@ -390,11 +390,11 @@ impl Engine {
             .ok_or(IngestError::NotConfigured { system: "crm" })?;
         let sig = signature.ok_or(IngestError::MissingHeader {
             system: "crm",
-            header: "X-HubSpot-Signature-v3",
+            header: ingest::hubspot::SIGNATURE_HEADER,
         })?;
         let ts = timestamp.ok_or(IngestError::MissingHeader {
             system: "crm",
-            header: "X-HubSpot-Request-Timestamp",
+            header: ingest::hubspot::TIMESTAMP_HEADER,
         })?;
         let now = self.inner.now_ms();
         ingest::hubspot::verify(secret, method, uri, body, sig, ts, now)?;

@@ -13,9 +13,9 @@ use super::load::{self, load, shadow_map, ReadFailure};
 use super::{EngineError, Inner};
 use crate::budget::Lane;
 use crate::contract::{ObjectMapping, Side};
-use crate::decide::{self, failures, AfterReadFailure, RecordInputs, GIVE_UP_AFTER_MS};
-use crate::ingest::parse_entity_key;
-use crate::ledger::{ChangeSet, Claim, EventState, InboxEvent, OpKind};
+use crate::decide::{self, failures, AfterFailure, RecordInputs};
+use crate::ingest::{parse_entity_key, Change};
+use crate::ledger::{Claim, InboxEvent, OpKind};
 
 pub(super) const LEASE_MS: i64 = 120_000;
 /// Rounds of (dispatch, plan) per claim before the record goes back in line.
@@ -128,7 +128,7 @@ pub(super) async fn after_failed_turn(
         return Ok(());
     }
     let max = i64::from(inner.contract.retry.max_attempts);
-    let too_long = claim.failing_since_ms.is_some_and(|t| now - t >= GIVE_UP_AFTER_MS);
+    let too_long = decide::failing_too_long(claim.failing_since_ms, now);
     let attempts = claim.failures + 1;
     if !decide::give_up_turn(claim.failures, max, too_long) {
         tracing::warn!(error = %e, record = %key, attempt = attempts, max, "record processing failed; parked for a retry");
@@ -193,7 +193,7 @@ impl<'a> Ctx<'a> {
     /// Whether this record has been failing (any failure, rate limits included) for longer
     /// than any retry may go on.
     pub(super) fn failing_too_long(&self, now_ms: i64) -> bool {
-        self.failing_since_ms.is_some_and(|t| now_ms - t >= GIVE_UP_AFTER_MS)
+        decide::failing_too_long(self.failing_since_ms, now_ms)
     }
 
     /// Whether the create `op_id` was planned right after a lookup by origin found nothing.
@@ -247,24 +247,24 @@ async fn process(inner: &Inner, owner: &str, claim: &Claim) -> Result<Turn, Engi
     Ok(Turn::Done)
 }
 
-/// A read failed: wait, retry with backoff (counted), or give it up (`decide::after_read_failure`).
+/// A read failed: wait, retry with backoff (counted), or give it up (`decide::after_failure`).
 async fn park_for_read(ctx: &Ctx<'_>, f: ReadFailure) -> Result<Turn, EngineError> {
     let inner = ctx.inner;
     let now = inner.now_ms();
     inner.metrics.add("read_errors", f.error.class(), 1.0);
     let max = i64::from(inner.contract.retry.max_attempts);
-    let verdict = decide::after_read_failure(&f.error, ctx.failures, max, ctx.failing_too_long(now));
+    let verdict = decide::after_failure(&f.error, ctx.failures, max, ctx.failing_too_long(now));
     let (wait, count, reason) = match verdict {
-        AfterReadFailure::Wait => {
+        AfterFailure::Wait => {
             let wait = inner.note_rate_limited(f.side, f.error.retry_after()).as_millis() as i64;
             (wait, false, format!("read failed: {}: {}", f.what, f.error))
         }
-        AfterReadFailure::Retry { attempts, max } => (
+        AfterFailure::Retry { attempts, max } => (
             backoff(inner, attempts),
             true,
             format!("read failed (attempt {attempts} of {max}): {}: {}", f.what, f.error),
         ),
-        AfterReadFailure::GiveUp { class, attempts } => {
+        AfterFailure::GiveUp { class, attempts } => {
             let events = inner.ledger.unplanned_events(ctx.key).await?;
             inner.metrics.add("dead_letters", f.side.as_str(), 1.0);
             let error = format!("{}: {}", f.what, f.error);
@@ -297,35 +297,42 @@ async fn decide_events(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> 
     let inner = ctx.inner;
     let key = ctx.key;
     let m = ctx.mapping;
-    // 1. Echoes: values we wrote coming back.
+    // 1. Echoes: values we wrote coming back. Each event's payload is read once, here.
     let mut writes = [None, None];
     let mut shadow = None;
+    let mut mapped: Vec<(&str, &str)> = Vec::new();
     let mut echoes: Vec<(i64, String)> = Vec::new();
     let mut real: Vec<InboxEvent> = Vec::new();
+    let mut changes: Vec<Change> = Vec::new();
     for ev in events {
+        let change = Change::of(&ev);
         let w = &mut writes[ev.source as usize];
         if w.is_none() {
             *w = Some(inner.ledger.recent_writes(key, ev.source, ECHO_WRITES).await?);
         }
         let w = w.as_deref().unwrap_or_default();
-        let mut verdict = decide::echo::classify(&ev, w);
-        if verdict.is_none() && ev.event_type.ends_with(crate::ingest::poll::POLLED_SUFFIX) {
+        let mut verdict = decide::echo::classify(&change, w);
+        if verdict.is_none() && matches!(change, Change::Snapshot { .. }) && !w.is_empty() {
             if shadow.is_none() {
                 shadow = Some(shadow_map(inner.ledger.shadow(key).await?));
+                mapped = inner
+                    .contract
+                    .contact_fields(m)
+                    .map(|f| (f.crm.as_str(), f.name.as_str()))
+                    .collect();
             }
-            let mapped: Vec<(&str, &str)> = inner
-                .contract
-                .contact_fields(m)
-                .map(|f| (f.crm.as_str(), f.name.as_str()))
-                .collect();
-            verdict = decide::echo::crm_snapshot_echo(&ev, w, &mapped, shadow.as_ref().unwrap_or(&Default::default()));
+            verdict =
+                decide::echo::crm_snapshot_echo(&change, w, &mapped, shadow.as_ref().unwrap_or(&Default::default()));
         }
         match verdict {
             Some(why) => {
                 inner.metrics.add("echo_drops", ev.source.as_str(), 1.0);
                 echoes.push((ev.id, why));
             }
-            None => real.push(ev),
+            None => {
+                real.push(ev);
+                changes.push(change);
+            }
         }
     }
     // Backfilled records stay bulk work; a live event makes the record live — unless it is
@@ -334,16 +341,7 @@ async fn decide_events(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> 
         make_live();
     }
     if real.is_empty() && !replan {
-        let cs = ChangeSet {
-            entity_key: key.to_string(),
-            contract_version: inner.contract.version.clone(),
-            event_states: echoes
-                .into_iter()
-                .map(|(id, why)| (id, EventState::Echo, why))
-                .collect(),
-            replan: Some(false),
-            ..Default::default()
-        };
+        let cs = decide::echo::echoes_only(&inner.contract, key, echoes);
         inner.ledger.apply(&cs, inner.now_ms()).await?;
         return Ok(Turn::Done);
     }
@@ -367,7 +365,7 @@ async fn decide_events(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> 
     };
     let migration = inner.ledger.migration_authority().await?;
     let summaries = match (&loaded.crm, &loaded.billing) {
-        (Some(_), Some(b)) if decide::needs_summaries(&inner.contract, m, &real, replan) => {
+        (Some(_), Some(b)) if decide::needs_summaries(&inner.contract, m, &changes, replan) => {
             match load::summaries(inner, m, b).await {
                 Ok(s) => Some(s),
                 Err(f) => return park_for_read(ctx, f).await,
@@ -407,16 +405,7 @@ async fn decide_events(ctx: &Ctx<'_>, events: Vec<InboxEvent>, replan: bool) -> 
         // An idempotency key was already taken: the write exists (or existed). Settle the
         // event rather than planning it again and again.
         tracing::warn!(record = %key, "a planned write reused an existing idempotency key; not written twice");
-        let settle = ChangeSet {
-            entity_key: key.to_string(),
-            contract_version: inner.contract.version.clone(),
-            event_states: vec![(
-                cause_id,
-                EventState::Applied,
-                "write already made under the same idempotency key".into(),
-            )],
-            ..Default::default()
-        };
+        let settle = decide::writes::key_already_used(&inner.contract, key, cause_id);
         inner.ledger.apply(&settle, inner.now_ms()).await?;
     }
     Ok(Turn::Done)

@@ -165,10 +165,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
          Reads are GET with query parameters, writes are POST with a JSON object body."
             .into(),
     );
-    // A text answer; the event stream's is left without a schema (its events carry JSON
-    // documents of two kinds, not a string).
-    let text = |path: &str, what: &str, mime: &str| {
-        let schema = (mime != "text/event-stream").then(<String as utoipa::PartialSchema>::schema);
+    // A GET route answering `mime` (with `schema`, when its body has one).
+    let text = |path: &str,
+                what: &str,
+                mime: &str,
+                schema: Option<utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>>| {
         let op = OperationBuilder::new()
             .operation_id(Some(path.trim_start_matches('/').replace('/', "_")))
             .summary(Some(what))
@@ -188,6 +189,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             "/api/stream",
             "server-sent events: `overview` (an Overview) once a second, `error` (an ApiError)",
             "text/event-stream",
+            // Its events are JSON documents of two kinds, not one string: no schema.
+            None,
         ),
     );
     doc.paths.paths.insert(
@@ -196,6 +199,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             "/metrics",
             "Prometheus text exposition of the status figures and engine counters",
             "text/plain",
+            Some(<String as utoipa::PartialSchema>::schema()),
         ),
     );
     ErrorAnswers.modify(&mut doc);
@@ -438,7 +442,9 @@ async fn stripe_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<impl IntoResponse, HttpError> {
-    let sig = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let sig = headers
+        .get(crate::ingest::stripe::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
     let r = st.engine.ingest_stripe_webhook(sig, &body).await?;
     Ok(Json(r))
 }
@@ -461,8 +467,8 @@ async fn hubspot_webhook(
         .ingest_hubspot_webhook(
             method.as_str(),
             &full,
-            h("x-hubspot-signature-v3"),
-            h("x-hubspot-request-timestamp"),
+            h(crate::ingest::hubspot::SIGNATURE_HEADER),
+            h(crate::ingest::hubspot::TIMESTAMP_HEADER),
             &body,
         )
         .await?;

@@ -37,8 +37,9 @@ pub enum Change {
     Other,
 }
 
-/// A property value as the CRM sends it: an empty string is no value.
-fn crm_value(v: Option<&Value>) -> Option<String> {
+/// A field's value as text, as both systems and the outbox hold it: an empty string or `null`
+/// is no value, a number or a flag its JSON text.
+pub fn value_text(v: Option<&Value>) -> Option<String> {
     match v {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::String(_)) | Some(Value::Null) | None => None,
@@ -77,7 +78,7 @@ fn crm(payload: &Value) -> Change {
         let properties = payload
             .get("properties")
             .and_then(Value::as_object)
-            .map(|props| props.iter().map(|(k, v)| (k.clone(), crm_value(Some(v)))).collect())
+            .map(|props| props.iter().map(|(k, v)| (k.clone(), value_text(Some(v)))).collect())
             .unwrap_or_default();
         return Change::Snapshot { properties };
     }
@@ -88,7 +89,7 @@ fn crm(payload: &Value) -> Change {
     match payload.get("propertyName").and_then(Value::as_str) {
         Some(name) if property_change => Change::Property {
             name: name.to_string(),
-            value: crm_value(payload.get("propertyValue")),
+            value: value_text(payload.get("propertyValue")),
         },
         _ => Change::Other,
     }

@@ -13,6 +13,9 @@ use crate::ledger::NewEvent;
 
 const SYSTEM: &str = "crm";
 pub const TOLERANCE_MS: i64 = 5 * 60 * 1000;
+/// The headers a HubSpot webhook carries its v3 signature and its timestamp in.
+pub const SIGNATURE_HEADER: &str = "X-HubSpot-Signature-v3";
+pub const TIMESTAMP_HEADER: &str = "X-HubSpot-Request-Timestamp";
 
 /// Verify `X-HubSpot-Signature-v3` for a request to `uri` (the full URL HubSpot called).
 pub fn verify(

@@ -7,7 +7,7 @@ pub mod hubspot;
 pub mod poll;
 pub mod stripe;
 
-pub use change::Change;
+pub use change::{value_text, Change};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

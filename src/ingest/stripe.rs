@@ -11,6 +11,8 @@ use crate::ledger::NewEvent;
 
 const SYSTEM: &str = "billing";
 pub const TOLERANCE_SECS: i64 = 300;
+/// The header a Stripe webhook carries its signature in.
+pub const SIGNATURE_HEADER: &str = "Stripe-Signature";
 /// Metadata keys driftless writes on every billing record it creates or updates.
 pub const META_CRM_ID: &str = "driftless_crm_contact_id";
 /// The origin marker of a customer created for a CRM company.

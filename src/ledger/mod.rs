@@ -169,10 +169,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Every state of [`EVENT_STATES`] at zero.
+fn no_events() -> BTreeMap<String, i64> {
+    EVENT_STATES.iter().map(|s| (s.to_string(), 0)).collect()
+}
+
 /// The per-state counters `status` reports (`ledger_counts`, migrations 12 and 16), zero for a
 /// state without events, and the duplicate deliveries (rows of `inbox_duplicates`).
 async fn kept_event_counts(conn: &mut sqlx::SqliteConnection) -> Result<BTreeMap<String, i64>> {
-    let mut out: BTreeMap<String, i64> = EVENT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+    let mut out = no_events();
     for r in sqlx::query("SELECT key, n FROM ledger_counts WHERE tbl = 'inbox' AND n <> 0")
         .fetch_all(&mut *conn)
         .await?
@@ -330,6 +335,17 @@ pub struct ChangeSet {
     pub settle_causes: Vec<i64>,
     /// Set (true) or clear (false) the record's "plan again" mark.
     pub replan: Option<bool>,
+}
+
+impl ChangeSet {
+    /// An empty change set for a record, decided under a contract version.
+    pub fn new(entity_key: &str, contract_version: &str) -> ChangeSet {
+        ChangeSet {
+            entity_key: entity_key.to_string(),
+            contract_version: contract_version.to_string(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1282,17 +1298,15 @@ impl Ledger {
         // One read transaction: both sides from the same snapshot, even while events arrive.
         let mut tx = self.reader.begin().await?;
         let kept = kept_event_counts(&mut tx).await?;
-        let mut counted: BTreeMap<String, i64> = EVENT_STATES.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut counted = no_events();
         for r in sqlx::query("SELECT state, COUNT(*) FROM inbox GROUP BY state")
             .fetch_all(&mut *tx)
             .await?
         {
             counted.insert(r.try_get(0)?, r.try_get(1)?);
         }
-        let dups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox_duplicates")
-            .fetch_one(&mut *tx)
-            .await?;
-        counted.insert("duplicate".into(), dups);
+        // Duplicates are rows of `inbox_duplicates` either way: counted once, above.
+        counted.insert("duplicate".into(), kept.get("duplicate").copied().unwrap_or(0));
         tx.commit().await?;
         Ok(EventCensus { kept, counted })
     }
